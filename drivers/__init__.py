@@ -1,0 +1,1 @@
+"""Small typed libraries for gate hardware. They import nothing from edge/, cloud/ or sync/."""
