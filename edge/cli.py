@@ -1,0 +1,176 @@
+"""`starfish` command line: the gate daemon and the technician's tools."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edge.config import ConfigError, EdgeConfig, load_config
+
+app = typer.Typer(help="Starfish Gate: ski-resort turnstiles that decide offline.", no_args_is_help=True)
+gate_app = typer.Typer(help="Run or query one gate.", no_args_is_help=True)
+keys_app = typer.Typer(help="Ticket-signing keys.", no_args_is_help=True)
+ticket_app = typer.Typer(help="Issue signed tickets (needs the private key).", no_args_is_help=True)
+app.add_typer(gate_app, name="gate")
+app.add_typer(keys_app, name="keys")
+app.add_typer(ticket_app, name="ticket")
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Gate configuration (YAML)")]
+
+
+def _load(path: Path) -> EdgeConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@gate_app.command("run")
+def gate_run(config: ConfigOpt) -> None:
+    """Run the gate daemon until SIGTERM."""
+    from edge.daemon import run_from_config
+
+    cfg = _load(config)
+    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run_from_config(cfg))
+
+
+@gate_app.command("check")
+def gate_check(config: ConfigOpt, code: Annotated[str, typer.Argument(help="The scanned text")]) -> None:
+    """Print, as JSON, the decision the gate would make now; touches neither barrier nor journal."""
+    from edge.gate import GateService
+    from edge.reasons import reason
+    from edge.store import GateStore, StoreError
+
+    cfg = _load(config)
+    if not cfg.store.path.exists():
+        typer.echo(f"note: no gate store at {cfg.store.path}; deciding on an empty cache", err=True)
+    try:
+        store = GateStore(cfg.store.path if cfg.store.path.exists() else ":memory:")
+    except StoreError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    service = GateService(store=store, config=cfg.gate)
+    service.use_keys(cfg.trusted_keys)
+    d = service.evaluate(code.encode(), datetime.now(UTC)).decision
+    out = {
+        "admit": d.admit,
+        "code": d.code,
+        "reason": reason(d.code, "en"),
+        "reason_zh": reason(d.code, "zh"),
+        "ticket_id": d.ticket_id,
+    }
+    store.close()
+    typer.echo(json.dumps(out, ensure_ascii=False))
+
+
+@app.command("decode")
+def decode(
+    images: Annotated[list[Path], typer.Argument(help="Image files")],
+    decoder: Annotated[str, typer.Option(help="zxing, pyzbar, opencv or chain")] = "",
+) -> None:
+    """Print PATH<TAB>TEXT for each image (TEXT empty when nothing decoded)."""
+    from drivers.errors import DriverError
+    from drivers.qr import DEFAULT_DECODER, load_image, make_decoder
+
+    try:
+        dec = make_decoder(decoder or DEFAULT_DECODER)
+    except (ValueError, DriverError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    failed = False
+    for path in images:
+        try:
+            codes = dec.decode(load_image(path))
+        except DriverError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            failed = True
+            codes = []
+        text = codes[0].text if codes else ""
+        typer.echo(f"{path}\t{text}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@keys_app.command("generate")
+def keys_generate(
+    private_key: Annotated[Path, typer.Option(help="Where to write the private key (PEM, mode 0600)")],
+) -> None:
+    """Make an Ed25519 signing key; prints the public key for gate configs."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    from models.credential import public_key_b64
+
+    if private_key.exists():
+        typer.echo(f"error: {private_key} exists; refusing to overwrite a signing key", err=True)
+        raise typer.Exit(2)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    fd = os.open(private_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    typer.echo(public_key_b64(key.public_key()))
+
+
+@ticket_app.command("issue")
+def ticket_issue(
+    private_key: Annotated[Path, typer.Option(help="PEM private key")],
+    ticket_no: Annotated[int, typer.Option(help="Ticket number")],
+    kind: Annotated[str, typer.Option(help="day, time_window, season or punch")] = "day",
+    key_id: Annotated[int, typer.Option(help="Key id the gates know this key by")] = 1,
+    days: Annotated[int, typer.Option(help="Valid for this many days from now")] = 1,
+    entries: Annotated[int | None, typer.Option(help="Entries (punch / single use)")] = None,
+    window_minutes: Annotated[int | None, typer.Option(help="time_window length")] = None,
+    png: Annotated[Path | None, typer.Option(help="Also write the QR code as PNG")] = None,
+) -> None:
+    """Print a signed ticket token (and optionally its QR image)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from models import ProductKind
+    from models.credential import issue
+
+    key = load_pem_private_key(private_key.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        typer.echo("error: not an Ed25519 private key", err=True)
+        raise typer.Exit(2)
+    now = datetime.now(UTC)
+    token = issue(
+        key,
+        key_id=key_id,
+        kind=ProductKind(kind),
+        ticket_no=ticket_no,
+        valid_from=now - timedelta(minutes=1),
+        valid_until=now + timedelta(days=days),
+        entries=entries,
+        window_minutes=window_minutes,
+    )
+    if png is not None:
+        import segno
+
+        segno.make(token, error="M", micro=False).save(str(png), scale=6, border=4)
+    typer.echo(token)
+
+
+@app.command("demo")
+def demo(
+    duration: Annotated[float, typer.Option(help="Stop after this many seconds")] = 20.0,
+) -> None:
+    """One simulated gate admitting and denying a scripted queue of skiers."""
+    from edge.demo import run_demo
+
+    sys.exit(asyncio.run(run_demo(duration)))
+
+
+if __name__ == "__main__":
+    app()

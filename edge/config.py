@@ -1,0 +1,125 @@
+"""The gate's configuration: one typed tree, loaded from YAML, unknown fields refused.
+
+Secrets never live in the YAML: the trusted *public* keys may, since they are not secret.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from models import GateConfig
+from models.credential import load_public_key
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CameraConfig(_Section):
+    type: Literal["opencv"] = Field(default="opencv", description="Camera driver")
+    source: int | str = Field(description="Device index, video file or rtsp:// URL")
+    decoder: str = Field(default="chain", description="QR decoder: zxing, pyzbar, opencv or chain")
+    width: int | None = Field(default=None, ge=16, description="Requested frame width")
+    height: int | None = Field(default=None, ge=16, description="Requested frame height")
+
+
+class ScannerConfig(_Section):
+    type: Literal["serial"] = Field(default="serial", description="Scanner driver")
+    port: str = Field(description="Serial device, e.g. /dev/serial/by-id/usb-...")
+    baudrate: int = Field(default=9600, gt=0, description="Baud rate (8N1 unless set below)")
+    bytesize: Literal[5, 6, 7, 8] = 8
+    parity: Literal["N", "E", "O", "M", "S"] = "N"
+    stopbits: Literal[1, 2] = 1
+
+
+class ModbusTcpBarrier(_Section):
+    type: Literal["modbus_tcp"] = Field(description="Relay board over Modbus TCP")
+    host: str = Field(description="Relay board address")
+    port: int = Field(default=502, gt=0, lt=65536)
+    device_id: int = Field(default=1, ge=0, le=247, description="Modbus unit / device id")
+    open_coil: int = Field(default=0, ge=0, description="Coil that opens the barrier (0-based, on the wire)")
+    pulse_ms: int = Field(default=300, ge=0, le=10_000, description="How long the open coil stays on")
+    passage_input: int | None = Field(default=None, ge=0, description="Discrete input: passage complete")
+    fire_alarm_input: int | None = Field(default=None, ge=0, description="Discrete input: fire alarm")
+    timeout_s: float = Field(default=0.5, gt=0, le=10, description="Per-request timeout")
+    passage_timeout_s: float = Field(default=8.0, gt=0, description="How long to wait for somebody to pass")
+
+
+class ModbusRtuBarrier(ModbusTcpBarrier):
+    type: Literal["modbus_rtu"] = Field(description="Relay board over Modbus RTU (RS-485)")  # type: ignore[assignment]
+    host: str = Field(default="", description="Unused for RTU")
+    serial_port: str = Field(description="RS-485 adapter device")
+    baudrate: int = Field(default=9600, gt=0)
+
+
+BarrierConfig = Annotated[ModbusTcpBarrier | ModbusRtuBarrier, Field(discriminator="type")]
+
+
+class StoreConfig(_Section):
+    path: Path = Field(default=Path("/var/lib/starfish/gate.db"), description="SQLite journal and cache")
+
+
+class EdgeConfig(_Section):
+    """Everything one gate daemon needs."""
+
+    gate: GateConfig
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    barrier: BarrierConfig
+    camera: CameraConfig | None = None
+    scanner: ScannerConfig | None = None
+    trusted_keys: dict[int, str] = Field(
+        default_factory=dict, description="Key id -> base64 Ed25519 public key (verifying only)"
+    )
+    input_debounce_s: float = Field(
+        default=1.5, ge=0, description="A code still in view is read again only after this pause"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("trusted_keys")
+    @classmethod
+    def _keys_parse(cls, v: dict[int, str]) -> dict[int, str]:
+        for key_id, b64 in v.items():
+            try:
+                load_public_key(b64)
+            except ValueError as exc:
+                raise ValueError(f"key {key_id}: {exc}") from exc
+        return v
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, not YAML, or has a wrong field (named in the message)."""
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: object, source: str = "config") -> EdgeConfig:
+    try:
+        return EdgeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source} is not a valid gate configuration:\n{_describe(exc)}") from exc
+
+
+def load_config(path: str | Path) -> EdgeConfig:
+    """Read and validate a gate's YAML configuration."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a YAML mapping at the top level")
+    return parse_config(data, str(path))

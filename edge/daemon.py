@@ -1,0 +1,390 @@
+"""The gate daemon: inputs -> decision -> journal -> barrier -> sensor -> journal.
+
+Tasks: one per input (camera and/or scanner; blocking drivers run in threads and hand codes
+to the event loop), one decision task that handles one code at a time, and one task that
+owns the barrier (`BarrierController`). SIGTERM or SIGINT stops it cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from edge.config import EdgeConfig
+from edge.gate import Evaluation, GateService
+from edge.hardware import Barrier, Camera, QrDecoder, Scanner
+from edge.reasons import reason
+from edge.store import GateStore, JournalEntry
+
+log = logging.getLogger("starfish.gate")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class PassResult:
+    """How one opening of the barrier ended."""
+
+    passed: bool
+    how: str  # "sensor", "on_open", "timeout", "fault"
+    detail: str = ""
+
+    @property
+    def fault(self) -> bool:
+        return self.how == "fault"
+
+
+class BarrierController:
+    """Sole owner of the barrier device; everybody else asks through `pass_one`."""
+
+    def __init__(
+        self,
+        barrier: Barrier,
+        *,
+        has_sensor: bool,
+        has_fire_alarm: bool,
+        passage_timeout_s: float,
+        on_alarm: Callable[[bool], None],
+        poll_s: float = 0.02,
+        idle_poll_s: float = 0.1,
+        reconnect_s: float = 2.0,
+    ) -> None:
+        self.barrier = barrier
+        self.has_sensor = has_sensor
+        self.has_fire_alarm = has_fire_alarm
+        self.passage_timeout_s = passage_timeout_s
+        self.on_alarm = on_alarm
+        self.poll_s = poll_s
+        self.idle_poll_s = idle_poll_s
+        self.reconnect_s = reconnect_s
+        self.alarm = False
+        self._requests: asyncio.Queue[asyncio.Future[PassResult]] = asyncio.Queue()
+        self._healthy = False
+        self._last_attempt = 0.0
+        self._reported_error: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    @property
+    def last_error(self) -> str | None:
+        return self.barrier.last_error
+
+    async def pass_one(self) -> PassResult:
+        """Open for one passage and wait for it to end (sensor, open, timeout or fault)."""
+        fut: asyncio.Future[PassResult] = asyncio.get_running_loop().create_future()
+        await self._requests.put(fut)
+        return await fut
+
+    def _fault(self, exc: Exception) -> str:
+        self._healthy = False
+        detail = str(exc) or type(exc).__name__
+        if detail != self._reported_error:
+            log.error("barrier fault: %s", detail)
+            self._reported_error = detail
+        return detail
+
+    async def _connect(self) -> None:
+        self._last_attempt = time.monotonic()
+        try:
+            await self.barrier.connect()
+            await self.barrier.read_inputs()
+        except Exception as exc:
+            self._fault(exc)
+            return
+        if not self._healthy:
+            log.info("barrier connected")
+        self._healthy = True
+        self._reported_error = None
+        if self.alarm:
+            await self._hold(True)
+
+    async def _hold(self, on: bool) -> None:
+        try:
+            await self.barrier.set_hold_open(on)
+        except Exception as exc:
+            self._fault(exc)
+
+    async def _watch_alarm(self, fire_alarm: bool | None) -> None:
+        if not self.has_fire_alarm or fire_alarm is None or fire_alarm == self.alarm:
+            return
+        self.alarm = fire_alarm
+        log.warning(
+            "fire alarm %s: barrier %s", "ON" if fire_alarm else "cleared", "released" if fire_alarm else "normal"
+        )
+        self.on_alarm(fire_alarm)
+        await self._hold(fire_alarm)
+
+    async def _idle(self) -> None:
+        if not self._healthy:
+            if time.monotonic() - self._last_attempt >= self.reconnect_s:
+                await self._connect()
+            return
+        if self.has_fire_alarm:
+            try:
+                inputs = await self.barrier.read_inputs()
+            except Exception as exc:
+                self._fault(exc)
+                return
+            await self._watch_alarm(inputs.fire_alarm)
+
+    async def _serve(self, fut: asyncio.Future[PassResult]) -> None:
+        result = await self._open_once()
+        if not fut.done():
+            fut.set_result(result)
+
+    async def _open_once(self) -> PassResult:
+        try:
+            before = (await self.barrier.read_inputs()).passage_complete if self.has_sensor else None
+            await self.barrier.pulse_open()
+        except Exception as exc:
+            return PassResult(False, "fault", self._fault(exc))
+        self._healthy = True
+        if not self.has_sensor:
+            return PassResult(True, "on_open")
+        seen_low = not before
+        deadline = time.monotonic() + self.passage_timeout_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(self.poll_s)
+            try:
+                inputs = await self.barrier.read_inputs()
+            except Exception as exc:
+                # The barrier opened; whether anybody passed is unknown: not counted.
+                self._fault(exc)
+                return PassResult(False, "timeout", "sensor unreadable after opening")
+            await self._watch_alarm(inputs.fire_alarm)
+            if inputs.passage_complete and seen_low:
+                return PassResult(True, "sensor")
+            if not inputs.passage_complete:
+                seen_low = True
+        return PassResult(False, "timeout")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._connect()
+        while not stop.is_set():
+            try:
+                fut = await asyncio.wait_for(self._requests.get(), timeout=self.idle_poll_s)
+            except TimeoutError:
+                await self._idle()
+                continue
+            await self._serve(fut)
+        while not self._requests.empty():
+            self._requests.get_nowait().set_result(PassResult(False, "fault", "gate stopping"))
+        try:
+            await self.barrier.close()
+        except Exception as exc:
+            log.warning("closing barrier: %s", exc)
+
+
+class Debouncer:
+    """Drops a code that is still in view: seen again within `window_s` of its last sighting."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._seen: dict[bytes, float] = {}
+
+    def fresh(self, code: bytes, now: float) -> bool:
+        last = self._seen.get(code)
+        self._seen[code] = now
+        if len(self._seen) > 1000:
+            self._seen = {k: v for k, v in self._seen.items() if now - v < self.window_s}
+        return last is None or now - last >= self.window_s
+
+
+@dataclass(frozen=True, slots=True)
+class Handled:
+    """One scan, as handled: for observers (demo, diagnostics)."""
+
+    source: str
+    evaluation: Evaluation
+    entry: JournalEntry
+
+
+class GateDaemon:
+    """One gate: wire inputs, decisions, journal and barrier together."""
+
+    def __init__(
+        self,
+        config: EdgeConfig,
+        *,
+        store: GateStore,
+        barrier: Barrier,
+        camera: Camera | None = None,
+        decoder: QrDecoder | None = None,
+        scanner: Scanner | None = None,
+        clock: Clock = utc_now,
+        on_handled: Callable[[Handled], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.service = GateService(store=store, config=config.gate)
+        bc = config.barrier
+        self.controller = BarrierController(
+            barrier,
+            has_sensor=bc.passage_input is not None,
+            has_fire_alarm=bc.fire_alarm_input is not None,
+            passage_timeout_s=bc.passage_timeout_s,
+            on_alarm=self._alarm,
+        )
+        self.camera = camera
+        self.decoder = decoder
+        self.scanner = scanner
+        self.on_handled = on_handled
+        self.stop_event = asyncio.Event()
+        self._codes: asyncio.Queue[tuple[bytes, str]] = asyncio.Queue(maxsize=100)
+        self._threads_stop = threading.Event()
+        self.handled = 0
+
+    def _alarm(self, on: bool) -> None:
+        self.service.record_alarm(on, self.clock())
+
+    async def handle(self, data: bytes, source: str) -> Handled:
+        """Decide on one code, journal it, and drive the barrier if it admits."""
+        now = self.clock()
+        ev = self.service.evaluate(data, now)
+        entry = self.service.journal(ev, now, barrier_ok=self.controller.healthy)
+        if entry.passed is None:
+            result = await self.controller.pass_one()
+            if result.fault:
+                entry = self.service.barrier_failed(entry, result.detail)
+            else:
+                entry = self.service.complete(entry, passed=result.passed, how=result.how)
+        log.info(
+            "%s %s ticket=%s code=%s passed=%s (%s)",
+            source,
+            entry.outcome.value.upper(),
+            entry.ticket_id,
+            entry.code,
+            entry.passed,
+            reason(entry.code),
+        )
+        handled = Handled(source, ev, entry)
+        self.handled += 1
+        if self.on_handled is not None:
+            self.on_handled(handled)
+        return handled
+
+    def _offer(self, loop: asyncio.AbstractEventLoop, data: bytes, source: str) -> None:
+        def put() -> None:
+            try:
+                self._codes.put_nowait((data, source))
+            except asyncio.QueueFull:
+                log.warning("input queue full, dropped a %s read", source)
+
+        loop.call_soon_threadsafe(put)
+
+    def _scanner_loop(self, loop: asyncio.AbstractEventLoop, scanner: Scanner) -> None:
+        debounce = Debouncer(self.config.input_debounce_s)
+        while not self._threads_stop.is_set():
+            line = scanner.read_line(0.3)
+            if line and debounce.fresh(line, time.monotonic()):
+                self._offer(loop, line, "scanner")
+
+    def _camera_loop(self, loop: asyncio.AbstractEventLoop, camera: Camera, decoder: QrDecoder) -> None:
+        from drivers.errors import DriverError
+
+        debounce = Debouncer(self.config.input_debounce_s)
+        reported: str | None = None
+        while not self._threads_stop.is_set():
+            try:
+                frame = camera.read()
+            except DriverError as exc:
+                if str(exc) != reported:
+                    log.error("camera: %s", exc)
+                    reported = str(exc)
+                self._threads_stop.wait(0.5)
+                continue
+            reported = None
+            if frame is None:
+                log.info("camera source ended")
+                return
+            for code in decoder.decode(frame):
+                if debounce.fresh(code.raw, time.monotonic()):
+                    self._offer(loop, code.raw, "camera")
+
+    async def _decisions(self) -> None:
+        while True:
+            data, source = await self._codes.get()
+            try:
+                await self.handle(data, source)
+            except Exception:
+                # A decision must never take the gate down; the barrier stays closed.
+                log.exception("failed to handle a %s read; barrier stays closed", source)
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    async def run(self) -> None:
+        """Run until `request_stop` (or SIGTERM/SIGINT when installed)."""
+        recovered = self.store.recover()
+        if recovered:
+            log.warning("resolved %d admission(s) left unconfirmed by a crash: not counted", len(recovered))
+        if self.config.trusted_keys:
+            self.store.set_keys(self.config.trusted_keys)
+            self.service.reload_keys()
+        loop = asyncio.get_running_loop()
+        threads = []
+        if self.scanner is not None:
+            threads.append(threading.Thread(target=self._scanner_loop, args=(loop, self.scanner), daemon=True))
+        if self.camera is not None and self.decoder is not None:
+            threads.append(
+                threading.Thread(target=self._camera_loop, args=(loop, self.camera, self.decoder), daemon=True)
+            )
+        for t in threads:
+            t.start()
+        barrier_task = asyncio.create_task(self.controller.run(self.stop_event), name="barrier")
+        decision_task = asyncio.create_task(self._decisions(), name="decisions")
+        log.info("gate %s (%s) running", self.config.gate.gate_id, self.config.gate.direction.value)
+        try:
+            await self.stop_event.wait()
+        finally:
+            self._threads_stop.set()
+            decision_task.cancel()
+            await asyncio.gather(decision_task, return_exceptions=True)
+            await barrier_task
+            for t in threads:
+                await asyncio.to_thread(t.join, 2.0)
+            for dev in (self.scanner, self.camera):
+                if dev is not None:
+                    dev.close()
+            log.info("gate %s stopped", self.config.gate.gate_id)
+
+
+def install_signal_handlers(daemon: GateDaemon) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.request_stop)
+
+
+async def run_from_config(config: EdgeConfig) -> None:
+    """Build the devices the config names and run the gate until SIGTERM."""
+    from edge.hardware import make_barrier, make_camera, make_decoder, make_scanner
+
+    config.store.path.parent.mkdir(parents=True, exist_ok=True)
+    store = GateStore(config.store.path)
+    camera = decoder = scanner = None
+    if config.camera is not None:
+        decoder = make_decoder(config.camera.decoder)
+        camera = make_camera(config.camera)
+    if config.scanner is not None:
+        scanner = make_scanner(config.scanner)
+    daemon = GateDaemon(
+        config, store=store, barrier=make_barrier(config.barrier), camera=camera, decoder=decoder, scanner=scanner
+    )
+    install_signal_handlers(daemon)
+    try:
+        await daemon.run()
+    finally:
+        store.close()

@@ -1,0 +1,169 @@
+"""The admission decision: a pure function of credential, ticket, history, gate config and now.
+
+No clock, database or network in here. Rules, in the order they are applied:
+
+1. Emergency / keep-open mode admits everyone, counting nothing.
+2. A credential that failed to parse or verify is denied with its own code.
+3. Rescan suppression: the same ticket at this reader within ``rescan_seconds`` repeats the
+   earlier answer and counts nothing. A repeated admission whose passage was completed does
+   not open the barrier again (it was a double read, or a second person); an admission that
+   ended with nobody passing counted nothing, so it is simply evaluated afresh.
+4. A plain code the cache does not know: ``unknown_ticket``. A signed credential is enough
+   on its own (a ticket sold after the last sync still admits), the cache only adds status.
+5. Revoked, then blocked.
+6. Product kind / product id allowed at this gate: ``wrong_gate``.
+7. Exit gates (direction ``out``) admit any valid-status ticket, counting nothing.
+8. Validity window (``not_yet_valid``, ``expired``); time-window tickets also expire
+   ``window_minutes`` after their first counted entry.
+9. Entries: ``used_up`` when all entries are counted.
+10. Daily limit (the ticket's or the gate's, the smaller): ``daily_limit``.
+11. Anti-passback: an entry within ``passback_seconds`` of the last counted entry, with no
+    exit between them: ``passback``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from models import Direction, GateConfig, ProductKind, Ticket, TicketStatus
+from models.credential import Credential, Invalid, PlainCode, SignedCredential
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """A completed passage of one ticket, at this gate or another one of the site."""
+
+    at: datetime
+    gate_id: str
+    direction: Direction
+    counted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PriorScan:
+    """The last answer this reader gave for this ticket, for rescan suppression."""
+
+    at: datetime
+    admit: bool
+    code: str
+    passed: bool | None  # None while the passage is not yet resolved
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What the gate knows locally about one ticket's use."""
+
+    passages: Sequence[Passage] = ()
+    prior_scan: PriorScan | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    admit: bool
+    code: str
+    ticket_id: str | None = None
+    counts: bool = False  # a completed passage will use up an entry
+    repeat: bool = False  # rescan: the earlier answer, repeated
+    open_barrier: bool = False
+    entries_left: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _deny(code: str, ticket_id: str | None = None) -> Decision:
+    return Decision(admit=False, code=code, ticket_id=ticket_id)
+
+
+def ticket_from_credential(cred: SignedCredential) -> Ticket:
+    """The facts a signed credential carries, as a Ticket (used when the cache has none).
+
+    Built without validation: the signature already vouches for these fields, and a season
+    pass sold after the last sync has no holder record at the gate yet.
+    """
+    return Ticket.model_construct(
+        ticket_id=cred.ticket_id,
+        kind=cred.kind,
+        valid_from=cred.valid_from,
+        valid_until=cred.valid_until,
+        entries=cred.entries,
+        window_minutes=cred.window_minutes,
+    )
+
+
+def decide(
+    credential: Credential,
+    ticket: Ticket | None,
+    history: History,
+    gate: GateConfig,
+    now: datetime,
+) -> Decision:
+    """Admit or deny one presented credential; pure."""
+    if gate.emergency_open:
+        return Decision(admit=True, code="emergency", open_barrier=True)
+    if isinstance(credential, Invalid):
+        return _deny(credential.code)
+
+    if ticket is None:
+        if isinstance(credential, PlainCode):
+            return _deny("unknown_ticket")
+        ticket = ticket_from_credential(credential)
+    tid = ticket.ticket_id
+
+    prior = history.prior_scan
+    if (
+        prior is not None
+        and timedelta(0) <= now - prior.at <= timedelta(seconds=gate.rescan_seconds)
+        and (not prior.admit or prior.passed is not False)
+    ):
+        return Decision(admit=prior.admit, code=prior.code, ticket_id=tid, repeat=True)
+
+    if ticket.status is TicketStatus.REVOKED:
+        return _deny("revoked", tid)
+    if ticket.status is TicketStatus.BLOCKED:
+        return _deny("blocked", tid)
+    if ticket.kind not in gate.allowed_kinds:
+        return _deny("wrong_gate", tid)
+    if gate.allowed_products is not None and ticket.product_id not in gate.allowed_products:
+        return _deny("wrong_gate", tid)
+
+    if gate.direction is Direction.OUT:
+        return Decision(admit=True, code="ok_exit", ticket_id=tid, open_barrier=True)
+
+    if now < ticket.valid_from:
+        return _deny("not_yet_valid", tid)
+    if now >= ticket.valid_until:
+        return _deny("expired", tid)
+
+    entries = [p for p in history.passages if p.direction is Direction.IN and p.counted]
+    if ticket.kind is ProductKind.TIME_WINDOW and ticket.window_minutes is not None:
+        firsts = [p.at for p in entries]
+        if ticket.first_entry_at is not None:
+            firsts.append(ticket.first_entry_at)
+        if firsts and now >= min(firsts) + timedelta(minutes=ticket.window_minutes):
+            return _deny("expired", tid)
+
+    used = max(len(entries), ticket.entries_used)
+    if ticket.entries is not None and used >= ticket.entries:
+        return _deny("used_up", tid)
+
+    limits = [x for x in (ticket.daily_limit, gate.daily_limit) if x is not None]
+    if limits:
+        tz = ZoneInfo(gate.timezone)
+        today = now.astimezone(tz).date()
+        if sum(1 for p in entries if p.at.astimezone(tz).date() == today) >= min(limits):
+            return _deny("daily_limit", tid)
+
+    if gate.passback_seconds > 0:
+        last = max(history.passages, key=lambda p: p.at, default=None)
+        if (
+            last is not None
+            and last.direction is Direction.IN
+            and last.counted
+            and now - last.at < timedelta(seconds=gate.passback_seconds)
+        ):
+            return _deny("passback", tid)
+
+    left = None if ticket.entries is None else ticket.entries - used - 1
+    return Decision(admit=True, code="ok", ticket_id=tid, counts=True, open_barrier=True, entries_left=left)

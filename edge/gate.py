@@ -1,0 +1,139 @@
+"""The admission service: credential -> cached ticket -> decision -> journal.
+
+It owns the store and knows nothing of the barrier's I/O: the daemon asks it to evaluate a
+scan, to journal the decision (committed before the barrier moves), and later to record how
+the passage ended.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge.decision import Decision, History, decide, ticket_from_credential
+from edge.store import GateStore, JournalEntry
+from models import CredentialKind, GateConfig, Outcome, Ticket, TicketStatus
+from models.credential import Credential, Invalid, PlainCode, SignedCredential, load_public_key, parse
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    credential: Credential
+    decision: Decision
+
+
+def _credential_kind(cred: Credential) -> CredentialKind:
+    if isinstance(cred, SignedCredential):
+        return "signed"
+    if isinstance(cred, PlainCode):
+        return "plain"
+    return "none"
+
+
+class GateService:
+    """Decisions for one gate, with their journal. Single owner: the daemon's decision task."""
+
+    def __init__(self, *, store: GateStore, config: GateConfig) -> None:
+        self.store = store
+        self.config = config
+        self._keys: dict[int, Ed25519PublicKey] = store.keys()
+        self.alarm = False
+
+    def reload_keys(self) -> None:
+        self._keys = self.store.keys()
+
+    def use_keys(self, keys: dict[int, str]) -> None:
+        """Trust these keys (base64) for this service only, without writing the store."""
+        self._keys = {**self._keys, **{k: load_public_key(v) for k, v in keys.items()}}
+
+    @property
+    def effective_config(self) -> GateConfig:
+        if self.alarm and not self.config.emergency_open:
+            return self.config.model_copy(update={"emergency_open": True})
+        return self.config
+
+    def lookup(self, cred: Credential) -> Ticket | None:
+        """The cached ticket for a credential, with revocations and blocks applied."""
+        if isinstance(cred, Invalid):
+            return None
+        if isinstance(cred, PlainCode):
+            ticket = self.store.ticket_by_code(cred.code)
+        else:
+            ticket = self.store.ticket(cred.ticket_id) or ticket_from_credential(cred)
+        if ticket is None:
+            return None
+        status = self.store.status(ticket.ticket_id)
+        if status is not None and status is not ticket.status:
+            ticket = ticket.model_copy(update={"status": status})
+        return ticket
+
+    def evaluate(self, data: bytes | str, now: datetime) -> Evaluation:
+        """What the gate would answer now; reads the store, writes nothing."""
+        cred = parse(data, self._keys)
+        ticket = self.lookup(cred)
+        history = History() if ticket is None else self.store.history(ticket.ticket_id, self.config.gate_id)
+        return Evaluation(cred, decide(cred, ticket, history, self.effective_config, now))
+
+    def journal(self, ev: Evaluation, now: datetime, *, barrier_ok: bool = True) -> JournalEntry:
+        """Commit the decision. An admission that opens the barrier stays pending until `complete`."""
+        decision = ev.decision
+        if decision.admit and decision.open_barrier and not barrier_ok:
+            decision = Decision(admit=False, code="barrier_fault", ticket_id=decision.ticket_id)
+        pending = decision.admit and decision.open_barrier
+        entry = JournalEntry(
+            event_id=uuid.uuid4(),
+            at=now,
+            gate_id=self.config.gate_id,
+            site_id=self.config.site_id,
+            direction=self.config.direction,
+            ticket_id=decision.ticket_id,
+            credential=_credential_kind(ev.credential),
+            outcome=Outcome.ADMIT if decision.admit else Outcome.DENY,
+            code=decision.code,
+            passed=None if pending else False,
+            counted=decision.counts,
+            resolution="repeat" if decision.repeat else (None if pending else "denied"),
+        )
+        self.store.record(entry)
+        return entry
+
+    def complete(self, entry: JournalEntry, *, passed: bool, how: str) -> JournalEntry:
+        """Record how a pending admission ended; it counts only when somebody passed."""
+        return self.store.resolve(entry.event_id, passed=passed, counted=entry.counted, resolution=how)
+
+    def barrier_failed(self, entry: JournalEntry, detail: str) -> JournalEntry:
+        """The barrier did not open: the admission becomes a `barrier_fault` denial."""
+        return self.store.resolve(
+            entry.event_id,
+            passed=False,
+            counted=False,
+            resolution=f"barrier_fault: {detail}"[:200],
+            code="barrier_fault",
+            outcome=Outcome.DENY,
+        )
+
+    def record_alarm(self, on: bool, now: datetime) -> JournalEntry:
+        """Journal a fire-alarm edge; while it is on the gate gives free passage."""
+        self.alarm = on
+        entry = JournalEntry(
+            event_id=uuid.uuid4(),
+            at=now,
+            gate_id=self.config.gate_id,
+            site_id=self.config.site_id,
+            direction=self.config.direction,
+            ticket_id=None,
+            credential="none",
+            outcome=Outcome.ADMIT if on else Outcome.DENY,
+            code="fire_alarm_on" if on else "fire_alarm_off",
+            passed=False,
+            counted=False,
+            resolution="alarm",
+        )
+        self.store.record(entry)
+        return entry
+
+    def ticket_status(self, ticket_id: str) -> TicketStatus | None:
+        return self.store.status(ticket_id)

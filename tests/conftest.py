@@ -1,0 +1,82 @@
+"""Shared fixtures: a signing key, an explicit clock, ticket and gate factories."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge.store import GateStore
+from models import GateConfig, Holder, ProductKind, Ticket
+from models.credential import issue
+
+SHARED_TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
+
+# 2026-12-20 09:00 in Beijing: a Sunday morning in the season.
+NOW = datetime(2026, 12, 20, 1, 0, tzinfo=UTC)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true", help="run long soak tests")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--soak"):
+        return
+    skip = pytest.mark.skip(reason="soak test: run with --soak")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def gate() -> GateConfig:
+    return GateConfig(gate_id="g1", site_id="nanshan", rescan_seconds=3, passback_seconds=300)
+
+
+def make_ticket(kind: ProductKind = ProductKind.DAY, **overrides: Any) -> Ticket:
+    fields: dict[str, Any] = {
+        "ticket_id": "1001",
+        "kind": kind,
+        "valid_from": NOW - timedelta(hours=2),
+        "valid_until": NOW + timedelta(hours=14),
+    }
+    if kind is ProductKind.TIME_WINDOW:
+        fields["window_minutes"] = 240
+    if kind is ProductKind.PUNCH:
+        fields["entries"] = 10
+        fields["valid_until"] = NOW + timedelta(days=120)
+    if kind is ProductKind.SEASON:
+        fields["holder"] = Holder(holder_id="h1", name="张三")
+        fields["valid_until"] = NOW + timedelta(days=100)
+    fields.update(overrides)
+    return Ticket(**fields)
+
+
+def sign(key: Ed25519PrivateKey, ticket: Ticket, key_id: int = 1) -> str:
+    return issue(
+        key,
+        key_id=key_id,
+        kind=ticket.kind,
+        ticket_no=int(ticket.ticket_id),
+        valid_from=ticket.valid_from,
+        valid_until=ticket.valid_until,
+        entries=ticket.entries,
+        window_minutes=ticket.window_minutes,
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[GateStore]:
+    s = GateStore(tmp_path / "gate.db")
+    yield s
+    s.close()
