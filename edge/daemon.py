@@ -100,6 +100,8 @@ class BarrierController:
         try:
             await self.barrier.connect()
             await self.barrier.read_inputs()
+            # A crash mid-pulse can leave the open coil on: a fresh start closes it.
+            await self.barrier.set_hold_open(self.alarm)
         except Exception as exc:
             self._fault(exc)
             return
@@ -107,8 +109,6 @@ class BarrierController:
             log.info("barrier connected")
         self._healthy = True
         self._reported_error = None
-        if self.alarm:
-            await self._hold(True)
 
     async def _hold(self, on: bool) -> None:
         try:
@@ -207,6 +207,7 @@ class Handled:
     """One scan, as handled: for observers (demo, diagnostics)."""
 
     source: str
+    data: bytes
     evaluation: Evaluation
     entry: JournalEntry
 
@@ -270,7 +271,7 @@ class GateDaemon:
             entry.passed,
             reason(entry.code),
         )
-        handled = Handled(source, ev, entry)
+        handled = Handled(source, data, ev, entry)
         self.handled += 1
         if self.on_handled is not None:
             self.on_handled(handled)

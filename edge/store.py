@@ -73,7 +73,11 @@ CREATE TABLE IF NOT EXISTS meta (
 
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
-    """One decision as the journal holds it."""
+    """One decision as the journal holds it.
+
+    ``counted`` is final once ``passed`` is known; on a pending admission it says whether the
+    passage will count when it completes (the stored row says 0 until then).
+    """
 
     event_id: uuid.UUID
     at: datetime
@@ -250,7 +254,7 @@ class GateStore:
             "outcome": entry.outcome.value,
             "code": entry.code,
             "passed": None if entry.passed is None else int(entry.passed),
-            "counted": int(entry.counted),
+            "counted": int(entry.counted and bool(entry.passed)),
             "resolution": entry.resolution,
         }
         with self._tx() as c:

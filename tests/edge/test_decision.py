@@ -199,7 +199,7 @@ def test_every_decision_code_has_a_reason_in_both_languages() -> None:
 @settings(max_examples=300, deadline=None)
 @given(
     data=st.binary(max_size=200),
-    offset_s=st.integers(min_value=-10**7, max_value=10**7),
+    offset_s=st.integers(min_value=-(10**7), max_value=10**7),
 )
 def test_random_bytes_never_admit_outside_emergency(data: bytes, offset_s: int) -> None:
     key = Ed25519PrivateKey.generate()
