@@ -20,7 +20,7 @@ class DriverProtocolError(DriverError):
 class MissingDependencyError(DriverError):
     """An optional hardware library is not installed; the message names the package."""
 
-    def __init__(self, package: str, feature: str) -> None:
-        super().__init__(f"{feature} needs the Python package {package!r}; install it (uv add {package})")
+    def __init__(self, package: str, feature: str, hint: str | None = None) -> None:
+        super().__init__(f"{feature} needs {package!r}; {hint or f'install it: uv add {package}'}")
         self.package = package
         self.feature = feature

@@ -41,6 +41,9 @@ def gate_run(config: ConfigOpt) -> None:
 
     cfg = _load(config)
     logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if cfg.log_level != "DEBUG":
+        # The barrier driver reports each fault once, naming the board; pymodbus would repeat it.
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     asyncio.run(run_from_config(cfg))
 
 

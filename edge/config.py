@@ -22,7 +22,10 @@ class _Section(BaseModel):
 class CameraConfig(_Section):
     type: Literal["opencv"] = Field(default="opencv", description="Camera driver")
     source: int | str = Field(description="Device index, video file or rtsp:// URL")
-    decoder: str = Field(default="chain", description="QR decoder: zxing, pyzbar, opencv or chain")
+    decoder: str = Field(
+        default="zxing",
+        description="QR decoder: zxing (default, chosen by measurement: see drivers.qr), pyzbar, opencv or chain",
+    )
     width: int | None = Field(default=None, ge=16, description="Requested frame width")
     height: int | None = Field(default=None, ge=16, description="Requested frame height")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -57,7 +58,7 @@ def test_valid_day_ticket_is_admitted_and_will_count() -> None:
         pytest.param({"valid_until": NOW}, "expired", id="expires-exactly-now"),
     ],
 )
-def test_ticket_state_and_validity_window_deny(fields: dict[str, object], code: str) -> None:
+def test_ticket_state_and_validity_window_deny(fields: dict[str, Any], code: str) -> None:
     d = run(**fields)
     assert (d.admit, d.code, d.counts) == (False, code, False)
 

@@ -1,0 +1,69 @@
+# Starfish Gate. `make demo` and `make test` install what is missing themselves:
+# Debian packages (as root, --no-install-recommends; otherwise the apt line is printed),
+# uv (into .tools/ when not on PATH) and the pinned .venv from uv.lock.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+APT_PACKAGES := libzbar0
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON_PREFERENCE := only-system
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: help demo test bench lint check-format typecheck pytest system-deps venv clean
+
+help:
+	@echo "make demo   - one simulated gate admitting and denying a scripted queue of skiers"
+	@echo "make test   - ruff, mypy and the test suite"
+	@echo "make bench  - benchmarks (python -m bench.admission)"
+
+system-deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if ! $(PYTHON) -c 'import sys, venv, ensurepip; assert sys.version_info >= (3, 11)' 2>/dev/null; then \
+	  missing="$$missing python3 python3-venv"; \
+	fi; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else \
+	    echo "missing Debian packages; run: sudo apt-get install --no-install-recommends$$missing"; exit 1; \
+	  fi; \
+	fi
+
+$(CURDIR)/.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --python $$(command -v $(PYTHON))
+	@touch $@
+
+venv: system-deps $(VENV)/.synced
+
+demo: venv
+	$(VENV)/bin/starfish demo --duration 60
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+pytest: venv
+	$(VENV)/bin/pytest
+
+test: lint typecheck pytest
+
+bench: venv
+	$(PY) -m bench.admission
+
+clean:
+	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache
