@@ -15,12 +15,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from edge.config import EdgeConfig
 from edge.gate import Evaluation, GateService
-from edge.hardware import Barrier, Camera, QrDecoder, Scanner
+from edge.hardware import Barrier, Scanner
 from edge.reasons import reason
 from edge.store import GateStore, JournalEntry
+
+if TYPE_CHECKING:
+    from edge.hardware import Camera, QrDecoder
 
 log = logging.getLogger("starfish.gate")
 

@@ -83,19 +83,42 @@ class GateService:
         if decision.admit and decision.open_barrier and not barrier_ok:
             decision = Decision(admit=False, code="barrier_fault", ticket_id=decision.ticket_id)
         pending = decision.admit and decision.open_barrier
+        return self._record(
+            now,
+            ticket_id=decision.ticket_id,
+            credential=_credential_kind(ev.credential),
+            admit=decision.admit,
+            code=decision.code,
+            passed=None if pending else False,
+            counted=decision.counts,
+            resolution="repeat" if decision.repeat else (None if pending else "denied"),
+        )
+
+    def _record(
+        self,
+        now: datetime,
+        *,
+        ticket_id: str | None,
+        credential: CredentialKind,
+        admit: bool,
+        code: str,
+        passed: bool | None,
+        counted: bool,
+        resolution: str | None,
+    ) -> JournalEntry:
         entry = JournalEntry(
             event_id=uuid.uuid4(),
             at=now,
             gate_id=self.config.gate_id,
             site_id=self.config.site_id,
             direction=self.config.direction,
-            ticket_id=decision.ticket_id,
-            credential=_credential_kind(ev.credential),
-            outcome=Outcome.ADMIT if decision.admit else Outcome.DENY,
-            code=decision.code,
-            passed=None if pending else False,
-            counted=decision.counts,
-            resolution="repeat" if decision.repeat else (None if pending else "denied"),
+            ticket_id=ticket_id,
+            credential=credential,
+            outcome=Outcome.ADMIT if admit else Outcome.DENY,
+            code=code,
+            passed=passed,
+            counted=counted,
+            resolution=resolution,
         )
         self.store.record(entry)
         return entry
@@ -118,22 +141,16 @@ class GateService:
     def record_alarm(self, on: bool, now: datetime) -> JournalEntry:
         """Journal a fire-alarm edge; while it is on the gate gives free passage."""
         self.alarm = on
-        entry = JournalEntry(
-            event_id=uuid.uuid4(),
-            at=now,
-            gate_id=self.config.gate_id,
-            site_id=self.config.site_id,
-            direction=self.config.direction,
+        return self._record(
+            now,
             ticket_id=None,
             credential="none",
-            outcome=Outcome.ADMIT if on else Outcome.DENY,
+            admit=on,
             code="fire_alarm_on" if on else "fire_alarm_off",
             passed=False,
             counted=False,
             resolution="alarm",
         )
-        self.store.record(entry)
-        return entry
 
     def ticket_status(self, ticket_id: str) -> TicketStatus | None:
         return self.store.status(ticket_id)

@@ -6,43 +6,18 @@ missing optional library is reported by name (drivers.errors.MissingDependencyEr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
+from drivers.barrier import Barrier
+from drivers.scanner import Scanner
 from edge.config import CameraConfig, ModbusRtuBarrier, ModbusTcpBarrier, ScannerConfig
 
 if TYPE_CHECKING:
-    import numpy as np
+    # Type names only: importing them at run time would load OpenCV on gates without a camera.
+    from drivers.camera import Camera
+    from drivers.qr import QrDecoder
 
-    from drivers.barrier import BarrierInputs
-    from drivers.qr import DecodedCode
-
-
-class Barrier(Protocol):
-    async def connect(self) -> None: ...
-    async def close(self) -> None: ...
-    async def pulse_open(self) -> None: ...
-    async def set_hold_open(self, on: bool) -> None: ...
-    async def read_inputs(self) -> BarrierInputs: ...
-    @property
-    def healthy(self) -> bool: ...
-    @property
-    def last_error(self) -> str | None: ...
-
-
-class Scanner(Protocol):
-    def read_line(self, timeout: float) -> bytes | None: ...
-    def close(self) -> None: ...
-
-
-class Camera(Protocol):
-    def read(self) -> np.ndarray | None: ...
-    def close(self) -> None: ...
-
-
-class QrDecoder(Protocol):
-    name: str
-
-    def decode(self, image: np.ndarray) -> list[DecodedCode]: ...
+__all__ = ["Barrier", "Camera", "QrDecoder", "Scanner", "make_barrier", "make_camera", "make_decoder", "make_scanner"]
 
 
 def make_barrier(cfg: ModbusTcpBarrier | ModbusRtuBarrier) -> Barrier:
