@@ -67,7 +67,9 @@ class OpenCvCamera:
         reopen_delay_s: float = 1.0,
         capture_factory: CaptureFactory = _open_video_capture,
         clock: Callable[[], float] = time.monotonic,
+        lazy: bool = False,
     ) -> None:
+        """With ``lazy``, a live camera that is absent at start-up is an outage, retried on read."""
         self.source = source
         self.width = width
         self.height = height
@@ -78,7 +80,13 @@ class OpenCvCamera:
         self._reopen_at = 0.0
         self._outage = ""
         self._closed = False
-        self._capture: Capture | None = self._open()
+        self._capture: Capture | None = None
+        try:
+            self._capture = self._open()
+        except DriverConnectionError as exc:
+            if not (lazy and self.live):
+                raise
+            self._start_outage(f"{exc}; retrying every {self.reopen_delay_s:g} s")
 
     def __enter__(self) -> Self:
         return self

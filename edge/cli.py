@@ -37,14 +37,21 @@ def _load(path: Path) -> EdgeConfig:
 @gate_app.command("run")
 def gate_run(config: ConfigOpt) -> None:
     """Run the gate daemon until SIGTERM."""
+    from drivers.errors import DriverError
     from edge.daemon import run_from_config
+    from edge.store import StoreError
 
     cfg = _load(config)
     logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if cfg.log_level != "DEBUG":
         # The barrier driver reports each fault once, naming the board; pymodbus would repeat it.
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    asyncio.run(run_from_config(cfg))
+    try:
+        code = asyncio.run(run_from_config(cfg))
+    except (StoreError, DriverError, OSError) as exc:
+        typer.echo(f"error: cannot start gate {cfg.gate.gate_id}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    raise typer.Exit(code)
 
 
 @gate_app.command("check")
@@ -81,7 +88,7 @@ def decode(
     images: Annotated[list[Path], typer.Argument(help="Image files")],
     decoder: Annotated[str, typer.Option(help="zxing, pyzbar, opencv or chain")] = "",
 ) -> None:
-    """Print PATH<TAB>TEXT for each image (TEXT empty when nothing decoded)."""
+    """Print PATH<TAB>TEXT for each image (TEXT empty when nothing decoded; \\, tab, CR, LF escaped)."""
     from drivers.errors import DriverError
     from drivers.qr import DEFAULT_DECODER, load_image, make_decoder
 
@@ -98,10 +105,15 @@ def decode(
             typer.echo(f"error: {exc}", err=True)
             failed = True
             codes = []
-        text = codes[0].text if codes else ""
+        text = _one_line(codes[0].text) if codes else ""
         typer.echo(f"{path}\t{text}")
     if failed:
         raise typer.Exit(1)
+
+
+def _one_line(text: str) -> str:
+    """Escape backslash, tab, CR and LF so each file stays on one PATH<TAB>TEXT line."""
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\r", "\\r").replace("\n", "\\n")
 
 
 @keys_app.command("generate")

@@ -22,7 +22,7 @@ class _Section(BaseModel):
 class CameraConfig(_Section):
     type: Literal["opencv"] = Field(default="opencv", description="Camera driver")
     source: int | str = Field(description="Device index, video file or rtsp:// URL")
-    decoder: str = Field(
+    decoder: Literal["zxing", "pyzbar", "opencv", "chain"] = Field(
         default="zxing",
         description="QR decoder: zxing (default, chosen by measurement: see drivers.qr), pyzbar, opencv or chain",
     )
@@ -76,6 +76,9 @@ class EdgeConfig(_Section):
     scanner: ScannerConfig | None = None
     trusted_keys: dict[int, str] = Field(
         default_factory=dict, description="Key id -> base64 Ed25519 public key (verifying only)"
+    )
+    max_scan_age_s: float = Field(
+        default=3.0, gt=0, description="A read that waited longer than this (behind a passage) is dropped"
     )
     input_debounce_s: float = Field(
         default=1.5, ge=0, description="A code still in view is read again only after this pause"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from drivers.errors import DriverError
 from edge.config import EdgeConfig
 from edge.gate import Evaluation, GateService
 from edge.hardware import Barrier, Scanner
@@ -59,6 +60,7 @@ class BarrierController:
         has_fire_alarm: bool,
         passage_timeout_s: float,
         on_alarm: Callable[[bool], None],
+        keep_open: bool = False,
         poll_s: float = 0.02,
         idle_poll_s: float = 0.1,
         reconnect_s: float = 2.0,
@@ -72,6 +74,8 @@ class BarrierController:
         self.idle_poll_s = idle_poll_s
         self.reconnect_s = reconnect_s
         self.alarm = False
+        self.keep_open = keep_open
+        self.sensor_timeouts_in_a_row = 0
         self._requests: asyncio.Queue[asyncio.Future[PassResult]] = asyncio.Queue()
         self._healthy = False
         self._last_attempt = 0.0
@@ -85,11 +89,20 @@ class BarrierController:
     def last_error(self) -> str | None:
         return self.barrier.last_error
 
+    @property
+    def held_open(self) -> bool:
+        return self.alarm or self.keep_open
+
     async def pass_one(self) -> PassResult:
         """Open for one passage and wait for it to end (sensor, open, timeout or fault)."""
         fut: asyncio.Future[PassResult] = asyncio.get_running_loop().create_future()
         await self._requests.put(fut)
-        return await fut
+        try:
+            # Bounded: a dead barrier task must never hang the gate.
+            return await asyncio.wait_for(asyncio.shield(fut), self.passage_timeout_s + 10)
+        except TimeoutError:
+            fut.cancel()
+            return PassResult(False, "fault", "barrier task did not answer")
 
     def _fault(self, exc: Exception) -> str:
         self._healthy = False
@@ -104,8 +117,8 @@ class BarrierController:
         try:
             await self.barrier.connect()
             await self.barrier.read_inputs()
-            # A crash mid-pulse can leave the open coil on: a fresh start closes it.
-            await self.barrier.set_hold_open(self.alarm)
+            # A crash mid-pulse can leave the open coil on: a fresh start closes it (unless held open).
+            await self.barrier.set_hold_open(self.held_open)
         except Exception as exc:
             self._fault(exc)
             return
@@ -124,11 +137,12 @@ class BarrierController:
         if not self.has_fire_alarm or fire_alarm is None or fire_alarm == self.alarm:
             return
         self.alarm = fire_alarm
-        log.warning(
-            "fire alarm %s: barrier %s", "ON" if fire_alarm else "cleared", "released" if fire_alarm else "normal"
-        )
-        self.on_alarm(fire_alarm)
-        await self._hold(fire_alarm)
+        log.warning("fire alarm %s", "ON: barrier released" if fire_alarm else "cleared: barrier back to normal")
+        await self._hold(self.held_open)  # release first: the journal must not stand between people and the exit
+        try:
+            self.on_alarm(fire_alarm)
+        except Exception:
+            log.exception("could not journal the fire alarm %s", "on" if fire_alarm else "off")
 
     async def _idle(self) -> None:
         if not self._healthy:
@@ -144,6 +158,8 @@ class BarrierController:
             await self._watch_alarm(inputs.fire_alarm)
 
     async def _serve(self, fut: asyncio.Future[PassResult]) -> None:
+        if fut.done():  # the asker gave up (stopping): do not open for nobody
+            return
         result = await self._open_once()
         if not fut.done():
             fut.set_result(result)
@@ -157,7 +173,20 @@ class BarrierController:
         self._healthy = True
         if not self.has_sensor:
             return PassResult(True, "on_open")
-        seen_low = not before
+        result = await self._wait_for_passage(bool(before))
+        if result.how == "timeout":
+            self.sensor_timeouts_in_a_row += 1
+            if self.sensor_timeouts_in_a_row % 3 == 0:
+                log.error(
+                    "passage sensor: %d admissions in a row without a passage; check the sensor",
+                    self.sensor_timeouts_in_a_row,
+                )
+        else:
+            self.sensor_timeouts_in_a_row = 0
+        return result
+
+    async def _wait_for_passage(self, high_before: bool) -> PassResult:
+        seen_low = not high_before
         deadline = time.monotonic() + self.passage_timeout_s
         while time.monotonic() < deadline:
             await asyncio.sleep(self.poll_s)
@@ -172,19 +201,22 @@ class BarrierController:
                 return PassResult(True, "sensor")
             if not inputs.passage_complete:
                 seen_low = True
+        if not seen_low:
+            # High before the pulse and high throughout: the sensor is stuck, not a skier.
+            # Count on open, as a gate without a sensor does, rather than admit for free.
+            log.error("passage sensor stuck high: counting this admission on open; repair the sensor")
+            return PassResult(True, "on_open_sensor_stuck")
         return PassResult(False, "timeout")
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._connect()
-        while not stop.is_set():
+        while not stop.is_set() or not self._requests.empty():
             try:
                 fut = await asyncio.wait_for(self._requests.get(), timeout=self.idle_poll_s)
             except TimeoutError:
                 await self._idle()
                 continue
             await self._serve(fut)
-        while not self._requests.empty():
-            self._requests.get_nowait().set_result(PassResult(False, "fault", "gate stopping"))
         try:
             await self.barrier.close()
         except Exception as exc:
@@ -204,6 +236,16 @@ class Debouncer:
         if len(self._seen) > 1000:
             self._seen = {k: v for k, v in self._seen.items() if now - v < self.window_s}
         return last is None or now - last >= self.window_s
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """A code as an input read it, stamped when it was read."""
+
+    data: bytes
+    source: str
+    at: datetime
+    mono: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,22 +284,26 @@ class GateDaemon:
             has_fire_alarm=bc.fire_alarm_input is not None,
             passage_timeout_s=bc.passage_timeout_s,
             on_alarm=self._alarm,
+            keep_open=config.gate.emergency_open,
         )
         self.camera = camera
         self.decoder = decoder
         self.scanner = scanner
         self.on_handled = on_handled
         self.stop_event = asyncio.Event()
-        self._codes: asyncio.Queue[tuple[bytes, str]] = asyncio.Queue(maxsize=100)
+        self.exit_code = 0
+        self._codes: asyncio.Queue[Scan] = asyncio.Queue(maxsize=100)
         self._threads_stop = threading.Event()
+        self._in_flight: asyncio.Future[Handled] | None = None
         self.handled = 0
 
     def _alarm(self, on: bool) -> None:
+        self.service.alarm = on  # free passage starts even if journaling the alarm fails
         self.service.record_alarm(on, self.clock())
 
-    async def handle(self, data: bytes, source: str) -> Handled:
+    async def handle(self, data: bytes, source: str, at: datetime | None = None) -> Handled:
         """Decide on one code, journal it, and drive the barrier if it admits."""
-        now = self.clock()
+        now = at or self.clock()
         ev = self.service.evaluate(data, now)
         entry = self.service.journal(ev, now, barrier_ok=self.controller.healthy)
         if entry.passed is None:
@@ -282,54 +328,80 @@ class GateDaemon:
         return handled
 
     def _offer(self, loop: asyncio.AbstractEventLoop, data: bytes, source: str) -> None:
+        scan = Scan(data, source, self.clock(), time.monotonic())
+
         def put() -> None:
             try:
-                self._codes.put_nowait((data, source))
+                self._codes.put_nowait(scan)
             except asyncio.QueueFull:
                 log.warning("input queue full, dropped a %s read", source)
 
         loop.call_soon_threadsafe(put)
 
-    def _scanner_loop(self, loop: asyncio.AbstractEventLoop, scanner: Scanner) -> None:
-        debounce = Debouncer(self.config.input_debounce_s)
-        while not self._threads_stop.is_set():
-            line = scanner.read_line(0.3)
-            if line and debounce.fresh(line, time.monotonic()):
-                self._offer(loop, line, "scanner")
-
-    def _camera_loop(self, loop: asyncio.AbstractEventLoop, camera: Camera, decoder: QrDecoder) -> None:
-        from drivers.errors import DriverError
-
-        debounce = Debouncer(self.config.input_debounce_s)
-        reported: str | None = None
-        while not self._threads_stop.is_set():
+    def _supervised(self, name: str, device: Scanner | Camera, step: Callable[[], bool]) -> None:
+        """Run one input's read loop in its thread: errors are logged and retried, never fatal."""
+        reported = ""
+        try:
+            while not self._threads_stop.is_set():
+                try:
+                    if not step():
+                        return
+                    reported = ""
+                except Exception as exc:
+                    if str(exc) != reported:
+                        log.error("%s: %s", name, exc, exc_info=not isinstance(exc, DriverError))
+                        reported = str(exc)
+                    self._threads_stop.wait(0.5)
+        finally:
             try:
-                frame = camera.read()
-            except DriverError as exc:
-                if str(exc) != reported:
-                    log.error("camera: %s", exc)
-                    reported = str(exc)
-                self._threads_stop.wait(0.5)
-                continue
-            reported = None
-            if frame is None:
-                log.info("camera source ended")
-                return
-            for code in decoder.decode(frame):
-                if debounce.fresh(code.raw, time.monotonic()):
-                    self._offer(loop, code.raw, "camera")
+                device.close()  # closed by its owner thread, never from the event loop
+            except Exception as exc:
+                log.warning("closing %s: %s", name, exc)
+
+    def _scanner_step(self, loop: asyncio.AbstractEventLoop, scanner: Scanner, debounce: Debouncer) -> bool:
+        line = scanner.read_line(0.3)
+        if line and debounce.fresh(line, time.monotonic()):
+            self._offer(loop, line, "scanner")
+        return True
+
+    def _camera_step(
+        self, loop: asyncio.AbstractEventLoop, camera: Camera, decoder: QrDecoder, debounce: Debouncer
+    ) -> bool:
+        frame = camera.read()
+        if frame is None:
+            log.info("camera source ended")
+            return False
+        for code in decoder.decode(frame):
+            if debounce.fresh(code.raw, time.monotonic()):
+                self._offer(loop, code.raw, "camera")
+        return True
 
     async def _decisions(self) -> None:
         while True:
-            data, source = await self._codes.get()
+            scan = await self._codes.get()
+            age = time.monotonic() - scan.mono
+            if age > self.config.max_scan_age_s:
+                # The skier waited behind a passage and has likely gone: do not open for whoever is there now.
+                log.warning("dropped a %s read that waited %.1f s (older than max_scan_age_s)", scan.source, age)
+                continue
+            self._in_flight = asyncio.ensure_future(self.handle(scan.data, scan.source, scan.at))
             try:
-                await self.handle(data, source)
+                await asyncio.shield(self._in_flight)
+            except asyncio.CancelledError:
+                raise
             except Exception:
                 # A decision must never take the gate down; the barrier stays closed.
-                log.exception("failed to handle a %s read; barrier stays closed", source)
+                log.exception("failed to handle a %s read; barrier stays closed", scan.source)
 
     def request_stop(self) -> None:
         self.stop_event.set()
+
+    def _barrier_task_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self.stop_event.is_set():
+            return
+        log.critical("barrier task ended unexpectedly (%s); stopping the gate", task.exception())
+        self.exit_code = 1
+        self.request_stop()
 
     async def run(self) -> None:
         """Run until `request_stop` (or SIGTERM/SIGINT when installed)."""
@@ -342,14 +414,28 @@ class GateDaemon:
         loop = asyncio.get_running_loop()
         threads = []
         if self.scanner is not None:
-            threads.append(threading.Thread(target=self._scanner_loop, args=(loop, self.scanner), daemon=True))
-        if self.camera is not None and self.decoder is not None:
+            scanner, sd = self.scanner, Debouncer(self.config.input_debounce_s)
             threads.append(
-                threading.Thread(target=self._camera_loop, args=(loop, self.camera, self.decoder), daemon=True)
+                threading.Thread(
+                    target=self._supervised,
+                    args=("scanner", scanner, lambda: self._scanner_step(loop, scanner, sd)),
+                    daemon=True,
+                )
+            )
+        if self.camera is not None and self.decoder is not None:
+            camera, decoder, cd = self.camera, self.decoder, Debouncer(self.config.input_debounce_s)
+            threads.append(
+                threading.Thread(
+                    target=self._supervised,
+                    args=("camera", camera, lambda: self._camera_step(loop, camera, decoder, cd)),
+                    daemon=True,
+                )
             )
         for t in threads:
             t.start()
-        barrier_task = asyncio.create_task(self.controller.run(self.stop_event), name="barrier")
+        barrier_stop = asyncio.Event()
+        barrier_task = asyncio.create_task(self.controller.run(barrier_stop), name="barrier")
+        barrier_task.add_done_callback(self._barrier_task_ended)
         decision_task = asyncio.create_task(self._decisions(), name="decisions")
         log.info("gate %s (%s) running", self.config.gate.gate_id, self.config.gate.direction.value)
         try:
@@ -358,12 +444,14 @@ class GateDaemon:
             self._threads_stop.set()
             decision_task.cancel()
             await asyncio.gather(decision_task, return_exceptions=True)
-            await barrier_task
+            if self._in_flight is not None and not self._in_flight.done():
+                # A skier is in the turnstile: let the passage finish so it is counted, not lost.
+                log.info("stopping: waiting for the passage in progress")
+                await asyncio.gather(self._in_flight, return_exceptions=True)
+            barrier_stop.set()
+            await asyncio.gather(barrier_task, return_exceptions=True)
             for t in threads:
                 await asyncio.to_thread(t.join, 2.0)
-            for dev in (self.scanner, self.camera):
-                if dev is not None:
-                    dev.close()
             log.info("gate %s stopped", self.config.gate.gate_id)
 
 
@@ -373,7 +461,7 @@ def install_signal_handlers(daemon: GateDaemon) -> None:
         loop.add_signal_handler(sig, daemon.request_stop)
 
 
-async def run_from_config(config: EdgeConfig) -> None:
+async def run_from_config(config: EdgeConfig) -> int:
     """Build the devices the config names and run the gate until SIGTERM."""
     from edge.hardware import make_barrier, make_camera, make_decoder, make_scanner
 
@@ -393,3 +481,4 @@ async def run_from_config(config: EdgeConfig) -> None:
         await daemon.run()
     finally:
         store.close()
+    return daemon.exit_code

@@ -2,17 +2,19 @@
 
 No clock, database or network in here. Rules, in the order they are applied:
 
-1. Emergency / keep-open mode admits everyone, counting nothing.
+1. Emergency / keep-open mode (or a fire alarm) admits everyone, counting nothing; the barrier
+   is held open, so nothing is pulsed.
 2. A credential that failed to parse or verify is denied with its own code.
 3. Rescan suppression: the same ticket at this reader within ``rescan_seconds`` repeats the
    earlier answer and counts nothing. A repeated admission whose passage was completed does
    not open the barrier again (it was a double read, or a second person); an admission that
    ended with nobody passing counted nothing, so it is simply evaluated afresh.
-4. A plain code the cache does not know: ``unknown_ticket``. A signed credential is enough
-   on its own (a ticket sold after the last sync still admits), the cache only adds status.
+4. A plain code the cache does not know: ``unknown_ticket``. A signed credential is enough on
+   its own (a ticket sold after the last sync still admits); the cache only adds status.
+   Exit gates (direction ``out``) then let any recognised ticket out, whatever its state,
+   counting nothing: never trap anybody.
 5. Revoked, then blocked.
 6. Product kind / product id allowed at this gate: ``wrong_gate``.
-7. Exit gates (direction ``out``) admit any valid-status ticket, counting nothing.
 8. Validity window (``not_yet_valid``, ``expired``); time-window tickets also expire
    ``window_minutes`` after their first counted entry.
 9. Entries: ``used_up`` when all entries are counted.
@@ -101,7 +103,7 @@ def decide(
 ) -> Decision:
     """Admit or deny one presented credential; pure."""
     if gate.emergency_open:
-        return Decision(admit=True, code="emergency", open_barrier=True)
+        return Decision(admit=True, code="emergency")  # the barrier is held open; nothing to pulse
     if isinstance(credential, Invalid):
         return _deny(credential.code)
 
@@ -119,6 +121,10 @@ def decide(
     ):
         return Decision(admit=prior.admit, code=prior.code, ticket_id=tid, repeat=True)
 
+    if gate.direction is Direction.OUT:
+        # Never trap anybody inside: any ticket the gate recognises may leave, whatever its state.
+        return Decision(admit=True, code="ok_exit", ticket_id=tid, open_barrier=True)
+
     if ticket.status is TicketStatus.REVOKED:
         return _deny("revoked", tid)
     if ticket.status is TicketStatus.BLOCKED:
@@ -127,9 +133,6 @@ def decide(
         return _deny("wrong_gate", tid)
     if gate.allowed_products is not None and ticket.product_id not in gate.allowed_products:
         return _deny("wrong_gate", tid)
-
-    if gate.direction is Direction.OUT:
-        return Decision(admit=True, code="ok_exit", ticket_id=tid, open_barrier=True)
 
     if now < ticket.valid_from:
         return _deny("not_yet_valid", tid)

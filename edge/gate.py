@@ -33,6 +33,14 @@ def _credential_kind(cred: Credential) -> CredentialKind:
     return "none"
 
 
+def _resolution(decision: Decision, pending: bool) -> str | None:
+    if pending:
+        return None
+    if decision.repeat:
+        return "repeat"
+    return "free_passage" if decision.admit else "denied"
+
+
 class GateService:
     """Decisions for one gate, with their journal. Single owner: the daemon's decision task."""
 
@@ -91,7 +99,7 @@ class GateService:
             code=decision.code,
             passed=None if pending else False,
             counted=decision.counts,
-            resolution="repeat" if decision.repeat else (None if pending else "denied"),
+            resolution=_resolution(decision, pending),
         )
 
     def _record(

@@ -50,7 +50,7 @@ def make_scanner(cfg: ScannerConfig) -> Scanner:
 def make_camera(cfg: CameraConfig) -> Camera:
     from drivers.camera import OpenCvCamera
 
-    return OpenCvCamera(source=cfg.source, width=cfg.width, height=cfg.height)
+    return OpenCvCamera(source=cfg.source, width=cfg.width, height=cfg.height, lazy=True)
 
 
 def make_decoder(name: str) -> QrDecoder:

@@ -23,6 +23,8 @@ CATALOG: dict[str, dict[Lang, str]] = {
     "used_up": {"zh": "该票次数已用完", "en": "No entries left on this ticket"},
     "daily_limit": {"zh": "今日入场次数已达上限", "en": "Daily entry limit reached"},
     "passback": {"zh": "刚刚已入场，请稍后再试", "en": "Entered moments ago; re-entry not yet allowed"},
+    "fire_alarm_on": {"zh": "火警：闸机已释放", "en": "Fire alarm: barrier released"},
+    "fire_alarm_off": {"zh": "火警解除：闸机恢复正常", "en": "Fire alarm cleared: barrier back to normal"},
     "barrier_fault": {"zh": "闸机故障，请联系工作人员", "en": "Gate fault, please ask staff"},
 }
 

@@ -105,6 +105,10 @@ def issue(
     """Sign a credential and return the text to put in the QR code."""
     if not 0 <= key_id < 2**16 or not 0 <= ticket_no < 2**64:
         raise ValueError("key_id or ticket_no out of range")
+    if kind is ProductKind.PUNCH and not entries:
+        raise ValueError("a punch ticket needs entries")
+    if kind is ProductKind.TIME_WINDOW and not window_minutes:
+        raise ValueError("a time_window ticket needs window_minutes")
     payload = _PAYLOAD.pack(
         VERSION,
         key_id,
@@ -157,9 +161,12 @@ def _parse_signed(text: str, keys: Mapping[int, Ed25519PublicKey]) -> Credential
         return Invalid("bad_signature", "signature does not match: altered or forged")
     if kind_no >= len(_KINDS) or end <= start:
         return Invalid("unreadable", "signed token carries impossible fields")
+    kind = _KINDS[kind_no]
+    if (kind is ProductKind.PUNCH and not entries) or (kind is ProductKind.TIME_WINDOW and not window):
+        return Invalid("unreadable", f"signed {kind.value} token without its limit")
     return SignedCredential(
         key_id=key_id,
-        kind=_KINDS[kind_no],
+        kind=kind,
         ticket_no=ticket_no,
         valid_from=datetime.fromtimestamp(start, UTC),
         valid_until=datetime.fromtimestamp(end, UTC),

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from enum import StrEnum
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -114,6 +114,16 @@ class GateConfig(Message):
     )
     daily_limit: int | None = Field(default=None, ge=1, description="Gate-wide cap of entries per ticket per day")
     timezone: str = Field(default="Asia/Shanghai", description="Local time zone for 'per day' rules")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
     emergency_open: bool = Field(default=False, description="Keep-open mode: free passage, nothing counted")
 
 
@@ -123,7 +133,7 @@ class PassageEvent(Message):
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
     gate_id: str
     site_id: str
-    at: datetime = Field(description="Original scan time at the gate (aware)")
+    at: AwareDatetime = Field(description="Original scan time at the gate")
     direction: Direction
     outcome: Outcome
     code: str = Field(description="Stable reason code: ok, expired, revoked, used_up, passback, ...")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,17 +15,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from drivers.barrier import FakeBarrier
 from drivers.scanner import FakeScanner
 from edge.config import EdgeConfig, parse_config
-from edge.daemon import Debouncer, GateDaemon, Handled
+from edge.daemon import Debouncer, GateDaemon, Handled, Scan
 from edge.store import GateStore
-from models import ProductKind
+from models import ProductKind, TicketStatus
 from models.credential import public_key_b64
 from tests.conftest import NOW, make_ticket, sign
 
 
-def config(tmp_path: Path, key: Ed25519PrivateKey, **barrier: Any) -> EdgeConfig:
+def config(tmp_path: Path, key: Ed25519PrivateKey, gate: dict[str, Any] | None = None, **barrier: Any) -> EdgeConfig:
     return parse_config(
         {
-            "gate": {"gate_id": "g1", "site_id": "nanshan", "passback_seconds": 60},
+            "gate": {"gate_id": "g1", "site_id": "nanshan", "passback_seconds": 60, **(gate or {})},
             "store": {"path": str(tmp_path / "gate.db")},
             "barrier": {
                 "type": "modbus_tcp",
@@ -60,8 +61,15 @@ async def with_daemon(daemon: GateDaemon, body: Callable[[], Awaitable[None]]) -
         await asyncio.wait_for(task, 5)
 
 
-def build(tmp_path: Path, key: Ed25519PrivateKey, barrier: FakeBarrier, **kw: Any) -> tuple[GateDaemon, Clock]:
-    cfg = config(tmp_path, key)
+def build(
+    tmp_path: Path,
+    key: Ed25519PrivateKey,
+    barrier: FakeBarrier,
+    gate: dict[str, Any] | None = None,
+    barrier_cfg: dict[str, Any] | None = None,
+    **kw: Any,
+) -> tuple[GateDaemon, Clock]:
+    cfg = config(tmp_path, key, gate, **(barrier_cfg or {}))
     store = GateStore(cfg.store.path)
     clock = Clock()
     return GateDaemon(cfg, store=store, barrier=barrier, clock=clock, **kw), clock
@@ -225,3 +233,188 @@ def test_a_failing_decision_never_stops_the_gate(tmp_path: Path, signing_key: Ed
 
     asyncio.run(with_daemon(daemon, body))
     assert [h.entry.code for h in seen] == ["unknown_ticket"]
+
+
+async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+def test_without_a_passage_sensor_the_entry_counts_on_open(tmp_path: Path, signing_key: Ed25519PrivateKey) -> None:
+    barrier = FakeBarrier(passage_input=False)
+    daemon, _ = build(tmp_path, signing_key, barrier, barrier_cfg={"passage_input": None})
+    token = sign(signing_key, make_ticket(ProductKind.PUNCH)).encode()
+
+    async def body() -> None:
+        handled = await daemon.handle(token, "test")
+        assert (handled.entry.passed, handled.entry.counted, handled.entry.resolution) == (True, True, "on_open")
+
+    asyncio.run(with_daemon(daemon, body))
+
+
+def test_stopping_while_a_skier_is_in_the_turnstile_still_counts_the_passage(
+    tmp_path: Path, signing_key: Ed25519PrivateKey
+) -> None:
+    class SlowSkier(FakeBarrier):
+        reads_after_pulse = 0
+
+        async def read_inputs(self) -> Any:
+            if self._passage_pending:
+                self.reads_after_pulse += 1
+                if self.reads_after_pulse < 10:  # the skier takes a moment to walk through
+                    return await FakeBarrier.read_inputs(FakeBarrier(passes=False))
+            return await super().read_inputs()
+
+    barrier = SlowSkier()
+    daemon, _ = build(tmp_path, signing_key, barrier, barrier_cfg={"passage_timeout_s": 5})
+    scanner_token = sign(signing_key, make_ticket(ProductKind.PUNCH)).encode()
+
+    async def main() -> None:
+        task = asyncio.create_task(daemon.run())
+        await until(lambda: daemon.controller.healthy)
+        handling = asyncio.create_task(daemon.handle(scanner_token, "test"))
+        await until(lambda: barrier.pulses == 1)
+        daemon.request_stop()  # SIGTERM arrives mid-passage
+        await asyncio.wait_for(task, 10)
+        await handling
+
+    asyncio.run(main())
+    [entry] = daemon.store.entries()
+    assert (entry.passed, entry.counted, entry.resolution) == (True, True, "sensor")
+
+
+def test_emergency_keep_open_holds_the_barrier_and_pulses_nothing(
+    tmp_path: Path, signing_key: Ed25519PrivateKey
+) -> None:
+    barrier = FakeBarrier()
+    daemon, _ = build(tmp_path, signing_key, barrier, gate={"emergency_open": True})
+
+    async def body() -> None:
+        await until(lambda: barrier.hold_open)
+        handled = await daemon.handle(b"anything at all", "test")
+        assert (handled.entry.code, handled.entry.counted, handled.entry.resolution) == (
+            "emergency",
+            False,
+            "free_passage",
+        )
+
+    asyncio.run(with_daemon(daemon, body))
+    assert barrier.pulses == 0
+
+
+def test_fire_alarm_during_a_pending_admission_releases_the_barrier(
+    tmp_path: Path, signing_key: Ed25519PrivateKey
+) -> None:
+    barrier = FakeBarrier(passes=False)
+    daemon, _ = build(tmp_path, signing_key, barrier, barrier_cfg={"passage_timeout_s": 1})
+    token = sign(signing_key, make_ticket(ProductKind.PUNCH)).encode()
+
+    async def body() -> None:
+        handling = asyncio.create_task(daemon.handle(token, "test"))
+        await until(lambda: barrier.pulses == 1)
+        barrier.fire_alarm = True
+        await until(lambda: barrier.hold_open)
+        handled = await handling
+        assert (handled.entry.code, handled.entry.counted) == ("ok", False)
+
+    asyncio.run(with_daemon(daemon, body))
+    assert [e.code for e in daemon.store.entries()] == ["ok", "fire_alarm_on"]
+
+
+def test_a_journal_failure_on_fire_alarm_still_releases_the_barrier(
+    tmp_path: Path, signing_key: Ed25519PrivateKey
+) -> None:
+    barrier = FakeBarrier()
+    daemon, _ = build(tmp_path, signing_key, barrier)
+
+    def disk_full(on: bool, now: datetime) -> Any:
+        raise OSError("disk full")
+
+    daemon.service.record_alarm = disk_full  # type: ignore[method-assign]
+
+    async def body() -> None:
+        barrier.fire_alarm = True
+        await until(lambda: barrier.hold_open)
+        handled = await daemon.handle(b"\xff", "test")
+        assert handled.entry.code == "emergency"
+
+    asyncio.run(with_daemon(daemon, body))
+
+
+def test_sensor_stuck_high_counts_on_open_instead_of_admitting_for_free(
+    tmp_path: Path, signing_key: Ed25519PrivateKey
+) -> None:
+    barrier = FakeBarrier(passes=False)
+    barrier.passage_complete = True  # stuck
+    daemon, clock = build(tmp_path, signing_key, barrier, gate={"passback_seconds": 0, "rescan_seconds": 0})
+    token = sign(signing_key, make_ticket(ProductKind.PUNCH, entries=1)).encode()
+
+    async def body() -> None:
+        first = await daemon.handle(token, "test")
+        assert (first.entry.passed, first.entry.counted, first.entry.resolution) == (True, True, "on_open_sensor_stuck")
+        clock.now += timedelta(minutes=1)
+        second = await daemon.handle(token, "test")
+        assert second.entry.code == "used_up"
+
+    asyncio.run(with_daemon(daemon, body))
+
+
+def test_a_read_that_waited_behind_a_passage_too_long_is_dropped(
+    tmp_path: Path, signing_key: Ed25519PrivateKey
+) -> None:
+    seen: list[Handled] = []
+    daemon, _ = build(tmp_path, signing_key, FakeBarrier(), on_handled=seen.append)
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        daemon._offer(loop, b"UNKNOWN001", "scanner")
+        daemon._offer(loop, b"UNKNOWN002", "scanner")
+        await until(lambda: len(seen) == 2)
+        stale = Scan(b"UNKNOWN003", "scanner", daemon.clock(), time.monotonic() - 10)
+        daemon._codes.put_nowait(stale)
+        daemon._offer(loop, b"UNKNOWN004", "scanner")
+        await until(lambda: len(seen) == 3)
+
+    asyncio.run(with_daemon(daemon, body))
+    assert [h.data for h in seen] == [b"UNKNOWN001", b"UNKNOWN002", b"UNKNOWN004"]
+
+
+def test_an_input_that_throws_is_logged_and_read_again(tmp_path: Path, signing_key: Ed25519PrivateKey) -> None:
+    class Flaky(FakeScanner):
+        calls = 0
+
+        def read_line(self, timeout: float) -> bytes | None:
+            self.calls += 1
+            if self.calls == 1:
+                raise TypeError("driver bug")
+            return super().read_line(timeout)
+
+    seen: list[Handled] = []
+    scanner = Flaky([b"UNKNOWN123"])
+    daemon, _ = build(tmp_path, signing_key, FakeBarrier(), scanner=scanner, on_handled=seen.append)
+
+    async def body() -> None:
+        await until(lambda: len(seen) == 1)
+
+    asyncio.run(with_daemon(daemon, body))
+    assert seen[0].entry.code == "unknown_ticket"
+    assert scanner.closed
+
+
+def test_exit_gate_through_the_daemon_lets_a_refunded_ticket_out(
+    tmp_path: Path, signing_key: Ed25519PrivateKey
+) -> None:
+    barrier = FakeBarrier()
+    daemon, _ = build(tmp_path, signing_key, barrier, gate={"direction": "out"})
+    daemon.store.set_status("1001", TicketStatus.REVOKED, "refunded")
+    token = sign(signing_key, make_ticket()).encode()
+
+    async def body() -> None:
+        handled = await daemon.handle(token, "test")
+        assert (handled.entry.code, handled.entry.passed, handled.entry.counted) == ("ok_exit", True, False)
+
+    asyncio.run(with_daemon(daemon, body))
+    assert barrier.pulses == 1

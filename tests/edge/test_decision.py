@@ -177,17 +177,30 @@ def test_scan_after_rescan_window_is_a_new_decision() -> None:
     assert run(history=History(prior_scan=prior)).repeat is False
 
 
-def test_exit_gate_lets_a_valid_ticket_out_without_counting() -> None:
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({}, id="valid"),
+        pytest.param({"status": TicketStatus.REVOKED}, id="refunded-while-on-the-slopes"),
+        pytest.param({"valid_from": NOW - timedelta(days=1), "valid_until": NOW - timedelta(hours=1)}, id="expired"),
+        pytest.param({"entries": 1, "entries_used": 1}, id="used-up"),
+    ],
+)
+def test_exit_gate_lets_any_recognised_ticket_out_without_counting(fields: dict[str, Any]) -> None:
     gate = GateConfig(gate_id="out1", site_id="s", direction=Direction.OUT)
-    d = run(ProductKind.PUNCH, history=History(passages=[entered(1)]), gate=gate)
+    d = run(ProductKind.PUNCH, history=History(passages=[entered(1)]), gate=gate, **fields)
     assert (d.admit, d.code, d.counts) == (True, "ok_exit", False)
-    assert run(gate=gate, status=TicketStatus.REVOKED).code == "revoked"
+
+
+def test_exit_gate_still_refuses_garbage() -> None:
+    gate = GateConfig(gate_id="out1", site_id="s", direction=Direction.OUT)
+    assert decide(Invalid("unreadable", "x"), None, History(), gate, NOW).code == "unreadable"
 
 
 def test_emergency_mode_admits_anything_and_counts_nothing() -> None:
     gate = GateConfig(gate_id="g1", site_id="s", emergency_open=True)
     d = decide(Invalid("unreadable", "x"), None, History(), gate, NOW)
-    assert (d.admit, d.code, d.counts) == (True, "emergency", False)
+    assert (d.admit, d.code, d.counts, d.open_barrier) == (True, "emergency", False, False)
 
 
 def test_every_decision_code_has_a_reason_in_both_languages() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
@@ -162,4 +161,4 @@ def test_journal_refuses_naive_times(store: GateStore, service: GateService) -> 
     ev = service.evaluate(b"NOPE0001", NOW)
     with pytest.raises(ValueError, match="timezone-aware"):
         service.journal(ev, NOW.replace(tzinfo=None))
-    assert isinstance(store.conn, sqlite3.Connection)
+    assert store.entries() == []
