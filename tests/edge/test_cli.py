@@ -103,3 +103,18 @@ def test_gate_check_with_a_broken_config_names_the_field(tmp_path: Path) -> None
 @pytest.mark.timeout(120)
 def test_demo_decides_every_scripted_skier_as_expected() -> None:
     assert asyncio.run(run_demo(90)) == 0
+
+
+def test_decode_keeps_one_line_per_file_when_the_payload_has_newlines_or_tabs(tmp_path: Path) -> None:
+    qr = tmp_path / "nl.png"
+    segno.make("LINE1\nLINE2\tX", error="M", micro=False).save(str(qr), scale=8)
+    out = runner.invoke(app, ["decode", "--decoder", "zxing", str(qr)])
+    assert out.output.splitlines() == [f"{qr}\tLINE1\\nLINE2\\tX"]
+
+
+def test_gate_run_with_a_corrupt_store_names_the_problem(tmp_path: Path) -> None:
+    config = gate_yaml(tmp_path, Ed25519PrivateKey.generate())
+    (tmp_path / "gate.db").write_bytes(b"garbage" * 1000)
+    out = runner.invoke(app, ["gate", "run", "--config", str(config)])
+    assert out.exit_code == 2
+    assert "cannot open gate store" in out.output

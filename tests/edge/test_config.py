@@ -61,6 +61,12 @@ def test_rtu_barrier_is_picked_by_type(tmp_path: Path) -> None:
         pytest.param(("  gate_id: north-1\n", ""), "gate.gate_id", id="missing-field"),
         pytest.param(("passage_input: 0", "passage_input: -3"), "passage_input", id="negative-address"),
         pytest.param(("type: modbus_tcp", "type: carrier_pigeon"), "barrier", id="unknown-barrier-type"),
+        pytest.param(("direction: in", "direction: in\n  timezone: Asia/Shangai"), "gate.timezone", id="misspelt-zone"),
+        pytest.param(
+            ("port: /dev/ttyUSB0", "port: /dev/ttyUSB0\ncamera:\n  source: 0\n  decoder: zbar"),
+            "camera.decoder",
+            id="bad-decoder",
+        ),
     ],
 )
 def test_wrong_field_is_named_in_the_error(tmp_path: Path, change: tuple[str, str], named: str) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edge.gate import GateService
 from edge.store import GateStore, StoreError
@@ -162,3 +164,16 @@ def test_journal_refuses_naive_times(store: GateStore, service: GateService) -> 
     with pytest.raises(ValueError, match="timezone-aware"):
         service.journal(ev, NOW.replace(tzinfo=None))
     assert store.entries() == []
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=200))
+def test_random_bytes_through_a_stocked_gate_never_admit_and_never_raise(
+    service: GateService, store: GateStore, data: bytes
+) -> None:
+    if not store.ticket_count():
+        store.upsert_tickets(
+            [make_ticket(code="DAY000001"), make_ticket(ProductKind.PUNCH, ticket_id="1002", code="PUNCH0001")]
+        )
+    ev = service.evaluate(data, NOW)
+    assert not ev.decision.admit or data.strip() in (b"DAY000001", b"PUNCH0001")
