@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from cloud.cli import app as cloud_app
 from edge.config import ConfigError, EdgeConfig, load_config
 
 app = typer.Typer(help="Starfish Gate: ski-resort turnstiles that decide offline.", no_args_is_help=True)
@@ -22,6 +23,7 @@ ticket_app = typer.Typer(help="Issue signed tickets (needs the private key).", n
 app.add_typer(gate_app, name="gate")
 app.add_typer(keys_app, name="keys")
 app.add_typer(ticket_app, name="ticket")
+app.add_typer(cloud_app, name="cloud")
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Gate configuration (YAML)")]
 

@@ -1,0 +1,152 @@
+"""Cloud benchmark: orders created + paid + issued per second, on SQLite and on PostgreSQL.
+
+    python -m bench.cloud [--json] [--seconds 10] [--concurrency 32] [--workers 2]
+
+The server is uvicorn with `--workers` processes (2 suit this 2-core machine); the load comes
+from a separate process (bench.cloud_load) that creates a counter order and pays it, which
+issues its signed ticket, in a loop. PostgreSQL is a throwaway server started for the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.stats import summary
+from cloud.throwaway_pg import ThrowawayPostgres, free_port
+
+
+def _seed(url: str, env: dict[str, str]) -> tuple[str, int, int]:
+    """Schema, a site, an unlimited day product and a cashier; returns (token, site id, product id)."""
+    from cloud.db import make_engine, make_sessionmaker
+    from cloud.deps import Role
+    from cloud.migrate import upgrade
+    from cloud.products.models import Product
+    from cloud.settings import Settings
+    from cloud.sites.models import Site
+    from cloud.staff.models import Staff
+    from cloud.staff.service import issue_token
+
+    upgrade(url)
+    settings = Settings(
+        environment="production",
+        database_url=url,
+        jwt_secret=env["STARFISH_JWT_SECRET"],
+        signing_key_b64=env["STARFISH_SIGNING_KEY_B64"],
+    )
+    engine = make_engine(url)
+    with make_sessionmaker(engine)() as s:
+        site = Site(code="bench", name="Bench", timezone="Asia/Shanghai")
+        s.add(site)
+        s.flush()
+        product = Product(
+            site_id=site.id, code="day", name="Day", kind="day", valid_days=1,
+            weekday_price_fen=28000, weekend_price_fen=38000, holiday_price_fen=45000, daily_stock=None,
+        )  # fmt: skip
+        cashier = Staff(username="bench-cashier", password_hash="!", role="cashier", active=True)
+        s.add_all([product, cashier])
+        s.commit()
+        token = issue_token(settings, role=Role.CASHIER, subject_id=cashier.id, name=cashier.username)
+        ids = (site.id, product.id)
+    engine.dispose()
+    return token, ids[0], ids[1]
+
+
+def _serve(url: str, env: dict[str, str], workers: int, stack: ExitStack) -> str:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "cloud.app:create_app", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
+        env={**os.environ, **env, "STARFISH_DATABASE_URL": url},
+    )  # fmt: skip
+
+    def stop() -> None:
+        proc.terminate()
+        proc.wait(15)
+
+    stack.callback(stop)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200:
+                return base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("the cloud server did not start")
+
+
+def _measure(url: str, env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
+    token, site_id, product_id = _seed(url, env)
+    with ExitStack() as stack:
+        base = _serve(url, env, args.workers, stack)
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.cloud_load", "--base", base, "--token", token,
+             "--site-id", str(site_id), "--product-id", str(product_id),
+             "--seconds", str(args.seconds), "--concurrency", str(args.concurrency)],
+            capture_output=True, text=True, check=True, timeout=args.seconds + 120,
+        )  # fmt: skip
+    load = json.loads(out.stdout)
+    lat = summary(load["latencies_ms"]) if load["latencies_ms"] else {"median_ms": 0.0, "p99_ms": 0.0, "n": 0}
+    return {
+        "orders_per_s": round(load["orders"] / load["elapsed_s"], 1),
+        "latency_median_ms": lat["median_ms"],
+        "latency_p99_ms": lat["p99_ms"],
+        "orders": load["orders"],
+        "errors": load["error_count"],
+        "error_samples": load["errors"],
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    env = {
+        "STARFISH_ENVIRONMENT": "production",
+        "STARFISH_JWT_SECRET": base64.b64encode(os.urandom(36)).decode(),
+        "STARFISH_SIGNING_KEY_B64": base64.b64encode(os.urandom(32)).decode(),
+    }
+    figures: dict[str, Any] = {"workers": args.workers, "concurrency": args.concurrency, "seconds": args.seconds}
+    with tempfile.TemporaryDirectory(prefix="starfish-bench-cloud-") as tmp:
+        figures["sqlite"] = _measure(f"sqlite:///{Path(tmp) / 'cloud.db'}", env, args)
+    pg = ThrowawayPostgres().start()
+    try:
+        figures["postgres"] = _measure(pg.create_database("bench"), env, args)
+    finally:
+        pg.stop()
+    figures["orders_per_s_sqlite"] = figures["sqlite"]["orders_per_s"]
+    figures["orders_per_s_postgres"] = figures["postgres"]["orders_per_s"]
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="orders created+paid+issued per second")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2)
+    args = p.parse_args(argv)
+    f = run(args)
+    if args.json:
+        print(json.dumps(f))
+        return 0
+    print(f"uvicorn workers={f['workers']}, client concurrency={f['concurrency']}, {f['seconds']} s per backend")
+    print(f"{'backend':<10}{'orders/s':>10}{'median ms':>12}{'p99 ms':>10}{'errors':>8}")
+    for name in ("sqlite", "postgres"):
+        r = f[name]
+        print(f"{name:<10}{r['orders_per_s']:>10}{r['latency_median_ms']:>12}{r['latency_p99_ms']:>10}{r['errors']:>8}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

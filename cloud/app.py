@@ -1,0 +1,84 @@
+"""The cloud service: FastAPI app factory, routers under /api/v1, background expiry of unpaid orders."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, FastAPI
+from sqlalchemy.orm import Session, sessionmaker
+
+from cloud.db import make_engine, make_sessionmaker, utcnow
+from cloud.deps import public
+from cloud.errors import install_handlers
+from cloud.settings import Settings
+
+log = logging.getLogger("starfish.cloud")
+
+API_PREFIX = "/api/v1"
+
+
+def _routers() -> list[APIRouter]:
+    from cloud.audit.routes import router as audit
+    from cloud.customers.routes import router as customers
+    from cloud.orders.routes import router as orders
+    from cloud.payments.routes import router as payments
+    from cloud.points.routes import router as points
+    from cloud.products.routes import router as products
+    from cloud.refunds.routes import router as refunds
+    from cloud.sites.routes import router as sites
+    from cloud.staff.routes import router as staff
+    from cloud.tickets.routes import router as tickets
+
+    return [staff, sites, products, customers, orders, payments, tickets, refunds, points, audit]
+
+
+async def _expiry_loop(factory: sessionmaker[Session], every_s: float) -> None:
+    from cloud.orders.service import expire_pending
+
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            with factory() as session:
+                n = await asyncio.to_thread(expire_pending, session, utcnow())
+            if n:
+                log.info("expired %d unpaid order(s)", n)
+        except Exception:
+            log.exception("order expiry failed; will retry")
+
+
+def create_app(settings: Settings | None = None, *, expiry_every_s: float = 30.0) -> FastAPI:
+    settings = settings or Settings()
+    engine = make_engine(settings.database_url)
+    factory = make_sessionmaker(engine)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_expiry_loop(factory, expiry_every_s)) if expiry_every_s > 0 else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+            engine.dispose()
+
+    app = FastAPI(
+        title="Starfish Gate cloud",
+        version="1",
+        description="Sales, orders, payments, refunds and points; issues the signed tickets gates verify offline.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = factory
+    install_handlers(app)
+    for router in _routers():
+        app.include_router(router, prefix=API_PREFIX)
+
+    @app.get(f"{API_PREFIX}/health", tags=["health"], dependencies=[Depends(public)])
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

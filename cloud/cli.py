@@ -1,0 +1,74 @@
+"""`starfish cloud ...`: serve the API, migrate the database, create the first admin."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cloud.settings import Settings
+
+app = typer.Typer(help="The cloud service.", no_args_is_help=True)
+
+
+def _settings() -> Settings:
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        typer.echo(f"error: {exc.errors()[0]['msg']}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@app.command("migrate")
+def migrate() -> None:
+    """Bring the database (STARFISH_DATABASE_URL) to the latest schema."""
+    from cloud.migrate import upgrade
+
+    upgrade(_settings().database_url)
+    typer.echo("database is at the latest schema")
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Listen address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Listen port")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes (2 suit a 2-core machine)")] = 1,
+    migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate", help="Migrate before serving")] = True,
+) -> None:
+    """Run the API with uvicorn; settings come from STARFISH_* environment variables."""
+    import uvicorn
+
+    from cloud.migrate import upgrade
+
+    settings = _settings()
+    if migrate_first:
+        upgrade(settings.database_url)
+    uvicorn.run("cloud.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="warning")
+
+
+@app.command("create-admin")
+def create_admin(
+    username: Annotated[str, typer.Option(help="Admin user name")],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+) -> None:
+    """Create a staff account with the admin role (the first one has nobody to create it)."""
+    from cloud.db import make_engine, make_sessionmaker
+    from cloud.deps import Role
+    from cloud.errors import DomainError
+    from cloud.staff.service import create_staff
+
+    if len(password) < 10:
+        typer.echo("error: the password needs at least 10 characters", err=True)
+        raise typer.Exit(2)
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    with make_sessionmaker(engine)() as session:
+        try:
+            create_staff(session, "cli", username, password, Role.ADMIN)
+        except DomainError as exc:
+            typer.echo(f"error: {exc.en}", err=True)
+            raise typer.Exit(2) from exc
+    engine.dispose()
+    typer.echo(f"admin {username} created")

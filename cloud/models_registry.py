@@ -1,0 +1,27 @@
+"""Imports every domain's tables so Alembic and create_all see the whole schema."""
+
+from cloud.audit import models as audit_models
+from cloud.customers import models as customer_models
+from cloud.db import Base
+from cloud.orders import models as order_models
+from cloud.payments import models as payment_models
+from cloud.points import models as points_models
+from cloud.products import models as product_models
+from cloud.refunds import models as refund_models
+from cloud.sites import models as site_models
+from cloud.staff import models as staff_models
+from cloud.tickets import models as ticket_models
+
+__all__ = [
+    "Base",
+    "audit_models",
+    "customer_models",
+    "order_models",
+    "payment_models",
+    "points_models",
+    "product_models",
+    "refund_models",
+    "site_models",
+    "staff_models",
+    "ticket_models",
+]

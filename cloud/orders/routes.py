@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Response
+
+from cloud.db import utcnow
+from cloud.deps import IdPath, Principal, Role, SessionDep, SettingsDep, require
+from cloud.orders import service
+from cloud.orders.models import OrderStatus
+from cloud.orders.schemas import OrderIn, OrderOut
+
+router = APIRouter(tags=["orders"])
+Sellers = Annotated[Principal, Depends(require(Role.ADMIN, Role.CASHIER, Role.CUSTOMER))]
+Readers = Annotated[Principal, Depends(require(Role.ADMIN, Role.CASHIER, Role.FINANCE, Role.CUSTOMER))]
+
+
+@router.post("/orders", status_code=201)
+def create_order(
+    body: OrderIn,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    actor: Sellers,
+    idempotency_key: Annotated[str | None, Header(min_length=8, max_length=100)] = None,
+) -> OrderOut:
+    """Create a pending order; a retried request with the same Idempotency-Key returns the same order."""
+    order, created = service.create_order(session, settings, actor, body, idempotency_key=idempotency_key, now=utcnow())
+    if not created:
+        response.status_code = 200
+    return OrderOut.model_validate(order)
+
+
+@router.get("/orders")
+def list_orders(
+    session: SessionDep,
+    actor: Readers,
+    status: OrderStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[OrderOut]:
+    return [OrderOut.model_validate(o) for o in service.list_orders(session, actor, status=status, limit=limit)]
+
+
+@router.get("/orders/{order_id}")
+def get_order(order_id: IdPath, session: SessionDep, actor: Readers) -> OrderOut:
+    return OrderOut.model_validate(service.get_order(session, order_id, actor))
+
+
+@router.post("/orders/{order_id}/cancel")
+def cancel_order(order_id: IdPath, session: SessionDep, actor: Sellers) -> OrderOut:
+    return OrderOut.model_validate(service.cancel(session, actor, order_id))
+
+
+@router.post("/orders/expire")
+def expire_orders(session: SessionDep, _: Annotated[Principal, Depends(require(Role.ADMIN))]) -> dict[str, int]:
+    """Expire unpaid orders now (the service also does this every 30 s)."""
+    return {"expired": service.expire_pending(session, utcnow())}

@@ -1,0 +1,247 @@
+"""Points (积分): an append-only ledger per customer; the balance is the last entry's `balance_after`.
+
+Appending reads the last (seq, balance) and inserts seq+1 with the new balance inside a savepoint.
+Two concurrent appends read the same last entry; the loser collides on UNIQUE(customer_id, seq),
+rolls its savepoint back, re-reads and decides again, so a spend is always checked against the
+balance it is really booked on and the CHECK(balance_after >= 0) is never the last line of defence.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cloud.audit.service import record
+from cloud.customers.service import get_customer
+from cloud.deps import Principal
+from cloud.errors import Conflict, DomainError
+from cloud.orders.models import Order
+from cloud.points.models import PointsEntry, PointsKind, SignIn
+from cloud.settings import Settings
+
+MAX_BALANCE = 1_000_000_000  # keeps every balance inside a 32-bit INTEGER column
+_MAX_ATTEMPTS = 200  # each failed attempt means another append committed; this only bounds starvation
+
+
+def balance(session: Session, customer_id: int) -> int:
+    """The customer's balance: the last ledger entry's balance_after (0 without entries)."""
+    last = session.scalar(
+        select(PointsEntry.balance_after)
+        .where(PointsEntry.customer_id == customer_id)
+        .order_by(PointsEntry.seq.desc())
+        .limit(1)
+    )
+    return last or 0
+
+
+def recent_entries(session: Session, customer_id: int, limit: int) -> list[PointsEntry]:
+    q = select(PointsEntry).where(PointsEntry.customer_id == customer_id).order_by(PointsEntry.seq.desc())
+    return list(session.scalars(q.limit(limit)))
+
+
+def _find(session: Session, customer_id: int, kind: PointsKind, ref: str) -> PointsEntry | None:
+    return session.scalar(
+        select(PointsEntry).where(
+            PointsEntry.customer_id == customer_id, PointsEntry.kind == kind.value, PointsEntry.ref == ref
+        )
+    )
+
+
+def _last(session: Session, customer_id: int) -> tuple[int, int]:
+    row = session.execute(
+        select(PointsEntry.seq, PointsEntry.balance_after)
+        .where(PointsEntry.customer_id == customer_id)
+        .order_by(PointsEntry.seq.desc())
+        .limit(1)
+    ).first()
+    return (row.seq, row.balance_after) if row is not None else (0, 0)
+
+
+def insufficient(balance_now: int, needed: int) -> Conflict:
+    return Conflict(
+        "insufficient_points",
+        f"Not enough points: balance {balance_now}, needed {needed}",
+        f"积分不足：余额 {balance_now}，需要 {needed}",
+        balance=balance_now,
+        needed=needed,
+    )
+
+
+def append(
+    session: Session,
+    customer_id: int,
+    kind: PointsKind,
+    ref: str,
+    amount: int,
+    *,
+    now: datetime,
+    order_id: int | None = None,
+    note: str = "",
+    clamp: bool = False,
+) -> tuple[PointsEntry, bool]:
+    """Book `amount` once per (customer, kind, ref); (entry, created). Does not commit.
+
+    A debit larger than the balance raises `insufficient_points`, or with `clamp` takes the
+    balance to 0 and records the rest as the entry's shortfall.
+    """
+    existing = _find(session, customer_id, kind, ref)
+    if existing is not None:
+        return existing, False
+    for _ in range(_MAX_ATTEMPTS):
+        seq, before = _last(session, customer_id)
+        delta, shortfall = amount, 0
+        if before + amount < 0:
+            if not clamp:
+                raise insufficient(before, -amount)
+            delta, shortfall = -before, -(before + amount)
+        if before + delta > MAX_BALANCE:
+            raise Conflict("points_limit", f"A balance may not exceed {MAX_BALANCE}", f"积分余额不能超过 {MAX_BALANCE}")
+        entry = PointsEntry(
+            customer_id=customer_id,
+            seq=seq + 1,
+            delta=delta,
+            balance_after=before + delta,
+            kind=kind.value,
+            ref=ref,
+            order_id=order_id,
+            shortfall=shortfall,
+            note=note,
+            created_at=now,
+        )
+        try:
+            with session.begin_nested():
+                session.add(entry)
+        except IntegrityError:
+            existing = _find(session, customer_id, kind, ref)
+            if existing is not None:
+                return existing, False  # a concurrent request booked the same thing
+            if _last(session, customer_id)[0] == seq:
+                raise  # not a lost race on seq: a real integrity problem
+            continue
+        return entry, True
+    raise DomainError("points_busy", "Points are busy; try again", "积分系统繁忙，请重试", status_code=503)
+
+
+def earn_for_order(session: Session, settings: Settings, order: Order, *, now: datetime) -> PointsEntry | None:
+    """points_per_yuan for each whole yuan paid, once per order (ref order:{id}). Does not commit."""
+    if order.customer_id is None:
+        return None
+    points = order.total_fen // 100 * settings.points_per_yuan
+    if points <= 0:
+        return None
+    entry, _ = append(
+        session, order.customer_id, PointsKind.EARN, f"order:{order.id}", points, now=now, order_id=order.id
+    )
+    return entry
+
+
+def reverse_for_refund(
+    session: Session, settings: Settings, order: Order, *, refund_amount_fen: int, refund_id: int, now: datetime
+) -> PointsEntry | None:
+    """Take back the refunded share of an order's points, once per refund (ref refund:{id}). Does not commit.
+
+    floor(earned * refund / total), never more than what is left unreversed. If the customer has
+    already spent the points, the balance goes to 0, not below; the entry's `shortfall` says how
+    many points could not be taken back (visible to finance; not clawed back from later earnings).
+    """
+    if order.customer_id is None or order.total_fen <= 0 or refund_amount_fen <= 0:
+        return None
+    ref = f"refund:{refund_id}"
+    existing = _find(session, order.customer_id, PointsKind.REVERSE, ref)
+    if existing is not None:
+        return existing
+    earned = session.scalar(
+        select(PointsEntry.delta).where(
+            PointsEntry.customer_id == order.customer_id,
+            PointsEntry.kind == PointsKind.EARN.value,
+            PointsEntry.ref == f"order:{order.id}",
+        )
+    )
+    if not earned:
+        return None
+    reversed_before = session.scalar(
+        select(func.coalesce(func.sum(PointsEntry.shortfall - PointsEntry.delta), 0)).where(
+            PointsEntry.kind == PointsKind.REVERSE.value, PointsEntry.order_id == order.id
+        )
+    )
+    share = earned * min(refund_amount_fen, order.total_fen) // order.total_fen
+    amount = min(share, earned - int(reversed_before or 0))
+    if amount <= 0:
+        return None
+    entry, _ = append(
+        session,
+        order.customer_id,
+        PointsKind.REVERSE,
+        ref,
+        -amount,
+        now=now,
+        order_id=order.id,
+        note=f"order:{order.id}",
+        clamp=True,
+    )
+    return entry
+
+
+def already_signed_in(day: object) -> Conflict:
+    return Conflict("already_signed_in", f"Already signed in on {day}", f"{day} 已签到", day=str(day))
+
+
+def signin(session: Session, settings: Settings, customer_id: int, *, now: datetime) -> tuple[SignIn, int]:
+    """每日签到 once per local day: signin_points, plus signin_streak_bonus on every 7th day in a row."""
+    get_customer(session, customer_id)
+    day = now.astimezone(ZoneInfo(settings.timezone)).date()
+    if session.scalar(select(SignIn.id).where(SignIn.customer_id == customer_id, SignIn.day == day)) is not None:
+        raise already_signed_in(day)
+    yesterday = session.scalar(
+        select(SignIn.streak).where(SignIn.customer_id == customer_id, SignIn.day == day - timedelta(days=1))
+    )
+    streak = (yesterday or 0) + 1
+    points = settings.signin_points + (settings.signin_streak_bonus if streak % 7 == 0 else 0)
+    row = SignIn(customer_id=customer_id, day=day, streak=streak, points=points, created_at=now)
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError as exc:
+        raise already_signed_in(day) from exc  # a concurrent sign-in won
+    if points > 0:
+        append(session, customer_id, PointsKind.SIGNIN, f"signin:{day.isoformat()}", points, now=now)
+    session.commit()
+    return row, balance(session, customer_id)
+
+
+def spend(session: Session, customer_id: int, points: int, ref: str, *, now: datetime) -> tuple[PointsEntry, bool]:
+    """Spend points once per ref; (entry, created). 409 `insufficient_points` rather than a negative balance."""
+    get_customer(session, customer_id)
+    entry, created = append(session, customer_id, PointsKind.SPEND, ref, -points, now=now)
+    if entry.delta != -points:
+        raise Conflict(
+            "ref_reused",
+            f"Reference {ref} was used for a spend of {-entry.delta} points",
+            f"编号 {ref} 已用于消费 {-entry.delta} 积分",
+        )
+    session.commit()
+    return entry, created
+
+
+def adjust(
+    session: Session, actor: Principal, customer_id: int, delta: int, reason: str, *, now: datetime
+) -> PointsEntry:
+    """A manual correction by an admin, audit-logged; it cannot take the balance below 0 either."""
+    get_customer(session, customer_id)
+    ref = f"adjust:{uuid.uuid4().hex}"
+    entry, _ = append(session, customer_id, PointsKind.ADJUST, ref, delta, now=now, note=reason)
+    record(
+        session,
+        actor,
+        "points.adjust",
+        "customer",
+        customer_id,
+        {"delta": delta, "reason": reason, "entry_id": entry.id, "balance_after": entry.balance_after},
+    )
+    session.commit()
+    return entry

@@ -1,0 +1,142 @@
+"""Products, the price calendar (weekday / weekend / 节假日) and per-day stock (库存)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cloud.audit.service import record
+from cloud.deps import Principal
+from cloud.errors import Conflict, DomainError, not_found
+from cloud.products.models import Holiday, Product, Stock
+from cloud.products.schemas import ProductIn
+from cloud.sites.service import get_site
+
+
+def create_product(session: Session, actor: Principal, site_id: int, body: ProductIn) -> Product:
+    get_site(session, site_id)
+    if session.scalar(select(Product.id).where(Product.site_id == site_id, Product.code == body.code)):
+        raise Conflict("product_exists", f"Product {body.code} exists", f"产品 {body.code} 已存在")
+    product = Product(site_id=site_id, **body.model_dump())
+    session.add(product)
+    session.flush()
+    record(session, actor, "product.create", "product", product.id, body.model_dump(mode="json"))
+    session.commit()
+    return product
+
+
+def get_product(session: Session, product_id: int) -> Product:
+    product = session.get(Product, product_id)
+    if product is None:
+        raise not_found("Product", "产品", product_id)
+    return product
+
+
+def list_products(session: Session, site_id: int) -> list[Product]:
+    return list(session.scalars(select(Product).where(Product.site_id == site_id).order_by(Product.id)))
+
+
+def set_active(session: Session, actor: Principal, product_id: int, active: bool) -> Product:
+    product = get_product(session, product_id)
+    product.active = active
+    record(session, actor, "product.activate" if active else "product.deactivate", "product", product_id, {})
+    session.commit()
+    return product
+
+
+def add_holiday(session: Session, actor: Principal, site_id: int, day: date, name: str) -> Holiday:
+    get_site(session, site_id)
+    holiday = Holiday(site_id=site_id, day=day, name=name)
+    session.add(holiday)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        session.rollback()
+        raise Conflict("holiday_exists", f"{day} is already a holiday", f"{day} 已是节假日") from exc
+    record(session, actor, "holiday.add", "site", site_id, {"day": day.isoformat(), "name": name})
+    session.commit()
+    return holiday
+
+
+def day_type(session: Session, site_id: int, day: date) -> str:
+    if session.scalar(select(Holiday.id).where(Holiday.site_id == site_id, Holiday.day == day)) is not None:
+        return "holiday"
+    return "weekend" if day.weekday() >= 5 else "weekday"
+
+
+def price_fen(session: Session, product: Product, day: date) -> tuple[str, int]:
+    kind = day_type(session, product.site_id, day)
+    price = {
+        "holiday": product.holiday_price_fen,
+        "weekend": product.weekend_price_fen,
+        "weekday": product.weekday_price_fen,
+    }[kind]
+    return kind, price
+
+
+def available(session: Session, product: Product, day: date) -> int | None:
+    stock = session.scalar(select(Stock).where(Stock.product_id == product.id, Stock.day == day))
+    if stock is None:
+        return product.daily_stock
+    return stock.capacity - stock.sold
+
+
+def set_stock(session: Session, actor: Principal, product_id: int, day: date, capacity: int) -> Stock:
+    get_product(session, product_id)
+    _ensure_stock_row(session, product_id, day, capacity)
+    stock = session.scalar(select(Stock).where(Stock.product_id == product_id, Stock.day == day))
+    assert stock is not None
+    if capacity < stock.sold:
+        raise DomainError(
+            "capacity_below_sold",
+            f"{stock.sold} already sold for {day}; capacity cannot be {capacity}",
+            f"{day} 已售 {stock.sold}，库存不能设为 {capacity}",
+        )
+    stock.capacity = capacity
+    record(session, actor, "stock.set", "product", product_id, {"day": day.isoformat(), "capacity": capacity})
+    session.commit()
+    return stock
+
+
+def _ensure_stock_row(session: Session, product_id: int, day: date, capacity: int) -> None:
+    if session.scalar(select(Stock.id).where(Stock.product_id == product_id, Stock.day == day)) is not None:
+        return
+    try:
+        with session.begin_nested():
+            session.add(Stock(product_id=product_id, day=day, capacity=capacity, sold=0))
+    except IntegrityError:
+        pass  # a concurrent order created it first
+
+
+def reserve(session: Session, product: Product, day: date, quantity: int) -> None:
+    """Hold stock for an order, atomically: never oversells, whatever runs concurrently."""
+    if product.daily_stock is None:
+        return
+    _ensure_stock_row(session, product.id, day, product.daily_stock)
+    result = session.execute(
+        update(Stock)
+        .where(Stock.product_id == product.id, Stock.day == day, Stock.sold + quantity <= Stock.capacity)
+        .values(sold=Stock.sold + quantity)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(
+            "sold_out",
+            f"{product.name} is sold out for {day}",
+            f"{product.name} {day} 已售罄",
+            product_id=product.id,
+            day=day.isoformat(),
+        )
+
+
+def release(session: Session, product: Product, day: date, quantity: int) -> None:
+    """Give held stock back (order expired, cancelled or refunded)."""
+    if product.daily_stock is None:
+        return
+    session.execute(
+        update(Stock)
+        .where(Stock.product_id == product.id, Stock.day == day, Stock.sold >= quantity)
+        .values(sold=Stock.sold - quantity)
+    )

@@ -1,0 +1,211 @@
+"""Refunds: per-product rules, revoked tickets on the site's revocation feed, stock and points given back.
+
+Money: counter orders are paid back in cash at the window (`succeeded`). Orders paid online (WeChat Pay)
+or through an OTA are recorded as `pending_provider`: the call to the provider's refund API belongs to
+the payments domain and is not made here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy.orm import Session
+
+from cloud.audit.service import record
+from cloud.deps import Principal, Role
+from cloud.errors import Conflict, Forbidden, NotFound
+from cloud.orders.models import TRANSITIONS, Order, OrderStatus
+from cloud.orders.service import get_order, transition
+from cloud.points.service import reverse_for_refund
+from cloud.products import service as products
+from cloud.products.models import Product
+from cloud.refunds.models import Refund, RefundItem, RefundStatus, Revocation
+from cloud.settings import Settings
+from cloud.sites.models import Site
+from cloud.sites.service import get_site
+from cloud.tickets.models import Ticket, TicketState
+from cloud.tickets.service import local_midnight
+
+REVOKED_REFUNDED = "refunded"
+
+
+@dataclass(frozen=True, slots=True)
+class RefundLine:
+    ticket_id: int
+    amount_fen: int
+    fee_fen: int
+
+
+def refund_deadline(visit_date: date, tz: ZoneInfo, cutoff_hours: int) -> datetime:
+    """Refunds are accepted until this instant: `cutoff_hours` before the visit day starts, local time."""
+    return local_midnight(visit_date, tz) - timedelta(hours=cutoff_hours)
+
+
+def assess(ticket: Ticket, product: Product, tz: ZoneInfo, now: datetime) -> RefundLine:
+    """What refunding this ticket pays back, or a Conflict saying why it cannot be refunded."""
+    tid = ticket.id
+    if ticket.status == TicketState.REFUNDED:
+        raise Conflict("already_refunded", f"Ticket {tid} is already refunded", f"门票 {tid} 已退款", ticket_id=tid)
+    if ticket.status == TicketState.REVOKED:
+        raise Conflict("ticket_revoked", f"Ticket {tid} was revoked", f"门票 {tid} 已作废", ticket_id=tid)
+    if ticket.status == TicketState.USED or ticket.entries_used > 0 or ticket.first_entry_at is not None:
+        raise Conflict("ticket_used", f"Ticket {tid} has been used", f"门票 {tid} 已使用，不能退款", ticket_id=tid)
+    if not product.refundable:
+        raise Conflict(
+            "not_refundable", f"{product.name} cannot be refunded", f"{product.name} 不支持退款", ticket_id=tid
+        )
+    deadline = refund_deadline(ticket.visit_date, tz, product.refund_cutoff_hours)
+    if now >= deadline:
+        raise Conflict(
+            "past_cutoff",
+            f"Refunds for ticket {tid} closed at {deadline.astimezone(tz):%Y-%m-%d %H:%M}",
+            f"门票 {tid} 的退款截止时间 {deadline.astimezone(tz):%Y-%m-%d %H:%M} 已过",
+            ticket_id=tid,
+            deadline=deadline.isoformat(),
+        )
+    fee = min(product.refund_fee_fen, ticket.price_fen)
+    return RefundLine(ticket_id=tid, amount_fen=ticket.price_fen - fee, fee_fen=fee)
+
+
+def _lock_revocation_feed(session: Session, site_id: int) -> None:
+    # Refunds at one site take turns (a no-key row lock on the site; SQLite has one writer anyway), so the
+    # feed's ids are assigned in commit order and a gate resuming `after` its last id never skips one.
+    session.execute(select(Site.id).where(Site.id == site_id).with_for_update(key_share=True))
+
+
+def _settlement(order: Order) -> RefundStatus:
+    return RefundStatus.SUCCEEDED if order.channel == "counter" else RefundStatus.PENDING_PROVIDER
+
+
+def refund(
+    session: Session,
+    settings: Settings,
+    actor: Principal,
+    order_id: int,
+    ticket_ids: list[int],
+    reason: str,
+    *,
+    now: datetime,
+) -> Refund:
+    """Refund some of an order's tickets under their products' rules, revoke them, and commit."""
+    order = get_order(session, order_id, actor)
+    if actor.role is Role.CUSTOMER and order.channel != "online":
+        raise Forbidden(
+            "refund_at_counter",
+            "This order was not bought online; ask at the ticket window",
+            "该订单非线上购买，请到售票窗口办理退款",
+        )
+    if order.status not in (OrderStatus.PAID, OrderStatus.ISSUED, OrderStatus.USED, OrderStatus.REFUNDED):
+        raise Conflict(
+            "order_not_paid",
+            f"Order {order.number} is {order.status}; nothing to refund",
+            f"订单 {order.number} 状态为 {order.status}，无可退款项",
+        )
+    _lock_revocation_feed(session, order.site_id)
+    tickets = {
+        t.id: t for t in session.scalars(select(Ticket).where(Ticket.id.in_(ticket_ids), Ticket.order_id == order.id))
+    }
+    missing = [i for i in ticket_ids if i not in tickets]
+    if missing:
+        raise NotFound(
+            "ticket_not_in_order",
+            f"Tickets {missing} are not tickets of order {order.number}",
+            f"门票 {missing} 不属于订单 {order.number}",
+            ticket_ids=missing,
+        )
+    tz = ZoneInfo(get_site(session, order.site_id).timezone)
+    lines = [assess(t, products.get_product(session, t.product_id), tz, now) for t in tickets.values()]
+
+    # The guard that holds under concurrency: only a still-valid, unused ticket becomes refunded.
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            update(Ticket)
+            .where(
+                Ticket.id.in_(ticket_ids),
+                Ticket.status == TicketState.VALID.value,
+                Ticket.entries_used == 0,
+                Ticket.first_entry_at.is_(None),
+            )
+            .values(status=TicketState.REFUNDED.value)
+            .execution_options(synchronize_session="evaluate")
+        ),
+    )
+    if result.rowcount != len(ticket_ids):
+        session.rollback()
+        raise Conflict(
+            "already_refunded",
+            "A ticket was refunded or used meanwhile; nothing was refunded",
+            "门票已被退款或使用，本次未退款",
+        )
+
+    refund = Refund(
+        order_id=order.id,
+        amount_fen=sum(line.amount_fen for line in lines),
+        fee_fen=sum(line.fee_fen for line in lines),
+        status=_settlement(order).value,
+        reason=reason,
+        created_by=actor.actor,
+        created_at=now,
+        items=[RefundItem(ticket_id=x.ticket_id, amount_fen=x.amount_fen, fee_fen=x.fee_fen) for x in lines],
+    )
+    session.add(refund)
+    session.add_all(
+        Revocation(site_id=order.site_id, ticket_id=t.id, reason=REVOKED_REFUNDED, created_at=now)
+        for t in sorted(tickets.values(), key=lambda t: t.id)
+    )
+    for (product_id, day), n in Counter((t.product_id, t.visit_date) for t in tickets.values()).items():
+        products.release(session, products.get_product(session, product_id), day, n)
+    session.flush()
+
+    if _all_refunded(session, order) and OrderStatus.REFUNDED in TRANSITIONS[OrderStatus(order.status)]:
+        transition(session, order, OrderStatus.REFUNDED, actor, f"refund {refund.id}")
+    if order.customer_id is not None:
+        reverse_for_refund(session, settings, order, refund_amount_fen=refund.amount_fen, refund_id=refund.id, now=now)
+    record(
+        session,
+        actor,
+        "refund.create",
+        "order",
+        order.id,
+        {
+            "refund_id": refund.id,
+            "ticket_ids": sorted(tickets),
+            "amount_fen": refund.amount_fen,
+            "fee_fen": refund.fee_fen,
+            "status": refund.status,
+            "reason": reason,
+        },
+    )
+    session.commit()
+    return refund
+
+
+def _all_refunded(session: Session, order: Order) -> bool:
+    left = session.scalar(
+        select(func.count(Ticket.id)).where(Ticket.order_id == order.id, Ticket.status != TicketState.REFUNDED.value)
+    )
+    return left == 0
+
+
+def refunds_of_order(session: Session, order_id: int, actor: Principal) -> list[Refund]:
+    """An order's refunds, oldest first; a customer sees only their own orders (404 otherwise)."""
+    order = get_order(session, order_id, actor)
+    return list(session.scalars(select(Refund).where(Refund.order_id == order.id).order_by(Refund.id)))
+
+
+def revocations_since(session: Session, site_id: int, after_seq: int, *, limit: int = 1000) -> list[Revocation]:
+    """A site's revocation feed after sequence `after_seq`, in order (what sync carries to the gates)."""
+    return list(
+        session.scalars(
+            select(Revocation)
+            .where(Revocation.site_id == site_id, Revocation.id > after_seq)
+            .order_by(Revocation.id)
+            .limit(limit)
+        )
+    )

@@ -1,0 +1,77 @@
+"""Cloud settings from the environment (prefix ``STARFISH_``).
+
+Outside ``development`` every secret must be set explicitly: the service refuses to start
+with a default or missing JWT secret, signing key or WeChat Pay key.
+"""
+
+from __future__ import annotations
+
+import base64
+from functools import cached_property
+from typing import Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_JWT_SECRET = "development-only-jwt-secret-do-not-use"
+# A fixed development signing key, so tickets survive a restart of the dev server. Refused in production.
+DEV_SIGNING_KEY_B64 = "c3RhcmZpc2gtZGV2LXNpZ25pbmcta2V5LTMyYnl0ZXM="
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STARFISH_", extra="ignore", frozen=True)
+
+    environment: Literal["development", "test", "production"] = "development"
+    database_url: str = Field(default="sqlite:///./starfish-cloud.db", description="SQLAlchemy URL")
+    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    jwt_ttl_minutes: int = Field(default=12 * 60, gt=0)
+    signing_key_b64: SecretStr = Field(
+        default=SecretStr(DEV_SIGNING_KEY_B64), description="Ed25519 private key: 32 raw bytes, base64"
+    )
+    signing_key_file: str | None = Field(default=None, description="Ed25519 private key, PEM file (wins)")
+    signing_key_id: int = Field(default=1, ge=0, lt=2**16)
+    order_pending_minutes: int = Field(default=15, gt=0, description="Unpaid orders expire after this")
+    timezone: str = "Asia/Shanghai"
+    # WeChat Pay APIv3 (the mini-program's payment)
+    wechat_base_url: str = "https://api.mch.weixin.qq.com"
+    wechat_login_url: str = "https://api.weixin.qq.com"
+    wechat_appid: str = ""
+    wechat_app_secret: SecretStr = SecretStr("")
+    wechat_mchid: str = ""
+    wechat_api_v3_key: SecretStr = SecretStr("")
+    wechat_merchant_key_file: str | None = None
+    wechat_merchant_serial: str = ""
+    wechat_platform_cert_file: str | None = None
+    wechat_notify_url: str = "https://example.invalid/api/v1/payments/wechat/notify"
+    # Points
+    points_per_yuan: int = Field(default=1, ge=0, description="Points earned per whole yuan paid")
+    signin_points: int = Field(default=5, ge=0)
+    signin_streak_bonus: int = Field(default=10, ge=0, description="Extra points on every 7th consecutive day")
+
+    @model_validator(mode="after")
+    def _no_default_secrets_outside_development(self) -> Settings:
+        if self.environment == "development":
+            return self
+        problems = []
+        if self.jwt_secret.get_secret_value() in ("", DEV_JWT_SECRET) or len(self.jwt_secret.get_secret_value()) < 32:
+            problems.append("STARFISH_JWT_SECRET must be set to a random value of 32+ characters")
+        if self.signing_key_file is None and self.signing_key_b64.get_secret_value() == DEV_SIGNING_KEY_B64:
+            problems.append("STARFISH_SIGNING_KEY_FILE or STARFISH_SIGNING_KEY_B64 must be set")
+        if problems:
+            raise ValueError(f"refusing to start in {self.environment}: " + "; ".join(problems))
+        return self
+
+    @cached_property
+    def signing_key(self) -> Ed25519PrivateKey:
+        if self.signing_key_file:
+            with open(self.signing_key_file, "rb") as f:
+                key = load_pem_private_key(f.read(), password=None)
+            if not isinstance(key, Ed25519PrivateKey):
+                raise ValueError(f"{self.signing_key_file} is not an Ed25519 private key")
+            return key
+        raw = base64.b64decode(self.signing_key_b64.get_secret_value())
+        if len(raw) != 32:
+            raise ValueError("STARFISH_SIGNING_KEY_B64 must be 32 raw bytes, base64")
+        return Ed25519PrivateKey.from_private_bytes(raw)

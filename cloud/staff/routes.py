@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.security import OAuth2PasswordRequestForm
+
+from cloud.deps import Principal, Role, SessionDep, SettingsDep, public, require
+from cloud.staff import service
+from cloud.staff.schemas import StaffIn, StaffOut, TokenOut
+
+router = APIRouter(tags=["staff"])
+
+
+@router.post("/auth/token", dependencies=[Depends(public)])
+def login(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep, settings: SettingsDep
+) -> TokenOut:
+    """OAuth2 password flow for staff; returns a JWT."""
+    token, role = service.authenticate(session, settings, form.username, form.password)
+    return TokenOut(access_token=token, role=role)
+
+
+@router.post("/staff", status_code=201)
+def create_staff(
+    body: StaffIn, session: SessionDep, actor: Annotated[Principal, Depends(require(Role.ADMIN))]
+) -> StaffOut:
+    return StaffOut.model_validate(service.create_staff(session, actor, body.username, body.password, body.role))
+
+
+@router.get("/staff")
+def list_staff(session: SessionDep, _: Annotated[Principal, Depends(require(Role.ADMIN))]) -> list[StaffOut]:
+    return [StaffOut.model_validate(s) for s in service.list_staff(session)]

@@ -1,0 +1,131 @@
+"""Every endpoint declares who may call it, and the declaration is enforced: endpoint × role."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+from cloud.app import API_PREFIX, create_app
+from cloud.deps import Role, public, require
+from cloud.settings import Settings
+from tests.cloud.conftest import Api, build_schema
+
+# The access policy, reviewed by hand: a change to who may call what shows up here in review.
+EXPECTED: dict[tuple[str, str], str] = {
+    ("POST", "/api/v1/auth/token"): "public",
+    ("POST", "/api/v1/staff"): "admin",
+    ("GET", "/api/v1/staff"): "admin",
+    ("POST", "/api/v1/sites"): "admin",
+    ("GET", "/api/v1/sites"): "admin cashier finance gate_tech",
+    ("POST", "/api/v1/sites/{site_id}/gates"): "admin",
+    ("GET", "/api/v1/sites/{site_id}/gates"): "admin gate_tech",
+    ("POST", "/api/v1/gates/{gate_id}/rotate-secret"): "admin",
+    ("POST", "/api/v1/sites/{site_id}/products"): "admin",
+    ("GET", "/api/v1/sites/{site_id}/products"): "public",
+    ("POST", "/api/v1/products/{product_id}/deactivate"): "admin",
+    ("POST", "/api/v1/sites/{site_id}/holidays"): "admin",
+    ("GET", "/api/v1/products/{product_id}/price"): "public",
+    ("PUT", "/api/v1/products/{product_id}/stock"): "admin",
+    ("POST", "/api/v1/customers/login/wechat"): "public",
+    ("GET", "/api/v1/customers/me"): "customer",
+    ("GET", "/api/v1/customers"): "admin cashier",
+    ("POST", "/api/v1/customers"): "admin cashier",
+    ("POST", "/api/v1/customers/me/holders"): "customer",
+    ("GET", "/api/v1/customers/me/holders"): "customer",
+    ("POST", "/api/v1/orders"): "admin cashier customer",
+    ("GET", "/api/v1/orders"): "admin cashier customer finance",
+    ("GET", "/api/v1/orders/{order_id}"): "admin cashier customer finance",
+    ("POST", "/api/v1/orders/{order_id}/cancel"): "admin cashier customer",
+    ("POST", "/api/v1/orders/expire"): "admin",
+    ("POST", "/api/v1/orders/{order_id}/payments/counter"): "admin cashier",
+    ("POST", "/api/v1/orders/{order_id}/payments/wechat"): "customer",
+    ("POST", "/api/v1/payments/wechat/notify"): "public",
+    ("GET", "/api/v1/orders/{order_id}/payments"): "admin cashier finance",
+    ("GET", "/api/v1/orders/{order_id}/tickets"): "admin cashier customer finance",
+    ("GET", "/api/v1/tickets/{ticket_id}"): "admin cashier customer finance",
+    ("GET", "/api/v1/tickets/{ticket_id}/qr.png"): "admin cashier customer finance",
+    ("GET", "/api/v1/tickets/{ticket_id}/qr.svg"): "admin cashier customer finance",
+    ("GET", "/api/v1/tickets/{ticket_id}/paper.pdf"): "admin cashier customer finance",
+    ("POST", "/api/v1/orders/{order_id}/refunds"): "admin cashier customer",
+    ("GET", "/api/v1/orders/{order_id}/refunds"): "admin cashier customer finance",
+    ("GET", "/api/v1/sites/{site_id}/revocations"): "admin gate_tech",
+    ("GET", "/api/v1/points"): "customer",
+    ("POST", "/api/v1/points/signin"): "customer",
+    ("POST", "/api/v1/points/spend"): "customer",
+    ("POST", "/api/v1/customers/{customer_id}/points/adjust"): "admin",
+    ("GET", "/api/v1/audit"): "admin finance",
+    ("GET", "/api/v1/health"): "public",
+}
+
+ROLES: list[Role | None] = [*Role, None]  # None: nobody signed in
+
+
+def _deps(dependant: Any) -> Iterator[Any]:
+    for sub in dependant.dependencies:
+        yield sub.call
+        yield from _deps(sub)
+
+
+def routes(app: FastAPI) -> Iterator[tuple[str, APIRoute]]:
+    for r in app.routes:
+        if hasattr(r, "original_router"):  # routers included under the API prefix
+            for x in r.original_router.routes:
+                if isinstance(x, APIRoute):
+                    yield API_PREFIX + x.path, x
+        elif isinstance(r, APIRoute):
+            yield r.path, r
+
+
+def declared(app: FastAPI) -> dict[tuple[str, str], str]:
+    out = {}
+    for path, route in routes(app):
+        calls = [c for c in _deps(route.dependant) if isinstance(c, require) or c is public]
+        if any(c is public for c in calls):
+            who = "public"
+        else:
+            who = " ".join(sorted(r.value for c in calls if isinstance(c, require) for r in c.roles))
+        for method in route.methods or ():
+            out[(method, path)] = who
+    return out
+
+
+@pytest.fixture(scope="module")
+def matrix_app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
+    url = f"sqlite:///{Path(tmp_path_factory.mktemp('matrix')) / 'cloud.db'}"
+    build_schema(url)
+    settings = Settings(environment="test", database_url=url, jwt_secret="m" * 40, signing_key_b64="A" * 43 + "=")
+    return create_app(settings, expiry_every_s=0)
+
+
+def test_every_endpoint_declares_who_may_call_it_as_reviewed(matrix_app: FastAPI) -> None:
+    got = declared(matrix_app)
+    undeclared = sorted(k for k, v in got.items() if not v)
+    assert undeclared == [], "endpoints without require(...) or public"
+    assert got == EXPECTED
+
+
+def test_the_declared_policy_is_what_the_api_enforces(matrix_app: FastAPI) -> None:
+    with TestClient(matrix_app) as client:
+        api = Api(client, matrix_app)
+        failures = []
+        for (method, path), who in sorted(EXPECTED.items()):
+            url = re.sub(r"\{[^}]+\}", "1", path)
+            for role in ROLES:
+                r = api.as_(role).request(method, url, json={} if method in ("POST", "PUT") else None)
+                allowed = who == "public" or (role is not None and role.value in who.split())
+                if role is None and not allowed:
+                    ok = r.status_code == 401
+                elif not allowed:
+                    ok = r.status_code == 403
+                else:
+                    ok = r.status_code not in (401, 403) or path.endswith("/wechat/notify")
+                if not ok:
+                    failures.append(f"{method} {path} as {role}: {r.status_code}")
+        assert failures == []
