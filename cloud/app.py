@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -49,13 +50,15 @@ async def _expiry_loop(factory: sessionmaker[Session], every_s: float) -> None:
             log.exception("order expiry failed; will retry")
 
 
-def create_app(settings: Settings | None = None, *, expiry_every_s: float = 30.0) -> FastAPI:
+def create_app(settings: Settings | None = None, *, expiry_every_s: float = 30.0, threads: int = 8) -> FastAPI:
     settings = settings or Settings()
     engine = make_engine(settings.database_url)
     factory = make_sessionmaker(engine)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Few threads: the endpoints are CPU-bound Python; many threads only fight over the GIL.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
         task = asyncio.create_task(_expiry_loop(factory, expiry_every_s)) if expiry_every_s > 0 else None
         try:
             yield

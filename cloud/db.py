@@ -71,7 +71,9 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # No pre-ping (a round trip per request); connections are recycled instead, and a dead one
+    # fails that one request, which the client retries (orders are idempotent by key).
+    return create_engine(url, pool_size=10, max_overflow=10, pool_recycle=1800)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

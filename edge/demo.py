@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import cv2
 import numpy as np
@@ -27,11 +28,12 @@ from rich.table import Table
 
 from edge.config import EdgeConfig, parse_config
 from edge.daemon import GateDaemon, Handled
+from edge.demo_cloud import DemoCloud, demo_cloud
 from edge.hardware import Barrier
 from edge.reasons import reason
 from edge.store import GateStore
-from models import ProductKind, Ticket, TicketStatus
-from models.credential import issue, public_key_b64
+from models import ProductKind, Ticket
+from models.credential import issue
 
 FRAME_W, FRAME_H = 640, 480
 
@@ -82,11 +84,11 @@ class VirtualCamera:
         self._closed.set()
 
 
-def script(key: Ed25519PrivateKey, now: datetime) -> tuple[list[Skier], list[Ticket], list[str]]:
-    """The skiers, the tickets the gate's cache holds, and the revoked ticket ids."""
+def script(key: Ed25519PrivateKey, now: datetime, sold: dict[str, str]) -> tuple[list[Skier], list[Ticket]]:
+    """The skiers and the OTA voucher the gate's cache holds; `sold` are tokens the cloud sold."""
 
-    def token(no: int, kind: ProductKind, start: datetime, end: datetime, **kw: int) -> str:
-        return issue(key, key_id=1, kind=kind, ticket_no=no, valid_from=start, valid_until=end, **kw)
+    def token(no: int, kind: ProductKind, start: datetime, end: datetime) -> str:
+        return issue(key, key_id=1, kind=kind, ticket_no=no, valid_from=start, valid_until=end)
 
     day_start, day_end = now - timedelta(hours=2), now + timedelta(hours=10)
     forger = Ed25519PrivateKey.generate()
@@ -98,40 +100,37 @@ def script(key: Ed25519PrivateKey, now: datetime) -> tuple[list[Skier], list[Tic
         valid_until=day_end,
         entries=1,
     )
-    zhang = token(1001, ProductKind.DAY, day_start, day_end)
+    yesterday = token(9005, ProductKind.DAY, now - timedelta(days=1, hours=2), now - timedelta(hours=14))
+    forged = issue(forger, key_id=1, kind=ProductKind.DAY, ticket_no=9004, valid_from=day_start, valid_until=day_end)
     skiers = [
-        Skier("张伟 (day ticket)", zhang, "ok"),
-        Skier(
-            "李娜 (10-entry punch card)",
-            token(1002, ProductKind.PUNCH, day_start, now + timedelta(days=90), entries=10),
-            "ok",
-        ),
-        Skier("王芳 (refunded ticket)", token(1003, ProductKind.DAY, day_start, day_end), "revoked"),
-        Skier(
-            "forged ticket",
-            issue(forger, key_id=1, kind=ProductKind.DAY, ticket_no=1004, valid_from=day_start, valid_until=day_end),
-            "bad_signature",
-        ),
-        Skier(
-            "刘洋 (yesterday's ticket)",
-            token(1005, ProductKind.DAY, now - timedelta(days=1, hours=2), now - timedelta(hours=14)),
-            "expired",
-        ),
+        Skier("张伟 (day ticket, window sale)", sold["zhang"], "ok"),
+        Skier("李娜 (10-entry punch card)", sold["lina"], "ok"),
+        Skier("王芳 (refunded ticket)", sold["wang"], "revoked"),
+        Skier("forged ticket", forged, "bad_signature"),
+        Skier("刘洋 (yesterday's ticket)", yesterday, "expired"),
         Skier("陈静 (美团 voucher)", "88020261220", "ok"),
         Skier("unknown voucher", "88099999999", "unknown_ticket"),
-        Skier(
-            "赵磊 (4-hour ticket)", token(1006, ProductKind.TIME_WINDOW, day_start, day_end, window_minutes=240), "ok"
-        ),
+        Skier("赵磊 (4-hour ticket)", sold["zhao"], "ok"),
         Skier("a shop's QR code", "HTTPS://SHOP.EXAMPLE/ITEM?ID=42&REF=POSTER", "unreadable"),
-        Skier("张伟 again (ticket passed back)", zhang, "passback"),
-        Skier(
-            "孙悦 (tomorrow's ticket)",
-            token(1007, ProductKind.DAY, now + timedelta(hours=20), now + timedelta(hours=34)),
-            "not_yet_valid",
-        ),
+        Skier("张伟 again (ticket passed back)", sold["zhang"], "passback"),
+        Skier("孙悦 (tomorrow's ticket)", sold["sun"], "not_yet_valid"),
         Skier("陈静's voucher, second use", "88020261220", "used_up"),
     ]
-    return skiers, [meituan], ["1003"]
+    return skiers, [meituan]
+
+
+def sell_through_cloud(cloud: DemoCloud) -> dict[str, str]:
+    """The demo's tickets, sold at the ticket window through the cloud's API; 王芳's is refunded."""
+    cloud.set_up_resort()
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
+    sold = {}
+    _, sold["zhang"] = cloud.sell("day", today)
+    _, sold["lina"] = cloud.sell("punch10", today)
+    wang_order, sold["wang"] = cloud.sell("day", today + timedelta(days=1))
+    cloud.refund(wang_order)  # refunds close when the visit day starts: she refunds tomorrow's ticket
+    _, sold["zhao"] = cloud.sell("4h", today)
+    _, sold["sun"] = cloud.sell("day", today + timedelta(days=1))
+    return sold
 
 
 async def run_demo(duration_s: float, *, console: Console | None = None) -> int:
@@ -141,14 +140,19 @@ async def run_demo(duration_s: float, *, console: Console | None = None) -> int:
 
     console = console or Console(width=160)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    key = Ed25519PrivateKey.generate()
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     now = datetime.now(UTC)
-    skiers, tickets, revoked = script(key, now)
     results: list[tuple[Skier, Handled]] = []
-    pending = list(skiers)
     sim = RelayBoardSim(passage_delay_s=0.1, passage_hold_s=0.3)
     port = await sim.start_tcp()
-    with tempfile.TemporaryDirectory(prefix="starfish-demo-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="starfish-demo-") as tmp, demo_cloud(Path(tmp)) as cloud:
+        sold = sell_through_cloud(cloud)
+        skiers, tickets = script(cloud.settings.signing_key, now, sold)
+        pending = list(skiers)
+        console.print(
+            f"[bold]cloud[/] {cloud.base}: site, 2 gates, 3 products; "
+            f"sold {len(sold)} tickets at the window, refunded 1"
+        )
         cfg = parse_config(
             {
                 "gate": {"gate_id": "demo-north-1", "site_id": "demo"},
@@ -161,16 +165,14 @@ async def run_demo(duration_s: float, *, console: Console | None = None) -> int:
                     "fire_alarm_input": 1,
                     "passage_timeout_s": 3,
                 },
-                "trusted_keys": {1: public_key_b64(key.public_key())},
                 "input_debounce_s": 1.0,
             }
         )
         store = GateStore(cfg.store.path)
+        cloud.hand_to_gate(store)  # until sync exists: keys, tickets and revocations by direct call
         store.upsert_tickets(tickets)
-        for tid in revoked:
-            store.set_status(tid, TicketStatus.REVOKED, "refunded")
         console.print(
-            f"[bold]Starfish demo[/]: gate {cfg.gate.gate_id}, "
+            f"[bold]gate[/] {cfg.gate.gate_id}: {store.ticket_count()} tickets cached, "
             f"relay board sim on 127.0.0.1:{port}, decoder {DEFAULT_DECODER}"
         )
 
