@@ -4,7 +4,7 @@
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-APT_PACKAGES := libzbar0 postgresql fonts-wqy-microhei
+APT_PACKAGES := libzbar0 postgresql fonts-wqy-microhei mosquitto
 PYTHON ?= python3
 UV_VERSION := 0.13.9
 export UV_PYTHON_DOWNLOADS := never

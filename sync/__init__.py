@@ -1,0 +1,1 @@
+"""MQTT sync between the cloud and the gates (Mosquitto brokers, paho-mqtt clients)."""

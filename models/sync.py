@@ -1,0 +1,96 @@
+"""The sync wire contract: what travels over MQTT between cloud, site broker and gates.
+
+Topics (``sync/topics.py`` builds them): ``sf/<site>/feed`` (cloud → gates, the ordered change
+feed), ``sf/<site>/gate/<gate>/events`` (a gate's passage events, read by the cloud and by the
+other gates of the site), ``sf/<site>/gate/<gate>/acks`` (cloud → gate: events stored),
+``sf/<site>/gate/<gate>/status`` (retained gate status, Last Will ``offline``).
+``<site>`` is the site code and ``<gate>`` the gate code of the cloud's registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, Field
+
+from models.messages import GateConfig, Message, Ticket, TicketStatus
+
+
+class TicketUpsert(Message):
+    kind: Literal["ticket"] = "ticket"
+    ticket: Ticket
+
+
+class StatusChange(Message):
+    """A revocation (refund), a block, or a block lifted (status valid)."""
+
+    kind: Literal["status"] = "status"
+    ticket_id: str
+    status: TicketStatus
+    reason: str = ""
+
+
+class KeySet(Message):
+    """The full set of trusted public keys (key id -> base64 raw Ed25519), replacing the old set."""
+
+    kind: Literal["keys"] = "keys"
+    keys: dict[int, str]
+
+
+class GateConfigChange(Message):
+    kind: Literal["gate_config"] = "gate_config"
+    gate_id: str
+    config: GateConfig
+
+
+Change = Annotated[TicketUpsert | StatusChange | KeySet | GateConfigChange, Field(discriminator="kind")]
+
+
+class FeedMessage(Message):
+    """One change of a site's feed. `seq` increases by exactly 1 per change: a jump is a gap."""
+
+    site: str
+    seq: int = Field(ge=1)
+    at: AwareDatetime
+    change: Change
+
+
+class EventAck(Message):
+    """The cloud stored these events (duplicates included); the gate may drop them from its outbox."""
+
+    event_ids: list[uuid.UUID]
+
+
+class GateStatus(Message):
+    site: str
+    gate: str
+    state: Literal["online", "offline"]
+    feed_seq: int = 0
+    outbox_depth: int = 0
+    at: AwareDatetime | None = None
+
+
+class SnapshotHeader(Message):
+    """First line of a snapshot (NDJSON): then one `Ticket` per line, then `SnapshotStatus` lines."""
+
+    site: str
+    seq: int = Field(ge=0, description="Resume the feed after this sequence")
+    tickets: int
+    checksum: str
+    keys: dict[int, str]
+
+
+class SnapshotStatus(Message):
+    ticket_id: str
+    status: TicketStatus
+
+
+def ticket_set_checksum(items: Iterable[tuple[str, TicketStatus]]) -> str:
+    """A checksum of a ticket set (id and effective status), equal on cloud and gate when they agree."""
+    h = hashlib.sha256()
+    for ticket_id, status in sorted(items):
+        h.update(f"{ticket_id}:{status.value}\n".encode())
+    return h.hexdigest()
