@@ -1,0 +1,573 @@
+"""Mosquitto brokers from the cloud's site/gate registry: config, password file, ACL, and a runner.
+
+Two roles. A *site* broker serves one site's gates; with a `BridgeTo` it bridges that site's
+topics to the cloud broker, without one it also takes the cloud account (one broker for all).
+A *cloud* broker serves the cloud account and, per site, the site's bridge account (bridged
+sites) or the site's gates themselves (sites without a site broker).
+
+Plain dataclasses in, files out: no database here. `MosquittoProcess` runs one broker on a
+free loopback port for tests, the demo and the benchmark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Literal, Self
+
+from sync import topics
+from sync.mosquitto_passwd import DEFAULT_ITERATIONS, check_username, passwd_line
+
+Role = Literal["site", "cloud"]
+APT_PACKAGE = "mosquitto"
+_SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+
+
+class MosquittoError(RuntimeError):
+    """The broker could not be configured, started or stopped."""
+
+
+class MosquittoNotFound(MosquittoError):
+    """No mosquitto binary on this machine."""
+
+
+@dataclass(frozen=True)
+class GateAccount:
+    gate: str
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
+class BridgeTo:
+    """The site broker's link to the cloud broker; the cloud broker gets a matching account."""
+
+    address: str
+    port: int
+    username: str
+    password: str
+    cafile: Path | None = None
+    restart_timeout: tuple[int, int] = (1, 5)
+    keepalive: int = 15
+
+
+@dataclass(frozen=True)
+class SiteRegistry:
+    site: str
+    gates: list[GateAccount]
+    cloud_username: str
+    cloud_password: str
+    bridge: BridgeTo | None = None
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files: the CA that signed the server certificate, the certificate, its key."""
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+
+
+@dataclass(frozen=True)
+class TlsListener:
+    """A TLS listener; `host` None: the plain listener's host."""
+
+    port: int
+    files: TlsFiles
+    host: str | None = None
+
+
+@dataclass(frozen=True)
+class BrokerOptions:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    tls: TlsListener | None = None
+    max_queued_messages: int = 100_000
+    max_inflight_messages: int = 100
+    autosave_interval: int = 60
+    run_as_user: str | None = None
+    password_iterations: int = DEFAULT_ITERATIONS
+
+
+@dataclass(frozen=True)
+class Account:
+    """One broker login and the topics it may read (subscribe/receive) and write (publish)."""
+
+    username: str
+    password: str
+    read: tuple[str, ...]
+    write: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BrokerFiles:
+    conf: Path
+    passwd: Path
+    acl: Path
+    data_dir: Path
+
+
+def bridge_clientid(site: str) -> str:
+    return f"bridge-{site}"
+
+
+def bridge_state_topic(site: str) -> str:
+    """Where the bridge publishes 1 (up) / 0 (down), retained, on both brokers."""
+    return f"$SYS/broker/connection/{bridge_clientid(site)}/state"
+
+
+def _gate_account(site: str, gate: GateAccount) -> Account:
+    return Account(
+        username=gate.username,
+        password=gate.password,
+        # Gates read each other's events and status so they agree while the cloud is away.
+        read=(topics.feed(site), topics.all_events(site), topics.all_status(site), topics.acks(site, gate.gate)),
+        write=(topics.events(site, gate.gate), topics.status(site, gate.gate)),
+    )
+
+
+def _cloud_account(reg: SiteRegistry, *, with_bridge_state: bool) -> Account:
+    read = [topics.all_events(reg.site), topics.all_status(reg.site)]
+    if with_bridge_state:
+        read.append(bridge_state_topic(reg.site))
+    return Account(
+        username=reg.cloud_username,
+        password=reg.cloud_password,
+        read=tuple(read),
+        write=(topics.feed(reg.site), *(topics.acks(reg.site, g.gate) for g in reg.gates)),
+    )
+
+
+def _bridge_account(reg: SiteRegistry, bridge: BridgeTo) -> Account:
+    return Account(
+        username=bridge.username,
+        password=bridge.password,
+        read=(topics.feed(reg.site), *(topics.acks(reg.site, g.gate) for g in reg.gates)),
+        write=(topics.all_events(reg.site), topics.all_status(reg.site), bridge_state_topic(reg.site)),
+    )
+
+
+def _merge(accounts: list[Account]) -> list[Account]:
+    """One entry per username; the same username twice must carry the same password."""
+    merged: dict[str, Account] = {}
+    for acc in accounts:
+        check_username(acc.username)
+        seen = merged.get(acc.username)
+        if seen is None:
+            merged[acc.username] = acc
+            continue
+        if seen.password != acc.password:
+            raise ValueError(f"username {acc.username!r} appears twice with different passwords")
+        merged[acc.username] = replace(
+            seen,
+            read=tuple(dict.fromkeys(seen.read + acc.read)),
+            write=tuple(dict.fromkeys(seen.write + acc.write)),
+        )
+    return list(merged.values())
+
+
+def _as_list(sites: SiteRegistry | Sequence[SiteRegistry]) -> list[SiteRegistry]:
+    regs = [sites] if isinstance(sites, SiteRegistry) else list(sites)
+    codes = [r.site for r in regs]
+    if len(set(codes)) != len(codes):
+        raise ValueError(f"a site appears twice: {codes}")
+    for reg in regs:
+        gates = [g.gate for g in reg.gates]
+        if len(set(gates)) != len(gates):
+            raise ValueError(f"site {reg.site!r} lists a gate twice: {gates}")
+    return regs
+
+
+def broker_accounts(sites: SiteRegistry | Sequence[SiteRegistry], role: Role) -> list[Account]:
+    """Every login the broker of this role accepts, with its ACL."""
+    regs = _as_list(sites)
+    accounts: list[Account] = []
+    if role == "site":
+        if len(regs) != 1:
+            raise ValueError("a site broker serves exactly one site")
+        reg = regs[0]
+        accounts += [_gate_account(reg.site, g) for g in reg.gates]
+        if reg.bridge is None:
+            accounts.append(_cloud_account(reg, with_bridge_state=False))
+    else:
+        for reg in regs:
+            accounts.append(_cloud_account(reg, with_bridge_state=reg.bridge is not None))
+            if reg.bridge is None:
+                accounts += [_gate_account(reg.site, g) for g in reg.gates]
+            else:
+                accounts.append(_bridge_account(reg, reg.bridge))
+    return _merge(accounts)
+
+
+def render_acl(accounts: Sequence[Account]) -> str:
+    lines = ["# Generated by starfish from the site/gate registry: regenerate, do not edit.", ""]
+    for acc in accounts:
+        lines.append(f"user {acc.username}")
+        lines += [f"topic read {t}" for t in acc.read]
+        lines += [f"topic write {t}" for t in acc.write]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def render_passwd(accounts: Sequence[Account], *, iterations: int = DEFAULT_ITERATIONS) -> str:
+    return "".join(passwd_line(a.username, a.password, iterations=iterations) + "\n" for a in accounts)
+
+
+def _conf_value(value: str, what: str) -> str:
+    """A value mosquitto.conf keeps verbatim: no spaces at the ends, no control characters."""
+    if not value or value != value.strip() or any(ord(c) < 0x20 or c == "\x7f" for c in value):
+        raise ValueError(f"{what} cannot be written into mosquitto.conf: {value!r}")
+    return value
+
+
+def _bridge_section(reg: SiteRegistry, bridge: BridgeTo) -> list[str]:
+    base, cap = bridge.restart_timeout
+    lines = [
+        f"connection cloud-{reg.site}",
+        f"address {_conf_value(bridge.address, 'bridge address')}:{bridge.port}",
+        "bridge_protocol_version mqttv311",
+        "try_private true",
+        "cleansession false",
+        f"remote_clientid {bridge_clientid(reg.site)}",
+        f"local_clientid {bridge_clientid(reg.site)}-local",
+        f"remote_username {check_username(bridge.username)}",
+        f"remote_password {_conf_value(bridge.password, 'bridge password')}",
+        "start_type automatic",
+        f"restart_timeout {base} {cap}",
+        f"keepalive_interval {max(5, bridge.keepalive)}",
+        "notifications true",
+        # Up: every gate's events and status. Down: the feed and each gate's acks.
+        f"topic {topics.all_events(reg.site)} out 1",
+        f"topic {topics.all_status(reg.site)} out 1",
+        f"topic {topics.feed(reg.site)} in 1",
+        *(f"topic {topics.acks(reg.site, g.gate)} in 1" for g in reg.gates),
+    ]
+    if bridge.cafile is not None:
+        lines += [f"bridge_cafile {bridge.cafile.resolve()}", "bridge_tls_version tlsv1.2", "bridge_insecure false"]
+    return lines
+
+
+def render_conf(sites: SiteRegistry | Sequence[SiteRegistry], role: Role, options: BrokerOptions, out_dir: Path) -> str:
+    """mosquitto.conf for this role, pointing at passwd, acl and data/ inside `out_dir`."""
+    regs = _as_list(sites)
+    if options.port <= 0 or (options.tls is not None and options.tls.port <= 0):
+        raise ValueError("pick the listener ports before writing the config (MosquittoProcess does)")
+    out_dir = out_dir.resolve()
+    lines = [
+        f"# Generated by starfish ({role} broker for {', '.join(r.site for r in regs)}): regenerate, do not edit.",
+        "per_listener_settings false",
+        "allow_anonymous false",
+        f"password_file {out_dir / 'passwd'}",
+        f"acl_file {out_dir / 'acl'}",
+        "persistence true",
+        f"persistence_location {out_dir / 'data'}",  # 2.0 adds the "/" itself
+        f"autosave_interval {options.autosave_interval}",
+        f"max_queued_messages {options.max_queued_messages}",
+        f"max_inflight_messages {options.max_inflight_messages}",
+        "set_tcp_nodelay true",
+        "log_dest stderr",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+        "log_type information",
+        "connection_messages true",
+        "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+    ]
+    if options.run_as_user:
+        lines.append(f"user {options.run_as_user}")
+    lines += ["", f"listener {options.port} {options.host}".rstrip()]
+    if options.tls is not None:
+        tls = options.tls
+        lines += [
+            "",
+            f"listener {tls.port} {tls.host if tls.host is not None else options.host}".rstrip(),
+            f"cafile {tls.files.cafile.resolve()}",
+            f"certfile {tls.files.certfile.resolve()}",
+            f"keyfile {tls.files.keyfile.resolve()}",
+            "tls_version tlsv1.2",
+            "require_certificate false",
+        ]
+    if role == "site":
+        if len(regs) != 1:
+            raise ValueError("a site broker serves exactly one site")
+        if regs[0].bridge is not None:
+            lines += ["", *_bridge_section(regs[0], regs[0].bridge)]
+    return "\n".join(lines) + "\n"
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
+def write_broker_config(
+    sites: SiteRegistry | Sequence[SiteRegistry],
+    out_dir: Path,
+    *,
+    role: Role = "site",
+    options: BrokerOptions | None = None,
+) -> BrokerFiles:
+    """Write mosquitto.conf, passwd and acl (mode 0600) into `out_dir`, and create data/ for persistence.
+
+    Run as root, the files go to the broker's user (`run_as_user`, else "mosquitto"), who must
+    also be able to traverse `out_dir`.
+    """
+    options = options or BrokerOptions()
+    accounts = broker_accounts(sites, role)
+    conf = render_conf(sites, role, options, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = BrokerFiles(out_dir / "mosquitto.conf", out_dir / "passwd", out_dir / "acl", out_dir / "data")
+    files.data_dir.mkdir(exist_ok=True)
+    _write_private(files.passwd, render_passwd(accounts, iterations=options.password_iterations))
+    _write_private(files.acl, render_acl(accounts))
+    _write_private(files.conf, conf)
+    owner = _broker_user(options)
+    if owner is not None:
+        for path in (files.passwd, files.acl, files.conf, files.data_dir):
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+    return files
+
+
+def _broker_user(options: BrokerOptions) -> pwd.struct_passwd | None:
+    """Who the broker runs as when we are root: mosquitto reads passwd and acl after dropping to that user."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(options.run_as_user or "mosquitto")
+    except KeyError:
+        return None
+
+
+# --- running a broker -------------------------------------------------------------------------
+
+
+def find_mosquitto(binary: str | None = None, *, extra_dirs: Sequence[str] = _SBIN_DIRS) -> str:
+    """Path of the mosquitto binary (Debian puts it in /usr/sbin, often not on a user's PATH)."""
+    if binary:
+        if shutil.which(binary) is None:
+            raise MosquittoNotFound(f"mosquitto binary {binary!r} not found")
+        return binary
+    search = os.pathsep.join([os.environ.get("PATH", ""), *extra_dirs])
+    found = shutil.which("mosquitto", path=search)
+    if found is None:
+        raise MosquittoNotFound(
+            f"mosquitto not found (looked on PATH and in {', '.join(extra_dirs) or 'nothing else'}): "
+            f"install the Debian package: apt-get install --no-install-recommends {APT_PACKAGE}"
+        )
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _wildcard_to_loopback(host: str) -> str:
+    return "127.0.0.1" if host in ("", "0.0.0.0") else ("::1" if host == "::" else host)
+
+
+@dataclass
+class MosquittoProcess:
+    """One mosquitto broker as a child process; ports and persistence survive `restart()`.
+
+    `port`/`tls_port` None: a free port is picked on first start. `workdir` None: a temp dir,
+    removed on exit. Use as a context manager, or `start()` and `stop()`.
+    """
+
+    sites: SiteRegistry | Sequence[SiteRegistry]
+    role: Role = "site"
+    workdir: Path | None = None
+    host: str = "127.0.0.1"
+    port: int | None = None
+    tls: TlsFiles | None = None
+    tls_port: int | None = None
+    binary: str | None = None
+    max_queued_messages: int = 100_000
+    max_inflight_messages: int = 100
+    startup_timeout: float = 10.0
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _log: IO[bytes] | None = field(default=None, init=False, repr=False)
+    _own_workdir: bool = field(default=False, init=False, repr=False)
+    _ports_fixed: bool = field(default=False, init=False, repr=False)
+
+    @property
+    def connect_host(self) -> str:
+        return _wildcard_to_loopback(self.host)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def log_path(self) -> Path:
+        return self._dir() / "mosquitto.log"
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _dir(self) -> Path:
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="starfish-mosquitto-"))
+            self._own_workdir = True
+        return self.workdir
+
+    def _options(self) -> BrokerOptions:
+        assert self.port is not None
+        tls = None
+        if self.tls is not None:
+            assert self.tls_port is not None
+            tls = TlsListener(self.tls_port, self.tls)
+        as_root = os.geteuid() == 0
+        return BrokerOptions(
+            host=self.host,
+            port=self.port,
+            tls=tls,
+            max_queued_messages=self.max_queued_messages,
+            max_inflight_messages=self.max_inflight_messages,
+            # As root, mosquitto would switch to user "mosquitto", who cannot read a private temp dir.
+            run_as_user=pwd.getpwuid(os.geteuid()).pw_name if as_root else None,
+        )
+
+    def _pick_ports(self) -> None:
+        if self.port is None:
+            self.port = free_port(self.connect_host)
+        if self.tls is not None and self.tls_port is None:
+            while (p := free_port(self.connect_host)) == self.port:
+                pass
+            self.tls_port = p
+
+    def start(self) -> Self:
+        """Write the config and start the broker; return once it accepts TCP connections."""
+        if self.running:
+            return self
+        binary = find_mosquitto(self.binary)
+        auto_ports = not self._ports_fixed and (self.port is None or (self.tls is not None and self.tls_port is None))
+        for attempt in range(3 if auto_ports else 1):
+            self._pick_ports()
+            files = write_broker_config(self.sites, self._dir(), role=self.role, options=self._options())
+            self._launch(binary, files.conf)
+            try:
+                self._wait_ready()
+            except MosquittoError:
+                log = self.log_text()
+                if auto_ports and attempt < 2 and "Address already in use" in log:
+                    self.port = self.tls_port = None
+                    continue
+                raise
+            self._ports_fixed = True
+            return self
+        raise AssertionError("unreachable")
+
+    def _launch(self, binary: str, conf: Path) -> None:
+        self._close_log()
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
+        self._proc = subprocess.Popen(
+            [binary, "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None and self.port is not None
+        ports = [self.port] + ([self.tls_port] if self.tls_port is not None and self.tls is not None else [])
+        deadline = time.monotonic() + self.startup_timeout
+        pending = list(ports)
+        while pending:
+            if self._proc.poll() is not None:
+                raise self._exited()
+            try:
+                with socket.create_connection((self.connect_host, pending[0]), timeout=0.5):
+                    pending.pop(0)
+                    continue
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise MosquittoError(f"mosquitto did not listen on {pending} within {self.startup_timeout}s")
+            time.sleep(0.02)
+        if self._proc.poll() is not None:  # what answered was someone else, on a port we lost
+            raise self._exited()
+
+    def _exited(self) -> MosquittoError:
+        self._close_log()
+        code = self._proc.returncode if self._proc is not None else None
+        return MosquittoError(f"mosquitto exited with {code} at start:\n{self.log_text()[-2000:]}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM: mosquitto saves its persistence file and exits; SIGKILL if it hangs."""
+        self._signal(signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash; whatever was not autosaved is lost."""
+        self._signal(signal.SIGKILL, 10.0)
+
+    def restart(self) -> Self:
+        """Stop (saving persistence) and start again on the same ports with the same data."""
+        self.stop()
+        return self.start()
+
+    def _signal(self, sig: signal.Signals, timeout: float) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def close(self) -> None:
+        """Stop the broker; remove the work dir if this object made it."""
+        self.stop()
+        if self._own_workdir and self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def reload(self, sites: SiteRegistry | Sequence[SiteRegistry] | None = None) -> None:
+        """Rewrite passwd and acl (e.g. a gate was added) and SIGHUP: clients stay connected.
+
+        Listeners and bridges are not reloaded by mosquitto; change those with `restart()`.
+        """
+        if sites is not None:
+            self.sites = sites
+        write_broker_config(self.sites, self._dir(), role=self.role, options=self._options())
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGHUP)
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
