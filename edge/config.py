@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from models import GateConfig
 from models.credential import load_public_key
+from sync.gate import SyncConfig
 
 
 class _Section(BaseModel):
@@ -74,6 +75,9 @@ class EdgeConfig(_Section):
     barrier: BarrierConfig
     camera: CameraConfig | None = None
     scanner: ScannerConfig | None = None
+    sync: SyncConfig | None = Field(
+        default=None, description="MQTT sync with the site broker and the cloud; none: a standalone gate"
+    )
     trusted_keys: dict[int, str] = Field(
         default_factory=dict, description="Key id -> base64 Ed25519 public key (verifying only)"
     )

@@ -26,6 +26,7 @@ from edge.store import GateStore, JournalEntry
 
 if TYPE_CHECKING:
     from edge.hardware import Camera, QrDecoder
+    from sync.gate import GateSync
 
 log = logging.getLogger("starfish.gate")
 
@@ -296,6 +297,7 @@ class GateDaemon:
         self._threads_stop = threading.Event()
         self._in_flight: asyncio.Future[Handled] | None = None
         self.handled = 0
+        self.sync: GateSync | None = None
 
     def _alarm(self, on: bool) -> None:
         self.service.alarm = on  # free passage starts even if journaling the alarm fails
@@ -323,6 +325,8 @@ class GateDaemon:
         )
         handled = Handled(source, data, ev, entry)
         self.handled += 1
+        if self.sync is not None:
+            self.sync.nudge()  # the entry is in the outbox now: publish it at once
         if self.on_handled is not None:
             self.on_handled(handled)
         return handled
@@ -408,9 +412,16 @@ class GateDaemon:
         recovered = self.store.recover()
         if recovered:
             log.warning("resolved %d admission(s) left unconfirmed by a crash: not counted", len(recovered))
-        if self.config.trusted_keys:
+        if self.config.trusted_keys and (self.config.sync is None or not self.store.keys()):
+            # With sync the cloud's key set rules; the YAML keys only seed a gate that has none.
             self.store.set_keys(self.config.trusted_keys)
             self.service.reload_keys()
+        if self.config.sync is not None:
+            from sync.gate import GateSync
+
+            self.sync = GateSync.for_daemon(self, self.config.sync)
+            self.service.feed_stale = self.sync.feed_stale
+            self.sync.start()
         loop = asyncio.get_running_loop()
         threads = []
         if self.scanner is not None:
@@ -448,6 +459,8 @@ class GateDaemon:
                 # A skier is in the turnstile: let the passage finish so it is counted, not lost.
                 log.info("stopping: waiting for the passage in progress")
                 await asyncio.gather(self._in_flight, return_exceptions=True)
+            if self.sync is not None:
+                await self.sync.stop()  # publishes `offline`; the outbox keeps what is unconfirmed
             barrier_stop.set()
             await asyncio.gather(barrier_task, return_exceptions=True)
             for t in threads:

@@ -8,6 +8,7 @@ the passage ended.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -49,6 +50,8 @@ class GateService:
         self.config = config
         self._keys: dict[int, Ed25519PublicKey] = store.keys()
         self.alarm = False
+        # Set by sync: is the ticket feed too old to trust the cache for plain codes?
+        self.feed_stale: Callable[[datetime], bool] | None = None
 
     def reload_keys(self) -> None:
         self._keys = self.store.keys()
@@ -83,7 +86,11 @@ class GateService:
         cred = parse(data, self._keys)
         ticket = self.lookup(cred)
         history = History() if ticket is None else self.store.history(ticket.ticket_id, self.config.gate_id)
-        return Evaluation(cred, decide(cred, ticket, history, self.effective_config, now))
+        decision = decide(cred, ticket, history, self.effective_config, now)
+        if decision.counts and isinstance(cred, PlainCode) and self.feed_stale is not None and self.feed_stale(now):
+            # A plain code is only as good as the cache, and a stale cache may not know of its refund.
+            decision = Decision(admit=False, code="stale_feed", ticket_id=decision.ticket_id)
+        return Evaluation(cred, decision)
 
     def journal(self, ev: Evaluation, now: datetime, *, barrier_ok: bool = True) -> JournalEntry:
         """Commit the decision. An admission that opens the barrier stays pending until `complete`."""

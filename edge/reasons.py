@@ -25,6 +25,10 @@ CATALOG: dict[str, dict[Lang, str]] = {
     "passback": {"zh": "刚刚已入场，请稍后再试", "en": "Entered moments ago; re-entry not yet allowed"},
     "fire_alarm_on": {"zh": "火警：闸机已释放", "en": "Fire alarm: barrier released"},
     "fire_alarm_off": {"zh": "火警解除：闸机恢复正常", "en": "Fire alarm cleared: barrier back to normal"},
+    "stale_feed": {
+        "zh": "票务数据未及时同步，请使用电子票或到售票处",
+        "en": "Ticket data here is out of date: please use a signed ticket or see the ticket office",
+    },
     "barrier_fault": {"zh": "闸机故障，请联系工作人员", "en": "Gate fault, please ask staff"},
 }
 

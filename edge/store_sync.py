@@ -1,0 +1,342 @@
+"""What sync needs from the gate store: the feed position, applying changes, snapshots, peers.
+
+Functions over a `GateStore`, called only by the store's owner (the daemon's event loop),
+except `SnapshotStaging`, which fills a separate SQLite file from a worker thread so a large
+snapshot never holds the store's write lock or the event loop while it downloads.
+
+Each function that changes the store commits exactly once, so the caller can acknowledge the
+MQTT message that carried the change right after it returns (acknowledge after commit).
+
+Ticket status has one truth at the gate: a ticket's cached body carries the status the cloud
+last sent, and `revocations` holds every ticket that is not valid (cached or not: a signed
+ticket needs no cache entry to be revoked). The effective status the checksum covers is the
+revocation's status if there is one, else the body's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edge.store import GateStore
+from models import PassageEvent, Ticket, TicketStatus
+from models.credential import load_public_key
+from models.sync import Change, GateConfigChange, KeySet, SnapshotStatus, StatusChange, TicketUpsert
+
+FEED_SEQ = "sync.feed_seq"
+FRESH_AT = "sync.fresh_at"
+GATE_CONFIG = "sync.gate_config"
+SNAPSHOT_CHECKSUM = "sync.snapshot_checksum"
+REMOTE = "remote"  # resolution of a passage learnt from another gate of the site
+
+
+class KeySetError(ValueError):
+    """A key set that cannot be trusted (a key does not load)."""
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def feed_seq(store: GateStore) -> int:
+    """The last feed sequence applied (0: never synced)."""
+    value = store.get_meta(FEED_SEQ)
+    return 0 if value is None else int(value)
+
+
+def has_feed_position(store: GateStore) -> bool:
+    """Has this store ever been synced (from a snapshot or the feed)?"""
+    return store.get_meta(FEED_SEQ) is not None
+
+
+def fresh_at(store: GateStore) -> datetime | None:
+    """When the feed was last confirmed fresh, as persisted."""
+    value = store.get_meta(FRESH_AT)
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def save_fresh_at(store: GateStore, at: datetime) -> None:
+    store.set_meta(FRESH_AT, _iso(at))
+
+
+def _set_meta(c: sqlite3.Connection, key: str, value: str) -> None:
+    c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+def check_keys(keys: dict[int, str]) -> None:
+    """Raise `KeySetError` unless every key loads (and there is at least one)."""
+    if not keys:
+        raise KeySetError("an empty key set would make every signed ticket unknown")
+    for key_id, b64 in keys.items():
+        try:
+            load_public_key(b64)
+        except ValueError as exc:
+            raise KeySetError(f"key {key_id}: {exc}") from exc
+
+
+def _replace_keys(c: sqlite3.Connection, keys: dict[int, str]) -> None:
+    c.execute("DELETE FROM keys")
+    c.executemany("INSERT INTO keys (key_id, public_key) VALUES (?, ?)", sorted(keys.items()))
+
+
+def _set_status(c: sqlite3.Connection, ticket_id: str, status: TicketStatus, reason: str | None) -> None:
+    if status is TicketStatus.VALID:
+        c.execute("DELETE FROM revocations WHERE ticket_id = ?", (ticket_id,))
+    elif reason is None:
+        c.execute(
+            "INSERT INTO revocations (ticket_id, status) VALUES (?, ?) "
+            "ON CONFLICT (ticket_id) DO UPDATE SET status = excluded.status",
+            (ticket_id, status.value),
+        )
+    else:
+        c.execute(
+            "INSERT OR REPLACE INTO revocations (ticket_id, status, reason) VALUES (?, ?, ?)",
+            (ticket_id, status.value, reason),
+        )
+
+
+def apply_change(store: GateStore, change: Change, seq: int, *, gate: str, fresh: datetime) -> None:
+    """Apply one feed change and record `seq` as applied, in one transaction.
+
+    A key set whose keys do not load raises `KeySetError` before anything is written.
+    `gate` names this gate: only its own gate config is kept.
+    """
+    if isinstance(change, KeySet):
+        check_keys(change.keys)
+    with store.conn as c:
+        if isinstance(change, TicketUpsert):
+            t = change.ticket
+            # OR REPLACE: a plain code that moved to another ticket leaves the stale holder.
+            c.execute(
+                "INSERT OR REPLACE INTO tickets (ticket_id, code, body) VALUES (?, ?, ?)",
+                (t.ticket_id, t.code, t.model_dump_json()),
+            )
+            _set_status(c, t.ticket_id, t.status, None)
+        elif isinstance(change, StatusChange):
+            _set_status(c, change.ticket_id, change.status, change.reason)
+            c.execute(
+                "UPDATE tickets SET body = json_set(body, '$.status', ?) WHERE ticket_id = ?",
+                (change.status.value, change.ticket_id),
+            )
+        elif isinstance(change, KeySet):
+            _replace_keys(c, change.keys)
+        elif isinstance(change, GateConfigChange) and change.gate_id == gate:
+            _set_meta(c, GATE_CONFIG, change.config.model_dump_json())
+        _set_meta(c, FEED_SEQ, str(seq))
+        _set_meta(c, FRESH_AT, _iso(fresh))
+
+
+def skip_change(store: GateStore, seq: int, *, fresh: datetime) -> None:
+    """Record `seq` as applied without applying its change (one that cannot be applied)."""
+    with store.conn as c:
+        _set_meta(c, FEED_SEQ, str(seq))
+        _set_meta(c, FRESH_AT, _iso(fresh))
+
+
+def _stream_checksum(rows: Iterable[tuple[str, str]]) -> str:
+    # `models.sync.ticket_set_checksum`, for rows already sorted by ticket id: SQLite's BINARY
+    # order on UTF-8 text is Python's code-point order, so 1M tickets need not sit in memory.
+    h = hashlib.sha256()
+    for ticket_id, status in rows:
+        h.update(f"{ticket_id}:{status}\n".encode())
+    return h.hexdigest()
+
+
+def ticket_checksum(store: GateStore) -> str:
+    """`models.sync.ticket_set_checksum` of the cached tickets with their effective status."""
+    rows: Iterator[tuple[str, str]] = store.conn.execute(
+        "SELECT t.ticket_id, COALESCE(r.status, json_extract(t.body, '$.status'), 'valid') "
+        "FROM tickets t LEFT JOIN revocations r ON r.ticket_id = t.ticket_id ORDER BY t.ticket_id"
+    )
+    return _stream_checksum(rows)
+
+
+class SnapshotError(Exception):
+    """A snapshot that cannot be used: malformed, inconsistent with its header, or not received."""
+
+
+class SnapshotStaging:
+    """A snapshot's tickets and statuses in a scratch SQLite file.
+
+    The caller (a worker thread) validates lines and adds them; a writer thread of its own
+    inserts them meanwhile, since SQLite releases the GIL while it works.
+    """
+
+    BATCH = 5000
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tickets = 0
+        self.statuses = 0
+        self._tickets: list[tuple[str, str | None, str, str]] = []
+        self._statuses: list[tuple[str, str]] = []
+        self._batches: queue.Queue[tuple[str, list[Any]] | None] = queue.Queue(maxsize=8)
+        self._error: Exception | None = None
+        self._writer = threading.Thread(target=self._write, name="snapshot-writer", daemon=True)
+        self._writer.start()
+
+    def _write(self) -> None:
+        conn = sqlite3.connect(self.path)
+        try:
+            conn.executescript(
+                """
+                PRAGMA journal_mode=OFF;
+                PRAGMA synchronous=OFF;
+                CREATE TABLE tickets (
+                    ticket_id TEXT PRIMARY KEY, code TEXT UNIQUE, status TEXT NOT NULL, body TEXT NOT NULL
+                );
+                CREATE TABLE statuses (ticket_id TEXT PRIMARY KEY, status TEXT NOT NULL);
+                """
+            )
+            while (batch := self._batches.get()) is not None:
+                if self._error is not None:
+                    continue  # keep draining so the producer never blocks on a dead writer
+                table, rows = batch
+                try:
+                    with conn:
+                        conn.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(rows[0]))})", rows)
+                except sqlite3.Error as exc:
+                    self._error = exc
+        finally:
+            conn.close()
+
+    def _put(self, table: str, rows: list[Any]) -> None:
+        if self._error is not None:
+            raise self._failure()
+        self._batches.put((table, rows))
+
+    def _failure(self) -> SnapshotError:
+        exc = self._error
+        if isinstance(exc, sqlite3.IntegrityError):
+            return SnapshotError(f"snapshot lists a ticket id, code or status twice: {exc}")
+        return SnapshotError(f"cannot stage the snapshot: {exc}")
+
+    def add_ticket(self, ticket: Ticket, body: str) -> None:
+        """Stage a ticket; `body` is its JSON as received (already validated as `ticket`)."""
+        self._tickets.append((ticket.ticket_id, ticket.code, ticket.status.value, body))
+        self.tickets += 1
+        if len(self._tickets) >= self.BATCH:
+            self._put("tickets", self._tickets)
+            self._tickets = []
+
+    def add_status(self, status: SnapshotStatus) -> None:
+        self._statuses.append((status.ticket_id, status.status.value))
+        self.statuses += 1
+        if len(self._statuses) >= self.BATCH:
+            self._put("statuses", self._statuses)
+            self._statuses = []
+
+    def _drain(self) -> None:
+        if self._writer.is_alive():
+            self._batches.put(None)
+            self._writer.join()
+
+    def finish(self) -> str:
+        """Write what is pending, let status lines override ticket bodies; the set's checksum."""
+        if self._tickets:
+            self._put("tickets", self._tickets)
+        if self._statuses:
+            self._put("statuses", self._statuses)
+        self._tickets, self._statuses = [], []
+        self._drain()
+        if self._error is not None:
+            raise self._failure()
+        conn = sqlite3.connect(self.path)
+        try:
+            with conn:
+                conn.execute(
+                    "UPDATE tickets SET status = s.status, body = json_set(tickets.body, '$.status', s.status) "
+                    "FROM statuses s WHERE s.ticket_id = tickets.ticket_id AND s.status != tickets.status"
+                )
+            return _stream_checksum(conn.execute("SELECT ticket_id, status FROM tickets ORDER BY ticket_id"))
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        """Stop the writer (whatever happened); the file stays for `install_snapshot`."""
+        self._drain()
+
+
+def install_snapshot(
+    store: GateStore, staging: Path, *, seq: int, keys: dict[int, str], checksum: str, fresh: datetime
+) -> None:
+    """Replace tickets, statuses and (non-empty) keys by a staged snapshot, in one transaction.
+
+    The staging file must be finished and closed. An empty key set keeps the current keys: a
+    gate that trusts no key at all would turn every signed ticket away.
+    """
+    if keys:
+        check_keys(keys)
+    c = store.conn
+    if c.in_transaction:
+        raise RuntimeError("install_snapshot needs the store outside a transaction")
+    c.execute("ATTACH DATABASE ? AS snap", (str(staging),))
+    try:
+        with c:
+            c.execute("DELETE FROM tickets")
+            c.execute("DELETE FROM revocations")
+            c.execute("INSERT INTO tickets (ticket_id, code, body) SELECT ticket_id, code, body FROM snap.tickets")
+            c.execute(
+                "INSERT INTO revocations (ticket_id, status) SELECT ticket_id, status FROM snap.tickets "
+                "WHERE status != 'valid'"
+            )
+            c.execute(
+                "INSERT OR IGNORE INTO revocations (ticket_id, status) SELECT ticket_id, status FROM snap.statuses "
+                "WHERE status != 'valid'"
+            )
+            if keys:
+                _replace_keys(c, keys)
+            _set_meta(c, FEED_SEQ, str(seq))
+            _set_meta(c, FRESH_AT, _iso(fresh))
+            _set_meta(c, SNAPSHOT_CHECKSUM, checksum)
+    finally:
+        c.execute("DETACH DATABASE snap")
+
+
+def apply_batch(
+    store: GateStore, *, acknowledged: Iterable[uuid.UUID] = (), remote: Iterable[PassageEvent] = ()
+) -> None:
+    """In one transaction: drop events the cloud confirmed from the outbox, and journal other
+    gates' completed passages so decisions here count them (never into the outbox).
+
+    An event that is no completed passage of a ticket is skipped; one already known is kept once.
+    """
+    rows = [
+        (
+            str(e.event_id),
+            _iso(e.at),
+            e.gate_id,
+            e.site_id,
+            e.direction.value,
+            e.ticket_id,
+            e.credential,
+            e.outcome.value,
+            e.code,
+            int(e.counted),
+            REMOTE,
+        )
+        for e in remote
+        if e.passed and e.ticket_id is not None
+    ]
+    with store.conn as c:
+        c.executemany("DELETE FROM outbox WHERE event_id = ?", [(str(e),) for e in acknowledged])
+        c.executemany(
+            "INSERT OR IGNORE INTO passages (event_id, at, gate_id, site_id, direction, ticket_id, credential, "
+            "outcome, code, passed, counted, resolution) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+            rows,
+        )
+
+
+def outbox_after(store: GateStore, after: int, limit: int) -> list[tuple[int, str, str]]:
+    """(outbox seq, event id, event JSON) of the oldest events queued after `after`."""
+    rows = store.conn.execute(
+        "SELECT seq, event_id, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+    ).fetchall()
+    return [(int(s), str(e), str(b)) for s, e, b in rows]

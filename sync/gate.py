@@ -1,0 +1,686 @@
+"""The gate side of sync: the ticket feed down, passage events up, peers' passages across.
+
+One MQTT v5 client (paho) with a persistent session (client id ``gate-<site>-<gate>``,
+``clean_start`` false, a session expiry) and QoS 1 everywhere, acknowledging by hand. paho's
+network thread never touches the store: it hands every message to the store's owner, the
+asyncio task `GateSync.run`, which commits what the message carries and only then sends the
+PUBACK. A message that was not acknowledged comes back after a reconnect.
+
+Down: feed messages apply in strict sequence order; a gap, a fresh gate or a lost broker
+session fetch a snapshot (`sync.snapshot_client`) and the feed resumes after its sequence.
+Up: every outbox event is published until the cloud's `EventAck` names it. Across: the other
+gates' passage events are journaled here as remote passages, so decisions count them.
+
+MQTT v5 because its Receive Maximum lets the gate hold feed messages unacknowledged during a
+snapshot without starving acks and peer events (Mosquitto caps v3.1.1 clients at its
+``max_inflight_messages``, 20 by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError
+
+from edge import store_sync
+from edge.store import GateStore
+from models import PassageEvent
+from models.sync import EventAck, FeedMessage, GateConfigChange, GateStatus, KeySet
+from sync import topics
+from sync.snapshot_client import fetch_snapshot, snapshot_url
+
+if TYPE_CHECKING:
+    from edge.daemon import GateDaemon
+    from edge.gate import GateService
+
+log = logging.getLogger("starfish.sync")
+
+_CODE = r"^[a-z0-9][a-z0-9-]{0,31}$"
+
+
+class SyncConfig(BaseModel):
+    """How one gate reaches its site broker and the cloud's snapshot endpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    site: str = Field(pattern=_CODE, description="Site code in the cloud's registry (topics sf/<site>/...)")
+    gate: str = Field(pattern=_CODE, description="This gate's code in the site")
+    broker_host: str = Field(description="Site broker address")
+    broker_port: int = Field(default=1883, gt=0, lt=65536, description="Site broker port (8883 with TLS)")
+    username: str | None = Field(default=None, description="The gate's own broker and snapshot login")
+    password_file: FilePath | None = Field(
+        default=None, description="File holding the gate's password; else the environment variable below"
+    )
+    password_env: str = Field(default="STARFISH_SYNC_PASSWORD", description="Environment variable with the password")
+    tls_ca: FilePath | None = Field(
+        default=None, description="CA certificate: use TLS to the broker and the snapshot URL"
+    )
+    snapshot_url: str = Field(
+        description="Cloud base URL; the snapshot is GET {base}/api/v1/sync/sites/{site}/snapshot"
+    )
+    max_feed_age_s: float = Field(
+        default=3600.0, gt=0, description="Refuse plain (unsigned) codes when the ticket feed is older than this"
+    )
+    keepalive_s: int = Field(default=30, ge=5, le=600, description="MQTT keepalive; the Last Will fires after 1.5x")
+    session_expiry_s: int = Field(
+        default=7 * 24 * 3600, ge=60, description="How long the broker keeps this gate's session while it is away"
+    )
+    receive_maximum: int = Field(
+        default=1000, ge=20, le=65535, description="Unacknowledged messages the broker may send this gate"
+    )
+    publish_window: int = Field(
+        default=1000, ge=1, description="Events published and not yet acknowledged by the cloud"
+    )
+    ack_timeout_s: float = Field(default=30.0, gt=0, description="Republish events the cloud has not confirmed by then")
+    status_interval_s: float = Field(default=30.0, gt=0, description="Retained status refresh, besides changes")
+    snapshot_timeout_s: float = Field(default=60.0, gt=0, description="HTTP timeout of the snapshot download")
+    reconnect_max_s: int = Field(default=30, ge=1, description="Longest wait between broker reconnect attempts")
+
+    def load_password(self) -> str | None:
+        """The gate's password, from `password_file` or the environment (None: anonymous)."""
+        if self.password_file is not None:
+            return self.password_file.read_text(encoding="utf-8").strip()
+        return os.environ.get(self.password_env)
+
+
+def stale_feed(last_fresh: datetime | None, now: datetime, max_age_s: float) -> bool:
+    """Is the ticket feed too old to admit plain codes on? Never confirmed fresh is stale."""
+    if last_fresh is None:
+        return True
+    return (now - last_fresh).total_seconds() > max_age_s
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    gen: int  # which connection delivered it: a PUBACK goes back on that connection only
+    mid: int
+    qos: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Inbound:
+    topic: str
+    payload: bytes
+    delivery: _Delivery
+
+
+@dataclass(frozen=True, slots=True)
+class _Connected:
+    gen: int
+    session_present: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Disconnected:
+    gen: int
+    reason: str
+
+
+class _Signal(enum.Enum):
+    NUDGE = "nudge"
+    TICK = "tick"
+    STOP = "stop"
+
+
+_Item = _Inbound | _Connected | _Disconnected | _Signal
+
+
+class GateSync:
+    """Sync for one gate. Everything but paho's callbacks runs on the store owner's event loop."""
+
+    def __init__(
+        self,
+        config: SyncConfig,
+        *,
+        store: GateStore,
+        service: GateService | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        password: str | None = None,
+        tick_s: float = 1.0,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.service = service
+        self.clock = clock
+        self.tick_s = tick_s
+        self._password = password if password is not None else config.load_password()
+        self.client_id = f"gate-{config.site}-{config.gate}"
+        self._feed_topic = topics.feed(config.site)
+        self._acks_topic = topics.acks(config.site, config.gate)
+        self._events_topic = topics.events(config.site, config.gate)
+        self._status_topic = topics.status(config.site, config.gate)
+        self._peers_topic = topics.all_events(config.site)
+        # State owned by the event loop.
+        self.feed_seq = 0
+        self.fresh_at: datetime | None = None
+        self._fresh_saved: datetime | None = None
+        self.connected = False
+        self._gen = 0
+        self._buffer: dict[int, tuple[FeedMessage, _Delivery]] = {}
+        self._buffer_cap = max(1, config.receive_maximum // 2)
+        self._dropped_max = 0
+        self._snapshot_task: asyncio.Task[None] | None = None
+        self._abort = threading.Event()
+        self._sent: dict[str, float] = {}  # event id -> monotonic time published, oldest first
+        self._cursor = 0  # outbox seq of the last event published since the window restarted
+        # Event acks and peers' passages are committed in groups: one fsync for many messages.
+        self._batch_acked: list[uuid.UUID] = []
+        self._batch_remote: list[PassageEvent] = []
+        self._batch_deliveries: list[_Delivery] = []
+        self._batch_scheduled = False
+        self._status_sent: tuple[int, int] | None = None
+        self._status_at = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._inbox: asyncio.Queue[_Item] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._client: mqtt.Client | None = None
+        # Written by paho's network thread only.
+        self._net_gen = 0
+        self._last_refusal = ""
+
+    @classmethod
+    def for_daemon(cls, daemon: GateDaemon, config: SyncConfig) -> GateSync:
+        """A GateSync sharing the daemon's store, service and clock (all used on its event loop)."""
+        return cls(config, store=daemon.store, service=daemon.service, clock=daemon.clock)
+
+    # --- public API, called on the event loop ------------------------------------------------
+
+    def start(self) -> asyncio.Task[None]:
+        """Run `run` as a task of the running loop."""
+        self._task = asyncio.create_task(self.run(), name="sync")
+        self._task.add_done_callback(_report_end)
+        return self._task
+
+    async def stop(self) -> None:
+        """Publish `offline`, disconnect cleanly and wait for `run` to end."""
+        self._inbox.put_nowait(_Signal.STOP)
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def nudge(self) -> None:
+        """A new event is in the outbox: publish it now (safe from any thread)."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._inbox.put_nowait, _Signal.NUDGE)
+
+    def feed_stale(self, now: datetime) -> bool:
+        """Is the feed older than `max_feed_age_s` (plain codes must be refused)?"""
+        return stale_feed(self.fresh_at, now, self.config.max_feed_age_s)
+
+    @property
+    def resyncing(self) -> bool:
+        return self._snapshot_task is not None
+
+    async def run(self) -> None:
+        """Own the sync state until `stop`: connect, apply, publish, reconnect as needed."""
+        self._loop = asyncio.get_running_loop()
+        self.feed_seq = store_sync.feed_seq(self.store)
+        self.fresh_at = self._fresh_saved = store_sync.fresh_at(self.store)
+        self._client = client = self._make_client()
+        client.connect_async(
+            self.config.broker_host,
+            self.config.broker_port,
+            keepalive=self.config.keepalive_s,
+            clean_start=False,
+            properties=self._connect_properties(),
+        )
+        client.loop_start()
+        ticker = asyncio.create_task(self._ticker(), name="sync-tick")
+        if not store_sync.has_feed_position(self.store):
+            self._request_snapshot("this gate has never been synced")
+        try:
+            while (item := await self._inbox.get()) is not _Signal.STOP:
+                try:
+                    self._dispatch(item)
+                except Exception:
+                    log.exception("sync: could not handle %s", _describe(item))
+        finally:
+            ticker.cancel()
+            await self._shutdown(client)
+
+    # --- paho's network thread: hand over, touch nothing --------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5, manual_ack=True
+        )
+        # paho's own logger stays off: it reports every clean disconnect as an error. Our
+        # callbacks only hand over and catch their own errors.
+        client.suppress_exceptions = True
+        if self.config.username is not None:
+            client.username_pw_set(self.config.username, self._password)
+        if self.config.tls_ca is not None:
+            client.tls_set(ca_certs=str(self.config.tls_ca))
+        client.will_set(self._status_topic, self._status("offline").model_dump_json(), qos=1, retain=True)
+        client.max_inflight_messages_set(100)
+        client.reconnect_delay_set(1, self.config.reconnect_max_s)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _connect_properties(self) -> Properties:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.config.session_expiry_s
+        props.ReceiveMaximum = self.config.receive_maximum
+        return props
+
+    def _post(self, item: _Item) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: we are shutting down
+            loop.call_soon_threadsafe(self._inbox.put_nowait, item)
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, rc: ReasonCode, props: Properties | None
+    ) -> None:
+        if rc.is_failure:
+            if str(rc) != self._last_refusal:
+                log.error("sync: broker %s refused gate %s: %s", self.config.broker_host, self.client_id, rc)
+                self._last_refusal = str(rc)
+            return
+        self._last_refusal = ""
+        self._net_gen += 1
+        client.subscribe(
+            [
+                (self._feed_topic, SubscribeOptions(qos=1)),
+                (self._acks_topic, SubscribeOptions(qos=1)),
+                (self._peers_topic, SubscribeOptions(qos=1, noLocal=True)),
+            ]
+        )
+        self._post(_Connected(self._net_gen, flags.session_present))
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho keeps the cause to itself (refused, unreachable, TLS); say it once per outage.
+        if self._last_refusal != "unreachable":
+            log.error(
+                "sync: cannot reach broker %s:%d%s; retrying",
+                self.config.broker_host,
+                self.config.broker_port,
+                " over TLS (check tls_ca and the host name)" if self.config.tls_ca else "",
+            )
+            self._last_refusal = "unreachable"
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        rc: ReasonCode,
+        props: Properties | None,
+    ) -> None:
+        self._post(_Disconnected(self._net_gen, str(rc)))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = "<topic not UTF-8>"
+        try:
+            self._post(_Inbound(topic, bytes(msg.payload), _Delivery(self._net_gen, msg.mid, msg.qos)))
+        except Exception:
+            log.exception("sync: could not hand over a message on %s", topic)
+
+    # --- the owner: dispatch -------------------------------------------------------------------
+
+    def _dispatch(self, item: _Item) -> None:
+        if isinstance(item, _Inbound):
+            self._on_inbound(item)
+        elif isinstance(item, _Connected):
+            self._on_connected(item)
+        elif isinstance(item, _Disconnected):
+            if item.gen == self._gen and self.connected:
+                self.connected = False
+                log.warning("sync: lost the broker (%s); events wait in the outbox", item.reason)
+        elif item is _Signal.NUDGE:
+            self._top_up()
+        elif item is _Signal.TICK:
+            self._tick()
+
+    def _on_connected(self, item: _Connected) -> None:
+        self._gen = item.gen
+        self.connected = True
+        log.info("sync: gate %s connected (session %s)", self.client_id, "kept" if item.session_present else "new")
+        self._publish_status()
+        # Whatever the cloud has not confirmed goes again, oldest first; it stores by event id.
+        self._sent.clear()
+        self._cursor = 0
+        self._top_up()
+        if not item.session_present and store_sync.has_feed_position(self.store):
+            self._request_snapshot("the broker had no session for this gate: feed messages may be lost")
+
+    def _on_inbound(self, item: _Inbound) -> None:
+        if item.topic == self._feed_topic:
+            self._on_feed(item)
+        elif item.topic == self._acks_topic:
+            self._on_event_ack(item)
+        else:
+            parsed = topics.parse_gate_topic(item.topic)
+            if parsed is None or parsed[0] != self.config.site or parsed[2] != "events":
+                self._reject(item, "unexpected topic")
+            elif parsed[1] == self.config.gate:
+                self._ack(item.delivery)  # our own event, echoed
+            else:
+                self._on_peer_event(item)
+
+    def _ack(self, delivery: _Delivery) -> None:
+        if delivery.gen == self._gen and self.connected and self._client is not None:
+            self._client.ack(delivery.mid, delivery.qos)
+
+    def _reject(self, item: _Inbound, why: str) -> None:
+        log.warning("sync: dropped a message on %s: %s", item.topic, why)
+        self._ack(item.delivery)
+
+    # --- down: the feed -------------------------------------------------------------------------
+
+    def _on_feed(self, item: _Inbound) -> None:
+        try:
+            msg = FeedMessage.model_validate_json(item.payload)
+        except ValidationError as exc:
+            self._reject(item, f"not a feed message ({_first_error(exc)})")
+            return
+        if msg.site != self.config.site:
+            self._reject(item, f"feed message of site {msg.site!r}")
+            return
+        if msg.seq <= self.feed_seq:
+            if not self.resyncing:
+                self.fresh_at = self.clock()
+            self._ack(item.delivery)
+        elif self.resyncing:
+            self._hold(msg, item.delivery)
+        elif msg.seq == self.feed_seq + 1:
+            if self._apply(msg, item.delivery):
+                self._apply_held()
+        else:
+            self._hold(msg, item.delivery)
+            self._request_snapshot(f"feed gap: at {self.feed_seq}, received {msg.seq}")
+
+    def _hold(self, msg: FeedMessage, delivery: _Delivery) -> None:
+        """Keep a message that cannot apply yet, unacknowledged, until the snapshot is in."""
+        earlier = self._buffer.get(msg.seq)
+        if earlier is not None:
+            self._ack(earlier[1])
+        elif len(self._buffer) >= self._buffer_cap:
+            # Do not let the feed fill the broker's window: acks and peers' events must get through.
+            self._dropped_max = max(self._dropped_max, msg.seq)
+            self._ack(delivery)
+            return
+        self._buffer[msg.seq] = (msg, delivery)
+
+    def _apply(self, msg: FeedMessage, delivery: _Delivery) -> bool:
+        now = self.clock()
+        try:
+            try:
+                store_sync.apply_change(self.store, msg.change, msg.seq, gate=self.config.gate, fresh=now)
+            except store_sync.KeySetError as exc:
+                log.error("sync: feed %d: key set refused (%s); the gate keeps its current keys", msg.seq, exc)
+                store_sync.skip_change(self.store, msg.seq, fresh=now)
+        except Exception:
+            log.exception("sync: feed %d could not be applied; fetching a snapshot", msg.seq)
+            self._hold(msg, delivery)
+            self._request_snapshot("a feed change could not be applied")
+            return False
+        self.feed_seq = msg.seq
+        self.fresh_at = self._fresh_saved = now
+        if isinstance(msg.change, KeySet) and self.service is not None:
+            self.service.reload_keys()
+        if isinstance(msg.change, GateConfigChange) and msg.change.gate_id == self.config.gate:
+            log.info(
+                "sync: the cloud changed this gate's config: stored as %s, not applied live", store_sync.GATE_CONFIG
+            )
+        self._ack(delivery)
+        return True
+
+    def _apply_held(self) -> None:
+        for seq in [s for s in self._buffer if s <= self.feed_seq]:
+            self._ack(self._buffer.pop(seq)[1])
+        while (held := self._buffer.pop(self.feed_seq + 1, None)) is not None:
+            if not self._apply(*held):
+                return
+
+    def _request_snapshot(self, why: str) -> None:
+        if self._snapshot_task is not None:
+            return
+        log.warning("sync: fetching a snapshot: %s", why)
+        self._snapshot_task = asyncio.create_task(self._resync(), name="sync-snapshot")
+
+    async def _resync(self) -> None:
+        delay = 0.5
+        while not await self._snapshot_once() or not self._caught_up():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+        self._snapshot_task = None
+
+    def _caught_up(self) -> bool:
+        self._apply_held()
+        if self._buffer or self._dropped_max > self.feed_seq:
+            log.warning("sync: still behind the feed after the snapshot (at %d); fetching again", self.feed_seq)
+            return False
+        return True
+
+    async def _snapshot_once(self) -> bool:
+        parent = Path(self.store.path).parent
+        fd, name = tempfile.mkstemp(prefix=".snapshot-", suffix=".db", dir=parent if parent.is_dir() else None)
+        os.close(fd)
+        staging = Path(name)
+        try:
+            header = await asyncio.to_thread(
+                fetch_snapshot,
+                url=snapshot_url(self.config.snapshot_url, self.config.site),
+                site=self.config.site,
+                staging=staging,
+                auth=None if self.config.username is None else (self.config.username, self._password or ""),
+                ca_file=self.config.tls_ca,
+                timeout_s=self.config.snapshot_timeout_s,
+                abort=self._abort,
+            )
+            keys = header.keys
+            try:
+                if keys:
+                    store_sync.check_keys(keys)
+            except store_sync.KeySetError as exc:
+                log.error("sync: snapshot key set refused (%s); the gate keeps its current keys", exc)
+                keys = {}
+            now = self.clock()
+            # Synchronous on the loop: nothing else touches the store during the swap.
+            store_sync.install_snapshot(
+                self.store, staging, seq=header.seq, keys=keys, checksum=header.checksum, fresh=now
+            )
+        except store_sync.SnapshotError as exc:
+            log.warning("sync: snapshot failed: %s", exc)
+            return False
+        except Exception:
+            log.exception("sync: snapshot failed")
+            return False
+        finally:
+            staging.unlink(missing_ok=True)
+        if header.seq < self.feed_seq:
+            log.warning(
+                "sync: snapshot seq %d is behind this gate's %d: was the cloud's feed reset?", header.seq, self.feed_seq
+            )
+        self.feed_seq = header.seq
+        self.fresh_at = self._fresh_saved = now
+        if keys and self.service is not None:
+            self.service.reload_keys()
+        log.info("sync: snapshot installed: %d tickets, feed at %d, checksum verified", header.tickets, header.seq)
+        return True
+
+    # --- up: events -----------------------------------------------------------------------------
+
+    def _top_up(self) -> None:
+        """Publish outbox events after the cursor until the window is full."""
+        if not self.connected or self._client is None:
+            return
+        room = self.config.publish_window - len(self._sent)
+        while room > 0:
+            rows = store_sync.outbox_after(self.store, self._cursor, min(room, 500))
+            if not rows:
+                return
+            now = time.monotonic()
+            for seq, event_id, body in rows:
+                self._client.publish(self._events_topic, body, qos=1)
+                self._sent[event_id] = now
+                self._cursor = seq
+            room -= len(rows)
+
+    def _on_event_ack(self, item: _Inbound) -> None:
+        try:
+            ack = EventAck.model_validate_json(item.payload)
+        except ValidationError as exc:
+            self._reject(item, f"not an event ack ({_first_error(exc)})")
+            return
+        self._batch_acked.extend(ack.event_ids)
+        self._batched(item.delivery)
+
+    # --- across: the other gates' passages ------------------------------------------------------
+
+    def _on_peer_event(self, item: _Inbound) -> None:
+        try:
+            event = PassageEvent.model_validate_json(item.payload)
+        except ValidationError as exc:
+            self._reject(item, f"not a passage event ({_first_error(exc)})")
+            return
+        if self.service is not None and event.gate_id == self.service.config.gate_id:
+            self._reject(item, f"another gate's event names this gate ({event.gate_id!r})")
+            return
+        self._batch_remote.append(event)
+        self._batched(item.delivery)
+
+    def _batched(self, delivery: _Delivery) -> None:
+        """Commit when the inbox runs dry (or the group is large), then acknowledge the group."""
+        self._batch_deliveries.append(delivery)
+        if len(self._batch_deliveries) >= 500:
+            self._flush_batch()
+        elif not self._batch_scheduled and self._loop is not None:
+            self._batch_scheduled = True
+            self._loop.call_soon(self._flush_batch)
+
+    def _flush_batch(self) -> None:
+        self._batch_scheduled = False
+        if not self._batch_deliveries:
+            return
+        acked, remote, deliveries = self._batch_acked, self._batch_remote, self._batch_deliveries
+        self._batch_acked, self._batch_remote, self._batch_deliveries = [], [], []
+        try:
+            store_sync.apply_batch(self.store, acknowledged=acked, remote=remote)
+        except Exception:
+            log.exception(
+                "sync: could not commit %d event ack(s) and peer passage(s); they come again", len(deliveries)
+            )
+            return
+        for event_id in acked:
+            self._sent.pop(str(event_id), None)
+        for delivery in deliveries:
+            self._ack(delivery)
+        self._top_up()
+
+    # --- status and housekeeping ----------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            self._inbox.put_nowait(_Signal.TICK)
+
+    def _tick(self) -> None:
+        oldest = next(iter(self._sent.values()), None)
+        if oldest is not None and time.monotonic() - oldest > self.config.ack_timeout_s:
+            log.info(
+                "sync: %d event(s) unconfirmed after %.0f s: publishing again",
+                len(self._sent),
+                self.config.ack_timeout_s,
+            )
+            self._sent.clear()
+            self._cursor = 0
+        self._top_up()  # also picks up events journaled without a nudge
+        depth = self.store.outbox_depth()
+        if (
+            self.feed_seq,
+            depth,
+        ) != self._status_sent or time.monotonic() - self._status_at >= self.config.status_interval_s:
+            self._publish_status(depth)
+        if self.fresh_at is not None and self.fresh_at != self._fresh_saved:
+            store_sync.save_fresh_at(self.store, self.fresh_at)
+            self._fresh_saved = self.fresh_at
+
+    def _status(self, state: Literal["online", "offline"], depth: int = 0) -> GateStatus:
+        return GateStatus(
+            site=self.config.site,
+            gate=self.config.gate,
+            state=state,
+            feed_seq=self.feed_seq,
+            outbox_depth=depth,
+            at=self.clock(),
+        )
+
+    def _publish_status(self, depth: int | None = None) -> None:
+        if not self.connected or self._client is None:
+            return
+        depth = self.store.outbox_depth() if depth is None else depth
+        online = self._status("online", depth)
+        self._client.publish(self._status_topic, online.model_dump_json(), qos=1, retain=True)
+        # The Will carries the last numbers, so `offline` still says how far the gate got.
+        offline = online.model_copy(update={"state": "offline"})
+        self._client.will_set(self._status_topic, offline.model_dump_json(), qos=1, retain=True)
+        self._status_sent = (self.feed_seq, depth)
+        self._status_at = time.monotonic()
+
+    async def _shutdown(self, client: mqtt.Client) -> None:
+        self._abort.set()
+        self._flush_batch()
+        if self._snapshot_task is not None:
+            self._snapshot_task.cancel()
+            await asyncio.gather(self._snapshot_task, return_exceptions=True)
+            self._snapshot_task = None
+        if self.fresh_at is not None and self.fresh_at != self._fresh_saved:
+            store_sync.save_fresh_at(self.store, self.fresh_at)
+        if self.connected:
+            offline = self._status("offline", self.store.outbox_depth())
+            info = client.publish(self._status_topic, offline.model_dump_json(), qos=1, retain=True)
+            try:
+                await asyncio.to_thread(info.wait_for_publish, 2.0)
+            except (RuntimeError, ValueError) as exc:
+                log.warning("sync: could not publish the offline status: %s", exc)
+        self.connected = False
+        client.disconnect()
+        await asyncio.to_thread(client.loop_stop)
+        log.info("sync: gate %s disconnected", self.client_id)
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}" if where else str(err["msg"])
+
+
+def _describe(item: _Item) -> str:
+    return f"a message on {item.topic}" if isinstance(item, _Inbound) else repr(item)
+
+
+def _report_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        # The gate goes on deciding offline; what it journals waits in the outbox.
+        log.critical("sync stopped: %s", task.exception(), exc_info=task.exception())

@@ -1,0 +1,799 @@
+"""The gate side of sync against a real Mosquitto, real paho clients and a real HTTP snapshot.
+
+Each test runs its own plain broker (anonymous, persistent) and, where the scenario has a
+cloud, a fake one: a paho client publishing the feed and acknowledging events, and a tiny HTTP
+server serving the snapshot. Gates run `GateSync` on an asyncio loop that owns their store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from drivers.barrier import FakeBarrier
+from edge import store_sync
+from edge.config import EdgeConfig, parse_config
+from edge.daemon import GateDaemon
+from edge.gate import GateService
+from edge.store import GateStore, JournalEntry
+from models import Direction, GateConfig, Outcome, PassageEvent, ProductKind, Ticket, TicketStatus
+from models.credential import public_key_b64
+from models.sync import (
+    EventAck,
+    FeedMessage,
+    GateConfigChange,
+    GateStatus,
+    KeySet,
+    SnapshotHeader,
+    SnapshotStatus,
+    StatusChange,
+    TicketUpsert,
+    ticket_set_checksum,
+)
+from sync import topics
+from sync.gate import GateSync, SyncConfig, stale_feed
+from tests.conftest import NOW, make_ticket, sign
+
+SITE = "nanshan"
+USER, PASSWORD = "nanshan-g1", "gate-s3cret"
+DEADLINE = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Broker:
+    """A plain Mosquitto on a free loopback port: anonymous, persistent, restartable."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        (directory / "data").mkdir(parents=True, exist_ok=True)
+        # As root, mosquitto would drop to user `mosquitto`, who cannot write a pytest tmp dir.
+        user = "user root\n" if os.geteuid() == 0 else ""
+        (directory / "mosquitto.conf").write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{user}"
+            f"persistence true\npersistence_location {directory / 'data'}/\n"
+        )
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["/usr/sbin/mosquitto", "-c", str(self.dir / "mosquitto.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.dir / "mosquitto.log").open("ab"),
+        )
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+                return
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto did not start: {(self.dir / 'mosquitto.log').read_text()}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: mosquitto saves its persistence file
+            self.proc.wait(DEADLINE)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = Broker(tmp_path / "broker")
+    b.start()
+    yield b
+    b.stop()
+
+
+def sync_config(broker: Broker, snapshot_base: str, gate: str = "g1", **overrides: Any) -> SyncConfig:
+    return SyncConfig(
+        site=SITE,
+        gate=gate,
+        broker_host="127.0.0.1",
+        broker_port=broker.port,
+        username=USER,
+        snapshot_url=snapshot_base,
+        **overrides,
+    )
+
+
+# --- the fake cloud ---------------------------------------------------------------------------
+
+
+@dataclass
+class SnapshotState:
+    seq: int = 0
+    tickets: list[Ticket] = field(default_factory=list)
+    statuses: dict[str, TicketStatus] = field(default_factory=dict)
+    keys: dict[int, str] = field(default_factory=dict)
+    corrupt: bool = False
+
+    def checksum(self) -> str:
+        return ticket_set_checksum((t.ticket_id, self.statuses.get(t.ticket_id, t.status)) for t in self.tickets)
+
+    def ndjson(self) -> bytes:
+        header = SnapshotHeader(
+            site=SITE,
+            seq=self.seq,
+            tickets=len(self.tickets),
+            checksum="0" * 64 if self.corrupt else self.checksum(),
+            keys=self.keys,
+        )
+        lines = [header.model_dump_json()]
+        lines += [t.model_dump_json() for t in self.tickets]
+        lines += [SnapshotStatus(ticket_id=k, status=v).model_dump_json() for k, v in self.statuses.items()]
+        return ("\n".join(lines) + "\n").encode()
+
+
+class SnapshotServer:
+    """GET /api/v1/sync/sites/<site>/snapshot with HTTP Basic auth, streamed line by line."""
+
+    def __init__(self) -> None:
+        self.state = SnapshotState()
+        self.served: list[int] = []  # seq of every snapshot served
+        self.refused = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+                if self.headers.get("Authorization") != expected:
+                    server.refused += 1
+                    self.send_error(401)
+                    return
+                if self.path != f"/api/v1/sync/sites/{SITE}/snapshot":
+                    self.send_error(404)
+                    return
+                body = server.state.ndjson()
+                server.served.append(server.state.seq)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-ndjson")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for line in body.splitlines(keepends=True):
+                    self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
+                self.wfile.write(b"0\r\n\r\n")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        Handler.protocol_version = "HTTP/1.1"
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def snapshots() -> Iterator[SnapshotServer]:
+    s = SnapshotServer()
+    yield s
+    s.close()
+
+
+class Peer:
+    """A paho client on its own thread: the cloud, a crashing gate, or a status watcher."""
+
+    def __init__(
+        self, broker: Broker, client_id: str = "", *, persistent: bool = False, manual_ack: bool = False
+    ) -> None:
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack
+        )
+        self.messages: list[mqtt.MQTTMessage] = []
+        self.auto_ack_events = False
+        self.subscriptions: list[str] = []
+        self._lock = threading.Lock()
+        self._connected = threading.Event()
+        self.client.on_message = self._on_message
+        self.client.on_connect = self._on_connect
+        self.client.reconnect_delay_set(1, 1)
+        props = Properties(PacketTypes.CONNECT)
+        if persistent:
+            props.SessionExpiryInterval = 3600
+        self.client.connect("127.0.0.1", broker.port, clean_start=not persistent, properties=props)
+        self.client.loop_start()
+        if not self._connected.wait(DEADLINE):
+            raise AssertionError("peer did not connect")
+
+    def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
+        for t in self.subscriptions:
+            client.subscribe(t, qos=1)
+        self._connected.set()
+
+    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append(msg)
+        if self.auto_ack_events and msg.topic.endswith("/events"):
+            event = PassageEvent.model_validate_json(msg.payload)
+            gate = msg.topic.split("/")[3]
+            client.publish(topics.acks(SITE, gate), EventAck(event_ids=[event.event_id]).model_dump_json(), qos=1)
+
+    def subscribe(self, topic: str) -> None:
+        self.subscriptions.append(topic)
+        done = threading.Event()
+        self.client.on_subscribe = lambda *_: done.set()
+        self.client.subscribe(topic, qos=1)
+        assert done.wait(DEADLINE), f"no SUBACK for {topic}"
+
+    def publish(self, topic: str, payload: str | bytes, *, retain: bool = False) -> None:
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        info.wait_for_publish(DEADLINE)
+        assert info.is_published()
+
+    def feed(self, seq: int, change: Any, site: str = SITE) -> None:
+        self.publish(topics.feed(SITE), FeedMessage(site=site, seq=seq, at=NOW, change=change).model_dump_json())
+
+    def on(self, topic: str) -> list[mqtt.MQTTMessage]:
+        with self._lock:
+            return [m for m in self.messages if m.topic == topic]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@contextlib.contextmanager
+def peer(broker: Broker, *subscribe: str, client_id: str = "", persistent: bool = False) -> Iterator[Peer]:
+    p = Peer(broker, client_id, persistent=persistent)
+    for t in subscribe:
+        p.subscribe(t)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait (in this thread) until the condition holds, within a bound."""
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        time.sleep(0.01)
+
+
+async def eventually(condition: Callable[[], bool], what: str) -> None:
+    """Wait (on the loop) until the condition holds; a bound so a broken setup fails, not hangs."""
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def running(sync: GateSync, *, settled: bool = True) -> AsyncIterator[GateSync]:
+    sync.start()
+    try:
+        if settled:
+            await eventually(lambda: sync.connected and not sync.resyncing, "gate connected and in step")
+        yield sync
+    finally:
+        await sync.stop()
+
+
+def gate_sync(store: GateStore, broker: Broker, snapshots: SnapshotServer | str, **kw: Any) -> GateSync:
+    base = snapshots if isinstance(snapshots, str) else snapshots.base
+    service = kw.pop("service", None)
+    gate = kw.pop("gate", "g1")
+    return GateSync(sync_config(broker, base, gate, **kw), store=store, service=service, password=PASSWORD, tick_s=0.1)
+
+
+def key_b64() -> str:
+    return public_key_b64(Ed25519PrivateKey.generate().public_key())
+
+
+def voucher(ticket_id: str, code: str, **kw: Any) -> Ticket:
+    return make_ticket(ProductKind.DAY, ticket_id=ticket_id, code=code, **kw)
+
+
+# --- down: the feed ---------------------------------------------------------------------------
+
+
+def test_feed_changes_apply_in_order_and_each_is_acknowledged_after_its_commit(
+    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+) -> None:
+    store = GateStore(tmp_path / "gate.db")
+    key = key_b64()
+    config = GateConfig(gate_id="g1", site_id=SITE, passback_seconds=10)
+
+    async def scenario() -> None:
+        with peer(broker) as cloud:
+            async with running(gate_sync(store, broker, snapshots)) as sync:
+                assert snapshots.served == [0], "an empty gate starts from a snapshot"
+                cloud.feed(1, TicketUpsert(ticket=voucher("1001", "VOUCHER-1001")))
+                cloud.feed(2, StatusChange(ticket_id="1001", status=TicketStatus.BLOCKED, reason="lost card"))
+                cloud.feed(3, KeySet(keys={7: key}))
+                cloud.feed(4, GateConfigChange(gate_id="g1", config=config))
+                cloud.feed(5, GateConfigChange(gate_id="g2", config=config.model_copy(update={"gate_id": "g2"})))
+                cloud.feed(6, TicketUpsert(ticket=voucher("1002", "VOUCHER-1002")))
+                await eventually(lambda: sync.feed_seq == 6, "feed applied up to 6")
+            cloud.feed(7, StatusChange(ticket_id="1002", status=TicketStatus.REVOKED))
+
+    asyncio.run(scenario())
+    assert store_sync.feed_seq(store) == 6
+    assert store.status("1001") is TicketStatus.BLOCKED
+    blocked = store.ticket_by_code("VOUCHER-1001")
+    assert blocked is not None and blocked.status is TicketStatus.BLOCKED
+    assert store.ticket("1002") is not None
+    assert list(store.keys()) == [7]
+    assert GateConfig.model_validate_json(store.get_meta(store_sync.GATE_CONFIG) or "") == config
+    # Everything applied was acknowledged: the session hands the next client only what came later.
+    with peer(broker, client_id="gate-nanshan-g1", persistent=True) as same_gate:
+        until(lambda: bool(same_gate.messages), "the session's queued message")
+        time.sleep(0.2)  # anything unacknowledged would have come before it anyway
+        seqs = [FeedMessage.model_validate_json(m.payload).seq for m in same_gate.on(topics.feed(SITE))]
+    assert seqs == [7]
+    store.close()
+
+
+def test_a_feed_message_not_acknowledged_before_a_crash_is_redelivered_and_applied(
+    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+) -> None:
+    store = GateStore(tmp_path / "gate.db")
+
+    async def first_start() -> None:
+        async with running(gate_sync(store, broker, snapshots)):
+            pass  # the session now holds the gate's subscriptions
+
+    asyncio.run(first_start())
+    with peer(broker) as cloud:
+        # The gate's process receives seq 1 and dies before committing it: no PUBACK is ever sent.
+        crashing = Peer(broker, "gate-nanshan-g1", persistent=True, manual_ack=True)
+        cloud.feed(1, TicketUpsert(ticket=voucher("1001", "VOUCHER-1001")))
+        until(lambda: bool(crashing.on(topics.feed(SITE))), "the crashing gate received seq 1")
+        crashing.close()
+    assert store.ticket("1001") is None
+
+    async def restart() -> None:
+        async with running(gate_sync(store, broker, snapshots)) as sync:
+            await eventually(lambda: sync.feed_seq == 1, "seq 1 redelivered and applied")
+
+    asyncio.run(restart())
+    assert store.ticket("1001") is not None
+    assert snapshots.served == [0], "a redelivery is no gap: no second snapshot"
+    store.close()
+
+
+def test_a_repeated_sequence_number_is_ignored(tmp_path: Path, broker: Broker, snapshots: SnapshotServer) -> None:
+    store = GateStore(tmp_path / "gate.db")
+
+    async def scenario() -> None:
+        with peer(broker) as cloud:
+            async with running(gate_sync(store, broker, snapshots)) as sync:
+                cloud.feed(1, TicketUpsert(ticket=voucher("1001", "VOUCHER-1001", product_id="day")))
+                cloud.feed(1, TicketUpsert(ticket=voucher("1001", "VOUCHER-1001", product_id="forged")))
+                cloud.feed(2, TicketUpsert(ticket=voucher("1002", "VOUCHER-1002")))
+                await eventually(lambda: sync.feed_seq == 2, "feed at 2")
+
+    asyncio.run(scenario())
+    first = store.ticket("1001")
+    assert first is not None and first.product_id == "day"
+    assert snapshots.served == [0]
+    store.close()
+
+
+def test_a_gap_fetches_a_verified_snapshot_and_the_feed_resumes_after_it(
+    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+) -> None:
+    store = GateStore(tmp_path / "gate.db")
+    key = key_b64()
+
+    async def scenario() -> None:
+        with peer(broker) as cloud:
+            async with running(gate_sync(store, broker, snapshots)) as sync:
+                cloud.feed(1, TicketUpsert(ticket=voucher("1001", "VOUCHER-1001")))
+                await eventually(lambda: sync.feed_seq == 1, "feed at 1")
+                # Changes 2..5 never reach the gate; the cloud's snapshot has them.
+                snapshots.state = SnapshotState(
+                    seq=5,
+                    tickets=[
+                        voucher("1001", "VOUCHER-1001"),
+                        voucher("1003", "VOUCHER-1003"),
+                        voucher("1004", "V-1004"),
+                    ],
+                    statuses={"1003": TicketStatus.REVOKED, "9999": TicketStatus.BLOCKED},
+                    keys={1: key},
+                )
+                cloud.feed(6, TicketUpsert(ticket=voucher("1006", "VOUCHER-1006")))
+                await eventually(lambda: sync.feed_seq == 6, "snapshot at 5, then 6 from the buffer")
+                cloud.feed(7, StatusChange(ticket_id="1004", status=TicketStatus.BLOCKED))
+                await eventually(lambda: sync.feed_seq == 7, "feed continues at 7")
+
+    asyncio.run(scenario())
+    assert snapshots.served == [0, 5]
+    assert store.ticket("1001") is not None and store.ticket("1006") is not None
+    assert store.status("1003") is TicketStatus.REVOKED
+    assert store.status("9999") is TicketStatus.BLOCKED, "a revoked signed ticket needs no cache entry"
+    assert store.status("1004") is TicketStatus.BLOCKED
+    assert list(store.keys()) == [1]
+    expected = SnapshotState(
+        tickets=[*snapshots.state.tickets, voucher("1006", "VOUCHER-1006")],
+        statuses={"1003": TicketStatus.REVOKED, "1004": TicketStatus.BLOCKED},
+    )
+    assert store_sync.ticket_checksum(store) == expected.checksum()
+    store.close()
+
+
+def test_a_snapshot_whose_checksum_does_not_match_is_refused_and_fetched_again(
+    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+) -> None:
+    store = GateStore(tmp_path / "gate.db")
+    snapshots.state = SnapshotState(seq=3, tickets=[voucher("1001", "VOUCHER-1001")], corrupt=True)
+
+    async def scenario() -> None:
+        async with running(gate_sync(store, broker, snapshots), settled=False) as sync:
+            await eventually(lambda: len(snapshots.served) >= 1, "a first snapshot served")
+            assert store.ticket_count() == 0 and sync.feed_seq == 0
+            snapshots.state.corrupt = False
+            await eventually(lambda: sync.feed_seq == 3, "the good snapshot installed")
+
+    asyncio.run(scenario())
+    assert store.ticket("1001") is not None
+    assert store_sync.ticket_checksum(store) == snapshots.state.checksum()
+    store.close()
+
+
+def test_an_empty_gate_loads_the_snapshot_then_follows_the_feed(
+    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+) -> None:
+    store = GateStore(tmp_path / "gate.db")
+    key = key_b64()
+    tickets = [voucher(str(1000 + i), f"VOUCHER-{1000 + i}") for i in range(50)]
+    snapshots.state = SnapshotState(seq=10, tickets=tickets, statuses={"1007": TicketStatus.REVOKED}, keys={3: key})
+
+    async def scenario() -> None:
+        with peer(broker) as cloud:
+            async with running(gate_sync(store, broker, snapshots)) as sync:
+                assert sync.feed_seq == 10
+                cloud.feed(9, StatusChange(ticket_id="1001", status=TicketStatus.REVOKED))  # older than the snapshot
+                cloud.feed(11, StatusChange(ticket_id="1002", status=TicketStatus.BLOCKED))
+                await eventually(lambda: sync.feed_seq == 11, "feed at 11")
+
+    asyncio.run(scenario())
+    assert store.ticket_count() == 50
+    assert store.status("1001") is None and store.status("1002") is TicketStatus.BLOCKED
+    assert store.status("1007") is TicketStatus.REVOKED
+    assert list(store.keys()) == [3]
+    assert store.get_meta(store_sync.SNAPSHOT_CHECKSUM) == snapshots.state.checksum()
+    store.close()
+
+
+def test_malformed_messages_are_logged_acknowledged_and_dropped_and_the_feed_goes_on(
+    tmp_path: Path, broker: Broker, snapshots: SnapshotServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = GateStore(tmp_path / "gate.db")
+    feed = topics.feed(SITE)
+
+    async def scenario() -> None:
+        with peer(broker) as cloud:
+            async with running(gate_sync(store, broker, snapshots)) as sync:
+                cloud.publish(feed, b"{not json")
+                cloud.publish(feed, b"\xff\xfe")
+                cloud.publish(
+                    feed, json.dumps({"site": SITE, "seq": 1, "at": NOW.isoformat(), "change": {"kind": "x"}})
+                )
+                cloud.feed(1, TicketUpsert(ticket=voucher("6666", "VOUCHER-6666")), site="other")
+                cloud.publish(topics.acks(SITE, "g1"), b'{"event_ids": ["not-a-uuid"]}')
+                cloud.publish(topics.events(SITE, "g2"), b'{"event_id": 42}')
+                cloud.feed(1, TicketUpsert(ticket=voucher("1001", "VOUCHER-1001")))
+                await eventually(lambda: sync.feed_seq == 1, "the valid message applied")
+                assert sync.connected
+
+    with caplog.at_level("WARNING", logger="starfish.sync"):
+        asyncio.run(scenario())
+    dropped = [r.getMessage() for r in caplog.records if "dropped a message" in r.getMessage()]
+    assert len(dropped) == 6
+    assert sum(feed in m for m in dropped) == 4
+    assert any("site 'other'" in m for m in dropped)
+    assert store.ticket("6666") is None and store.ticket("1001") is not None
+    assert snapshots.served == [0], "a dropped message does not count as a gap"
+    store.close()
+
+
+# --- up: events -------------------------------------------------------------------------------
+
+
+def journal_passage(store: GateStore, ticket_id: str, gate_id: str = "g1") -> uuid.UUID:
+    entry = JournalEntry(
+        event_id=uuid.uuid4(),
+        at=NOW,
+        gate_id=gate_id,
+        site_id=SITE,
+        direction=Direction.IN,
+        ticket_id=ticket_id,
+        credential="signed",
+        outcome=Outcome.ADMIT,
+        code="ok",
+        passed=True,
+        counted=True,
+        resolution="sensor",
+    )
+    store.record(entry)
+    return entry.event_id
+
+
+def event_ids(messages: list[mqtt.MQTTMessage]) -> list[uuid.UUID]:
+    return [PassageEvent.model_validate_json(m.payload).event_id for m in messages]
+
+
+def test_the_outbox_is_published_and_emptied_only_by_the_clouds_acknowledgements(
+    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+) -> None:
+    store = GateStore(tmp_path / "gate.db")
+    queued = [journal_passage(store, str(2000 + i)) for i in range(5)]
+    events = topics.events(SITE, "g1")
+
+    async def scenario() -> None:
+        with peer(broker, events) as cloud:
+            async with running(gate_sync(store, broker, snapshots)) as sync:
+                await eventually(lambda: len(cloud.on(events)) == 5, "the queued events published")
+                assert event_ids(cloud.on(events)) == queued, "in journal order"
+                assert store.outbox_depth() == 5, "published is not confirmed"
+                late = journal_passage(store, "2999")
+                sync.nudge()
+                await eventually(lambda: len(cloud.on(events)) == 6, "a nudged event published")
+                assert event_ids(cloud.on(events))[-1] == late
+                cloud.publish(topics.acks(SITE, "g1"), EventAck(event_ids=queued[:3]).model_dump_json())
+                await eventually(lambda: store.outbox_depth() == 3, "three confirmed")
+                assert [e.event_id for e in store.outbox()] == [*queued[3:], late]
+                cloud.publish(topics.acks(SITE, "g1"), EventAck(event_ids=[*queued[3:], late]).model_dump_json())
+                await eventually(lambda: store.outbox_depth() == 0, "all confirmed")
+
+    asyncio.run(scenario())
+    store.close()
+
+
+def test_events_the_cloud_did_not_confirm_are_published_again_after_a_reconnect(
+    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+) -> None:
+    store = GateStore(tmp_path / "gate.db")
+    queued = [journal_passage(store, str(2000 + i)) for i in range(3)]
+    events = topics.events(SITE, "g1")
+
+    async def scenario() -> None:
+        with peer(broker, events, client_id="cloud", persistent=True) as cloud:
+            async with running(gate_sync(store, broker, snapshots, reconnect_max_s=1)) as sync:
+                await eventually(lambda: len(cloud.on(events)) == 3, "published once")
+                broker.stop()
+                await eventually(lambda: not sync.connected, "the gate noticed")
+                broker.start()
+                await eventually(lambda: len(cloud.on(events)) >= 6, "published again after the reconnect")
+                assert set(event_ids(cloud.on(events))) == set(queued), "the same events: the cloud dedupes"
+                assert store.outbox_depth() == 3
+                cloud.auto_ack_events = True
+                cloud.publish(topics.acks(SITE, "g1"), EventAck(event_ids=queued).model_dump_json())
+                await eventually(lambda: store.outbox_depth() == 0, "confirmed at last")
+
+    asyncio.run(scenario())
+    store.close()
+
+
+# --- across: gates agree offline ----------------------------------------------------------------
+
+
+def test_a_single_use_ticket_passed_at_gate_a_is_denied_used_up_at_gate_b_without_the_cloud(
+    tmp_path: Path, broker: Broker
+) -> None:
+    no_cloud = f"http://127.0.0.1:{free_port()}/"
+    ticket = voucher("3001", "VOUCHER-3001", entries=1)
+    stores = {g: GateStore(tmp_path / f"{g}.db") for g in ("a", "b")}
+    services = {
+        g: GateService(store=s, config=GateConfig(gate_id=g, site_id=SITE, passback_seconds=0))
+        for g, s in stores.items()
+    }
+    for s in stores.values():
+        s.upsert_tickets([ticket])
+
+    async def scenario() -> None:
+        gate_a = gate_sync(stores["a"], broker, no_cloud, gate="a", service=services["a"])
+        gate_b = gate_sync(stores["b"], broker, no_cloud, gate="b", service=services["b"])
+        async with running(gate_a, settled=False), running(gate_b, settled=False):
+            await eventually(lambda: gate_a.connected and gate_b.connected, "both gates on the site broker")
+            ev = services["a"].evaluate("VOUCHER-3001", NOW)
+            assert ev.decision.admit and ev.decision.code == "ok"
+            entry = services["a"].journal(ev, NOW)
+            services["a"].complete(entry, passed=True, how="sensor")
+            gate_a.nudge()
+            await eventually(lambda: bool(stores["b"].history("3001", "b").passages), "gate b learnt the passage")
+            later = NOW + timedelta(seconds=2)
+            denied = services["b"].evaluate("VOUCHER-3001", later)
+            assert (denied.decision.admit, denied.decision.code) == (False, "used_up")
+            # And a's own journal was not taken for a remote passage.
+            assert len(stores["a"].history("3001", "a").passages) == 1
+
+    asyncio.run(scenario())
+    remote = stores["b"].entries()
+    assert [(e.gate_id, e.passed, e.resolution) for e in remote] == [("a", True, store_sync.REMOTE)]
+    assert stores["b"].outbox_depth() == 0, "another gate's passage is never uploaded from here"
+    for s in stores.values():
+        s.close()
+
+
+# --- status ---------------------------------------------------------------------------------------
+
+GATE_PROCESS = textwrap.dedent(
+    """
+    import asyncio, sys
+    from edge.store import GateStore
+    from edge.store_sync import save_fresh_at
+    from sync.gate import GateSync, SyncConfig
+    from datetime import datetime, UTC
+
+    store = GateStore(sys.argv[1])
+    store.set_meta("sync.feed_seq", "42")
+    config = SyncConfig(site="nanshan", gate="g1", broker_host="127.0.0.1", broker_port=int(sys.argv[2]),
+                        snapshot_url="http://127.0.0.1:9/", keepalive_s=5)
+
+    async def main():
+        sync = GateSync(config, store=store, tick_s=0.1)
+        await sync.run()
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_the_gate_status_is_retained_online_and_its_last_will_says_offline_when_it_dies(
+    tmp_path: Path, broker: Broker
+) -> None:
+    status = topics.status(SITE, "g1")
+    gate = subprocess.Popen(
+        [sys.executable, "-c", GATE_PROCESS, str(tmp_path / "gate.db"), str(broker.port)],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    try:
+        with peer(broker, status) as watcher:
+            until(lambda: bool(watcher.on(status)), "the gate's online status")
+            online = GateStatus.model_validate_json(watcher.on(status)[-1].payload)
+            assert (online.state, online.feed_seq, online.outbox_depth) == ("online", 42, 0)
+            gate.send_signal(signal.SIGKILL)
+            gate.wait(DEADLINE)
+            until(lambda: len(watcher.on(status)) >= 2, "the Last Will")
+            offline = GateStatus.model_validate_json(watcher.on(status)[-1].payload)
+            assert (offline.state, offline.feed_seq) == ("offline", 42)
+        with peer(broker, status) as late_watcher:  # retained: whoever looks later sees it too
+            until(lambda: bool(late_watcher.on(status)), "the retained status")
+            retained = late_watcher.on(status)
+            assert retained[0].retain
+            assert GateStatus.model_validate_json(retained[0].payload).state == "offline"
+    finally:
+        gate.kill()
+        gate.wait()
+
+
+def test_a_clean_stop_publishes_offline_and_a_start_online(
+    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+) -> None:
+    store = GateStore(tmp_path / "gate.db")
+    journal_passage(store, "2001")
+    status = topics.status(SITE, "g1")
+
+    async def scenario() -> None:
+        with peer(broker, status) as watcher:
+            async with running(gate_sync(store, broker, snapshots)):
+                await eventually(lambda: bool(watcher.on(status)), "online status")
+                online = GateStatus.model_validate_json(watcher.on(status)[-1].payload)
+                assert (online.state, online.outbox_depth) == ("online", 1)
+            await eventually(
+                lambda: GateStatus.model_validate_json(watcher.on(status)[-1].payload).state == "offline",
+                "offline status",
+            )
+
+    asyncio.run(scenario())
+    store.close()
+
+
+# --- in the daemon ---------------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.mark.skipif("sync" not in EdgeConfig.model_fields, reason="EdgeConfig has no sync section yet")
+def test_a_gate_daemon_uploads_its_passages_and_refuses_plain_codes_once_its_feed_is_stale(
+    tmp_path: Path, broker: Broker, snapshots: SnapshotServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    signing_key = Ed25519PrivateKey.generate()
+    monkeypatch.setenv("STARFISH_SYNC_PASSWORD", PASSWORD)
+    vouchers = [voucher("1001", "VOUCHER-1001"), voucher("1002", "VOUCHER-1002")]
+    snapshots.state = SnapshotState(seq=4, tickets=vouchers, keys={1: public_key_b64(signing_key.public_key())})
+    config = parse_config(
+        {
+            "gate": {"gate_id": "g1", "site_id": SITE},
+            "store": {"path": str(tmp_path / "gate.db")},
+            "barrier": {"type": "modbus_tcp", "host": "127.0.0.1", "passage_timeout_s": 0.3},
+            "sync": sync_config(broker, snapshots.base, max_feed_age_s=60).model_dump(exclude_defaults=True),
+        }
+    )
+    store = GateStore(config.store.path)
+    clock = Clock()
+    daemon = GateDaemon(config, store=store, barrier=FakeBarrier(passage_input=False), clock=clock)
+    events = topics.events(SITE, "g1")
+
+    async def scenario() -> None:
+        with peer(broker, events) as cloud:
+            cloud.auto_ack_events = True
+            task = asyncio.create_task(daemon.run())
+            try:
+                await eventually(lambda: store_sync.has_feed_position(store), "the snapshot installed")
+                admitted = await daemon.handle(b"VOUCHER-1001", "scanner")
+                assert (admitted.entry.code, admitted.entry.passed) == ("ok", True)
+                await eventually(lambda: len(cloud.on(events)) == 1, "the passage uploaded")
+                await eventually(lambda: store.outbox_depth() == 0, "and confirmed")
+                clock.now += timedelta(seconds=61)
+                stale = await daemon.handle(b"VOUCHER-1002", "scanner")
+                assert (stale.entry.outcome, stale.entry.code) == (Outcome.DENY, "stale_feed")
+                signed = await daemon.handle(sign(signing_key, make_ticket(ticket_id="1003")).encode(), "scanner")
+                assert signed.entry.code == "ok", "a signed ticket needs no fresh feed"
+            finally:
+                daemon.request_stop()
+                await asyncio.wait_for(task, DEADLINE)
+
+    asyncio.run(scenario())
+    store.close()
+
+
+# --- the freshness guard and the checksum ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("last_fresh", "now", "stale"),
+    [
+        pytest.param(None, NOW, True, id="never-synced"),
+        pytest.param(NOW, NOW, False, id="just-synced"),
+        pytest.param(NOW - timedelta(seconds=600), NOW, False, id="at-the-limit"),
+        pytest.param(NOW - timedelta(seconds=601), NOW, True, id="past-the-limit"),
+        pytest.param(NOW + timedelta(seconds=30), NOW, False, id="clock-stepped-back"),
+    ],
+)
+def test_stale_feed(last_fresh: datetime | None, now: datetime, stale: bool) -> None:
+    assert stale_feed(last_fresh, now, 600) is stale
+
+
+def test_the_store_checksum_is_the_contracts_checksum(store: GateStore) -> None:
+    tickets = [voucher(tid, f"CODE-{i:04d}") for i, tid in enumerate(["b", "a", "Ä", "a-1", "10", "9"])]
+    for seq, t in enumerate(tickets, start=1):
+        store_sync.apply_change(store, TicketUpsert(ticket=t), seq, gate="g1", fresh=NOW)
+    store_sync.apply_change(store, StatusChange(ticket_id="Ä", status=TicketStatus.REVOKED), 7, gate="g1", fresh=NOW)
+    store.set_status("9", TicketStatus.BLOCKED)  # a block the store took outside the feed still counts
+    expected = {t.ticket_id: t.status for t in tickets} | {"Ä": TicketStatus.REVOKED, "9": TicketStatus.BLOCKED}
+    assert store_sync.ticket_checksum(store) == ticket_set_checksum(expected.items())
