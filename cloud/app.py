@@ -31,9 +31,10 @@ def _routers() -> list[APIRouter]:
     from cloud.refunds.routes import router as refunds
     from cloud.sites.routes import router as sites
     from cloud.staff.routes import router as staff
+    from cloud.sync.routes import router as sync
     from cloud.tickets.routes import router as tickets
 
-    return [staff, sites, products, customers, orders, payments, tickets, refunds, points, audit]
+    return [staff, sites, products, customers, orders, payments, tickets, refunds, points, audit, sync]
 
 
 async def _expiry_loop(factory: sessionmaker[Session], every_s: float) -> None:
@@ -59,12 +60,18 @@ def create_app(settings: Settings | None = None, *, expiry_every_s: float = 30.0
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Few threads: the endpoints are CPU-bound Python; many threads only fight over the GIL.
         anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        # Sync: the current public keys onto every site's feed; the MQTT loop only if STARFISH_MQTT_HOST is set.
+        from cloud.sync.mqtt import start as sync_start
+
+        app.state.sync = await asyncio.to_thread(sync_start, factory, settings)
         task = asyncio.create_task(_expiry_loop(factory, expiry_every_s)) if expiry_every_s > 0 else None
         try:
             yield
         finally:
             if task is not None:
                 task.cancel()
+            if app.state.sync is not None:
+                await asyncio.to_thread(app.state.sync.stop)
             engine.dispose()
 
     app = FastAPI(

@@ -10,6 +10,7 @@ from cloud.products import models as product_models
 from cloud.refunds import models as refund_models
 from cloud.sites import models as site_models
 from cloud.staff import models as staff_models
+from cloud.sync import models as sync_models
 from cloud.tickets import models as ticket_models
 
 __all__ = [
@@ -23,5 +24,6 @@ __all__ = [
     "refund_models",
     "site_models",
     "staff_models",
+    "sync_models",
     "ticket_models",
 ]

@@ -12,8 +12,10 @@ from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.credential import load_public_key
 
 DEV_JWT_SECRET = "development-only-jwt-secret-do-not-use"
 # A fixed development signing key, so tickets survive a restart of the dev server. Refused in production.
@@ -49,6 +51,28 @@ class Settings(BaseSettings):
     points_per_yuan: int = Field(default=1, ge=0, description="Points earned per whole yuan paid")
     signin_points: int = Field(default=5, ge=0)
     signin_streak_bonus: int = Field(default=10, ge=0, description="Extra points on every 7th consecutive day")
+    # Sync (cloud/sync): the MQTT loop runs only in a process where STARFISH_MQTT_HOST is set; run exactly one.
+    mqtt_host: str | None = Field(default=None, description="Cloud broker host; unset: no MQTT in this process")
+    mqtt_port: int = Field(default=1883, gt=0, lt=65536)
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr = SecretStr("")
+    mqtt_client_id: str = Field(
+        default="starfish-cloud", description="Fixed: the broker keeps this session's queued events across restarts"
+    )
+    mqtt_tls_ca_file: str | None = Field(default=None, description="Speak TLS, trusting this CA (PEM)")
+    sync_poll_seconds: float = Field(
+        default=1.0, gt=0, description="The publisher also looks for unpublished changes this often"
+    )
+    sync_previous_public_keys: dict[int, str] = Field(
+        default_factory=dict, description="Key id -> base64 public key of retired signing keys gates still trust"
+    )
+
+    @field_validator("sync_previous_public_keys")
+    @classmethod
+    def _public_keys_parse(cls, v: dict[int, str]) -> dict[int, str]:
+        for b64 in v.values():
+            load_public_key(b64)
+        return v
 
     @model_validator(mode="after")
     def _no_default_secrets_outside_development(self) -> Settings:
@@ -59,6 +83,9 @@ class Settings(BaseSettings):
             problems.append("STARFISH_JWT_SECRET must be set to a random value of 32+ characters")
         if self.signing_key_file is None and self.signing_key_b64.get_secret_value() == DEV_SIGNING_KEY_B64:
             problems.append("STARFISH_SIGNING_KEY_FILE or STARFISH_SIGNING_KEY_B64 must be set")
+        mqtt_login = self.mqtt_username and self.mqtt_password.get_secret_value()
+        if self.environment == "production" and self.mqtt_host and not mqtt_login:
+            problems.append("STARFISH_MQTT_USERNAME and STARFISH_MQTT_PASSWORD must be set when MQTT is")
         if problems:
             raise ValueError(f"refusing to start in {self.environment}: " + "; ".join(problems))
         return self

@@ -28,8 +28,11 @@ from cloud.refunds.models import Refund, RefundItem, RefundStatus, Revocation
 from cloud.settings import Settings
 from cloud.sites.models import Site
 from cloud.sites.service import get_site
+from cloud.sync.feed import append_changes
 from cloud.tickets.models import Ticket, TicketState
 from cloud.tickets.service import local_midnight
+from models import TicketStatus
+from models.sync import StatusChange
 
 REVOKED_REFUNDED = "refunded"
 
@@ -158,6 +161,13 @@ def refund(
     session.add_all(
         Revocation(site_id=order.site_id, ticket_id=t.id, reason=REVOKED_REFUNDED, created_at=now)
         for t in sorted(tickets.values(), key=lambda t: t.id)
+    )
+    # Sync hook: the revocations go onto the site's feed in this same transaction.
+    append_changes(
+        session,
+        order.site_id,
+        [StatusChange(ticket_id=str(t), status=TicketStatus.REVOKED, reason=REVOKED_REFUNDED) for t in sorted(tickets)],
+        now=now,
     )
     for (product_id, day), n in Counter((t.product_id, t.visit_date) for t in tickets.values()).items():
         products.release(session, products.get_product(session, product_id), day, n)

@@ -18,10 +18,12 @@ from cloud.products.models import Product
 from cloud.products.service import get_product
 from cloud.settings import Settings
 from cloud.sites.service import get_site
+from cloud.sync.feed import append_changes
 from cloud.tickets.models import Ticket, TicketState
 from cloud.tickets.render import PaperTicket
 from models import ProductKind
 from models.credential import issue
+from models.sync import TicketUpsert
 
 PUNCH_VALID_DAYS = 365
 
@@ -84,6 +86,8 @@ def issue_for_order(session: Session, settings: Settings, order: Order, *, now: 
             ticket.token = _sign(settings, ticket)
         session.flush()
         record(session, "system", "tickets.issue", "order", order.id, {"ticket_ids": [t.id for t in fresh]})
+        # Sync hook: the new tickets go onto the site's feed in this same transaction.
+        append_changes(session, order.site_id, [TicketUpsert(ticket=wire_ticket(t)) for t in fresh], now=now)
     return sorted(existing + fresh, key=lambda t: t.id)
 
 

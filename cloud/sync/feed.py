@@ -1,0 +1,134 @@
+"""Each site's change feed: appended in the caller's transaction, published by `cloud.sync.mqtt` after commit.
+
+Sequence numbers are handed out under a per-site lock (the site's `site_feed_heads` row, taken by an
+upsert that returns the new head), so they count 1, 2, 3 ... without gaps, and one site's changes
+commit in sequence order: a publisher that sees seq n committed has seen every seq below it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence, Set
+from datetime import datetime
+from typing import Any
+
+from pydantic import TypeAdapter
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from cloud.db import utcnow
+from cloud.settings import Settings
+from cloud.sites.models import Site
+from cloud.sync.models import FeedChange, SiteFeedHead
+from models.credential import public_key_b64
+from models.sync import Change, KeySet
+
+# Set on a session that appended changes, so an after-commit hook knows to wake the publisher.
+APPENDED = "starfish.feed_appended"
+
+_change = TypeAdapter[Change](Change)
+
+
+def append_change(session: Session, site_id: int, change: Change, *, now: datetime | None = None) -> FeedChange:
+    """Append one change to the site's feed. The caller commits."""
+    return append_changes(session, site_id, [change], now=now)[0]
+
+
+def append_changes(
+    session: Session, site_id: int, changes: Sequence[Change], *, now: datetime | None = None
+) -> list[FeedChange]:
+    """Append changes to the site's feed in this order, taking as many sequence numbers. The caller commits."""
+    if not changes:
+        return []
+    head = _advance_head(session, site_id, len(changes))
+    at = now or utcnow()
+    rows = [
+        FeedChange(site_id=site_id, seq=seq, kind=change.kind, body=change.model_dump(mode="json"), created_at=at)
+        for seq, change in zip(range(head - len(changes) + 1, head + 1), changes, strict=True)
+    ]
+    session.add_all(rows)
+    session.info[APPENDED] = True
+    return rows
+
+
+def head_seq(session: Session, site_id: int) -> int:
+    """The last sequence number of the site's feed (0 when it has none)."""
+    return session.scalar(select(SiteFeedHead.seq).where(SiteFeedHead.site_id == site_id)) or 0
+
+
+def _advance_head(session: Session, site_id: int, by: int) -> int:
+    # INSERT .. ON CONFLICT DO UPDATE .. RETURNING: one round trip that locks the head row until commit
+    # (PostgreSQL); SQLite transactions here begin IMMEDIATE, so writers take turns anyway.
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    stmt = (
+        insert(SiteFeedHead)
+        .values(site_id=site_id, seq=by)
+        .on_conflict_do_update(index_elements=[SiteFeedHead.site_id], set_={"seq": SiteFeedHead.seq + by})
+        .returning(SiteFeedHead.seq)
+    )
+    return int(session.execute(stmt).scalar_one())
+
+
+def trusted_keys(settings: Settings) -> dict[int, str]:
+    """The public keys gates should trust: the signing key's, plus older ones kept for rotation."""
+    keys = dict(settings.sync_previous_public_keys)
+    keys[settings.signing_key_id] = public_key_b64(settings.signing_key.public_key())
+    return keys
+
+
+def ensure_key_sets(session: Session, keys: Mapping[int, str], *, now: datetime | None = None) -> list[int]:
+    """Append a KeySet to every site whose feed's last one differs from `keys`, and commit; returns those sites."""
+    changed = []
+    for site_id in session.scalars(select(Site.id).order_by(Site.id)):
+        _advance_head(session, site_id, 0)  # take the site's lock before looking, so two starts add one KeySet
+        last = session.scalar(
+            select(FeedChange.body)
+            .where(FeedChange.site_id == site_id, FeedChange.kind == "keys")
+            .order_by(FeedChange.seq.desc())
+            .limit(1)
+        )
+        if last is None or _keys_of(last) != dict(keys):
+            append_change(session, site_id, KeySet(keys=dict(keys)), now=now)
+            changed.append(site_id)
+    session.commit()
+    return changed
+
+
+def _keys_of(body: dict[str, Any]) -> dict[int, str]:
+    change = _change.validate_python(body)
+    return change.keys if isinstance(change, KeySet) else {}
+
+
+def unpublished(
+    session: Session, *, limit: int, skip: Set[int] = frozenset()
+) -> list[tuple[int, str, int, datetime, dict[str, Any]]]:
+    """Committed changes the broker has not acknowledged, but those in `skip` (in flight), in order:
+    (id, site code, seq, created_at, body)."""
+    oldest = session.scalars(
+        select(FeedChange.id)
+        .where(FeedChange.published_at.is_(None))
+        .order_by(FeedChange.site_id, FeedChange.seq)
+        .limit(limit + len(skip))
+    )
+    ids = [i for i in oldest if i not in skip][:limit]
+    if not ids:
+        return []
+    rows = session.execute(
+        select(FeedChange.id, Site.code, FeedChange.seq, FeedChange.created_at, FeedChange.body)
+        .join(Site, Site.id == FeedChange.site_id)
+        .where(FeedChange.id.in_(ids))
+        .order_by(FeedChange.site_id, FeedChange.seq)
+    )
+    return [(i, code, seq, at, body) for i, code, seq, at, body in rows]
+
+
+def mark_published(session: Session, change_ids: Sequence[int], *, now: datetime | None = None) -> None:
+    """Record that the broker acknowledged these changes, and commit."""
+    at = now or utcnow()
+    for i in range(0, len(change_ids), 500):
+        session.execute(
+            update(FeedChange)
+            .where(FeedChange.id.in_(change_ids[i : i + 500]), FeedChange.published_at.is_(None))
+            .values(published_at=at)
+        )
+    session.commit()

@@ -1,0 +1,74 @@
+"""Tables of sync: each site's ordered change feed, the passages gates report, and their last status."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, UniqueConstraint, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cloud.db import Base, UtcDateTime, utcnow
+
+
+class SiteFeedHead(Base):
+    """The last sequence number a site's feed gave out; its row is the per-site lock appends take turns on."""
+
+    __tablename__ = "site_feed_heads"
+
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+
+
+class FeedChange(Base):
+    """One change of a site's feed; `seq` counts 1, 2, 3 ... per site without gaps."""
+
+    __tablename__ = "feed_changes"
+    __table_args__ = (UniqueConstraint("site_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)  # the FeedMessage.change, as JSON
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Set once the broker acknowledged the publication (PUBACK); NULL rows are the publisher's work.
+    published_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+
+
+class GatePassage(Base):
+    """A passage event as the gate made it, stored once by its gate-made `event_id`."""
+
+    __tablename__ = "gate_passages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    gate_id: Mapped[int] = mapped_column(ForeignKey("gates.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)  # the original scan time at the gate
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    direction: Mapped[str] = mapped_column(String(3))
+    outcome: Mapped[str] = mapped_column(String(5))
+    code: Mapped[str] = mapped_column(String(32))
+    ticket_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    passed: Mapped[bool] = mapped_column(Boolean)
+    counted: Mapped[bool] = mapped_column(Boolean)
+    credential: Mapped[str] = mapped_column(String(8))
+    # Why this passage should not have happened, found when it arrived ("over_use": more counted entries
+    # than the ticket allows, e.g. one single-use ticket admitted offline at two gates; "after_revocation").
+    conflict: Mapped[str | None] = mapped_column(String(20), index=True)
+
+
+class GateStatusRecord(Base):
+    """The last status a gate reported (retained on the broker, Last Will `offline`)."""
+
+    __tablename__ = "gate_status"
+
+    gate_id: Mapped[int] = mapped_column(ForeignKey("gates.id"), primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    state: Mapped[str] = mapped_column(String(8))
+    feed_seq: Mapped[int] = mapped_column(Integer, default=0)
+    outbox_depth: Mapped[int] = mapped_column(Integer, default=0)
+    reported_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # the gate's own clock
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)  # the cloud's: last seen

@@ -1,0 +1,346 @@
+"""The cloud's one MQTT connection: publishes each site's feed, consumes gates' passage events and status.
+
+Threads, not asyncio: paho runs its own network thread, and the database calls block anyway.
+
+- Publisher: wakes right after a commit that appended feed changes (an after-commit hook on the
+  sessionmaker) and every `poll_s` (changes committed by other processes), publishes the unpublished
+  changes QoS 1 in sequence order, and sets `published_at` when the broker's PUBACK came back.
+- Consumer: a persistent session (fixed client id, clean session off) subscribed QoS 1 with manual
+  acknowledgement. A batch of messages is stored and committed first; only then are the broker's
+  messages acknowledged and the EventAcks published (convention 9). Until the commit succeeds nothing
+  is acknowledged, so a crash means redelivery, and redelivery means a duplicate event id: a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import ValidationError
+from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from cloud.settings import Settings
+from cloud.sync import feed, service
+from models.sync import EventAck, FeedMessage
+from sync import topics
+
+log = logging.getLogger("starfish.cloud.sync")
+
+EVENTS = f"{topics.ROOT}/+/gate/+/events"
+STATUS = f"{topics.ROOT}/+/gate/+/status"
+ACK_CHUNK = 500  # event ids per EventAck message
+
+Store = Callable[[Session, Sequence[service.Inbound]], service.Stored]
+
+
+@dataclass(frozen=True, slots=True)
+class _Received:
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    connection: int  # which connection it came on: a message id means nothing on the next one
+
+
+class CloudSync:
+    """Feed publisher and event consumer over one MQTT connection; `start()`, then `stop()`."""
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        *,
+        host: str,
+        port: int = 1883,
+        client_id: str = "starfish-cloud",
+        username: str | None = None,
+        password: str | None = None,
+        tls_ca_file: str | None = None,
+        poll_s: float = 1.0,
+        keepalive: int = 30,
+        batch: int = 500,
+        max_in_flight: int = 1000,
+        republish_after_s: float = 30.0,
+        store: Store = service.store,
+    ) -> None:
+        self._factory = factory
+        self._host, self._port, self._keepalive = host, port, keepalive
+        self._poll_s = poll_s
+        self._batch = batch
+        self._max_in_flight = max_in_flight
+        self._republish_after_s = republish_after_s
+        self._store = store
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()  # connected, and the broker confirmed the subscriptions
+        self._connection = 0
+        self._connected_at = 0.0
+        self._inbox: queue.Queue[_Received] = queue.Queue()
+        self._acked: queue.SimpleQueue[int] = queue.SimpleQueue()
+        # Publisher thread only: broker message id -> (feed change id, when sent); changes to mark published.
+        self._in_flight: dict[int, tuple[int, float]] = {}
+        self._to_mark: list[int] = []
+        self._threads: list[threading.Thread] = []
+        self._attached: list[sessionmaker[Session]] = []
+
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, manual_ack=True)
+        if username:
+            client.username_pw_set(username, password)
+        if tls_ca_file:
+            client.tls_set(ca_certs=tls_ca_file)
+        client.suppress_exceptions = True  # a bug in a callback is logged; it must not end the network loop
+        client.enable_logger(logging.getLogger("starfish.cloud.sync.paho"))
+        client.reconnect_delay_set(1, 10)
+        client.max_inflight_messages_set(100)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
+        self._client = client
+
+    @classmethod
+    def from_settings(cls, factory: sessionmaker[Session], settings: Settings) -> CloudSync:
+        assert settings.mqtt_host is not None
+        return cls(
+            factory,
+            host=settings.mqtt_host,
+            port=settings.mqtt_port,
+            client_id=settings.mqtt_client_id,
+            username=settings.mqtt_username,
+            password=settings.mqtt_password.get_secret_value() or None,
+            tls_ca_file=settings.mqtt_tls_ca_file,
+            poll_s=settings.sync_poll_seconds,
+        )
+
+    # --- life cycle -----------------------------------------------------------------------------
+
+    def start(self) -> CloudSync:
+        """Connect (retrying in the background while the broker is away) and start both loops."""
+        self.attach(self._factory)
+        self._client.connect_async(self._host, self._port, self._keepalive)
+        self._client.loop_start()
+        for target, name in ((self._publish_loop, "sync-publisher"), (self._consume_loop, "sync-consumer")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop both loops and disconnect; messages not yet committed stay unacknowledged at the broker."""
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+        for factory in self._attached:
+            event.remove(factory, "after_commit", self._after_commit)
+        self._attached.clear()
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def attach(self, factory: sessionmaker[Session]) -> None:
+        """Wake the publisher whenever a session of `factory` commits feed changes."""
+        if factory not in self._attached:
+            event.listen(factory, "after_commit", self._after_commit)
+            self._attached.append(factory)
+
+    def wake(self) -> None:
+        """Look for unpublished changes now."""
+        self._wake.set()
+
+    def _after_commit(self, session: Session) -> None:
+        if session.info.pop(feed.APPENDED, False):
+            self._wake.set()
+
+    # --- paho callbacks (paho's network thread: quick, never blocking on our locks) ----------------
+
+    def _on_connect(
+        self, client: mqtt.Client, _u: Any, flags: mqtt.ConnectFlags, reason: ReasonCode, _p: Properties | None
+    ) -> None:
+        if reason.is_failure:
+            log.error("cloud broker %s:%s refused the connection: %s", self._host, self._port, reason)
+            return
+        self._connection += 1
+        self._connected_at = time.monotonic()
+        client.subscribe([(EVENTS, 1), (STATUS, 1)])
+        log.info("connected to %s:%s (session present: %s)", self._host, self._port, flags.session_present)
+        self.connected.set()
+        self._wake.set()
+
+    def _on_subscribe(
+        self, _c: mqtt.Client, _u: Any, _mid: int, reasons: list[ReasonCode], _p: Properties | None
+    ) -> None:
+        if any(r.is_failure for r in reasons):
+            log.error("the cloud broker refused a subscription: %s", reasons)
+        else:
+            self.subscribed.set()
+
+    def _on_disconnect(
+        self, _c: mqtt.Client, _u: Any, _f: mqtt.DisconnectFlags, reason: ReasonCode, _p: Properties | None
+    ) -> None:
+        self.connected.clear()
+        self.subscribed.clear()
+        if not self._stop.is_set():
+            log.warning("disconnected from %s:%s (%s); reconnecting", self._host, self._port, reason)
+
+    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            log.warning("dropped a message whose topic is not UTF-8")
+            client.ack(msg.mid, msg.qos)
+            return
+        self._inbox.put(_Received(msg.mid, msg.qos, topic, bytes(msg.payload), self._connection))
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _r: ReasonCode, _p: Properties | None) -> None:
+        self._acked.put(mid)
+        self._wake.set()
+
+    # --- publisher --------------------------------------------------------------------------------
+
+    def _publish_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._poll_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self._publish_round()
+            except Exception:
+                log.exception("feed publisher failed; retrying")
+                self._stop.wait(1.0)
+
+    def _publish_round(self) -> None:
+        while True:
+            try:
+                mid = self._acked.get_nowait()
+            except queue.Empty:
+                break
+            sent = self._in_flight.pop(mid, None)
+            if sent is not None:
+                self._to_mark.append(sent[0])
+        if self._to_mark:
+            with self._factory() as session:
+                feed.mark_published(session, self._to_mark)
+            self._to_mark = []
+        if not self._client.is_connected():
+            return
+        now = time.monotonic()
+        for mid, (_, sent_at) in list(self._in_flight.items()):
+            if now - max(sent_at, self._connected_at) > self._republish_after_s:
+                del self._in_flight[mid]  # no PUBACK while connected: publish it again (gates skip repeats)
+        if len(self._in_flight) >= self._max_in_flight:
+            return
+        in_flight = {change_id for change_id, _ in self._in_flight.values()}
+        with self._factory() as session:
+            rows = feed.unpublished(session, limit=self._max_in_flight - len(self._in_flight), skip=in_flight)
+        for change_id, site, seq, at, body in rows:
+            payload = _feed_message(site, seq, at, body)
+            if payload is None:
+                self._to_mark.append(change_id)  # unpublishable: gates see a gap and fetch a snapshot
+                continue
+            info = self._client.publish(topics.feed(site), payload, qos=1)
+            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+                break
+            # Also when not connected (MQTT_ERR_NO_CONN): paho keeps the message and sends it on reconnect.
+            self._in_flight[info.mid] = (change_id, now)
+
+    # --- consumer ---------------------------------------------------------------------------------
+
+    def _consume_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                batch = [self._inbox.get(timeout=0.2)]
+            except queue.Empty:
+                continue
+            while len(batch) < self._batch:
+                try:
+                    batch.append(self._inbox.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._consume(batch)
+            except Exception:
+                # Not acknowledged: the broker delivers these again after the next reconnect.
+                log.exception("consumer failed on %d message(s); they stay unacknowledged", len(batch))
+
+    def _consume(self, batch: list[_Received]) -> None:
+        items = [item for item in map(_parse, batch) if item is not None]
+        stored = self._store_until_done(items)
+        if stored is None:
+            return  # stopping before the database came back: nothing acknowledged
+        connection = self._connection
+        for r in batch:
+            if r.qos > 0 and r.connection == connection:
+                self._client.ack(r.mid, r.qos)
+        for (site, gate), ids in stored.acks.items():
+            for i in range(0, len(ids), ACK_CHUNK):
+                ack = EventAck(event_ids=ids[i : i + ACK_CHUNK])
+                self._client.publish(topics.acks(site, gate), ack.model_dump_json(), qos=1)
+
+    def _store_until_done(self, items: list[service.Inbound]) -> service.Stored | None:
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                return self._store_isolating(items)
+            except OperationalError as exc:
+                log.warning("database unavailable (%s); retrying in %.1f s, nothing acknowledged", exc.orig, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+        return None
+
+    def _store_isolating(self, items: list[service.Inbound]) -> service.Stored:
+        """Store the batch; if it fails for another reason than the database, store its messages one by one."""
+        try:
+            with self._factory() as session:
+                return self._store(session, items)
+        except OperationalError:
+            raise
+        except Exception:
+            if len(items) <= 1:
+                log.exception("dropped a message that cannot be stored: %r", items)
+                return service.Stored()
+        merged = service.Stored()
+        for item in items:
+            one = self._store_isolating([item])
+            for key, ids in one.acks.items():
+                merged.acks[key].extend(ids)
+        return merged
+
+
+def _parse(r: _Received) -> service.Inbound | None:
+    try:
+        return service.parse(r.topic, r.payload)
+    except Exception:
+        log.exception("dropped a message on %s that could not be parsed", r.topic)
+        return None
+
+
+def _feed_message(site: str, seq: int, at: datetime, body: dict[str, Any]) -> str | None:
+    try:
+        return FeedMessage.model_validate({"site": site, "seq": seq, "at": at, "change": body}).model_dump_json()
+    except ValidationError:
+        log.exception("feed change %s/%d is not a valid change; skipped", site, seq)
+        return None
+
+
+def start(factory: sessionmaker[Session], settings: Settings) -> CloudSync | None:
+    """At start-up: put the current public keys on every site's feed, then start MQTT if a broker is set."""
+    with factory() as session:
+        feed.ensure_key_sets(session, feed.trusted_keys(settings))
+    if not settings.mqtt_host:
+        return None
+    return CloudSync.from_settings(factory, settings).start()

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
+from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from sqlalchemy import select
+
+from cloud.deps import IdPath, Principal, Role, SessionDep, SettingsDep, require
+from cloud.errors import Unauthorized
+from cloud.sites.models import Gate, Site
+from cloud.sites.schemas import CODE
+from cloud.sites.service import verify_gate
+from cloud.sync import service, snapshot
+from cloud.sync.feed import trusted_keys
+from cloud.sync.schemas import SiteSyncOut
+
+router = APIRouter(tags=["sync"])
+GateWatchers = Annotated[Principal, Depends(require(Role.ADMIN, Role.GATE_TECH))]
+_basic = HTTPBasic(auto_error=False, realm="starfish-sync", description="A gate's own username and secret")
+
+
+def authenticated_gate(
+    session: SessionDep, credentials: Annotated[HTTPBasicCredentials | None, Depends(_basic)]
+) -> Gate:
+    """The gate whose HTTP Basic credentials came with the request (routes only gates may call)."""
+    gate = verify_gate(session, credentials.username, credentials.password) if credentials is not None else None
+    if gate is None:
+        raise _refused()
+    return gate
+
+
+CurrentGate = Annotated[Gate, Depends(authenticated_gate)]
+
+
+def _refused() -> Unauthorized:
+    return Unauthorized("gate_not_authenticated", "Gate credentials are wrong", "闸机凭据错误")
+
+
+@router.get("/sites/{site_id}/gates/status")
+def gates_status(site_id: IdPath, session: SessionDep, _: GateWatchers) -> SiteSyncOut:
+    """Each gate's online state, applied feed sequence and outbox depth, as it last reported them."""
+    return service.site_sync_status(session, site_id)
+
+
+@router.get(
+    "/sync/sites/{site_code}/snapshot",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}}},
+)
+def site_snapshot(
+    site_code: Annotated[str, Path(pattern=CODE)], session: SessionDep, settings: SettingsDep, gate: CurrentGate
+) -> StreamingResponse:
+    """The site's tickets for one of its gates: a SnapshotHeader line, Ticket lines, SnapshotStatus lines."""
+    site = session.scalar(select(Site).where(Site.code == site_code))
+    if site is None or site.id != gate.site_id:
+        raise _refused()  # the same answer for another site's gate and for no such site
+    snap = snapshot.build(session, site.id, site.code, trusted_keys(settings))
+    return StreamingResponse(
+        snap.lines(), media_type="application/x-ndjson", headers={"X-Starfish-Feed-Seq": str(snap.header.seq)}
+    )

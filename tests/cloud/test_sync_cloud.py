@@ -1,0 +1,770 @@
+"""The cloud side of sync against a real Mosquitto: the feed going down, passages and status coming up, snapshots.
+
+Every test that needs a broker starts its own (minimal config, anonymous, persistence on) on a free
+loopback port; the ACL'd production config is `sync/mosquitto.py`'s business.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import queue
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from cloud.app import create_app
+from cloud.db import utcnow
+from cloud.deps import Role
+from cloud.settings import Settings
+from cloud.sync import service, snapshot
+from cloud.sync.feed import trusted_keys
+from cloud.sync.models import FeedChange, GatePassage
+from cloud.sync.mqtt import CloudSync
+from cloud.tickets.models import Ticket
+from cloud.tickets.service import wire_ticket
+from models import Direction, Outcome, PassageEvent, TicketStatus
+from models import Ticket as WireTicket
+from models.credential import public_key_b64
+from models.sync import (
+    EventAck,
+    FeedMessage,
+    GateStatus,
+    KeySet,
+    SnapshotHeader,
+    SnapshotStatus,
+    TicketUpsert,
+    ticket_set_checksum,
+)
+from sync import topics
+from tests.cloud.conftest import Api, make_product, next_weekday
+from tests.cloud.paid_orders import pay, sell, sell_paid
+
+T = TypeVar("T")
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+SITE = "nanshan"  # the conftest site's code
+
+
+# --- a broker, MQTT peers, waiting ------------------------------------------------------------------
+
+
+class Broker:
+    """A Mosquitto of our own on a free loopback port; `stop()` and `start()` it again on the same port."""
+
+    def __init__(self, data: Path) -> None:
+        self.port = _free_port()
+        self.data = data
+        self.conf = data / "mosquitto.conf"
+        self.conf.write_text(
+            f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"  # as root, stay root: the data dir is ours
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {data}/\n"
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with (self.data / "mosquitto.log").open("ab") as log:
+            self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
+        eventually(lambda: _accepts(self.port), what=f"mosquitto listening on {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()  # SIGTERM: it saves its persistence file on the way out
+            self.process.wait(10)
+            self.process = None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    if not os.path.exists(MOSQUITTO):
+        pytest.skip("mosquitto is not installed")
+    (tmp_path / "mosquitto").mkdir()
+    broker = Broker(tmp_path / "mosquitto")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def eventually(check: Callable[[], T], *, what: str = "condition", timeout: float = 15.0) -> T:
+    """Poll `check` until it returns something truthy (a deadline, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class Peer:
+    """A plain MQTT client standing in for a gate or a listener."""
+
+    def __init__(self, broker: Broker, *subscriptions: str, persistent: bool = False) -> None:
+        self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        subscribed = threading.Event()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"peer-{uuid.uuid4().hex[:10]}", clean_session=not persistent
+        )
+        self.client.reconnect_delay_set(1, 2)
+        self.client.on_message = lambda _c, _u, msg: self.messages.put(msg)
+        self.client.on_subscribe = lambda *_: subscribed.set()
+        self.client.connect("127.0.0.1", broker.port)
+        self.client.loop_start()
+        if subscriptions:
+            self.client.subscribe([(t, 1) for t in subscriptions])
+            assert subscribed.wait(10)
+
+    def publish(self, topic: str, payload: str | bytes, *, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
+
+    def next(self, timeout: float = 15.0) -> mqtt.MQTTMessage:
+        return self.messages.get(timeout=timeout)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def peers(broker: Broker) -> Iterator[Callable[..., Peer]]:
+    made: list[Peer] = []
+
+    def make(*subscriptions: str, persistent: bool = False) -> Peer:
+        made.append(Peer(broker, *subscriptions, persistent=persistent))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.close()
+
+
+# --- the cloud, with sync on ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def poll_s() -> float:
+    """The publisher's polling interval: long, so what arrives sooner was woken by the commit itself."""
+    return 60.0
+
+
+@pytest.fixture
+def app(settings: Settings, broker: Broker, poll_s: float) -> FastAPI:
+    """Overrides conftest's app: the same cloud, with its MQTT loop on the test's broker."""
+    update = {"mqtt_host": "127.0.0.1", "mqtt_port": broker.port, "sync_poll_seconds": poll_s}
+    return create_app(settings.model_copy(update=update), expiry_every_s=0)
+
+
+@pytest.fixture
+def sync(app: FastAPI, client: TestClient) -> CloudSync:
+    cloud: CloudSync = app.state.sync
+    assert cloud.subscribed.wait(10), "the cloud never subscribed"
+    return cloud
+
+
+def add_gate(api: Api, site_id: int, code: str) -> dict[str, Any]:
+    r = api.as_(Role.ADMIN).post(f"/api/v1/sites/{site_id}/gates", json={"code": code, "name": code.upper()})
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def ticket_ids(api: Api, order_id: int) -> list[int]:
+    return [t["id"] for t in api.as_(Role.ADMIN).get(f"/api/v1/orders/{order_id}/tickets").json()]
+
+
+def passage(ticket_id: int | str, gate: str = "g1", *, minutes_ago: float = 0, site: str = SITE) -> PassageEvent:
+    return PassageEvent(
+        gate_id=gate,
+        site_id=site,
+        at=utcnow() - timedelta(minutes=minutes_ago),
+        direction=Direction.IN,
+        outcome=Outcome.ADMIT,
+        code="ok",
+        ticket_id=str(ticket_id),
+        passed=True,
+        counted=True,
+        credential="signed",
+    )
+
+
+def feed_messages(peer: Peer, n: int) -> list[FeedMessage]:
+    return [FeedMessage.model_validate_json(peer.next().payload) for _ in range(n)]
+
+
+def applied(listener: Peer, *, after: int, through: int) -> list[int]:
+    """The sequence numbers a gate would apply, in arrival order: repeats skipped, gaps kept."""
+    got: list[int] = []
+    while after < through:
+        seq = FeedMessage.model_validate_json(listener.next().payload).seq
+        if seq > after:
+            got.append(seq)
+            after = seq
+    return got
+
+
+def ticket_of(message: FeedMessage) -> WireTicket:
+    assert isinstance(message.change, TicketUpsert)
+    return message.change.ticket
+
+
+def keys_of(message: FeedMessage) -> dict[int, str]:
+    assert isinstance(message.change, KeySet)
+    return message.change.keys
+
+
+def acked_ids(peer: Peer, until: set[uuid.UUID]) -> set[uuid.UUID]:
+    """EventAcks received until every id of `until` was confirmed."""
+    seen: set[uuid.UUID] = set()
+    while not until <= seen:
+        seen.update(EventAck.model_validate_json(peer.next().payload).event_ids)
+    return seen
+
+
+def passages(session: Session) -> list[GatePassage]:
+    return list(session.scalars(select(GatePassage).order_by(GatePassage.at)))
+
+
+# --- the feed, down ---------------------------------------------------------------------------------
+
+
+def test_sold_tickets_reach_the_site_feed_in_sequence_and_are_marked_published(
+    app: FastAPI, api: Api, sync: CloudSync, site: dict[str, Any], day_product: dict[str, Any], peers: Any
+) -> None:
+    listener = peers(topics.feed(SITE))
+    orders = [sell_paid(app, api, site["id"], day_product["id"], next_weekday()) for _ in range(3)]
+
+    got = feed_messages(listener, 3)
+    assert [m.seq for m in got] == [1, 2, 3]
+    assert {m.site for m in got} == {SITE}
+    assert [m.change.kind for m in got] == ["ticket"] * 3
+    sold = [ticket_ids(api, o["id"])[0] for o in orders]
+    with app.state.sessionmaker() as session:
+        assert [ticket_of(m) for m in got] == [wire_ticket(session.get(Ticket, t)) for t in sold]
+
+    def all_published() -> bool:
+        with app.state.sessionmaker() as session:
+            return session.scalar(select(func.count()).where(FeedChange.published_at.is_(None))) == 0
+
+    eventually(all_published, what="published_at set after the PUBACKs")
+
+
+def test_a_refund_puts_a_revocation_on_the_feed(
+    app: FastAPI, api: Api, sync: CloudSync, site: dict[str, Any], day_product: dict[str, Any], peers: Any
+) -> None:
+    listener = peers(topics.feed(SITE))
+    order = sell_paid(app, api, site["id"], day_product["id"], next_weekday(), quantity=2)
+    first, _ = ticket_ids(api, order["id"])
+    r = api.as_(Role.CASHIER).post(f"/api/v1/orders/{order['id']}/refunds", json={"ticket_ids": [first]})
+    assert r.status_code == 201, r.text
+
+    got = feed_messages(listener, 3)
+    assert [(m.seq, m.change.kind) for m in got] == [(1, "ticket"), (2, "ticket"), (3, "status")]
+    assert got[2].change.model_dump() == {
+        "schema_version": 1,
+        "kind": "status",
+        "ticket_id": str(first),
+        "status": TicketStatus.REVOKED,
+        "reason": "refunded",
+    }
+
+
+def test_feed_sequence_stays_gapless_and_in_order_under_concurrent_sales(
+    app: FastAPI, api: Api, sync: CloudSync, site: dict[str, Any], day_product: dict[str, Any], peers: Any
+) -> None:
+    listener = peers(topics.feed(SITE))
+    orders = [sell(api, site["id"], day_product["id"], next_weekday(), quantity=2) for _ in range(24)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda o: pay(app, o["id"]), orders))
+
+    with app.state.sessionmaker() as session:
+        seqs = list(session.scalars(select(FeedChange.seq).where(FeedChange.site_id == site["id"])))
+        upserted = {c["ticket"]["ticket_id"] for c in session.scalars(select(FeedChange.body))}
+        sold = set(session.scalars(select(Ticket.id)))
+    assert sorted(seqs) == list(range(1, 49))
+    assert upserted == {str(t) for t in sold}
+    assert [m.seq for m in feed_messages(listener, 48)] == list(range(1, 49))
+
+
+@pytest.mark.parametrize("poll_s", [0.2])
+def test_startup_puts_the_public_keys_on_each_feed_once_and_again_when_they_change(
+    app: FastAPI, api: Api, sync: CloudSync, settings: Settings, site: dict[str, Any], peers: Any
+) -> None:
+    listener = peers(topics.feed(SITE))
+    key = public_key_b64(settings.signing_key.public_key())
+    retired = public_key_b64(Ed25519PrivateKey.generate().public_key())
+
+    # Another process of the cloud starts twice, then once with a retired key kept: its commits reach
+    # this one's publisher by polling (no after-commit hook across processes).
+    for other in (settings, settings, settings.model_copy(update={"sync_previous_public_keys": {7: retired}})):
+        with TestClient(create_app(other, expiry_every_s=0)):
+            pass
+
+    got = feed_messages(listener, 2)
+    assert [(m.seq, m.change.kind) for m in got] == [(1, "keys"), (2, "keys")]
+    assert [keys_of(m) for m in got] == [{settings.signing_key_id: key}, {settings.signing_key_id: key, 7: retired}]
+    with app.state.sessionmaker() as session:
+        assert session.scalar(select(func.count()).select_from(FeedChange)) == 2
+
+
+def test_changes_committed_while_the_broker_is_down_are_published_when_it_is_back(
+    app: FastAPI,
+    api: Api,
+    sync: CloudSync,
+    broker: Broker,
+    site: dict[str, Any],
+    day_product: dict[str, Any],
+    peers: Any,
+) -> None:
+    listener = peers(topics.feed(SITE), persistent=True)  # a gate: its session outlives the restart
+    sell_paid(app, api, site["id"], day_product["id"], next_weekday())
+    assert [m.seq for m in feed_messages(listener, 1)] == [1]
+
+    broker.stop()
+    eventually(lambda: not sync.connected.is_set(), what="the cloud noticing")
+    sell_paid(app, api, site["id"], day_product["id"], next_weekday(), quantity=2)
+    broker.start()
+
+    # QoS 1 is at least once: seq 1 may come again if the broker stopped before it saw the PUBACK.
+    assert applied(listener, after=1, through=3) == [2, 3]
+
+    def all_published() -> bool:
+        with app.state.sessionmaker() as session:
+            return session.scalar(select(func.count()).where(FeedChange.published_at.is_(None))) == 0
+
+    eventually(all_published, what="published_at set after the restart")
+
+
+# --- passage events, up -----------------------------------------------------------------------------
+
+
+def test_an_event_delivered_twice_is_stored_once_and_acknowledged_after_its_commit(
+    app: FastAPI, api: Api, sync: CloudSync, site: dict[str, Any], day_product: dict[str, Any], peers: Any
+) -> None:
+    add_gate(api, site["id"], "g1")
+    order = sell_paid(app, api, site["id"], day_product["id"], next_weekday())
+    (ticket,) = ticket_ids(api, order["id"])
+    gate = peers(topics.acks(SITE, "g1"))
+    event = passage(ticket, minutes_ago=90)  # arrives late: it keeps its scan time
+
+    gate.publish(topics.events(SITE, "g1"), event.model_dump_json())
+    ack = EventAck.model_validate_json(gate.next().payload)
+    with app.state.sessionmaker() as session:  # the ack came after the commit: the event is there
+        assert ack.event_ids == [event.event_id]
+        assert [p.event_id for p in passages(session)] == [event.event_id]
+    gate.publish(topics.events(SITE, "g1"), event.model_dump_json())  # the gate did not hear the ack
+    assert EventAck.model_validate_json(gate.next().payload).event_ids == [event.event_id]
+
+    with app.state.sessionmaker() as session:
+        (stored,) = passages(session)
+        assert (stored.at, stored.code, stored.passed, stored.conflict) == (event.at, "ok", True, None)
+        assert stored.received_at - stored.at > timedelta(minutes=89)
+        t = session.get(Ticket, ticket)
+        assert t is not None
+        assert (t.entries_used, t.first_entry_at) == (1, event.at)
+    r = api.as_(Role.CASHIER).post(f"/api/v1/orders/{order['id']}/refunds", json={"ticket_ids": [ticket]})
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "ticket_used")
+
+
+def test_a_single_use_ticket_admitted_offline_at_two_gates_is_stored_twice_and_the_second_flagged(
+    app: FastAPI, api: Api, sync: CloudSync, site: dict[str, Any], peers: Any
+) -> None:
+    single = make_product(api, site["id"], code="single", name="单次票", entries=1)
+    for code in ("g1", "g2"):
+        add_gate(api, site["id"], code)
+    (ticket,) = ticket_ids(api, sell_paid(app, api, site["id"], single["id"], next_weekday())["id"])
+    acks = peers(f"sf/{SITE}/gate/+/acks")
+    at_a, at_b = passage(ticket, "g1", minutes_ago=5), passage(ticket, "g2", minutes_ago=4)
+
+    # The later passage arrives first (gate B's link came back first): the later scan is still the conflict.
+    peers().publish(topics.events(SITE, "g2"), at_b.model_dump_json())
+    peers().publish(topics.events(SITE, "g1"), at_a.model_dump_json())
+    acked_ids(acks, {at_a.event_id, at_b.event_id})
+
+    with app.state.sessionmaker() as session:
+        flagged = {p.event_id: p.conflict for p in passages(session)}
+        t = session.get(Ticket, ticket)
+        assert t is not None
+        counts = (t.entries_used, t.status, t.first_entry_at)
+    assert flagged == {at_a.event_id: None, at_b.event_id: "over_use"} or flagged == {
+        at_b.event_id: None,
+        at_a.event_id: "over_use",
+    }
+    assert counts == (2, "used", at_a.at)
+
+
+def test_two_gates_in_one_batch_flag_the_later_scan(app: FastAPI, api: Api, site: dict[str, Any]) -> None:
+    single = make_product(api, site["id"], code="single", name="单次票", entries=1)
+    for code in ("g1", "g2"):
+        add_gate(api, site["id"], code)
+    (ticket,) = ticket_ids(api, sell_paid(app, api, site["id"], single["id"], next_weekday())["id"])
+    later, earlier = passage(ticket, "g2", minutes_ago=1), passage(ticket, "g1", minutes_ago=2)
+    batch = [service.parse(topics.events(SITE, e.gate_id), e.model_dump_json().encode()) for e in (later, earlier)]
+
+    with app.state.sessionmaker() as session:
+        stored = service.store(session, [m for m in batch if m is not None])
+        assert (stored.new, stored.conflicts) == (2, 1)
+        assert {p.event_id: p.conflict for p in passages(session)} == {
+            earlier.event_id: None,
+            later.event_id: "over_use",
+        }
+
+
+@pytest.mark.parametrize("ticket_id", ["²", "0", "99999999999999999999", "OTA-12345", "12345"])
+def test_passages_of_tickets_the_cloud_does_not_know_are_stored_and_count_nothing(
+    app: FastAPI, api: Api, site: dict[str, Any], ticket_id: str
+) -> None:
+    add_gate(api, site["id"], "g1")
+    event = passage(ticket_id)
+    parsed = service.parse(topics.events(SITE, "g1"), event.model_dump_json().encode())
+    assert parsed is not None
+    with app.state.sessionmaker() as session:
+        stored = service.store(session, [parsed])
+        assert (stored.new, stored.conflicts, dict(stored.acks)) == (1, 0, {(SITE, "g1"): [event.event_id]})
+        assert [p.ticket_id for p in passages(session)] == [ticket_id]
+
+
+def test_an_event_on_another_gates_topic_is_dropped_logged_and_acknowledged(
+    app: FastAPI,
+    api: Api,
+    sync: CloudSync,
+    site: dict[str, Any],
+    day_product: dict[str, Any],
+    peers: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="starfish.cloud.sync")
+    for code in ("g1", "g2"):
+        add_gate(api, site["id"], code)
+    (ticket,) = ticket_ids(api, sell_paid(app, api, site["id"], day_product["id"], next_weekday())["id"])
+    gate = peers(topics.acks(SITE, "g1"))
+    posing = passage(ticket, "g2")
+    honest = passage(ticket, "g1")
+
+    gate.publish(topics.events(SITE, "g1"), posing.model_dump_json())
+    gate.publish(topics.events(SITE, "g1"), honest.model_dump_json())
+
+    assert acked_ids(gate, {honest.event_id}) == {honest.event_id}
+    with app.state.sessionmaker() as session:
+        assert [p.event_id for p in passages(session)] == [honest.event_id]
+    assert any(str(posing.event_id) in r.getMessage() and "dropped" in r.getMessage() for r in caplog.records)
+
+
+MALFORMED = [
+    pytest.param(topics.events(SITE, "g1"), b"not json", id="not-json"),
+    pytest.param(topics.events(SITE, "g1"), b"\xff\xfe\x00garbage", id="not-utf8"),
+    pytest.param(topics.events(SITE, "g1"), b"", id="empty"),
+    pytest.param(topics.events(SITE, "g1"), b"{}", id="empty-object"),
+    pytest.param(topics.events(SITE, "g1"), b"[1, 2, 3]", id="a-list"),
+    pytest.param(
+        topics.events(SITE, "g1"), passage(1).model_dump_json().replace('"ok"', '"ok", "extra": 1'), id="unknown-field"
+    ),
+    pytest.param(
+        topics.events(SITE, "g1"), passage(1).model_dump_json().replace('"in"', '"sideways"'), id="bad-direction"
+    ),
+    pytest.param(
+        topics.events(SITE, "g1"), passage(1).model_copy(update={"code": "x" * 40}).model_dump_json(), id="long-code"
+    ),
+    pytest.param(topics.events(SITE, "g1"), passage(1, site="other").model_dump_json(), id="other-site"),
+    pytest.param(topics.status(SITE, "g1"), b'{"state": "online"}', id="status-incomplete"),
+    pytest.param(
+        topics.status(SITE, "g1"),
+        GateStatus(site=SITE, gate="g1", state="online", feed_seq=-1).model_dump_json(),
+        id="status-negative-seq",
+    ),
+    pytest.param(
+        topics.status(SITE, "g1"),
+        GateStatus(site=SITE, gate="g1", state="online", outbox_depth=2**40).model_dump_json(),
+        id="status-huge-outbox",
+    ),
+    pytest.param(topics.acks(SITE, "g1"), EventAck(event_ids=[]).model_dump_json(), id="an-ack-topic"),
+    pytest.param("sf/nanshan/feed", b"{}", id="not-a-gate-topic"),
+    pytest.param("sf/NANSHAN/gate/g1/events", passage(1).model_dump_json(), id="bad-site-code"),
+]
+
+
+@pytest.mark.parametrize(("topic", "payload"), MALFORMED)
+def test_malformed_messages_are_refused_before_any_database_work(topic: str, payload: str | bytes) -> None:
+    raw = payload.encode() if isinstance(payload, str) else payload
+    assert service.parse(topic, raw) is None
+
+
+def test_malformed_messages_are_dropped_and_the_consumer_carries_on(
+    app: FastAPI,
+    api: Api,
+    sync: CloudSync,
+    site: dict[str, Any],
+    day_product: dict[str, Any],
+    peers: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="starfish.cloud.sync")
+    add_gate(api, site["id"], "g1")
+    (ticket,) = ticket_ids(api, sell_paid(app, api, site["id"], day_product["id"], next_weekday())["id"])
+    gate = peers(topics.acks(SITE, "g1"))
+    for param in MALFORMED:
+        topic, payload = param.values
+        gate.publish(str(topic), payload)
+    gate.publish(topics.events(SITE, "ghost"), passage(ticket, "ghost").model_dump_json())  # no such gate
+    good = passage(ticket)
+    gate.publish(topics.events(SITE, "g1"), good.model_dump_json())
+
+    assert acked_ids(gate, {good.event_id}) == {good.event_id}
+    with app.state.sessionmaker() as session:
+        assert [p.event_id for p in passages(session)] == [good.event_id]
+    assert sum("dropped" in r.getMessage() for r in caplog.records) >= 8
+
+
+def test_events_are_not_acknowledged_before_their_commit_and_come_again_after_a_crash(
+    app: FastAPI,
+    api: Api,
+    sync: CloudSync,
+    broker: Broker,
+    site: dict[str, Any],
+    day_product: dict[str, Any],
+    peers: Any,
+) -> None:
+    add_gate(api, site["id"], "g1")
+    (ticket,) = ticket_ids(api, sell_paid(app, api, site["id"], day_product["id"], next_weekday())["id"])
+    sync.stop()
+    app.state.sync = None
+    attempts: list[int] = []
+
+    def database_down(session: Session, batch: Sequence[service.Inbound]) -> service.Stored:
+        attempts.append(len(batch))
+        raise OperationalError("INSERT INTO gate_passages", {}, Exception("connection refused"))
+
+    factory = app.state.sessionmaker
+    down = CloudSync(factory, host="127.0.0.1", port=broker.port, store=database_down).start()
+    assert down.subscribed.wait(10)
+    gate = peers(topics.acks(SITE, "g1"))
+    event = passage(ticket)
+    gate.publish(topics.events(SITE, "g1"), event.model_dump_json())
+    eventually(lambda: len(attempts) >= 2, what="the store retried")
+    down.stop()  # a crash before any commit: nothing was acknowledged
+    assert gate.messages.empty()
+
+    up = CloudSync(factory, host="127.0.0.1", port=broker.port).start()  # same client id: same session
+    try:
+        assert acked_ids(gate, {event.event_id}) == {event.event_id}
+        with app.state.sessionmaker() as session:
+            assert [p.event_id for p in passages(session)] == [event.event_id]
+    finally:
+        up.stop()
+
+
+def test_events_sent_while_the_cloud_was_away_arrive_when_it_returns(
+    app: FastAPI,
+    api: Api,
+    sync: CloudSync,
+    broker: Broker,
+    site: dict[str, Any],
+    day_product: dict[str, Any],
+    peers: Any,
+) -> None:
+    add_gate(api, site["id"], "g1")
+    (ticket,) = ticket_ids(api, sell_paid(app, api, site["id"], day_product["id"], next_weekday())["id"])
+    sync.stop()
+    app.state.sync = None
+    gate = peers(topics.acks(SITE, "g1"))
+    events = [passage(ticket, minutes_ago=m) for m in (3, 2, 1)]
+    for e in events:
+        gate.publish(topics.events(SITE, "g1"), e.model_dump_json())
+
+    back = CloudSync(app.state.sessionmaker, host="127.0.0.1", port=broker.port).start()
+    try:
+        acked_ids(gate, {e.event_id for e in events})
+        with app.state.sessionmaker() as session:
+            assert [p.event_id for p in passages(session)] == [e.event_id for e in events]
+            assert session.get(Ticket, ticket).entries_used == 3
+    finally:
+        back.stop()
+
+
+# --- gate status --------------------------------------------------------------------------------------
+
+
+def test_gate_status_shows_online_state_feed_seq_outbox_depth_and_last_seen(
+    app: FastAPI, api: Api, sync: CloudSync, site: dict[str, Any], peers: Any
+) -> None:
+    for code in ("g1", "g2"):
+        add_gate(api, site["id"], code)
+    gate = peers()
+    reported = utcnow()
+    online = GateStatus(site=SITE, gate="g1", state="online", feed_seq=3, outbox_depth=2, at=reported)
+    gate.publish(topics.status(SITE, "g1"), online.model_dump_json(), retain=True)
+
+    def status_of(code: str) -> dict[str, Any]:
+        body = api.as_(Role.GATE_TECH).get(f"/api/v1/sites/{site['id']}/gates/status").json()
+        assert (body["site_code"], body["feed_seq"]) == (SITE, 0)
+        return dict(next(g for g in body["gates"] if g["code"] == code))
+
+    g1 = eventually(lambda: (s := status_of("g1"))["state"] == "online" and s, what="g1 online")
+    assert (g1["feed_seq"], g1["outbox_depth"]) == (3, 2)
+    assert g1["last_seen"] is not None and g1["reported_at"] is not None
+    assert status_of("g2") | {"gate_id": 0} == {
+        "gate_id": 0,
+        "code": "g2",
+        "name": "G2",
+        "state": "unknown",
+        "feed_seq": None,
+        "outbox_depth": None,
+        "last_seen": None,
+        "reported_at": None,
+    }
+
+    # Its Last Will, composed when it connected: older figures than the status above.
+    will = GateStatus(
+        site=SITE, gate="g1", state="offline", feed_seq=1, outbox_depth=0, at=reported - timedelta(hours=1)
+    )
+    gate.publish(topics.status(SITE, "g1"), will.model_dump_json(), retain=True)
+    g1 = eventually(lambda: (s := status_of("g1"))["state"] == "offline" and s, what="g1 offline")
+    assert (g1["feed_seq"], g1["outbox_depth"]) == (3, 2)  # the last figures it reported
+
+    back = GateStatus(site=SITE, gate="g1", state="online", feed_seq=4, outbox_depth=9, at=utcnow())
+    gate.publish(topics.status(SITE, "g1"), back.model_dump_json(), retain=True)
+    eventually(lambda: status_of("g1")["state"] == "online", what="g1 back online")
+    bye = back.model_copy(update={"state": "offline", "outbox_depth": 0, "at": utcnow() + timedelta(seconds=1)})
+    gate.publish(topics.status(SITE, "g1"), bye.model_dump_json(), retain=True)  # a clean shutdown
+    g1 = eventually(lambda: (s := status_of("g1"))["state"] == "offline" and s, what="g1 offline again")
+    assert (g1["feed_seq"], g1["outbox_depth"]) == (4, 0)
+
+    gate.publish(topics.status(SITE, "g2"), b"offline", retain=True)  # a bare Last Will: state only
+    g2 = eventually(lambda: (s := status_of("g2"))["state"] == "offline" and s, what="g2 offline")
+    assert (g2["feed_seq"], g2["outbox_depth"], g2["reported_at"]) == (0, 0, None)
+
+
+# --- snapshots ----------------------------------------------------------------------------------------
+
+
+def _snapshot(api: Api, code: str, auth: tuple[str, str] | None) -> httpx.Response:
+    return api.client.get(f"/api/v1/sync/sites/{code}/snapshot", auth=auth)
+
+
+def test_snapshot_streams_header_tickets_and_statuses_with_a_checksum_the_gate_can_recompute(
+    app: FastAPI, api: Api, settings: Settings, site: dict[str, Any], day_product: dict[str, Any]
+) -> None:
+    gate = add_gate(api, site["id"], "g1")
+    order = sell_paid(app, api, site["id"], day_product["id"], next_weekday(), quantity=12)  # ids 1..12: "10" < "2"
+    refunded = ticket_ids(api, order["id"])[4]
+    r = api.as_(Role.CASHIER).post(f"/api/v1/orders/{order['id']}/refunds", json={"ticket_ids": [refunded]})
+    assert r.status_code == 201
+
+    r = _snapshot(api, SITE, (gate["username"], gate["secret"]))
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/x-ndjson"
+    head, *lines = r.text.splitlines()
+    header = SnapshotHeader.model_validate_json(head)
+    tickets = [WireTicket.model_validate_json(x) for x in lines[: header.tickets]]
+    statuses = [SnapshotStatus.model_validate_json(x) for x in lines[header.tickets :]]
+
+    assert (header.site, header.seq, header.tickets) == (SITE, 13, 12)
+    assert header.keys == trusted_keys(settings)
+    assert header.checksum == ticket_set_checksum((t.ticket_id, t.status) for t in tickets)
+    assert statuses == [SnapshotStatus(ticket_id=str(refunded), status=TicketStatus.REVOKED)]
+    with app.state.sessionmaker() as session:
+        assert tickets == sorted((wire_ticket(t) for t in session.scalars(select(Ticket))), key=lambda t: t.ticket_id)
+    assert r.headers["x-starfish-feed-seq"] == "13"
+
+
+def test_snapshot_of_an_empty_site_is_a_header_alone(api: Api, site: dict[str, Any]) -> None:
+    gate = add_gate(api, site["id"], "g1")
+    r = _snapshot(api, SITE, (gate["username"], gate["secret"]))
+    assert r.status_code == 200
+    (line,) = r.text.splitlines()
+    header = SnapshotHeader.model_validate_json(line)
+    assert (header.seq, header.tickets, header.checksum) == (0, 0, ticket_set_checksum([]))
+
+
+def test_snapshot_built_in_small_batches_is_the_same(
+    app: FastAPI, api: Api, settings: Settings, site: dict[str, Any], day_product: dict[str, Any]
+) -> None:
+    sell_paid(app, api, site["id"], day_product["id"], next_weekday(), quantity=11)
+    keys = trusted_keys(settings)
+
+    def body(yield_per: int) -> tuple[SnapshotHeader, bytes]:
+        with app.state.sessionmaker() as session:
+            snap = snapshot.build(session, site["id"], SITE, keys, yield_per=yield_per)
+            return snap.header, b"".join(snap.lines())
+
+    assert body(3) == body(2000)
+
+
+def test_snapshot_refuses_wrong_missing_and_other_site_credentials(api: Api, site: dict[str, Any]) -> None:
+    gate = add_gate(api, site["id"], "g1")
+    r = api.as_(Role.ADMIN).post("/api/v1/sites", json={"code": "beidahu", "name": "北大湖"})
+    elsewhere = add_gate(api, r.json()["id"], "g1")
+    good = (gate["username"], gate["secret"])
+
+    assert _snapshot(api, SITE, good).status_code == 200
+    assert _snapshot(api, SITE, (gate["username"], "not-the-secret")).status_code == 401
+    assert _snapshot(api, SITE, ("gate-999", gate["secret"])).status_code == 401
+    assert _snapshot(api, SITE, ("admin", gate["secret"])).status_code == 401
+    assert _snapshot(api, SITE, None).status_code == 401
+    assert _snapshot(api, SITE, (elsewhere["username"], elsewhere["secret"])).status_code == 401
+    assert _snapshot(api, "beidahu", good).status_code == 401
+    assert _snapshot(api, "nowhere", good).status_code == 401
+    assert api.as_(Role.ADMIN).get(f"/api/v1/sync/sites/{SITE}/snapshot").status_code == 401
+    body = _snapshot(api, SITE, (gate["username"], "wrong")).json()
+    assert body["error"]["code"] == "gate_not_authenticated"
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        pytest.param(["1", "2", "3"], id="one-digit"),
+        pytest.param([str(i) for i in range(1, 25)], id="crossing-ten"),
+        pytest.param(["5", "50", "500", "5000", "51", "6"], id="prefixes"),
+        pytest.param([], id="empty"),
+    ],
+)
+def test_incremental_checksum_equals_the_wire_contracts(ids: list[str]) -> None:
+    statuses = [TicketStatus.REVOKED if int(i) % 3 == 0 else TicketStatus.VALID for i in ids]
+    checksum = snapshot.Checksum()
+    for ticket_id, status in sorted(zip(ids, statuses, strict=True)):
+        checksum.add(ticket_id, status)
+    assert checksum.hexdigest() == ticket_set_checksum(zip(ids, statuses, strict=True))
+
+
+def test_incremental_checksum_refuses_ids_out_of_order() -> None:
+    checksum = snapshot.Checksum()
+    checksum.add("2", TicketStatus.VALID)
+    with pytest.raises(ValueError, match="out of order"):
+        checksum.add("10", TicketStatus.VALID)

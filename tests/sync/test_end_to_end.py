@@ -1,0 +1,208 @@
+"""The whole chain for real: cloud (uvicorn, its MQTT loop) → Mosquitto → gate daemon → back.
+
+Sell at the ticket window → admissible at the gate; the gate's passage reaches the cloud once
+and leaves the gate's outbox; refund → denied at the gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from cloud.app import create_app
+from cloud.db import utcnow
+from cloud.deps import Role
+from cloud.migrate import upgrade
+from cloud.settings import Settings
+from cloud.sync.models import GatePassage
+from drivers.barrier import FakeBarrier
+from edge.config import parse_config
+from edge.daemon import GateDaemon
+from edge.store import GateStore
+from sync.mosquitto import GateAccount, SiteRegistry
+from tests.cloud.conftest import Api
+from tests.cloud.live import live_server
+from tests.sync.conftest import MosquittoFactory, wait_until
+
+API = "/api/v1"
+SLOW = 15.0
+
+
+@dataclass
+class Resort:
+    app: FastAPI
+    base: str
+    cashier: httpx.Client
+    site_id: int
+    product_id: int
+    gate_db: Path
+    daemon: GateDaemon
+    loop: asyncio.AbstractEventLoop
+
+    def sell(self, days_ahead: int = 0) -> dict[str, Any]:
+        day = (utcnow().astimezone(ZoneInfo("Asia/Shanghai")) + timedelta(days=days_ahead)).date()
+        body = {
+            "site_id": self.site_id,
+            "channel": "counter",
+            "items": [{"product_id": self.product_id, "visit_date": day.isoformat()}],
+        }
+        order = self.cashier.post(f"{API}/orders", json=body).json()
+        paid = self.cashier.post(
+            f"{API}/orders/{order['id']}/payments/counter", json={"method": "cash", "amount_fen": order["total_fen"]}
+        )
+        assert paid.status_code in (200, 201), paid.text
+        [ticket] = self.cashier.get(f"{API}/orders/{order['id']}/tickets").json()
+        return {"order": order, "ticket": ticket}
+
+    def gate_rows(self, sql: str) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(f"file:{self.gate_db}?mode=ro", uri=True, timeout=5) as c:
+            return c.execute(sql).fetchall()
+
+    def scan(self, text: str) -> Any:
+        return asyncio.run_coroutine_threadsafe(self.daemon.handle(text.encode(), "test"), self.loop).result(30)
+
+
+@pytest.fixture
+def resort(tmp_path: Path, mosquitto_factory: MosquittoFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Resort]:
+    url = f"sqlite:///{tmp_path / 'cloud.db'}"
+    upgrade(url)
+    bootstrap = create_app(
+        Settings(environment="test", database_url=url, jwt_secret="e" * 40, signing_key_b64="C" * 43 + "="),
+        expiry_every_s=0,
+    )
+    from fastapi.testclient import TestClient
+
+    with TestClient(bootstrap) as c:
+        api = Api(c, bootstrap)
+        site = api.as_(Role.ADMIN).post(f"{API}/sites", json={"code": "nanshan", "name": "南山"}).json()
+        gate = api.as_(Role.ADMIN).post(f"{API}/sites/{site['id']}/gates", json={"code": "g1", "name": "北门"}).json()
+        product = (
+            api.as_(Role.ADMIN)
+            .post(
+                f"{API}/sites/{site['id']}/products",
+                json={
+                    "code": "day",
+                    "name": "全天票",
+                    "kind": "day",
+                    "weekday_price_fen": 100,
+                    "weekend_price_fen": 100,
+                    "holiday_price_fen": 100,
+                },
+            )
+            .json()
+        )
+        cashier_token = api.token(Role.CASHIER)
+
+    registry = SiteRegistry(
+        "nanshan", [GateAccount("g1", gate["username"], gate["secret"])], "cloud", "cloud-pw-123456"
+    )
+    broker = mosquitto_factory(registry)
+    settings = Settings(
+        environment="test",
+        database_url=url,
+        jwt_secret="e" * 40,  # type: ignore[arg-type]
+        signing_key_b64="C" * 43 + "=",  # type: ignore[arg-type]
+        mqtt_host="127.0.0.1",
+        mqtt_port=broker.port,
+        mqtt_username="cloud",
+        mqtt_password="cloud-pw-123456",  # type: ignore[arg-type]
+        sync_poll_seconds=0.2,
+    )
+    app = create_app(settings, expiry_every_s=0)
+    with live_server(app) as base:
+        monkeypatch.setenv("STARFISH_TEST_GATE_PASSWORD", gate["secret"])
+        cfg = parse_config(
+            {
+                "gate": {"gate_id": "g1", "site_id": "nanshan", "passback_seconds": 0},
+                "store": {"path": str(tmp_path / "gate.db")},
+                "barrier": {"type": "modbus_tcp", "host": "127.0.0.1", "passage_input": 0, "passage_timeout_s": 1},
+                "sync": {
+                    "site": "nanshan",
+                    "gate": "g1",
+                    "broker_host": "127.0.0.1",
+                    "broker_port": broker.port,
+                    "username": gate["username"],
+                    "password_env": "STARFISH_TEST_GATE_PASSWORD",
+                    "snapshot_url": base,
+                    "ack_timeout_s": 2,
+                    "status_interval_s": 1,
+                },
+            }
+        )
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        made: dict[str, Any] = {}
+
+        def gate_thread() -> None:
+            # The store belongs to the daemon's thread, as in production.
+            asyncio.set_event_loop(loop)
+            store = GateStore(cfg.store.path)
+            made["daemon"] = GateDaemon(cfg, store=store, barrier=FakeBarrier())
+            ready.set()
+            try:
+                loop.run_until_complete(made["daemon"].run())
+            finally:
+                store.close()
+
+        thread = threading.Thread(target=gate_thread, daemon=True)
+        thread.start()
+        ready.wait(10)
+        daemon = made["daemon"]
+        cashier = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {cashier_token}"}, timeout=30)
+        try:
+            yield Resort(app, base, cashier, site["id"], product["id"], Path(cfg.store.path), daemon, loop)
+        finally:
+            cashier.close()
+            loop.call_soon_threadsafe(daemon.request_stop)
+            thread.join(15)
+
+
+def test_sold_ticket_is_admissible_at_the_gate_and_its_passage_reaches_the_cloud_once(resort: Resort) -> None:
+    sale = resort.sell()
+    tid = str(sale["ticket"]["id"])
+    wait_until(
+        lambda: resort.gate_rows(f"SELECT count(*) FROM tickets WHERE ticket_id = '{tid}'") == [(1,)],
+        "ticket at the gate",
+        SLOW,
+    )
+    handled = resort.scan(sale["ticket"]["token"])
+    assert (handled.entry.code, handled.entry.passed) == ("ok", True)
+
+    def stored_in_cloud() -> int:
+        with resort.app.state.sessionmaker() as s:
+            return s.query(GatePassage).filter(GatePassage.event_id == handled.entry.event_id).count()
+
+    wait_until(lambda: stored_in_cloud() == 1, "passage stored in the cloud", SLOW)
+    wait_until(lambda: resort.gate_rows("SELECT count(*) FROM outbox") == [(0,)], "outbox drained after the ack", SLOW)
+    assert stored_in_cloud() == 1
+
+
+def test_refunded_ticket_is_denied_at_the_gate_after_the_revocation_arrives(resort: Resort) -> None:
+    sale = resort.sell(days_ahead=1)  # refunds close when the visit day starts
+    tid = str(sale["ticket"]["id"])
+    wait_until(
+        lambda: resort.gate_rows(f"SELECT count(*) FROM tickets WHERE ticket_id = '{tid}'") == [(1,)],
+        "ticket at the gate",
+        SLOW,
+    )
+    r = resort.cashier.post(f"{API}/orders/{sale['order']['id']}/refunds", json={"ticket_ids": [sale["ticket"]["id"]]})
+    assert r.status_code == 201, r.text
+    wait_until(
+        lambda: resort.gate_rows(f"SELECT status FROM revocations WHERE ticket_id = '{tid}'") == [("revoked",)],
+        "revocation at the gate",
+        SLOW,
+    )
+    handled = resort.scan(sale["ticket"]["token"])
+    assert (handled.entry.outcome.value, handled.entry.code) == ("deny", "revoked")
