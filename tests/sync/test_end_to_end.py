@@ -7,7 +7,6 @@ and leaves the gate's outbox; refund → denied at the gate.
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -112,12 +111,12 @@ def resort(tmp_path: Path, mosquitto_factory: MosquittoFactory, monkeypatch: pyt
     settings = Settings(
         environment="test",
         database_url=url,
-        jwt_secret="e" * 40,  # type: ignore[arg-type]
-        signing_key_b64="C" * 43 + "=",  # type: ignore[arg-type]
+        jwt_secret="e" * 40,
+        signing_key_b64="C" * 43 + "=",
         mqtt_host="127.0.0.1",
         mqtt_port=broker.port,
         mqtt_username="cloud",
-        mqtt_password="cloud-pw-123456",  # type: ignore[arg-type]
+        mqtt_password="cloud-pw-123456",
         sync_poll_seconds=0.2,
     )
     app = create_app(settings, expiry_every_s=0)
