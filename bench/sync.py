@@ -1,0 +1,388 @@
+"""Sync benchmark: sale → gate latency, backlog drain, and a full resync into an empty gate.
+
+    python -m bench.sync [--json] [--sales 200] [--events 100000] [--resync-tickets 1000000]
+
+Everything runs for real on loopback, each in its own process: Mosquitto (generated config,
+ACLs, passwords), the cloud (`uvicorn`, SQLite, its MQTT loop) and the gate daemon
+(`starfish gate run`). The benchmark process only sells through the API and watches the
+gate's SQLite file (read-only, polled every 0.5 ms).
+
+- sale_to_gate: from the payment response (the sale is committed and its ticket issued) to
+  the ticket's row in the gate's store.
+- drain: the gate is stopped, its outbox filled with N passage events, then started; time
+  until the cloud acknowledged them all (outbox empty).
+- resync: N tickets in the cloud, a new gate with an empty store; time until the snapshot is
+  applied, and the gate process's peak RSS (VmHWM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from bench.cloud import _serve
+from bench.stats import summary
+from sync.mosquitto import GateAccount, MosquittoProcess, SiteRegistry
+
+API = "/api/v1"
+
+
+class World:
+    """Cloud DB + broker + cloud server + helpers to run gates."""
+
+    def __init__(self, tmp: Path, stack: ExitStack, gates: list[str]) -> None:
+        self.tmp = tmp
+        self.stack = stack
+        self.url = f"sqlite:///{tmp / 'cloud.db'}"
+        self.env = {
+            "STARFISH_ENVIRONMENT": "production",
+            "STARFISH_JWT_SECRET": base64.b64encode(os.urandom(36)).decode(),
+            "STARFISH_SIGNING_KEY_B64": base64.b64encode(os.urandom(32)).decode(),
+        }
+        self._seed(gates)
+        registry = SiteRegistry(
+            "bench", [GateAccount(g, u, p) for g, (u, p) in self.gates.items()], "cloud", "cloud-pw-0123456"
+        )
+        self.broker = MosquittoProcess(registry, workdir=tmp / "broker")
+        self.broker.start()
+        stack.callback(self.broker.close)
+        self.env.update(
+            {
+                "STARFISH_MQTT_HOST": "127.0.0.1",
+                "STARFISH_MQTT_PORT": str(self.broker.port),
+                "STARFISH_MQTT_USERNAME": "cloud",
+                "STARFISH_MQTT_PASSWORD": "cloud-pw-0123456",
+                "STARFISH_SYNC_POLL_SECONDS": "0.5",
+            }
+        )
+        self.base = _serve(self.url, self.env, 1, stack)
+        self.cashier = httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
+        stack.callback(self.cashier.close)
+
+    def _seed(self, gates: list[str]) -> None:
+        from cloud.db import make_engine, make_sessionmaker
+        from cloud.deps import Principal, Role
+        from cloud.migrate import upgrade
+        from cloud.products.models import Product
+        from cloud.settings import Settings
+        from cloud.sites.models import Site
+        from cloud.sites.service import create_gate
+        from cloud.staff.models import Staff
+        from cloud.staff.service import issue_token
+
+        upgrade(self.url)
+        settings = Settings(
+            environment="production",
+            database_url=self.url,
+            jwt_secret=self.env["STARFISH_JWT_SECRET"],
+            signing_key_b64=self.env["STARFISH_SIGNING_KEY_B64"],
+        )
+        engine = make_engine(self.url)
+        with make_sessionmaker(engine)() as s:
+            site = Site(code="bench", name="Bench", timezone="Asia/Shanghai")
+            s.add(site)
+            s.flush()
+            product = Product(
+                site_id=site.id,
+                code="day",
+                name="Day",
+                kind="day",
+                valid_days=1,
+                weekday_price_fen=100,
+                weekend_price_fen=100,
+                holiday_price_fen=100,
+            )
+            cashier = Staff(username="bench-cashier", password_hash="!", role="cashier", active=True)
+            s.add_all([product, cashier])
+            s.commit()
+            self.site_id, self.product_id = site.id, product.id
+            self.token = issue_token(settings, role=Role.CASHIER, subject_id=cashier.id, name=cashier.username)
+            self.gates = {}
+            for g in gates:
+                admin = Principal(role=Role.ADMIN, subject_id=0, name="bench")
+                gate, secret = create_gate(s, admin, site.id, g, g, "in")
+                self.gates[g] = (gate.username, secret)
+        engine.dispose()
+
+    def gate_config(self, gate: str) -> Path:
+        folder = self.tmp / gate
+        folder.mkdir(exist_ok=True)
+        (folder / "password").write_text(self.gates[gate][1])
+        cfg = {
+            "gate": {"gate_id": gate, "site_id": "bench"},
+            "store": {"path": str(folder / "gate.db")},
+            "barrier": {"type": "modbus_tcp", "host": "127.0.0.1", "port": 1, "timeout_s": 0.2},
+            "sync": {
+                "site": "bench",
+                "gate": gate,
+                "broker_host": "127.0.0.1",
+                "broker_port": self.broker.port,
+                "username": self.gates[gate][0],
+                "password_file": str(folder / "password"),
+                "snapshot_url": self.base,
+                "snapshot_timeout_s": 600,
+            },
+            "log_level": "WARNING",
+        }
+        path = folder / "gate.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    def start_gate(self, gate: str) -> subprocess.Popen[bytes]:
+        config = self.gate_config(gate)
+        log = (self.tmp / gate / "gate.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "gate", "run", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+        def stop() -> None:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(30)
+
+        self.stack.callback(stop)
+        return proc
+
+    def gate_db(self, gate: str) -> Path:
+        return self.tmp / gate / "gate.db"
+
+    def sell(self) -> tuple[int, float]:
+        body = {
+            "site_id": self.site_id,
+            "channel": "counter",
+            "items": [{"product_id": self.product_id, "visit_date": date.today().isoformat()}],
+        }
+        order = self.cashier.post(f"{API}/orders", json=body).json()
+        paid = self.cashier.post(
+            f"{API}/orders/{order['id']}/payments/counter", json={"method": "cash", "amount_fen": order["total_fen"]}
+        )
+        committed = time.perf_counter()
+        paid.raise_for_status()
+        [ticket] = self.cashier.get(f"{API}/orders/{order['id']}/tickets").json()
+        return int(ticket["id"]), committed
+
+
+def _ro(db: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10, check_same_thread=False)
+
+
+def _wait(cond: Any, timeout: float, what: str, interval: float = 0.0005) -> None:
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        try:
+            if cond():
+                return
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(interval)
+    raise TimeoutError(what)
+
+
+def sale_to_gate(world: World, sales: int) -> dict[str, Any]:
+    world.start_gate("g1")
+    db = world.gate_db("g1")
+    _wait(
+        lambda: db.exists() and _ro(db).execute("SELECT value FROM meta WHERE key LIKE '%seq%'").fetchone() is not None,
+        60,
+        "gate synced",
+        0.05,
+    )
+    samples = []
+    with _ro(db) as conn:
+        for i in range(sales + 5):
+            tid, committed = world.sell()
+            _wait(
+                lambda t=str(tid): (
+                    conn.execute("SELECT 1 FROM tickets WHERE ticket_id = ?", (t,)).fetchone() is not None
+                ),
+                30,
+                "ticket at gate",
+            )
+            if i >= 5:
+                samples.append((time.perf_counter() - committed) * 1000)
+    return summary(samples)
+
+
+def drain(world: World, events: int) -> dict[str, Any]:
+    gate = "g2"
+    cfg = world.gate_config(gate)
+    from edge.store import GateStore
+
+    store = GateStore(world.gate_db(gate))  # create the schema, then stuff the outbox while the gate is down
+    store.close()
+    now = datetime.now(UTC)
+    rows = []
+    for i in range(events):
+        eid = str(uuid.uuid4())
+        body = {
+            "schema_version": 1,
+            "event_id": eid,
+            "gate_id": gate,
+            "site_id": "bench",
+            "at": (now + timedelta(microseconds=i)).isoformat(),
+            "direction": "in",
+            "outcome": "deny",
+            "code": "unreadable",
+            "ticket_id": None,
+            "passed": False,
+            "counted": False,
+            "credential": "none",
+        }
+        rows.append((eid, json.dumps(body)))
+    with sqlite3.connect(world.gate_db(gate)) as c:
+        c.executemany("INSERT INTO outbox (event_id, body) VALUES (?, ?)", rows)
+    del cfg
+    start = time.perf_counter()
+    world.start_gate(gate)
+    with _ro(world.gate_db(gate)) as conn:
+        _wait(lambda: conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0, 600, "outbox drained", 0.05)
+    elapsed = time.perf_counter() - start
+    return {"events": events, "seconds": round(elapsed, 2), "events_per_s": round(events / elapsed, 1)}
+
+
+def resync(world: World, tickets: int) -> dict[str, Any]:
+    from sqlalchemy import insert
+
+    from cloud.db import make_engine
+    from cloud.orders.models import Order, OrderItem
+    from cloud.tickets.models import Ticket
+
+    engine = make_engine(world.url)
+    now = datetime.now(UTC)
+    with engine.begin() as c:
+        oid = c.execute(
+            insert(Order).values(
+                number="SFBULK",
+                site_id=world.site_id,
+                channel="counter",
+                status="issued",
+                total_fen=0,
+                created_by="bench",
+                created_at=now,
+                expires_at=now,
+            )
+        ).inserted_primary_key[0]  # type: ignore[index]
+        iid = c.execute(
+            insert(OrderItem).values(
+                order_id=oid, product_id=world.product_id, visit_date=date.today(), quantity=tickets, unit_price_fen=0
+            )
+        ).inserted_primary_key[0]  # type: ignore[index]
+        batch = 50_000
+        for start in range(0, tickets, batch):
+            c.execute(
+                insert(Ticket),
+                [
+                    {
+                        "order_id": oid,
+                        "order_item_id": iid,
+                        "unit_no": n + 1,
+                        "site_id": world.site_id,
+                        "product_id": world.product_id,
+                        "kind": "day",
+                        "visit_date": date.today(),
+                        "valid_from": now,
+                        "valid_until": now + timedelta(days=1),
+                        "price_fen": 0,
+                        "status": "valid",
+                        "entries_used": 0,
+                        "token": "",
+                        "issued_at": now,
+                    }
+                    for n in range(start, min(tickets, start + batch))
+                ],
+            )
+    engine.dispose()
+    gate = "g3"
+    t0 = time.perf_counter()
+    proc = world.start_gate(gate)
+    db = world.gate_db(gate)
+    peak = 0
+    deadline = time.perf_counter() + 900
+    while time.perf_counter() < deadline:
+        try:
+            with open(f"/proc/{proc.pid}/status") as f:
+                peak = max(peak, next(int(line.split()[1]) for line in f if line.startswith("VmHWM")))
+        except (OSError, StopIteration):
+            pass
+        try:
+            with _ro(db) as conn:
+                if conn.execute("SELECT count(*) FROM tickets").fetchone()[0] >= tickets:
+                    break
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.1)
+    else:
+        raise TimeoutError("resync did not finish")
+    elapsed = time.perf_counter() - t0
+    return {"tickets": tickets, "seconds": round(elapsed, 2), "peak_rss_mb": round(peak / 1024, 1)}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="starfish-bench-sync-") as tmp, ExitStack() as stack:
+        world = World(Path(tmp), stack, ["g1", "g2", "g3"])
+        figures["sale_to_gate"] = sale_to_gate(world, args.sales)
+        if args.events:
+            figures["drain"] = drain(world, args.events)
+        if args.resync_tickets:
+            figures["resync"] = resync(world, args.resync_tickets)
+    figures["sale_to_gate_p99_ms"] = figures["sale_to_gate"]["p99_ms"]
+    if "drain" in figures:
+        figures["drain_events_per_s"] = figures["drain"]["events_per_s"]
+    if "resync" in figures:
+        figures["resync_1m_s"] = figures["resync"]["seconds"] * 1_000_000 / figures["resync"]["tickets"]
+        figures["resync_1m_peak_rss_mb"] = figures["resync"]["peak_rss_mb"]
+        figures["resync_measured_tickets"] = figures["resync"]["tickets"]
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="sync figures")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--sales", type=int, default=200)
+    p.add_argument("--events", type=int, default=100_000)
+    p.add_argument("--resync-tickets", type=int, default=1_000_000)
+    args = p.parse_args(argv)
+    f = run(args)
+    if args.json:
+        print(json.dumps(f))
+        return 0
+    s = f["sale_to_gate"]
+    print(
+        f"sale committed -> ticket in the gate's store: median {s['median_ms']} ms, "
+        f"p99 {s['p99_ms']} ms ({s['n']} sales)"
+    )
+    if "drain" in f:
+        d = f["drain"]
+        print(
+            f"backlog drain: {d['events']} events acknowledged end to end in {d['seconds']} s "
+            f"= {d['events_per_s']} events/s"
+        )
+    if "resync" in f:
+        r = f["resync"]
+        print(
+            f"full resync: {r['tickets']} tickets into an empty gate in {r['seconds']} s, "
+            f"gate peak RSS {r['peak_rss_mb']} MB"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
