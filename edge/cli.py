@@ -15,6 +15,7 @@ import typer
 
 from cloud.cli import app as cloud_app
 from edge.config import ConfigError, EdgeConfig, load_config
+from sync.cli import app as sync_app
 
 app = typer.Typer(help="Starfish Gate: ski-resort turnstiles that decide offline.", no_args_is_help=True)
 gate_app = typer.Typer(help="Run or query one gate.", no_args_is_help=True)
@@ -24,6 +25,7 @@ app.add_typer(gate_app, name="gate")
 app.add_typer(keys_app, name="keys")
 app.add_typer(ticket_app, name="ticket")
 app.add_typer(cloud_app, name="cloud")
+app.add_typer(sync_app, name="sync")
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Gate configuration (YAML)")]
 

@@ -46,6 +46,15 @@ def verify_password(password: str, hashed: str) -> bool:
     return hmac.compare_digest(candidate, digest)
 
 
+_HASHED = re.compile(r"\$7\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+")
+
+
+def is_hashed(password: str) -> bool:
+    """Is this already a mosquitto `$7$` hash (as the cloud stores a gate's broker password)?"""
+    return bool(_HASHED.fullmatch(password))
+
+
 def passwd_line(username: str, password: str, *, iterations: int = DEFAULT_ITERATIONS) -> str:
-    """One line of a mosquitto password file, without the newline."""
-    return f"{check_username(username)}:{hash_password(password, iterations=iterations)}"
+    """One line of a mosquitto password file, without the newline; a `$7$` hash is written as is."""
+    hashed = password if is_hashed(password) else hash_password(password, iterations=iterations)
+    return f"{check_username(username)}:{hashed}"

@@ -28,6 +28,8 @@ class Gate(Base):
     name: Mapped[str] = mapped_column(String(100))
     direction: Mapped[str] = mapped_column(String(3), default="in")
     secret_hash: Mapped[str] = mapped_column(String(200))
+    # The same secret hashed the way Mosquitto checks it ($7$ PBKDF2-SHA512), for the broker's password file.
+    mqtt_hash: Mapped[str] = mapped_column(String(200), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     @property

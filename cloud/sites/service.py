@@ -14,6 +14,7 @@ from cloud.audit.service import record
 from cloud.deps import Principal
 from cloud.errors import Conflict, DomainError, not_found
 from cloud.sites.models import Gate, Site
+from sync.mosquitto_passwd import hash_password
 
 _hasher = PasswordHasher()
 
@@ -51,7 +52,14 @@ def create_gate(
     if session.scalar(select(Gate.id).where(Gate.site_id == site_id, Gate.code == code)) is not None:
         raise Conflict("gate_exists", f"Gate {code} exists at this site", f"闸机 {code} 已存在")
     secret = secrets.token_urlsafe(24)
-    gate = Gate(site_id=site_id, code=code, name=name, direction=direction, secret_hash=_hasher.hash(secret))
+    gate = Gate(
+        site_id=site_id,
+        code=code,
+        name=name,
+        direction=direction,
+        secret_hash=_hasher.hash(secret),
+        mqtt_hash=hash_password(secret),
+    )
     session.add(gate)
     session.flush()
     record(session, actor, "gate.create", "gate", gate.id, {"site_id": site_id, "code": code})
@@ -63,6 +71,7 @@ def rotate_gate_secret(session: Session, actor: Principal, gate_id: int) -> tupl
     gate = get_gate(session, gate_id)
     secret = secrets.token_urlsafe(24)
     gate.secret_hash = _hasher.hash(secret)
+    gate.mqtt_hash = hash_password(secret)
     record(session, actor, "gate.rotate_secret", "gate", gate.id, {})
     session.commit()
     return gate, secret
