@@ -9,24 +9,21 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
 from cloud.app import create_app
 from cloud.deps import Role
+from cloud.local_server import live_server
 from cloud.migrate import upgrade
 from cloud.settings import Settings
 from cloud.staff.service import create_staff
-from cloud.throwaway_pg import free_port
 from edge.store import GateStore
 from models import TicketStatus
 from models.credential import public_key_b64
@@ -116,17 +113,7 @@ def demo_cloud(folder: Path) -> Iterator[DemoCloud]:
     password = secrets.token_urlsafe(16)
     with app.state.sessionmaker() as session:
         create_staff(session, "demo", "demo.admin", password, Role.ADMIN)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the demo cloud did not start")
-        time.sleep(0.02)
-    base = f"http://127.0.0.1:{port}"
-    try:
+    with live_server(app) as base:
         with httpx.Client(base_url=base, timeout=30) as anon:
             r = anon.post(f"{API}/auth/token", data={"username": "demo.admin", "password": password})
             r.raise_for_status()
@@ -139,10 +126,3 @@ def demo_cloud(folder: Path) -> Iterator[DemoCloud]:
             finally:
                 if cloud.cashier is not None:
                     cloud.cashier.close()
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
-def tomorrow(today: date) -> date:
-    return today + timedelta(days=1)

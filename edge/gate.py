@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.decision import Decision, History, decide, ticket_from_credential
 from edge.store import GateStore, JournalEntry
-from models import CredentialKind, GateConfig, Outcome, Ticket, TicketStatus
+from models import CredentialKind, GateConfig, Outcome, Ticket
 from models.credential import Credential, Invalid, PlainCode, SignedCredential, load_public_key, parse
 
 
@@ -166,6 +166,3 @@ class GateService:
             counted=False,
             resolution="alarm",
         )
-
-    def ticket_status(self, ticket_id: str) -> TicketStatus | None:
-        return self.store.status(ticket_id)

@@ -15,7 +15,6 @@ revocation's status if there is one, else the body's.
 
 from __future__ import annotations
 
-import hashlib
 import queue
 import sqlite3
 import threading
@@ -28,7 +27,7 @@ from typing import Any
 from edge.store import GateStore
 from models import PassageEvent, Ticket, TicketStatus
 from models.credential import load_public_key
-from models.sync import Change, GateConfigChange, KeySet, SnapshotStatus, StatusChange, TicketUpsert
+from models.sync import Change, GateConfigChange, KeySet, SnapshotStatus, StatusChange, TicketSetChecksum, TicketUpsert
 
 FEED_SEQ = "sync.feed_seq"
 FRESH_AT = "sync.fresh_at"
@@ -141,12 +140,11 @@ def skip_change(store: GateStore, seq: int, *, fresh: datetime) -> None:
 
 
 def _stream_checksum(rows: Iterable[tuple[str, str]]) -> str:
-    # `models.sync.ticket_set_checksum`, for rows already sorted by ticket id: SQLite's BINARY
-    # order on UTF-8 text is Python's code-point order, so 1M tickets need not sit in memory.
-    h = hashlib.sha256()
+    # Rows come sorted by ticket id: SQLite's BINARY order on UTF-8 text is Python's code-point order.
+    checksum = TicketSetChecksum()
     for ticket_id, status in rows:
-        h.update(f"{ticket_id}:{status}\n".encode())
-    return h.hexdigest()
+        checksum.add(ticket_id, status)
+    return checksum.hexdigest()
 
 
 def ticket_checksum(store: GateStore) -> str:

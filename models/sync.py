@@ -88,9 +88,30 @@ class SnapshotStatus(Message):
     status: TicketStatus
 
 
+class TicketSetChecksum:
+    """The ticket-set checksum, fed one (ticket id, status) at a time in ticket-id order.
+
+    Ids must come in Python string order (code points: SQLite's BINARY, PostgreSQL's "C"
+    collation), so a million tickets can be summed as they stream, never held in memory.
+    """
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self._last: str | None = None
+
+    def add(self, ticket_id: str, status: TicketStatus | str) -> None:
+        if self._last is not None and ticket_id <= self._last:
+            raise ValueError(f"ticket ids out of order: {ticket_id!r} after {self._last!r}")
+        self._last = ticket_id
+        self._h.update(f"{ticket_id}:{TicketStatus(status).value}\n".encode())
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
 def ticket_set_checksum(items: Iterable[tuple[str, TicketStatus]]) -> str:
     """A checksum of a ticket set (id and effective status), equal on cloud and gate when they agree."""
-    h = hashlib.sha256()
+    checksum = TicketSetChecksum()
     for ticket_id, status in sorted(items):
-        h.update(f"{ticket_id}:{status.value}\n".encode())
-    return h.hexdigest()
+        checksum.add(ticket_id, status)
+    return checksum.hexdigest()

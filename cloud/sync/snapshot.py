@@ -9,7 +9,6 @@ site's tickets, in the order of their ids as text), then a `SnapshotStatus` per 
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -23,26 +22,12 @@ from cloud.sync.feed import head_seq
 from cloud.tickets.models import Ticket
 from cloud.tickets.service import wire_ticket
 from models import TicketStatus
-from models.sync import SnapshotHeader, SnapshotStatus
+from models.sync import SnapshotHeader, SnapshotStatus, TicketSetChecksum
 
 CHUNK = 1 << 16
 
 
-class Checksum:
-    """`models.sync.ticket_set_checksum`, fed one item at a time in ticket-id order instead of sorting a list."""
-
-    def __init__(self) -> None:
-        self._h = hashlib.sha256()
-        self._last: str | None = None
-
-    def add(self, ticket_id: str, status: TicketStatus) -> None:
-        if self._last is not None and ticket_id <= self._last:
-            raise ValueError(f"ticket ids out of order: {ticket_id!r} after {self._last!r}")
-        self._last = ticket_id
-        self._h.update(f"{ticket_id}:{status.value}\n".encode())
-
-    def hexdigest(self) -> str:
-        return self._h.hexdigest()
+Checksum = TicketSetChecksum  # the one implementation, shared with the gate
 
 
 @dataclass

@@ -14,10 +14,10 @@ from sqlalchemy import func, select
 from cloud.audit.models import AuditEntry
 from cloud.db import utcnow
 from cloud.deps import Role
+from cloud.local_server import live_server
 from cloud.orders.models import Order
 from cloud.tickets.models import Ticket
 from tests.cloud.conftest import Api, next_weekday
-from tests.cloud.live import live_server
 
 
 def counter_order(api: Api, product: dict[str, Any], quantity: int = 2) -> dict[str, Any]:

@@ -18,12 +18,12 @@ from fastapi.testclient import TestClient
 
 from cloud.app import create_app
 from cloud.deps import Role
+from cloud.local_server import live_server
 from cloud.migrate import upgrade
 from cloud.settings import Settings
 from cloud.sync.models import GatePassage
 from sync.mosquitto import GateAccount, SiteRegistry
 from tests.cloud.conftest import Api
-from tests.cloud.live import live_server
 from tests.sync.conftest import MosquittoFactory, wait_until
 
 REPO = Path(__file__).resolve().parents[2]

@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from cloud.app import create_app
 from cloud.db import utcnow
 from cloud.deps import Role
+from cloud.local_server import live_server
 from cloud.migrate import upgrade
 from cloud.settings import Settings
 from cloud.sync.models import GatePassage
@@ -32,7 +33,6 @@ from edge.daemon import GateDaemon
 from edge.store import GateStore
 from sync.mosquitto import GateAccount, SiteRegistry
 from tests.cloud.conftest import Api
-from tests.cloud.live import live_server
 from tests.sync.conftest import MosquittoFactory, wait_until
 
 API = "/api/v1"

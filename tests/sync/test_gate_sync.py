@@ -56,17 +56,12 @@ from models.sync import (
 )
 from sync import topics
 from sync.gate import GateSync, SyncConfig, stale_feed
+from sync.mosquitto import free_port
 from tests.conftest import NOW, make_ticket, sign
 
 SITE = "nanshan"
 USER, PASSWORD = "nanshan-g1", "gate-s3cret"
 DEADLINE = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Broker:

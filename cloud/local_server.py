@@ -1,4 +1,4 @@
-"""A real uvicorn server on a free loopback port, in a thread, for tests with concurrent clients."""
+"""A real uvicorn server on a free loopback port, in a thread: for the demo and for tests with concurrent clients."""
 
 from __future__ import annotations
 
