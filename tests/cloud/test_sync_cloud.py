@@ -10,7 +10,6 @@ import logging
 import os
 import pwd
 import queue
-import shutil
 import socket
 import subprocess
 import threading
@@ -57,11 +56,11 @@ from models.sync import (
     ticket_set_checksum,
 )
 from sync import topics
+from sync.mosquitto import find_mosquitto, free_port
 from tests.cloud.conftest import Api, make_product, next_weekday
 from tests.cloud.paid_orders import pay, sell, sell_paid
 
 T = TypeVar("T")
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 SITE = "nanshan"  # the conftest site's code
 
 
@@ -72,7 +71,7 @@ class Broker:
     """A Mosquitto of our own on a free loopback port; `stop()` and `start()` it again on the same port."""
 
     def __init__(self, data: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.data = data
         self.conf = data / "mosquitto.conf"
         self.conf.write_text(
@@ -86,7 +85,9 @@ class Broker:
 
     def start(self) -> None:
         with (self.data / "mosquitto.log").open("ab") as log:
-            self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [find_mosquitto(), "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT
+            )
         eventually(lambda: _accepts(self.port), what=f"mosquitto listening on {self.port}")
 
     def stop(self) -> None:
@@ -96,16 +97,8 @@ class Broker:
             self.process = None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
-    if not os.path.exists(MOSQUITTO):
-        pytest.skip("mosquitto is not installed")
     (tmp_path / "mosquitto").mkdir()
     broker = Broker(tmp_path / "mosquitto")
     broker.start()

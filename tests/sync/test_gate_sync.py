@@ -56,7 +56,7 @@ from models.sync import (
 )
 from sync import topics
 from sync.gate import GateSync, SyncConfig, stale_feed
-from sync.mosquitto import free_port
+from sync.mosquitto import find_mosquitto, free_port
 from tests.conftest import NOW, make_ticket, sign
 
 SITE = "nanshan"
@@ -81,7 +81,7 @@ class Broker:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["/usr/sbin/mosquitto", "-c", str(self.dir / "mosquitto.conf")],
+            [find_mosquitto(), "-c", str(self.dir / "mosquitto.conf")],
             stdout=subprocess.DEVNULL,
             stderr=(self.dir / "mosquitto.log").open("ab"),
         )
