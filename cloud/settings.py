@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     sync_poll_seconds: float = Field(
         default=1.0, gt=0, description="The publisher also looks for unpublished changes this often"
     )
+    sync_heartbeat_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="How often each site's feed head is published (retained): gates count a quiet feed as fresh",
+    )
     sync_previous_public_keys: dict[int, str] = Field(
         default_factory=dict, description="Key id -> base64 public key of retired signing keys gates still trust"
     )

@@ -3,7 +3,8 @@
 Topics (``sync/topics.py`` builds them): ``sf/<site>/feed`` (cloud → gates, the ordered change
 feed), ``sf/<site>/gate/<gate>/events`` (a gate's passage events, read by the cloud and by the
 other gates of the site), ``sf/<site>/gate/<gate>/acks`` (cloud → gate: events stored),
-``sf/<site>/gate/<gate>/status`` (retained gate status, Last Will ``offline``).
+``sf/<site>/gate/<gate>/status`` (retained gate status, Last Will ``offline``), ``sf/<site>/head``
+(cloud → gates, retained: the feed's head, refreshed every few seconds as a heartbeat).
 ``<site>`` is the site code and ``<gate>`` the gate code of the cloud's registry.
 """
 
@@ -56,6 +57,18 @@ class FeedMessage(Message):
     seq: int = Field(ge=1)
     at: AwareDatetime
     change: Change
+
+
+class FeedHead(Message):
+    """The cloud's heartbeat for a site's feed, retained: every change up to `seq` has been published.
+
+    A gate at `seq` or beyond knows it was up to date at `at` (the cloud's clock), so a quiet feed
+    does not go stale while the link lives; a gate that stays below `seq` lost a message.
+    """
+
+    site: str
+    seq: int = Field(ge=0)
+    at: AwareDatetime
 
 
 class EventAck(Message):

@@ -8,6 +8,8 @@ PUBACK. A message that was not acknowledged comes back after a reconnect.
 
 Down: feed messages apply in strict sequence order; a gap, a fresh gate or a lost broker
 session fetch a snapshot (`sync.snapshot_client`) and the feed resumes after its sequence.
+The cloud's retained feed head (`FeedHead`, a heartbeat) keeps a quiet feed fresh, and a gate
+that stays below it for `feed_gap_grace_s` without progress lost a message: snapshot.
 Up: every outbox event is published until the cloud's `EventAck` names it. Across: the other
 gates' passage events are journaled here as remote passages, so decisions count them.
 
@@ -31,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -44,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError
 from edge import store_sync
 from edge.store import GateStore
 from models import PassageEvent
-from models.sync import EventAck, FeedMessage, GateConfigChange, GateStatus, KeySet
+from models.sync import EventAck, FeedHead, FeedMessage, GateConfigChange, GateStatus, KeySet
 from sync import topics
 from sync.snapshot_client import fetch_snapshot, snapshot_url
 
@@ -79,6 +81,11 @@ class SyncConfig(BaseModel):
     )
     max_feed_age_s: float = Field(
         default=3600.0, gt=0, description="Refuse plain (unsigned) codes when the ticket feed is older than this"
+    )
+    feed_gap_grace_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Fetch a snapshot when the cloud's feed head stays ahead of this gate this long without progress",
     )
     keepalive_s: int = Field(default=30, ge=5, le=600, description="MQTT keepalive; the Last Will fires after 1.5x")
     session_expiry_s: int = Field(
@@ -146,6 +153,7 @@ class _Signal(enum.Enum):
 
 
 _Item = _Inbound | _Connected | _Disconnected | _Signal
+_SiteMsg = TypeVar("_SiteMsg", FeedMessage, FeedHead)
 
 
 class GateSync:
@@ -169,6 +177,7 @@ class GateSync:
         self._password = password if password is not None else config.load_password()
         self.client_id = f"gate-{config.site}-{config.gate}"
         self._feed_topic = topics.feed(config.site)
+        self._head_topic = topics.head(config.site)
         self._acks_topic = topics.acks(config.site, config.gate)
         self._events_topic = topics.events(config.site, config.gate)
         self._status_topic = topics.status(config.site, config.gate)
@@ -182,6 +191,9 @@ class GateSync:
         self._buffer: dict[int, tuple[FeedMessage, _Delivery]] = {}
         self._buffer_cap = max(1, config.receive_maximum // 2)
         self._dropped_max = 0
+        self.head_seq = 0  # the cloud's last announced head
+        self._behind_since: float | None = None  # monotonic: when the gate was first seen below the head
+        self._behind_at_seq = 0
         self._snapshot_task: asyncio.Task[None] | None = None
         self._abort = threading.Event()
         self._sent: dict[str, float] = {}  # event id -> monotonic time published, oldest first
@@ -308,6 +320,7 @@ class GateSync:
         client.subscribe(
             [
                 (self._feed_topic, SubscribeOptions(qos=1)),
+                (self._head_topic, SubscribeOptions(qos=1)),
                 (self._acks_topic, SubscribeOptions(qos=1)),
                 (self._peers_topic, SubscribeOptions(qos=1, noLocal=True)),
             ]
@@ -376,6 +389,8 @@ class GateSync:
     def _on_inbound(self, item: _Inbound) -> None:
         if item.topic == self._feed_topic:
             self._on_feed(item)
+        elif item.topic == self._head_topic:
+            self._on_head(item)
         elif item.topic == self._acks_topic:
             self._on_event_ack(item)
         else:
@@ -397,14 +412,21 @@ class GateSync:
 
     # --- down: the feed -------------------------------------------------------------------------
 
-    def _on_feed(self, item: _Inbound) -> None:
+    def _site_message(self, item: _Inbound, model: type[_SiteMsg], what: str) -> _SiteMsg | None:
+        """The message, when it is a valid `model` of this gate's site; else rejected (None)."""
         try:
-            msg = FeedMessage.model_validate_json(item.payload)
+            msg = model.model_validate_json(item.payload)
         except ValidationError as exc:
-            self._reject(item, f"not a feed message ({_first_error(exc)})")
-            return
+            self._reject(item, f"not a {what} ({_first_error(exc)})")
+            return None
         if msg.site != self.config.site:
-            self._reject(item, f"feed message of site {msg.site!r}")
+            self._reject(item, f"{what} of site {msg.site!r}")
+            return None
+        return msg
+
+    def _on_feed(self, item: _Inbound) -> None:
+        msg = self._site_message(item, FeedMessage, "feed message")
+        if msg is None:
             return
         if msg.seq <= self.feed_seq:
             if not self.resyncing:
@@ -418,6 +440,34 @@ class GateSync:
         else:
             self._hold(msg, item.delivery)
             self._request_snapshot(f"feed gap: at {self.feed_seq}, received {msg.seq}")
+
+    def _on_head(self, item: _Inbound) -> None:
+        head = self._site_message(item, FeedHead, "feed head")
+        if head is None:
+            return
+        self._ack(item.delivery)
+        self.head_seq = max(self.head_seq, head.seq)
+        if head.seq <= self.feed_seq and not self.resyncing:
+            # Up to date as of the cloud's `at` (a retained head may be old: the link may be down).
+            at = min(head.at, self.clock())
+            if self.fresh_at is None or at > self.fresh_at:
+                self.fresh_at = at
+        self._check_behind()
+
+    def _check_behind(self) -> None:
+        """A gate below the announced head, making no progress for `feed_gap_grace_s`, lost a message."""
+        if self.head_seq <= self.feed_seq or self.resyncing:
+            self._behind_since = None
+            return
+        now = time.monotonic()
+        if self._behind_since is None:
+            self._behind_since = now
+            self._behind_at_seq = self.feed_seq
+        elif self.feed_seq != self._behind_at_seq:
+            self._behind_since, self._behind_at_seq = now, self.feed_seq  # progress: give it time
+        elif now - self._behind_since > self.config.feed_gap_grace_s:
+            self._behind_since = None
+            self._request_snapshot(f"the cloud's feed head is {self.head_seq}, this gate is stuck at {self.feed_seq}")
 
     def _hold(self, msg: FeedMessage, delivery: _Delivery) -> None:
         """Keep a message that cannot apply yet, unacknowledged, until the snapshot is in."""
@@ -606,6 +656,7 @@ class GateSync:
             self._inbox.put_nowait(_Signal.TICK)
 
     def _tick(self) -> None:
+        self._check_behind()
         oldest = next(iter(self._sent.values()), None)
         if oldest is not None and time.monotonic() - oldest > self.config.ack_timeout_s:
             log.info(

@@ -133,7 +133,13 @@ def _gate_account(site: str, gate: GateAccount) -> Account:
         username=gate.username,
         password=gate.password,
         # Gates read each other's events and status so they agree while the cloud is away.
-        read=(topics.feed(site), topics.all_events(site), topics.all_status(site), topics.acks(site, gate.gate)),
+        read=(
+            topics.feed(site),
+            topics.head(site),
+            topics.all_events(site),
+            topics.all_status(site),
+            topics.acks(site, gate.gate),
+        ),
         write=(topics.events(site, gate.gate), topics.status(site, gate.gate)),
     )
 
@@ -146,7 +152,7 @@ def _cloud_account(reg: SiteRegistry, *, with_bridge_state: bool) -> Account:
         username=reg.cloud_username,
         password=reg.cloud_password,
         read=tuple(read),
-        write=(topics.feed(reg.site), *(topics.acks(reg.site, g.gate) for g in reg.gates)),
+        write=(topics.feed(reg.site), topics.head(reg.site), *(topics.acks(reg.site, g.gate) for g in reg.gates)),
     )
 
 
@@ -154,7 +160,7 @@ def _bridge_account(reg: SiteRegistry, bridge: BridgeTo) -> Account:
     return Account(
         username=bridge.username,
         password=bridge.password,
-        read=(topics.feed(reg.site), *(topics.acks(reg.site, g.gate) for g in reg.gates)),
+        read=(topics.feed(reg.site), topics.head(reg.site), *(topics.acks(reg.site, g.gate) for g in reg.gates)),
         write=(topics.all_events(reg.site), topics.all_status(reg.site), bridge_state_topic(reg.site)),
     )
 
@@ -252,6 +258,7 @@ def _bridge_section(reg: SiteRegistry, bridge: BridgeTo) -> list[str]:
         f"topic {topics.all_events(reg.site)} out 1",
         f"topic {topics.all_status(reg.site)} out 1",
         f"topic {topics.feed(reg.site)} in 1",
+        f"topic {topics.head(reg.site)} in 1",
         *(f"topic {topics.acks(reg.site, g.gate)} in 1" for g in reg.gates),
     ]
     if bridge.cafile is not None:

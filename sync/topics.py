@@ -18,6 +18,11 @@ def feed(site: str) -> str:
     return f"{ROOT}/{_check(site)}/feed"
 
 
+def head(site: str) -> str:
+    """The feed's head (retained, refreshed by the cloud): how far the feed goes, and that the link lives."""
+    return f"{ROOT}/{_check(site)}/head"
+
+
 def events(site: str, gate: str) -> str:
     return f"{ROOT}/{_check(site)}/gate/{_check(gate)}/events"
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import TypeAdapter
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -132,3 +132,22 @@ def mark_published(session: Session, change_ids: Sequence[int], *, now: datetime
             .values(published_at=at)
         )
     session.commit()
+
+
+def published_heads(session: Session) -> list[tuple[str, int]]:
+    """(site code, seq) per site: every change of the site's feed up to seq has been published."""
+    first_unpublished = dict(
+        session.execute(
+            select(FeedChange.site_id, func.min(FeedChange.seq))
+            .where(FeedChange.published_at.is_(None))
+            .group_by(FeedChange.site_id)
+        ).all()
+    )
+    rows = session.execute(
+        select(Site.id, Site.code, SiteFeedHead.seq)
+        .join(SiteFeedHead, SiteFeedHead.site_id == Site.id)
+        .order_by(Site.id)
+    )
+    return [
+        (code, first_unpublished[site_id] - 1 if site_id in first_unpublished else seq) for site_id, code, seq in rows
+    ]

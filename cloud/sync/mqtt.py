@@ -5,6 +5,9 @@ Threads, not asyncio: paho runs its own network thread, and the database calls b
 - Publisher: wakes right after a commit that appended feed changes (an after-commit hook on the
   sessionmaker) and every `poll_s` (changes committed by other processes), publishes the unpublished
   changes QoS 1 in sequence order, and sets `published_at` when the broker's PUBACK came back.
+- Heartbeat: every `heartbeat_s` each site's feed head (`FeedHead`: all changes up to seq are
+  published) goes out retained on ``sf/<site>/head``. Gates take it as "the feed is fresh as of
+  then" on a quiet night, and as a lost message when they stay below it.
 - Consumer: a persistent session (fixed client id, clean session off) subscribed QoS 1 with manual
   acknowledgement. A batch of messages is stored and committed first; only then are the broker's
   messages acknowledged and the EventAcks published (convention 9). Until the commit succeeds nothing
@@ -31,9 +34,10 @@ from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from cloud.db import utcnow
 from cloud.settings import Settings
 from cloud.sync import feed, service
-from models.sync import EventAck, FeedMessage
+from models.sync import EventAck, FeedHead, FeedMessage
 from sync import topics
 
 log = logging.getLogger("starfish.cloud.sync")
@@ -68,6 +72,7 @@ class CloudSync:
         password: str | None = None,
         tls_ca_file: str | None = None,
         poll_s: float = 1.0,
+        heartbeat_s: float = 15.0,
         keepalive: int = 30,
         batch: int = 500,
         max_in_flight: int = 1000,
@@ -76,7 +81,9 @@ class CloudSync:
     ) -> None:
         self._factory = factory
         self._host, self._port, self._keepalive = host, port, keepalive
-        self._poll_s = poll_s
+        self._poll_s = min(poll_s, heartbeat_s)
+        self._heartbeat_s = heartbeat_s
+        self._head_at = 0.0  # publisher thread: when the heads went out last
         self._batch = batch
         self._max_in_flight = max_in_flight
         self._republish_after_s = republish_after_s
@@ -123,6 +130,7 @@ class CloudSync:
             password=settings.mqtt_password.get_secret_value() or None,
             tls_ca_file=settings.mqtt_tls_ca_file,
             poll_s=settings.sync_poll_seconds,
+            heartbeat_s=settings.sync_heartbeat_seconds,
         )
 
     # --- life cycle -----------------------------------------------------------------------------
@@ -175,6 +183,7 @@ class CloudSync:
             return
         self._connection += 1
         self._connected_at = time.monotonic()
+        self._head_at = 0.0  # heads go out again right away
         client.subscribe([(EVENTS, 1), (STATUS, 1)])
         log.info("connected to %s:%s (session present: %s)", self._host, self._port, flags.session_present)
         self.connected.set()
@@ -257,6 +266,18 @@ class CloudSync:
                 break
             # Also when not connected (MQTT_ERR_NO_CONN): paho keeps the message and sends it on reconnect.
             self._in_flight[info.mid] = (change_id, now)
+        if now - self._head_at >= self._heartbeat_s:
+            self._publish_heads()
+
+    def _publish_heads(self) -> None:
+        """Each site's published head, retained; only while connected (a queued heartbeat would lie)."""
+        with self._factory() as session:
+            heads = feed.published_heads(session)
+        at = utcnow()
+        for site, seq in heads:
+            head = FeedHead(site=site, seq=seq, at=at)
+            self._client.publish(topics.head(site), head.model_dump_json(), qos=1, retain=True)
+        self._head_at = time.monotonic()
 
     # --- consumer ---------------------------------------------------------------------------------
 

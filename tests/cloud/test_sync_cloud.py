@@ -36,7 +36,7 @@ from cloud.app import create_app
 from cloud.db import utcnow
 from cloud.deps import Role
 from cloud.settings import Settings
-from cloud.sync import service, snapshot
+from cloud.sync import feed, service, snapshot
 from cloud.sync.feed import trusted_keys
 from cloud.sync.models import FeedChange, GatePassage
 from cloud.sync.mqtt import CloudSync
@@ -47,11 +47,13 @@ from models import Ticket as WireTicket
 from models.credential import public_key_b64
 from models.sync import (
     EventAck,
+    FeedHead,
     FeedMessage,
     GateStatus,
     KeySet,
     SnapshotHeader,
     SnapshotStatus,
+    StatusChange,
     TicketUpsert,
     ticket_set_checksum,
 )
@@ -180,9 +182,19 @@ def poll_s() -> float:
 
 
 @pytest.fixture
-def app(settings: Settings, broker: Broker, poll_s: float) -> FastAPI:
+def heartbeat_s() -> float:
+    return 60.0
+
+
+@pytest.fixture
+def app(settings: Settings, broker: Broker, poll_s: float, heartbeat_s: float) -> FastAPI:
     """Overrides conftest's app: the same cloud, with its MQTT loop on the test's broker."""
-    update = {"mqtt_host": "127.0.0.1", "mqtt_port": broker.port, "sync_poll_seconds": poll_s}
+    update = {
+        "mqtt_host": "127.0.0.1",
+        "mqtt_port": broker.port,
+        "sync_poll_seconds": poll_s,
+        "sync_heartbeat_seconds": heartbeat_s,
+    }
     return create_app(settings.model_copy(update=update), expiry_every_s=0)
 
 
@@ -363,6 +375,44 @@ def test_changes_committed_while_the_broker_is_down_are_published_when_it_is_bac
             return session.scalar(select(func.count()).where(FeedChange.published_at.is_(None))) == 0
 
     eventually(all_published, what="published_at set after the restart")
+
+
+@pytest.mark.parametrize("heartbeat_s", [0.2])
+def test_the_feed_head_goes_out_retained_as_a_heartbeat_and_counts_only_published_changes(
+    app: FastAPI,
+    api: Api,
+    sync: CloudSync,
+    broker: Broker,
+    site: dict[str, Any],
+    day_product: dict[str, Any],
+    peers: Any,
+) -> None:
+    sell_paid(app, api, site["id"], day_product["id"], next_weekday(), quantity=2)
+    with app.state.sessionmaker() as session:
+        head = feed.head_seq(session, site["id"])
+    assert head >= 2
+
+    def next_head(p: Peer) -> FeedHead:
+        return FeedHead.model_validate_json(p.next().payload)
+
+    retained = next_head(peers(topics.head(SITE)))  # a new subscriber gets the last head at once
+    assert retained.site == SITE and retained.seq <= head
+    listener = peers(topics.head(SITE))
+    eventually(lambda: next_head(listener).seq == head, what="a heartbeat at the head")
+    beats = [next_head(listener) for _ in range(3)]
+    assert [h.seq for h in beats] == [head] * 3, "heartbeats keep coming while nothing changes"
+    assert beats[0].at < beats[1].at < beats[2].at
+
+    # Changes committed while the broker is away are not published: the head does not claim them.
+    broker.stop()
+    eventually(lambda: not sync.connected.is_set(), what="the cloud noticing")
+    with app.state.sessionmaker() as session:
+        feed.append_change(session, site["id"], StatusChange(ticket_id="1", status=TicketStatus.BLOCKED))
+        session.commit()
+        assert feed.published_heads(session) == [(SITE, head)]
+    broker.start()
+    after = peers(topics.head(SITE))
+    eventually(lambda: next_head(after).seq == head + 1, what="the head after the restart")
 
 
 # --- passage events, up -----------------------------------------------------------------------------

@@ -81,6 +81,7 @@ def test_gate_acl_reads_its_site_and_writes_only_its_own_topics() -> None:
     assert render_acl([gate1]).splitlines()[2:] == [
         "user nanshan-g1",
         "topic read sf/nanshan/feed",
+        "topic read sf/nanshan/head",
         "topic read sf/nanshan/gate/+/events",
         "topic read sf/nanshan/gate/+/status",
         "topic read sf/nanshan/gate/g1/acks",
@@ -203,6 +204,7 @@ def _forgeries() -> list[object]:
         pytest.param(topics.events(SITE, "g2"), "cloud", id="another-gates-events"),
         pytest.param(topics.status(SITE, "g2"), "cloud", id="another-gates-status"),
         pytest.param(topics.feed(SITE), "g2", id="the-feed"),
+        pytest.param(topics.head(SITE), "g2", id="the-feed-head"),
         pytest.param(topics.acks(SITE, "g2"), "g2", id="another-gates-acks"),
         pytest.param(topics.events(OTHER, "g1"), "cloud", id="another-sites-events"),
     ]
@@ -371,7 +373,7 @@ def test_bridge_carries_events_up_and_the_feed_and_acks_down(
 ) -> None:
     cloud_broker, site_broker, consumer = _bridged_pair(mosquitto_factory, mqtt_client)
     g1 = mqtt_client(site_broker, *gate_login(SITE, "g1"))
-    g1.subscribe(topics.feed(SITE), topics.acks(SITE, "g1"))
+    g1.subscribe(topics.feed(SITE), topics.head(SITE), topics.acks(SITE, "g1"))
 
     g1.publish(topics.events(SITE, "g1"), "passage 1")
     g1.publish(topics.status(SITE, "g1"), status_json(SITE, "g1", "online"), retain=True)
@@ -380,7 +382,9 @@ def test_bridge_carries_events_up_and_the_feed_and_acks_down(
 
     consumer.publish(topics.feed(SITE), "seq 1")
     consumer.publish(topics.acks(SITE, "g1"), "ack passage 1")
+    consumer.publish(topics.head(SITE), "head 1", retain=True)
     assert g1.expect(topics.feed(SITE)).payload == b"seq 1"
+    assert g1.expect(topics.head(SITE)).payload == b"head 1"
     assert g1.expect(topics.acks(SITE, "g1")).payload == b"ack passage 1"
 
     late = mqtt_client(cloud_broker, *cloud_login())  # retained status crossed the bridge as retained

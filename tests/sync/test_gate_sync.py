@@ -44,6 +44,7 @@ from models import Direction, GateConfig, Outcome, PassageEvent, ProductKind, Ti
 from models.credential import public_key_b64
 from models.sync import (
     EventAck,
+    FeedHead,
     FeedMessage,
     GateConfigChange,
     GateStatus,
@@ -303,7 +304,15 @@ def gate_sync(store: GateStore, broker: Broker, snapshots: SnapshotServer | str,
     base = snapshots if isinstance(snapshots, str) else snapshots.base
     service = kw.pop("service", None)
     gate = kw.pop("gate", "g1")
-    return GateSync(sync_config(broker, base, gate, **kw), store=store, service=service, password=PASSWORD, tick_s=0.1)
+    clock = kw.pop("clock", None)
+    return GateSync(
+        sync_config(broker, base, gate, **kw),
+        store=store,
+        service=service,
+        password=PASSWORD,
+        tick_s=0.1,
+        **({} if clock is None else {"clock": clock}),
+    )
 
 
 def key_b64() -> str:
@@ -439,6 +448,64 @@ def test_a_gap_fetches_a_verified_snapshot_and_the_feed_resumes_after_it(
         statuses={"1003": TicketStatus.REVOKED, "1004": TicketStatus.BLOCKED},
     )
     assert store_sync.ticket_checksum(store) == expected.checksum()
+    store.close()
+
+
+def test_the_clouds_feed_head_keeps_a_quiet_feed_fresh_but_an_old_retained_head_does_not(
+    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+) -> None:
+    store = GateStore(tmp_path / "gate.db")
+    snapshots.state = SnapshotState(seq=3, tickets=[voucher("1001", "VOUCHER-1001")])
+    clock = Clock()
+    head = topics.head(SITE)
+
+    async def scenario() -> None:
+        with peer(broker) as cloud:
+            async with running(gate_sync(store, broker, snapshots, clock=clock, max_feed_age_s=60)) as sync:
+                assert sync.fresh_at == NOW, "the snapshot made the feed fresh"
+                clock.now = NOW + timedelta(hours=2)  # a quiet night: no change since
+                assert sync.feed_stale(clock.now)
+                cloud.publish(head, FeedHead(site=SITE, seq=3, at=clock.now).model_dump_json(), retain=True)
+                await eventually(lambda: sync.fresh_at == clock.now, "the heartbeat made the feed fresh again")
+                assert not sync.feed_stale(clock.now + timedelta(seconds=59))
+                # The link to the cloud is cut: the site broker still hands out the last retained head.
+                clock.now += timedelta(hours=1)
+                cloud.publish(
+                    head, FeedHead(site=SITE, seq=3, at=clock.now - timedelta(hours=1)).model_dump_json(), retain=True
+                )
+                cloud.publish(head, b"{not a head")
+                await asyncio.sleep(0.3)
+                assert sync.feed_stale(clock.now), "an old head does not pass for a fresh feed"
+                assert sync.feed_seq == 3
+
+    asyncio.run(scenario())
+    store.close()
+
+
+def test_a_gate_stuck_below_the_clouds_feed_head_fetches_a_snapshot(
+    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+) -> None:
+    """The last change before a quiet spell was lost: no later message shows the gap, the head does."""
+    store = GateStore(tmp_path / "gate.db")
+    snapshots.state = SnapshotState(seq=1, tickets=[voucher("1001", "VOUCHER-1001")])
+
+    async def scenario() -> None:
+        with peer(broker) as cloud:
+            async with running(gate_sync(store, broker, snapshots, feed_gap_grace_s=0.5)) as sync:
+                cloud.publish(topics.head(SITE), FeedHead(site=SITE, seq=1, at=NOW).model_dump_json(), retain=True)
+                await asyncio.sleep(0.8)
+                assert snapshots.served == [1], "a gate at the head fetches nothing"
+                # Change 2 never reaches the gate; the cloud announces it as published.
+                snapshots.state = SnapshotState(
+                    seq=2, tickets=[voucher("1001", "VOUCHER-1001"), voucher("1002", "VOUCHER-1002")]
+                )
+                cloud.publish(topics.head(SITE), FeedHead(site=SITE, seq=2, at=NOW).model_dump_json(), retain=True)
+                await eventually(lambda: sync.feed_seq == 2, "the snapshot fetched after the grace period")
+                assert sync.head_seq == 2
+
+    asyncio.run(scenario())
+    assert snapshots.served == [1, 2]
+    assert store.ticket("1002") is not None
     store.close()
 
 
