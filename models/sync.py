@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, ValidationError
 
-from models.messages import GateConfig, Message, Ticket, TicketStatus
+from models.messages import GateConfig, Message, PassageEvent, Ticket, TicketStatus
+
+EVENT_BATCH_MAX = 500
 
 
 class TicketUpsert(Message):
@@ -69,6 +71,38 @@ class FeedHead(Message):
     site: str
     seq: int = Field(ge=0)
     at: AwareDatetime
+
+
+class EventBatch(Message):
+    """Several of one gate's passage events in one message, oldest first: how a backlog goes up.
+
+    A gate publishes a single event as a plain `PassageEvent` and a backlog in batches; readers
+    take both (`parse_events`). One MQTT message per event would cost more than the event itself.
+    """
+
+    events: list[PassageEvent] = Field(min_length=1, max_length=EVENT_BATCH_MAX)
+
+
+def event_batch_json(bodies: Sequence[str]) -> str:
+    """An `EventBatch` from passage events already serialised (the outbox keeps them as JSON)."""
+    if len(bodies) == 1:
+        return bodies[0]
+    return '{"schema_version":1,"events":[' + ",".join(bodies) + "]}"
+
+
+def parse_events(payload: bytes | str) -> list[PassageEvent]:
+    """The events of a message on an events topic: an `EventBatch` or one `PassageEvent`.
+
+    Raises `ValidationError` when it is neither; a batch stands or falls as a whole.
+    """
+    # The key "events" can only appear unescaped in a batch (or as a whole string value, hence the fallback).
+    raw = payload.encode() if isinstance(payload, str) else payload
+    if b'"events"' in raw:
+        try:
+            return EventBatch.model_validate_json(raw).events
+        except ValidationError:
+            pass
+    return [PassageEvent.model_validate_json(raw)]
 
 
 class EventAck(Message):

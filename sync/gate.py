@@ -46,7 +46,17 @@ from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError
 from edge import store_sync
 from edge.store import GateStore
 from models import PassageEvent
-from models.sync import EventAck, FeedHead, FeedMessage, GateConfigChange, GateStatus, KeySet
+from models.sync import (
+    EVENT_BATCH_MAX,
+    EventAck,
+    FeedHead,
+    FeedMessage,
+    GateConfigChange,
+    GateStatus,
+    KeySet,
+    event_batch_json,
+    parse_events,
+)
 from sync import topics
 from sync.snapshot_client import fetch_snapshot, snapshot_url
 
@@ -95,7 +105,10 @@ class SyncConfig(BaseModel):
         default=1000, ge=20, le=65535, description="Unacknowledged messages the broker may send this gate"
     )
     publish_window: int = Field(
-        default=1000, ge=1, description="Events published and not yet acknowledged by the cloud"
+        default=5000, ge=1, description="Events published and not yet acknowledged by the cloud"
+    )
+    event_batch: int = Field(
+        default=100, ge=1, le=EVENT_BATCH_MAX, description="Most passage events per message when a backlog goes up"
     )
     ack_timeout_s: float = Field(default=30.0, gt=0, description="Republish events the cloud has not confirmed by then")
     status_interval_s: float = Field(default=30.0, gt=0, description="Retained status refresh, besides changes")
@@ -582,7 +595,8 @@ class GateSync:
     # --- up: events -----------------------------------------------------------------------------
 
     def _top_up(self) -> None:
-        """Publish outbox events after the cursor until the window is full."""
+        """Publish outbox events after the cursor until the window is full: one event alone, a
+        backlog in `EventBatch`es of up to `event_batch`."""
         if not self.connected or self._client is None:
             return
         room = self.config.publish_window - len(self._sent)
@@ -591,10 +605,12 @@ class GateSync:
             if not rows:
                 return
             now = time.monotonic()
-            for seq, event_id, body in rows:
-                self._client.publish(self._events_topic, body, qos=1)
-                self._sent[event_id] = now
-                self._cursor = seq
+            for i in range(0, len(rows), self.config.event_batch):
+                chunk = rows[i : i + self.config.event_batch]
+                self._client.publish(self._events_topic, event_batch_json([body for _, _, body in chunk]), qos=1)
+                for seq, event_id, _ in chunk:
+                    self._sent[event_id] = now
+                    self._cursor = seq
             room -= len(rows)
 
     def _on_event_ack(self, item: _Inbound) -> None:
@@ -610,14 +626,14 @@ class GateSync:
 
     def _on_peer_event(self, item: _Inbound) -> None:
         try:
-            event = PassageEvent.model_validate_json(item.payload)
+            events = parse_events(item.payload)
         except ValidationError as exc:
             self._reject(item, f"not a passage event ({_first_error(exc)})")
             return
-        if self.service is not None and event.gate_id == self.service.config.gate_id:
-            self._reject(item, f"another gate's event names this gate ({event.gate_id!r})")
+        if self.service is not None and any(e.gate_id == self.service.config.gate_id for e in events):
+            self._reject(item, f"another gate's event names this gate ({self.service.config.gate_id!r})")
             return
-        self._batch_remote.append(event)
+        self._batch_remote.extend(events)
         self._batched(item.delivery)
 
     def _batched(self, delivery: _Delivery) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
@@ -76,6 +77,8 @@ class CloudSync:
         keepalive: int = 30,
         batch: int = 500,
         max_in_flight: int = 1000,
+        receive_maximum: int = 2000,
+        session_expiry_s: int = 7 * 24 * 3600,
         republish_after_s: float = 30.0,
         store: Store = service.store,
     ) -> None:
@@ -86,6 +89,9 @@ class CloudSync:
         self._head_at = 0.0  # publisher thread: when the heads went out last
         self._batch = batch
         self._max_in_flight = max_in_flight
+        self._connect_props = Properties(PacketTypes.CONNECT)
+        self._connect_props.SessionExpiryInterval = session_expiry_s  # a persistent session: clean start off
+        self._connect_props.ReceiveMaximum = receive_maximum
         self._republish_after_s = republish_after_s
         self._store = store
         self._stop = threading.Event()
@@ -102,7 +108,9 @@ class CloudSync:
         self._threads: list[threading.Thread] = []
         self._attached: list[sessionmaker[Session]] = []
 
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, manual_ack=True)
+        # MQTT v5: its Receive Maximum lets the broker send `receive_maximum` events before our acks
+        # (a v3.1.1 client gets the broker's max_inflight_messages), so batches commit hundreds at once.
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True)
         if username:
             client.username_pw_set(username, password)
         if tls_ca_file:
@@ -138,7 +146,9 @@ class CloudSync:
     def start(self) -> CloudSync:
         """Connect (retrying in the background while the broker is away) and start both loops."""
         self.attach(self._factory)
-        self._client.connect_async(self._host, self._port, self._keepalive)
+        self._client.connect_async(
+            self._host, self._port, self._keepalive, clean_start=False, properties=self._connect_props
+        )
         self._client.loop_start()
         for target, name in ((self._publish_loop, "sync-publisher"), (self._consume_loop, "sync-consumer")):
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -299,7 +309,7 @@ class CloudSync:
                 log.exception("consumer failed on %d message(s); they stay unacknowledged", len(batch))
 
     def _consume(self, batch: list[_Received]) -> None:
-        items = [item for item in map(_parse, batch) if item is not None]
+        items = [item for r in batch for item in _parse(r)]
         stored = self._store_until_done(items)
         if stored is None:
             return  # stopping before the database came back: nothing acknowledged
@@ -342,12 +352,12 @@ class CloudSync:
         return merged
 
 
-def _parse(r: _Received) -> service.Inbound | None:
+def _parse(r: _Received) -> list[service.Inbound]:
     try:
         return service.parse(r.topic, r.payload)
     except Exception:
         log.exception("dropped a message on %s that could not be parsed", r.topic)
-        return None
+        return []
 
 
 def _feed_message(site: str, seq: int, at: datetime, body: dict[str, Any]) -> str | None:

@@ -27,7 +27,7 @@ from cloud.sync.models import GatePassage, GateStatusRecord
 from cloud.sync.schemas import GateSyncOut, SiteSyncOut
 from cloud.tickets.models import Ticket, TicketState
 from models import PassageEvent
-from models.sync import GateStatus
+from models.sync import GateStatus, parse_events
 from sync.topics import parse_gate_topic
 
 log = logging.getLogger("starfish.cloud.sync")
@@ -55,39 +55,44 @@ class StatusIn:
 Inbound = EventIn | StatusIn
 
 
-def parse(topic: str, payload: bytes) -> Inbound | None:
-    """The message a gate sent on `topic`, or None (logged) when it is malformed or not the gate's to send."""
+def parse(topic: str, payload: bytes) -> list[Inbound]:
+    """What a gate sent on `topic`: its events (one, or an `EventBatch`) or its status. Malformed
+    messages, and events that are not the gate's to send, are dropped here (logged): [] or fewer."""
     where = parse_gate_topic(topic)
     if where is None or where[2] == "acks":
         log.warning("dropped a message on %r: not a gate's events or status topic", topic)
-        return None
+        return []
     site, gate, leaf = where
     try:
         if leaf == "events":
-            return _event(site, gate, PassageEvent.model_validate_json(payload))
+            return [e for e in (_event(site, gate, event, topic) for event in parse_events(payload)) if e is not None]
         if payload.strip() in (b"offline", b'"offline"'):
-            return StatusIn(site, gate, "offline", None)
+            return [StatusIn(site, gate, "offline", None)]
         if not payload:
-            return None  # a retained status being cleared
-        return _status(site, gate, GateStatus.model_validate_json(payload))
+            return []  # a retained status being cleared
+        return [_status(site, gate, GateStatus.model_validate_json(payload))]
     except ValidationError as exc:
         log.warning("dropped a malformed message on %s: %s", topic, _short(exc))
-        return None
+        return []
     except _Refused as exc:
         log.warning("dropped a message on %s: %s", topic, exc)
-        return None
+        return []
 
 
 class _Refused(Exception):
     pass
 
 
-def _event(site: str, gate: str, event: PassageEvent) -> EventIn:
+def _event(site: str, gate: str, event: PassageEvent, topic: str) -> EventIn | None:
+    """The event, or None (logged) when it is not this gate's to send: only that one is dropped."""
     if (event.site_id, event.gate_id) != (site, gate):
-        raise _Refused(f"event {event.event_id} says site {event.site_id!r} gate {event.gate_id!r}")
-    if len(event.code) > 32 or (event.ticket_id is not None and len(event.ticket_id) > 64):
-        raise _Refused(f"event {event.event_id} has an over-long code or ticket id")
-    return EventIn(site, gate, event)
+        why = f"event {event.event_id} says site {event.site_id!r} gate {event.gate_id!r}"
+    elif len(event.code) > 32 or (event.ticket_id is not None and len(event.ticket_id) > 64):
+        why = f"event {event.event_id} has an over-long code or ticket id"
+    else:
+        return EventIn(site, gate, event)
+    log.warning("dropped a message on %s: %s", topic, why)
+    return None
 
 
 def _status(site: str, gate: str, status: GateStatus) -> StatusIn:

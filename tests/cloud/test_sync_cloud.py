@@ -55,6 +55,7 @@ from models.sync import (
     SnapshotStatus,
     StatusChange,
     TicketUpsert,
+    event_batch_json,
     ticket_set_checksum,
 )
 from sync import topics
@@ -479,10 +480,12 @@ def test_two_gates_in_one_batch_flag_the_later_scan(app: FastAPI, api: Api, site
         add_gate(api, site["id"], code)
     (ticket,) = ticket_ids(api, sell_paid(app, api, site["id"], single["id"], next_weekday())["id"])
     later, earlier = passage(ticket, "g2", minutes_ago=1), passage(ticket, "g1", minutes_ago=2)
-    batch = [service.parse(topics.events(SITE, e.gate_id), e.model_dump_json().encode()) for e in (later, earlier)]
+    batch = [
+        m for e in (later, earlier) for m in service.parse(topics.events(SITE, e.gate_id), e.model_dump_json().encode())
+    ]
 
     with app.state.sessionmaker() as session:
-        stored = service.store(session, [m for m in batch if m is not None])
+        stored = service.store(session, batch)
         assert (stored.new, stored.conflicts) == (2, 1)
         assert {p.event_id: p.conflict for p in passages(session)} == {
             earlier.event_id: None,
@@ -497,9 +500,9 @@ def test_passages_of_tickets_the_cloud_does_not_know_are_stored_and_count_nothin
     add_gate(api, site["id"], "g1")
     event = passage(ticket_id)
     parsed = service.parse(topics.events(SITE, "g1"), event.model_dump_json().encode())
-    assert parsed is not None
+    assert len(parsed) == 1
     with app.state.sessionmaker() as session:
-        stored = service.store(session, [parsed])
+        stored = service.store(session, parsed)
         assert (stored.new, stored.conflicts, dict(stored.acks)) == (1, 0, {(SITE, "g1"): [event.event_id]})
         assert [p.ticket_id for p in passages(session)] == [ticket_id]
 
@@ -530,6 +533,34 @@ def test_an_event_on_another_gates_topic_is_dropped_logged_and_acknowledged(
     assert any(str(posing.event_id) in r.getMessage() and "dropped" in r.getMessage() for r in caplog.records)
 
 
+def test_a_backlog_batch_is_stored_and_acknowledged_event_by_event_and_an_impostor_in_it_dropped_alone(
+    app: FastAPI,
+    api: Api,
+    sync: CloudSync,
+    site: dict[str, Any],
+    day_product: dict[str, Any],
+    peers: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="starfish.cloud.sync")
+    for code in ("g1", "g2"):
+        add_gate(api, site["id"], code)
+    (ticket,) = ticket_ids(api, sell_paid(app, api, site["id"], day_product["id"], next_weekday())["id"])
+    gate = peers(topics.acks(SITE, "g1"))
+    honest = [passage(ticket, "g1", minutes_ago=m) for m in (3, 2, 1)]
+    posing = passage(ticket, "g2")
+
+    batch = event_batch_json([e.model_dump_json() for e in (honest[0], posing, *honest[1:])])
+    gate.publish(topics.events(SITE, "g1"), batch)
+
+    want = {e.event_id for e in honest}
+    assert acked_ids(gate, want) == want
+    with app.state.sessionmaker() as session:
+        assert [p.event_id for p in passages(session)] == [e.event_id for e in honest]
+        assert session.get(Ticket, ticket).entries_used == 3
+    assert any(str(posing.event_id) in r.getMessage() and "dropped" in r.getMessage() for r in caplog.records)
+
+
 MALFORMED = [
     pytest.param(topics.events(SITE, "g1"), b"not json", id="not-json"),
     pytest.param(topics.events(SITE, "g1"), b"\xff\xfe\x00garbage", id="not-utf8"),
@@ -546,6 +577,12 @@ MALFORMED = [
         topics.events(SITE, "g1"), passage(1).model_copy(update={"code": "x" * 40}).model_dump_json(), id="long-code"
     ),
     pytest.param(topics.events(SITE, "g1"), passage(1, site="other").model_dump_json(), id="other-site"),
+    pytest.param(topics.events(SITE, "g1"), b'{"schema_version": 1, "events": []}', id="empty-batch"),
+    pytest.param(
+        topics.events(SITE, "g1"),
+        event_batch_json([passage(1).model_dump_json(), passage(2).model_dump_json().replace('"in"', '"up"')]),
+        id="batch-with-a-malformed-event",
+    ),
     pytest.param(topics.status(SITE, "g1"), b'{"state": "online"}', id="status-incomplete"),
     pytest.param(
         topics.status(SITE, "g1"),
@@ -566,7 +603,7 @@ MALFORMED = [
 @pytest.mark.parametrize(("topic", "payload"), MALFORMED)
 def test_malformed_messages_are_refused_before_any_database_work(topic: str, payload: str | bytes) -> None:
     raw = payload.encode() if isinstance(payload, str) else payload
-    assert service.parse(topic, raw) is None
+    assert service.parse(topic, raw) == []
 
 
 def test_malformed_messages_are_dropped_and_the_consumer_carries_on(

@@ -53,6 +53,7 @@ from models.sync import (
     SnapshotStatus,
     StatusChange,
     TicketUpsert,
+    parse_events,
     ticket_set_checksum,
 )
 from sync import topics
@@ -232,9 +233,9 @@ class Peer:
         with self._lock:
             self.messages.append(msg)
         if self.auto_ack_events and msg.topic.endswith("/events"):
-            event = PassageEvent.model_validate_json(msg.payload)
+            ids = [e.event_id for e in parse_events(msg.payload)]
             gate = msg.topic.split("/")[3]
-            client.publish(topics.acks(SITE, gate), EventAck(event_ids=[event.event_id]).model_dump_json(), qos=1)
+            client.publish(topics.acks(SITE, gate), EventAck(event_ids=ids).model_dump_json(), qos=1)
 
     def subscribe(self, topic: str) -> None:
         self.subscriptions.append(topic)
@@ -608,7 +609,7 @@ def journal_passage(store: GateStore, ticket_id: str, gate_id: str = "g1") -> uu
 
 
 def event_ids(messages: list[mqtt.MQTTMessage]) -> list[uuid.UUID]:
-    return [PassageEvent.model_validate_json(m.payload).event_id for m in messages]
+    return [e.event_id for m in messages for e in parse_events(m.payload)]
 
 
 def test_the_outbox_is_published_and_emptied_only_by_the_clouds_acknowledgements(
@@ -621,13 +622,14 @@ def test_the_outbox_is_published_and_emptied_only_by_the_clouds_acknowledgements
     async def scenario() -> None:
         with peer(broker, events) as cloud:
             async with running(gate_sync(store, broker, snapshots)) as sync:
-                await eventually(lambda: len(cloud.on(events)) == 5, "the queued events published")
+                await eventually(lambda: len(event_ids(cloud.on(events))) == 5, "the queued events published")
                 assert event_ids(cloud.on(events)) == queued, "in journal order"
+                assert len(cloud.on(events)) == 1, "a backlog goes up as one batch"
                 assert store.outbox_depth() == 5, "published is not confirmed"
                 late = journal_passage(store, "2999")
                 sync.nudge()
-                await eventually(lambda: len(cloud.on(events)) == 6, "a nudged event published")
-                assert event_ids(cloud.on(events))[-1] == late
+                await eventually(lambda: len(cloud.on(events)) == 2, "a nudged event published")
+                assert PassageEvent.model_validate_json(cloud.on(events)[-1].payload).event_id == late, "alone"
                 cloud.publish(topics.acks(SITE, "g1"), EventAck(event_ids=queued[:3]).model_dump_json())
                 await eventually(lambda: store.outbox_depth() == 3, "three confirmed")
                 assert [e.event_id for e in store.outbox()] == [*queued[3:], late]
@@ -648,11 +650,11 @@ def test_events_the_cloud_did_not_confirm_are_published_again_after_a_reconnect(
     async def scenario() -> None:
         with peer(broker, events, client_id="cloud", persistent=True) as cloud:
             async with running(gate_sync(store, broker, snapshots, reconnect_max_s=1)) as sync:
-                await eventually(lambda: len(cloud.on(events)) == 3, "published once")
+                await eventually(lambda: len(event_ids(cloud.on(events))) == 3, "published once")
                 broker.stop()
                 await eventually(lambda: not sync.connected, "the gate noticed")
                 broker.start()
-                await eventually(lambda: len(cloud.on(events)) >= 6, "published again after the reconnect")
+                await eventually(lambda: len(event_ids(cloud.on(events))) >= 6, "published again after the reconnect")
                 assert set(event_ids(cloud.on(events))) == set(queued), "the same events: the cloud dedupes"
                 assert store.outbox_depth() == 3
                 cloud.auto_ack_events = True

@@ -1,0 +1,73 @@
+"""Passage events on the wire: one alone, a backlog in batches; readers take both the same way."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from pydantic import ValidationError
+
+from models import Direction, Outcome, PassageEvent
+from models.sync import EVENT_BATCH_MAX, EventBatch, event_batch_json, parse_events
+from tests.conftest import NOW
+
+
+def event(code: str = "ok", **kw: object) -> PassageEvent:
+    fields: dict[str, object] = {
+        "gate_id": "g1",
+        "site_id": "nanshan",
+        "at": NOW,
+        "direction": Direction.IN,
+        "outcome": Outcome.ADMIT,
+        "code": code,
+        "ticket_id": "1001",
+        "passed": True,
+        "counted": True,
+        "credential": "signed",
+    }
+    return PassageEvent.model_validate(fields | kw)
+
+
+def test_one_event_goes_as_itself_and_a_backlog_as_one_batch_read_back_in_order() -> None:
+    backlog = [event(ticket_id=str(1000 + i)) for i in range(3)]
+
+    alone = event_batch_json([backlog[0].model_dump_json()])
+    batch = event_batch_json([e.model_dump_json() for e in backlog])
+
+    assert PassageEvent.model_validate_json(alone) == backlog[0], "a single event stays a plain PassageEvent"
+    assert EventBatch.model_validate_json(batch).events == backlog
+    assert parse_events(alone) == backlog[:1]
+    assert parse_events(batch.encode()) == backlog
+
+
+def test_an_event_whose_code_is_the_word_events_is_still_one_event() -> None:
+    odd = event(code="events", ticket_id='"events"')
+    assert parse_events(odd.model_dump_json()) == [odd]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(b'{"schema_version":1,"events":[]}', id="empty-batch"),
+        pytest.param(
+            event_batch_json([event().model_dump_json(), '{"event_id": "x"}']).encode(), id="one-bad-event-spoils-it"
+        ),
+        pytest.param(
+            b'{"schema_version":1,"events":['
+            + b",".join([event().model_dump_json().encode()] * (EVENT_BATCH_MAX + 1))
+            + b"]}",
+            id="too-many",
+        ),
+        pytest.param(b"[]", id="a-list"),
+        pytest.param(b"\xff\xfe", id="not-utf8"),
+    ],
+)
+def test_a_malformed_batch_is_refused_whole(payload: bytes) -> None:
+    with pytest.raises(ValidationError):
+        parse_events(payload)
+
+
+def test_batched_events_keep_their_own_ids() -> None:
+    ids = [uuid.uuid4() for _ in range(4)]
+    batch = event_batch_json([event(event_id=i).model_dump_json() for i in ids])
+    assert [e.event_id for e in parse_events(batch)] == ids
