@@ -90,13 +90,13 @@ def event_batch_json(bodies: Sequence[str]) -> str:
     return '{"schema_version":1,"events":[' + ",".join(bodies) + "]}"
 
 
-def parse_events(payload: bytes | str) -> list[PassageEvent]:
+def parse_events(payload: bytes | bytearray | str) -> list[PassageEvent]:
     """The events of a message on an events topic: an `EventBatch` or one `PassageEvent`.
 
     Raises `ValidationError` when it is neither; a batch stands or falls as a whole.
     """
     # The key "events" can only appear unescaped in a batch (or as a whole string value, hence the fallback).
-    raw = payload.encode() if isinstance(payload, str) else payload
+    raw = payload.encode() if isinstance(payload, str) else bytes(payload)
     if b'"events"' in raw:
         try:
             return EventBatch.model_validate_json(raw).events

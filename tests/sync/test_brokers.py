@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
 import shutil
 import ssl
 import subprocess
@@ -15,8 +17,10 @@ from typing import Literal
 import pytest
 from paho.mqtt.enums import MQTTProtocolVersion
 
+from edge.store import GateStore
 from models.sync import GateStatus
 from sync import topics
+from sync.gate import GateSync, SyncConfig
 from sync.mosquitto import (
     BridgeTo,
     MosquittoNotFound,
@@ -449,3 +453,55 @@ def test_bridge_over_tls_trusts_the_cloud_ca(
     mqtt_client(site_broker, *gate_login(SITE, "g1")).publish(topics.events(SITE, "g1"), "via tls")
 
     assert consumer.expect(topics.events(SITE, "g1")).payload == b"via tls"
+
+
+@pytest.mark.parametrize("ca", ["right", "wrong"])
+def test_a_gates_sync_client_speaks_tls_to_its_site_broker_and_trusts_only_the_sites_ca(
+    mosquitto_factory: MosquittoFactory,
+    mqtt_client: MqttClientFactory,
+    tmp_path: Path,
+    ca: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The gate's own client (`GateSync`, as the daemon runs it), not a test client, over TLS."""
+    pki = make_pki(tmp_path / "pki")
+    broker = mosquitto_factory(make_site(SITE), tls=pki)
+    assert broker.tls_port is not None
+    cafile = pki.cafile if ca == "right" else make_pki(tmp_path / "rogue").cafile
+    user, password = gate_login(SITE, "g1")
+    config = SyncConfig(
+        site=SITE,
+        gate="g1",
+        broker_host="localhost",
+        broker_port=broker.tls_port,
+        username=user,
+        tls_ca=cafile,
+        snapshot_url="https://localhost:9",  # nothing there: the gate keeps trying, harmlessly
+        reconnect_max_s=1,
+    )
+    watcher = mqtt_client(broker, *cloud_login())  # on the plain listener
+    watcher.subscribe(topics.status(SITE, "g1"))
+    store = GateStore(tmp_path / "gate.db")
+
+    async def scenario() -> None:
+        sync = GateSync(config, store=store, password=password, tick_s=0.1)
+        sync.start()
+        try:
+            if ca == "right":
+                msg = await asyncio.to_thread(watcher.expect, topics.status(SITE, "g1"))
+                status = GateStatus.model_validate_json(msg.payload)
+                assert (status.gate, status.state) == ("g1", "online")
+                assert sync.connected
+            else:
+                await asyncio.sleep(2.0)
+                assert not sync.connected
+                with pytest.raises(AssertionError):
+                    watcher.expect(topics.status(SITE, "g1"), timeout=0.1)
+        finally:
+            await sync.stop()
+
+    caplog.set_level(logging.ERROR, logger="starfish.sync")
+    asyncio.run(scenario())
+    store.close()
+    if ca == "wrong":
+        assert any("over TLS" in r.getMessage() for r in caplog.records), "the log names the likely cause"
