@@ -168,13 +168,33 @@ class BarrierController:
     async def _open_once(self) -> PassResult:
         try:
             before = (await self.barrier.read_inputs()).passage_complete if self.has_sensor else None
-            await self.barrier.pulse_open()
         except Exception as exc:
             return PassResult(False, "fault", self._fault(exc))
-        self._healthy = True
         if not self.has_sensor:
+            try:
+                await self.barrier.pulse_open()
+            except Exception as exc:
+                return PassResult(False, "fault", self._fault(exc))
+            self._healthy = True
             return PassResult(True, "on_open")
-        result = await self._wait_for_passage(bool(before))
+        # Watch the sensor from the moment the coil goes on, not after the pulse: a quick skier's
+        # passage signal can start and end within the pulse. The driver serialises the requests.
+        pulse = asyncio.create_task(self.barrier.pulse_open(), name="pulse")
+        watch = asyncio.create_task(self._wait_for_passage(bool(before)), name="watch-passage")
+        try:
+            try:
+                await pulse
+            except Exception as exc:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
+                return PassResult(False, "fault", self._fault(exc))
+            result = await watch
+        except asyncio.CancelledError:
+            for task in (pulse, watch):
+                task.cancel()
+            await asyncio.gather(pulse, watch, return_exceptions=True)
+            raise
+        self._healthy = True
         if result.how == "timeout":
             self.sensor_timeouts_in_a_row += 1
             if self.sensor_timeouts_in_a_row % 3 == 0:

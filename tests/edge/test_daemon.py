@@ -12,7 +12,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from drivers.barrier import FakeBarrier
+from drivers.barrier import FakeBarrier, ModbusBarrier
+from drivers.relay_sim import RelayBoardSim
 from drivers.scanner import FakeScanner
 from edge.config import EdgeConfig, parse_config
 from edge.daemon import Debouncer, GateDaemon, Handled, Scan
@@ -418,3 +419,35 @@ def test_exit_gate_through_the_daemon_lets_a_refunded_ticket_out(
 
     asyncio.run(with_daemon(daemon, body))
     assert barrier.pulses == 1
+
+
+def test_a_quick_skier_whose_passage_signal_ends_within_the_pulse_is_counted(
+    tmp_path: Path, signing_key: Ed25519PrivateKey
+) -> None:
+    """A real relay board (Modbus TCP simulator): the sensor is watched from the moment the coil is on."""
+
+    async def scenario() -> None:
+        # The skier is through 20 ms after the coil goes on and the signal is gone 100 ms later,
+        # well inside the 300 ms pulse.
+        sim = RelayBoardSim(passage_input=0, fire_alarm_input=1, passage_delay_s=0.02, passage_hold_s=0.1)
+        port = await sim.start_tcp()
+        barrier = ModbusBarrier(
+            transport="tcp", port=port, open_coil=0, passage_input=0, fire_alarm_input=1, pulse_ms=300
+        )
+        cfg = config(tmp_path, signing_key, port=port, pulse_ms=300, passage_timeout_s=2.0)
+        daemon = GateDaemon(cfg, store=GateStore(cfg.store.path), barrier=barrier, clock=Clock())
+        tokens = [sign(signing_key, make_ticket(ProductKind.PUNCH, ticket_id=f"10{i}")).encode() for i in range(3)]
+
+        async def body() -> None:
+            for token in tokens:
+                handled = await daemon.handle(token, "test")
+                assert (handled.entry.code, handled.entry.passed, handled.entry.counted) == ("ok", True, True)
+                assert handled.entry.resolution == "sensor"
+
+        try:
+            await with_daemon(daemon, body)
+        finally:
+            await sim.stop()
+        assert sim.passage_count == 3 and not sim.coil_on
+
+    asyncio.run(scenario())
