@@ -16,7 +16,7 @@ PY := $(VENV)/bin/python
 .PHONY: help demo test bench lint check-format typecheck pytest system-deps venv clean
 
 help:
-	@echo "make demo   - one simulated gate admitting and denying a scripted queue of skiers"
+	@echo "make demo   - the whole resort on one machine: cloud, brokers, two gates, skiers; the cloud link cut and restored"
 	@echo "make test   - ruff, mypy and the test suite"
 	@echo "make bench  - benchmarks (python -m bench.admission)"
 
@@ -48,7 +48,7 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 venv: system-deps $(VENV)/.synced
 
 demo: venv
-	$(VENV)/bin/starfish demo --duration 60
+	$(VENV)/bin/starfish demo --duration 60 --cut-at 20 --restore-at 40
 
 lint: venv
 	$(VENV)/bin/ruff check .

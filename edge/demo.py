@@ -1,4 +1,4 @@
-"""`starfish demo`: one simulated gate and a scripted queue of skiers.
+"""`starfish demo --single`: one simulated gate and a scripted queue of skiers.
 
 A virtual camera shows generated ticket images (real QR codes, decoded by the real
 decoder), the barrier is a simulated Modbus relay board spoken to over Modbus TCP on
@@ -17,7 +17,6 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import cv2
 import numpy as np
@@ -28,7 +27,7 @@ from rich.table import Table
 
 from edge.config import EdgeConfig, parse_config
 from edge.daemon import GateDaemon, Handled
-from edge.demo_cloud import DemoCloud, demo_cloud
+from edge.demo_cloud import DemoCloud, demo_cloud, resort_today
 from edge.hardware import Barrier
 from edge.reasons import reason
 from edge.store import GateStore
@@ -122,14 +121,15 @@ def script(key: Ed25519PrivateKey, now: datetime, sold: dict[str, str]) -> tuple
 def sell_through_cloud(cloud: DemoCloud) -> dict[str, str]:
     """The demo's tickets, sold at the ticket window through the cloud's API; 王芳's is refunded."""
     cloud.set_up_resort()
-    today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
+    today = resort_today()
     sold = {}
-    _, sold["zhang"] = cloud.sell("day", today)
-    _, sold["lina"] = cloud.sell("punch10", today)
-    wang_order, sold["wang"] = cloud.sell("day", today + timedelta(days=1))
-    cloud.refund(wang_order)  # refunds close when the visit day starts: she refunds tomorrow's ticket
-    _, sold["zhao"] = cloud.sell("4h", today)
-    _, sold["sun"] = cloud.sell("day", today + timedelta(days=1))
+    sold["zhang"] = cloud.sell("day", today).token
+    sold["lina"] = cloud.sell("punch10", today).token
+    wang = cloud.sell("day", today + timedelta(days=1))
+    cloud.refund(wang)  # refunds close when the visit day starts: she refunds tomorrow's ticket
+    sold["wang"] = wang.token
+    sold["zhao"] = cloud.sell("4h", today).token
+    sold["sun"] = cloud.sell("day", today + timedelta(days=1)).token
     return sold
 
 
@@ -146,11 +146,11 @@ async def run_demo(duration_s: float, *, console: Console | None = None) -> int:
     sim = RelayBoardSim(passage_delay_s=0.1, passage_hold_s=0.3)
     port = await sim.start_tcp()
     with tempfile.TemporaryDirectory(prefix="starfish-demo-") as tmp, demo_cloud(Path(tmp)) as cloud:
-        sold = sell_through_cloud(cloud)
+        sold = sell_through_cloud(cloud.api)
         skiers, tickets = script(cloud.settings.signing_key, now, sold)
         pending = list(skiers)
         console.print(
-            f"[bold]cloud[/] {cloud.base}: site, 2 gates, 3 products; "
+            f"[bold]cloud[/] {cloud.api.base}: site, {len(cloud.api.gates)} gates, {len(cloud.api.products)} products; "
             f"sold {len(sold)} tickets at the window, refunded 1"
         )
         cfg = parse_config(
@@ -169,7 +169,7 @@ async def run_demo(duration_s: float, *, console: Console | None = None) -> int:
             }
         )
         store = GateStore(cfg.store.path)
-        cloud.hand_to_gate(store)  # until sync exists: keys, tickets and revocations by direct call
+        cloud.hand_to_gate(store)  # no sync in this demo: keys, tickets and revocations by direct call
         store.upsert_tickets(tickets)
         console.print(
             f"[bold]gate[/] {cfg.gate.gate_id}: {store.ticket_count()} tickets cached, "

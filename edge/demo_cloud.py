@@ -1,7 +1,10 @@
-"""The demo's cloud: the real FastAPI service on SQLite, on a loopback port, selling through its API.
+"""The demo's cloud, spoken to through its API: set up a resort, sell at the ticket window, refund.
 
-Until sync exists the gate receives what the cloud sold by a direct call (`hand_to_gate`):
-the cloud's public key, its tickets as the gate caches them, and its revocation list.
+`DemoCloud` holds the admin's and a cashier's logins and works against any server of one cloud
+(same database, same JWT secret): the in-process server of the single-gate demo (`demo_cloud`,
+which hands the gate the cloud's data by direct call) or the cloud process of the whole resort
+(`sync.resort`). The signing key is made fresh for each run: a demo never uses a key that could
+sign a real ticket.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
+from fastapi import FastAPI
 
 from cloud.app import create_app
 from cloud.deps import Role
@@ -27,102 +32,187 @@ from cloud.staff.service import create_staff
 from edge.store import GateStore
 from models import TicketStatus
 from models.credential import public_key_b64
+from sync.mosquitto import GateAccount
 
 API = "/api/v1"
+TIMEZONE = ZoneInfo("Asia/Shanghai")
+GATES = (("north-1", "北门1号"), ("north-2", "北门2号"))
+
+
+def resort_today() -> date:
+    """Today at the resort (visit dates are local days)."""
+    return datetime.now(TIMEZONE).date()
+
+
+def fresh_settings(url: str, **overrides: Any) -> Settings:
+    """Production settings with a fresh JWT secret and signing key, for one demo run."""
+    return Settings(
+        environment="production",
+        database_url=url,
+        jwt_secret=base64.b64encode(os.urandom(36)).decode(),
+        signing_key_b64=base64.b64encode(os.urandom(32)).decode(),
+        **overrides,
+    )
+
+
+@dataclass(frozen=True)
+class Sale:
+    order_id: int
+    ticket_id: int
+    token: str  # the signed QR text
+
+
+def _client(base: str, token: str) -> httpx.Client:
+    return httpx.Client(base_url=base, timeout=30, headers={"Authorization": f"Bearer {token}"})
+
+
+def _ok(r: httpx.Response) -> Any:
+    if r.status_code >= 400:
+        raise RuntimeError(f"cloud refused {r.request.method} {r.request.url.path}: {r.status_code} {r.text}")
+    return r.json()
 
 
 @dataclass
 class DemoCloud:
     base: str
-    settings: Settings
-    app: Any
-    admin: httpx.Client
-    cashier: httpx.Client | None = None
+    admin_token: str
+    cashier_token: str = ""
     site_id: int = 0
+    site_code: str = ""
     products: dict[str, int] = field(default_factory=dict)
+    gates: dict[str, GateAccount] = field(default_factory=dict)  # the gates' own logins (shown once)
+    customer_id: int | None = None
+    _clients: dict[str, httpx.Client] = field(default_factory=dict, repr=False)
 
-    def _ok(self, r: httpx.Response) -> Any:
-        if r.status_code >= 400:
-            raise RuntimeError(f"cloud refused {r.request.method} {r.request.url.path}: {r.status_code} {r.text}")
-        return r.json()
+    @classmethod
+    def bootstrap(cls, app: FastAPI, base: str) -> DemoCloud:
+        """Create the demo's admin in the app's database and log in through the API at `base`."""
+        password = secrets.token_urlsafe(16)
+        with app.state.sessionmaker() as session:
+            create_staff(session, "demo", "demo.admin", password, Role.ADMIN)
+        token = _ok(httpx.post(f"{base}{API}/auth/token", data={"username": "demo.admin", "password": password}))
+        return cls(base=base, admin_token=token["access_token"])
 
-    def set_up_resort(self) -> None:
-        """A site, two gates and the products, as the resort's admin would through the API."""
-        self.site_id = self._ok(self.admin.post(f"{API}/sites", json={"code": "demo", "name": "演示滑雪场"}))["id"]
-        for code, name in (("north-1", "北门1号"), ("north-2", "北门2号")):
-            self._ok(self.admin.post(f"{API}/sites/{self.site_id}/gates", json={"code": code, "name": name}))
+    @property
+    def admin(self) -> httpx.Client:
+        return self._session("admin", self.admin_token)
+
+    @property
+    def cashier(self) -> httpx.Client:
+        assert self.cashier_token, "set_up_resort() first"
+        return self._session("cashier", self.cashier_token)
+
+    def _session(self, who: str, token: str) -> httpx.Client:
+        if who not in self._clients:
+            self._clients[who] = _client(self.base, token)
+        return self._clients[who]
+
+    def at(self, base: str) -> DemoCloud:
+        """The same logins and resort against another server of this cloud (same database and JWT secret)."""
+        return DemoCloud(
+            base,
+            self.admin_token,
+            self.cashier_token,
+            self.site_id,
+            self.site_code,
+            dict(self.products),
+            dict(self.gates),
+            self.customer_id,
+        )
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+    def set_up_resort(self, site: str = "demo", gates: tuple[tuple[str, str], ...] = GATES) -> None:
+        """A site, its gates, the products and a cashier, as the resort's admin would through the API."""
+        self.site_code = site
+        self.site_id = _ok(self.admin.post(f"{API}/sites", json={"code": site, "name": "演示滑雪场"}))["id"]
+        for code, name in gates:
+            g = _ok(self.admin.post(f"{API}/sites/{self.site_id}/gates", json={"code": code, "name": name}))
+            self.gates[code] = GateAccount(code, g["username"], g["secret"])
+        today = resort_today()
         prices = {"weekday_price_fen": 28000, "weekend_price_fen": 38000, "holiday_price_fen": 45000}
+        season = {
+            "season_start": (today - timedelta(days=30)).isoformat(),
+            "season_end": (today + timedelta(days=90)).isoformat(),
+        }
         for code, name, extra in (
-            ("day", "全天票", {"kind": "day", "daily_stock": 500}),
+            ("day", "全天票", {"kind": "day"}),
             ("punch10", "十次卡", {"kind": "punch", "entries": 10}),
+            ("single", "单次票", {"kind": "punch", "entries": 1}),
             ("4h", "四小时票", {"kind": "time_window", "window_minutes": 240}),
+            ("season", "季卡", {"kind": "season", **season}),
         ):
             body = {"code": code, "name": name, **extra, **prices}
-            self.products[code] = self._ok(self.admin.post(f"{API}/sites/{self.site_id}/products", json=body))["id"]
+            self.products[code] = _ok(self.admin.post(f"{API}/sites/{self.site_id}/products", json=body))["id"]
         password = secrets.token_urlsafe(12)
-        self._ok(
-            self.admin.post(f"{API}/staff", json={"username": "demo.cashier", "password": password, "role": "cashier"})
-        )
-        token = self._ok(self.admin.post(f"{API}/auth/token", data={"username": "demo.cashier", "password": password}))
-        self.cashier = httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {token['access_token']}"})
+        staff = {"username": "demo.cashier", "password": password, "role": "cashier"}
+        _ok(self.admin.post(f"{API}/staff", json=staff))
+        token = _ok(self.admin.post(f"{API}/auth/token", data={"username": "demo.cashier", "password": password}))
+        self.cashier_token = token["access_token"]
+        self.customer_id = _ok(
+            self.cashier.post(f"{API}/customers", json={"phone": "13800138000", "nickname": "雪友俱乐部"})
+        )["id"]
 
-    def sell(self, product: str, visit: date) -> tuple[int, str]:
-        """A ticket-window sale, paid in cash; returns (order id, the ticket's signed QR text)."""
-        assert self.cashier is not None
-        body = {
-            "site_id": self.site_id,
-            "channel": "counter",
-            "items": [{"product_id": self.products[product], "visit_date": visit.isoformat()}],
+    def sell(self, product: str, visit: date | None = None, *, holder_id: int | None = None) -> Sale:
+        """A ticket-window sale, paid in cash (a season pass names its holder)."""
+        item: dict[str, Any] = {
+            "product_id": self.products[product],
+            "visit_date": (visit or resort_today()).isoformat(),
         }
-        order = self._ok(
-            self.cashier.post(f"{API}/orders", json=body, headers={"Idempotency-Key": secrets.token_hex(8)})
-        )
+        body: dict[str, Any] = {"site_id": self.site_id, "channel": "counter", "items": [item]}
+        if holder_id is not None:
+            item["holder_id"] = holder_id
+            body["customer_id"] = self.customer_id
+        order = _ok(self.cashier.post(f"{API}/orders", json=body, headers={"Idempotency-Key": secrets.token_hex(8)}))
         pay = {"method": "cash", "amount_fen": order["total_fen"]}
-        self._ok(self.cashier.post(f"{API}/orders/{order['id']}/payments/counter", json=pay))
-        [ticket] = self._ok(self.cashier.get(f"{API}/orders/{order['id']}/tickets"))
-        return order["id"], ticket["token"]
+        _ok(self.cashier.post(f"{API}/orders/{order['id']}/payments/counter", json=pay))
+        [ticket] = _ok(self.cashier.get(f"{API}/orders/{order['id']}/tickets"))
+        return Sale(order["id"], ticket["id"], ticket["token"])
 
-    def refund(self, order_id: int) -> None:
-        assert self.cashier is not None
-        tickets = self._ok(self.cashier.get(f"{API}/orders/{order_id}/tickets"))
-        body = {"ticket_ids": [t["id"] for t in tickets], "reason": "skier changed plans"}
-        self._ok(self.cashier.post(f"{API}/orders/{order_id}/refunds", json=body))
+    def refund(self, sale: Sale) -> None:
+        body = {"ticket_ids": [sale.ticket_id], "reason": "skier changed plans"}
+        _ok(self.cashier.post(f"{API}/orders/{sale.order_id}/refunds", json=body))
+
+    def sync_status(self) -> dict[str, Any]:
+        """The site's feed head and each gate's last reported status (`GET .../gates/status`)."""
+        result: dict[str, Any] = _ok(self.admin.get(f"{API}/sites/{self.site_id}/gates/status", timeout=2))
+        return result
+
+
+@dataclass
+class InProcessCloud:
+    """The single-gate demo's cloud: the app in this process, whose data a gate can take by direct call."""
+
+    api: DemoCloud
+    app: FastAPI
+    settings: Settings
 
     def hand_to_gate(self, store: GateStore) -> None:
-        """What sync will do later, by direct call: keys, tickets and revocations into the gate's store."""
+        """What sync does in the resort, by direct call: keys, tickets and revocations into the gate's store."""
         from cloud.tickets.models import Ticket
         from cloud.tickets.service import wire_ticket
 
         store.set_keys({self.settings.signing_key_id: public_key_b64(self.settings.signing_key.public_key())})
         with self.app.state.sessionmaker() as session:
-            store.upsert_tickets(wire_ticket(t) for t in session.query(Ticket).filter(Ticket.site_id == self.site_id))
-        for rev in self._ok(self.admin.get(f"{API}/sites/{self.site_id}/revocations"))["items"]:
+            tickets = session.query(Ticket).filter(Ticket.site_id == self.api.site_id)
+            store.upsert_tickets(wire_ticket(t) for t in tickets)
+        for rev in _ok(self.api.admin.get(f"{API}/sites/{self.api.site_id}/revocations"))["items"]:
             store.set_status(str(rev["ticket_id"]), TicketStatus.REVOKED, rev.get("reason") or "refunded")
 
 
 @contextmanager
-def demo_cloud(folder: Path) -> Iterator[DemoCloud]:
-    """The cloud on SQLite in `folder`, served by uvicorn on a free loopback port."""
+def demo_cloud(folder: Path) -> Iterator[InProcessCloud]:
+    """The cloud on SQLite in `folder`, served by uvicorn in this process on a free loopback port."""
     url = f"sqlite:///{folder / 'cloud.db'}"
     upgrade(url)
-    # A fresh signing key for each demo run: the demo never uses a key that could sign a real ticket.
-    settings = Settings(
-        environment="development", database_url=url, signing_key_b64=base64.b64encode(os.urandom(32)).decode()
-    )
+    settings = fresh_settings(url)
     app = create_app(settings, expiry_every_s=0)
-    password = secrets.token_urlsafe(16)
-    with app.state.sessionmaker() as session:
-        create_staff(session, "demo", "demo.admin", password, Role.ADMIN)
     with live_server(app) as base:
-        with httpx.Client(base_url=base, timeout=30) as anon:
-            r = anon.post(f"{API}/auth/token", data={"username": "demo.admin", "password": password})
-            r.raise_for_status()
-        with httpx.Client(
-            base_url=base, timeout=30, headers={"Authorization": f"Bearer {r.json()['access_token']}"}
-        ) as admin:
-            cloud = DemoCloud(base=base, settings=settings, app=app, admin=admin)
-            try:
-                yield cloud
-            finally:
-                if cloud.cashier is not None:
-                    cloud.cashier.close()
+        api = DemoCloud.bootstrap(app, base)
+        try:
+            yield InProcessCloud(api, app, settings)
+        finally:
+            api.close()

@@ -1,0 +1,588 @@
+"""The whole resort on one machine: cloud, cloud broker, site broker with bridge, gates with simulated hardware.
+
+Each piece runs as in production, in its own process where the real system has one: the cloud
+(uvicorn serving `cloud.app:create_app` on SQLite, with its MQTT loop), the cloud broker and the
+site broker bridged to it (Mosquitto, `sync.mosquitto`), and one `starfish gate run` per gate,
+connected to the site broker only. The hardware is simulated in this process: per gate a relay
+board (Modbus TCP on loopback, `drivers.relay_sim`) and a serial scanner (a pty the gate opens as
+its scanner port). The resort is set up, and tickets are sold and refunded, through the cloud's
+API (`edge.demo_cloud`).
+
+Cutting the cloud link stops the cloud broker (its persistence saved); restoring starts it again
+on the same port with the same data, and the bridge and the cloud reconnect by themselves.
+
+    with Resort(workdir) as resort:
+        sale = resort.sell("day")
+        resort.scan("north-1", sale.token)      # the Decision, read back from the gate's journal
+        resort.cut_link(); ...; resort.restore_link()
+        resort.wait_drained(60)
+        print(resort.exactly_once().line())
+
+Used by `starfish demo` and by whole-stack tests. Everything it starts stops on `stop()` (or
+leaving the `with`), also when `start()` fails half-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import tty
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+import yaml
+
+from cloud.settings import Settings
+from drivers.relay_sim import RelayBoardSim
+from edge.demo_cloud import GATES, DemoCloud, Sale, fresh_settings, resort_today
+from edge.store_sync import FEED_SEQ, REMOTE
+from sync.mosquitto import BridgeTo, GateAccount, MosquittoProcess, SiteRegistry, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+_OWN = f"resolution IS NOT '{REMOTE}'"  # this gate's own decisions, not the peers' passages it learnt
+_DECISION = "rowid, event_id, outcome, code, passed, ticket_id"
+_DECISION_AFTER = f"SELECT {_DECISION} FROM passages WHERE rowid > ? AND {_OWN} ORDER BY rowid LIMIT 1"
+_COUNTS = (
+    f"SELECT sum(outcome = 'admit' AND {_OWN}), sum(outcome = 'deny' AND {_OWN}), sum(resolution IS '{REMOTE}'),"
+    " (SELECT count(*) FROM outbox), (SELECT value FROM meta WHERE key = ?) FROM passages"
+)
+
+
+def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows from a SQLite file another process writes, opened read-only (in WAL mode the writer goes on)."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as c:
+        return c.execute(sql, params).fetchall()
+
+
+def read_rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """`query` for watching: [] while the file or its tables are not there yet."""
+    try:
+        return query(db, sql, params) if db.exists() else []
+    except sqlite3.OperationalError:
+        return []
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, *, poll_s: float = 0.05) -> bool:
+    """Poll until `condition` holds; False once `timeout` seconds passed without it."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll_s)
+    return True
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A gate's decision on one scan, as its journal holds it."""
+
+    gate: str
+    event_id: uuid.UUID
+    admit: bool
+    code: str
+    passed: bool
+    ticket_id: str | None
+
+    @classmethod
+    def from_row(cls, gate: str, row: tuple[Any, ...]) -> Decision:
+        _rowid, event_id, outcome, code, passed, ticket_id = row
+        return cls(gate, uuid.UUID(event_id), outcome == "admit", code, bool(passed), ticket_id)
+
+
+@dataclass(frozen=True)
+class GateView:
+    """One gate as its own store tells it."""
+
+    gate: str
+    running: bool
+    admitted: int
+    denied: int
+    from_peers: int  # other gates' passages this gate learnt over the site broker
+    outbox: int  # events the cloud has not confirmed yet
+    feed_seq: int
+    last: Decision | None
+
+    @property
+    def journaled(self) -> int:
+        return self.admitted + self.denied
+
+
+@dataclass(frozen=True)
+class CloudView:
+    """The cloud's side: passages stored per gate, its feed head and what each gate last reported."""
+
+    stored: dict[str, int]
+    feed_head: int | None  # None: the API did not answer
+    gates: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ExactlyOnce:
+    """Every decision journaled at a gate is stored in the cloud once, and nothing else is."""
+
+    journaled: dict[str, int]
+    stored: dict[str, int]
+    missing: int  # journaled at a gate, not in the cloud
+    extra: int  # in the cloud, journaled at no gate
+    doubled: int  # stored more than once
+    outbox: int  # still waiting at the gates
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.extra or self.doubled or self.outbox)
+
+    def line(self) -> str:
+        per_gate = ", ".join(f"{g} {self.stored.get(g, 0)}/{n}" for g, n in self.journaled.items())
+        verdict = "OK" if self.ok else "FAILED"
+        return (
+            f"exactly once: {verdict}: {sum(self.stored.values())} passages stored in the cloud, "
+            f"{sum(self.journaled.values())} journaled at the gates ({per_gate}); "
+            f"{self.missing} missing, {self.extra} extra, {self.doubled} doubled, {self.outbox} left in outboxes"
+        )
+
+
+class ChildProcess:
+    """A child process of the resort with its output in a log file; SIGTERM stops it, SIGKILL if it hangs."""
+
+    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = argv
+        self.log = log
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=ROOT,
+                env={**os.environ, **(self.env or {})},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches only the harness, which stops everything in order
+            )
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def log_text(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        """Wait for `condition`; raise with the end of the log if the process exits or time runs out."""
+        if not wait_for(lambda: condition() or not self.running, timeout) or not self.running:
+            raise RuntimeError(f"{self.name}: {what} did not happen; its log ends:\n{self.log_text()[-3000:]}")
+
+
+class RelayBoards:
+    """Simulated relay boards (real pymodbus servers on loopback), served on one event loop in a thread."""
+
+    def __init__(self) -> None:
+        self.boards: list[RelayBoardSim] = []
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="relay-boards", daemon=True)
+        self.thread.start()
+
+    def add(self, **options: Any) -> RelayBoardSim:
+        """A board serving Modbus TCP on a free loopback port (`board.port`); options as `RelayBoardSim`'s."""
+        board = RelayBoardSim(**options)
+        asyncio.run_coroutine_threadsafe(board.start_tcp(), self.loop).result(10)
+        self.boards.append(board)
+        return board
+
+    def close(self) -> None:
+        for board in self.boards:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(board.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+class ScannerPty:
+    """A serial scanner: the gate opens the pty's slave path as its scanner port, codes go in at the master."""
+
+    def __init__(self) -> None:
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)  # no echo or line editing before the gate opens it
+        os.set_blocking(self.master, False)
+        self.path = os.ttyname(self.slave)
+
+    def scan(self, code: str) -> None:
+        """Send one code; dropped when the gate has stopped reading and the line is full."""
+        with contextlib.suppress(BlockingIOError):
+            os.write(self.master, code.encode() + b"\r\n")
+
+    def close(self) -> None:
+        for fd in (self.master, self.slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+@dataclass
+class _Gate:
+    login: GateAccount
+    folder: Path
+    scanner: ScannerPty
+    process: ChildProcess
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def db(self) -> Path:
+        return self.folder / "gate.db"
+
+    def ready(self) -> bool:
+        """Synced from the cloud once, and reading its scanner."""
+        synced = read_rows(self.db, "SELECT 1 FROM meta WHERE key = ?", (FEED_SEQ,))
+        return bool(synced) and f"scanner {self.scanner.path} opened" in self.process.log_text()
+
+
+class Resort:
+    """Cloud, brokers and gates of one site, started for real; see the module docstring."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        site: str = "demo",
+        gates: tuple[tuple[str, str], ...] = GATES,
+        passback_seconds: float = 10.0,
+        season_holders: int = 8,
+        startup_timeout: float = 60.0,
+    ) -> None:
+        self.workdir = workdir
+        self.site = site
+        self.gate_names = gates
+        self.passback_seconds = passback_seconds
+        self.season_holders = season_holders
+        self.startup_timeout = startup_timeout
+        self.url = f"sqlite:///{workdir / 'cloud.db'}"
+        self._stack = ExitStack()
+        self._gates: dict[str, _Gate] = {}
+        self._holders: list[int] = []
+        self._link = threading.Lock()
+        self.link_up = True
+        self._cloud_base = ""
+        self.api: DemoCloud
+        self.cloud: ChildProcess
+        self.cloud_broker: MosquittoProcess
+        self.site_broker: MosquittoProcess
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Set up the cloud, start both brokers, the cloud process and the gates; return once every gate synced."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop everything this resort started (gates first, brokers last)."""
+        self._stack.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def gates(self) -> list[str]:
+        return list(self._gates)
+
+    def _start(self) -> None:
+        from cloud.migrate import upgrade
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        settings = fresh_settings(self.url)
+        upgrade(self.url)
+        cloud_port, mqtt_password, bridge_password = free_port(), secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+        # The cloud process boots (seconds) while this one sets the resort up; its MQTT loop waits for the broker.
+        self._start_cloud(settings, cloud_port, mqtt_password)
+        setup = self._set_up_cloud(settings)
+        registry = SiteRegistry(
+            self.site,
+            list(setup.gates.values()),
+            "cloud",
+            mqtt_password,
+            bridge=BridgeTo("127.0.0.1", cloud_port, f"bridge-{self.site}", bridge_password),
+        )
+        self.cloud_broker = MosquittoProcess(
+            registry, role="cloud", workdir=self.workdir / "cloud-broker", port=cloud_port
+        )
+        self._stack.callback(self.cloud_broker.close)
+        self.cloud_broker.start()
+        self.site_broker = MosquittoProcess(registry, role="site", workdir=self.workdir / "site-broker")
+        self._stack.callback(self.site_broker.close)
+        self.site_broker.start()
+        self.cloud.wait_until(self._cloud_healthy, self.startup_timeout, "health check")
+        self.api = setup.at(self._cloud_base)
+        self._stack.callback(self.api.close)
+        boards = RelayBoards()
+        self._stack.callback(boards.close)
+        for login in setup.gates.values():
+            # A skier through the turnstile 200 ms after it opens, the passage signal high for 150 ms.
+            board = boards.add(passage_delay_s=0.2, passage_hold_s=0.15)
+            assert board.port is not None
+            self._start_gate(login, board.port)
+        for gate in self._gates.values():
+            gate.process.wait_until(gate.ready, self.startup_timeout, "snapshot applied and scanner port opened")
+
+    def _set_up_cloud(self, settings: Settings) -> DemoCloud:
+        """Admin, site, gates, products, cashier and season-pass holders, through a short-lived server here."""
+        from cloud.app import create_app
+        from cloud.customers.service import add_holder
+        from cloud.local_server import live_server
+
+        app = create_app(settings, expiry_every_s=0)
+        with live_server(app) as base:
+            setup = DemoCloud.bootstrap(app, base)
+            try:
+                setup.set_up_resort(self.site, self.gate_names)
+                assert setup.customer_id is not None
+                with app.state.sessionmaker() as session:
+                    for i in range(self.season_holders):
+                        holder = add_holder(session, setup.customer_id, f"季卡会员{i + 1:02d}", f"E{1000000 + i}")
+                        self._holders.append(holder.id)
+            finally:
+                setup.close()
+        return setup
+
+    def _start_cloud(self, settings: Settings, broker_port: int, mqtt_password: str) -> None:
+        port = free_port()
+        self._cloud_base = f"http://127.0.0.1:{port}"
+        env = {
+            "STARFISH_ENVIRONMENT": settings.environment,
+            "STARFISH_DATABASE_URL": self.url,
+            "STARFISH_JWT_SECRET": settings.jwt_secret.get_secret_value(),
+            "STARFISH_SIGNING_KEY_B64": settings.signing_key_b64.get_secret_value(),
+            "STARFISH_MQTT_HOST": "127.0.0.1",
+            "STARFISH_MQTT_PORT": str(broker_port),
+            "STARFISH_MQTT_USERNAME": "cloud",
+            "STARFISH_MQTT_PASSWORD": mqtt_password,
+            "STARFISH_SYNC_POLL_SECONDS": "0.5",
+        }
+        argv = [sys.executable, "-m", "uvicorn", "--factory", "cloud.app:create_app", "--host", "127.0.0.1",
+                "--port", str(port), "--log-level", "warning", "--no-access-log"]  # fmt: skip
+        self.cloud = ChildProcess("cloud", argv, self.workdir / "cloud.log", env)
+        self._stack.callback(self.cloud.stop)
+        self.cloud.start()
+
+    def _cloud_healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self._cloud_base}/api/v1/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _start_gate(self, login: GateAccount, board_port: int) -> None:
+        from edge.config import parse_config
+
+        folder = self.workdir / "gates" / login.gate
+        folder.mkdir(parents=True, exist_ok=True)
+        password = folder / "password"
+        password.touch(mode=0o600)
+        password.write_text(login.password)
+        scanner = ScannerPty()
+        self._stack.callback(scanner.close)
+        config = {
+            "gate": {
+                "gate_id": login.gate,
+                "site_id": self.site,
+                "passback_seconds": self.passback_seconds,
+                "rescan_seconds": 3,
+            },
+            "store": {"path": str(folder / "gate.db")},
+            "barrier": {
+                "type": "modbus_tcp",
+                "host": "127.0.0.1",
+                "port": board_port,
+                "passage_input": 0,
+                "fire_alarm_input": 1,
+                "passage_timeout_s": 3,
+            },
+            "scanner": {"port": scanner.path},
+            "sync": {
+                "site": self.site,
+                "gate": login.gate,
+                "broker_host": "127.0.0.1",
+                "broker_port": self.site_broker.port,
+                "username": login.username,
+                "password_file": str(password),
+                "snapshot_url": self._cloud_base,
+                "ack_timeout_s": 5,
+                "status_interval_s": 2,
+                "reconnect_max_s": 2,
+            },
+            "input_debounce_s": 0,
+            "log_level": "INFO",
+        }
+        parse_config(config, f"gate {login.gate}")  # a mistake here is ours: say so before starting a process
+        path = folder / "gate.yaml"
+        path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+        argv = [sys.executable, "-m", "edge.cli", "gate", "run", "--config", str(path)]
+        process = ChildProcess(f"gate {login.gate}", argv, folder / "gate.log")
+        self._gates[login.gate] = _Gate(login, folder, scanner, process)
+        self._stack.callback(process.stop)
+        process.start()
+
+    def stop_gates(self) -> None:
+        """Stop the gate daemons (SIGTERM: each finishes the passage in progress and says `offline`)."""
+        for gate in self._gates.values():
+            gate.process.stop()
+
+    # --- the cloud link --------------------------------------------------------------------------
+
+    def cut_link(self) -> None:
+        """Cut the site off the cloud: the cloud broker stops, saving what it holds."""
+        with self._link:
+            if self.link_up:
+                self.cloud_broker.stop()
+                self.link_up = False
+
+    def restore_link(self) -> None:
+        """Start the cloud broker again, same port and data; the bridge and the cloud reconnect by themselves."""
+        with self._link:
+            if not self.link_up:
+                self.cloud_broker.start()
+                self.link_up = True
+
+    # --- skiers ----------------------------------------------------------------------------------
+
+    def sell(self, product: str, visit: date | None = None) -> Sale:
+        """Sell one ticket at the ticket window (a season pass goes to the next registered holder)."""
+        holder = None
+        if product == "season":
+            if not self._holders:
+                raise RuntimeError("every season-pass holder already has a pass")
+            holder = self._holders.pop(0)
+        return self.api.sell(product, visit, holder_id=holder)
+
+    def sell_refunded(self) -> Sale:
+        """A ticket for tomorrow, refunded (refunds close when the visit day starts): it joins the revocations."""
+        sale = self.api.sell("day", resort_today() + timedelta(days=1))
+        self.api.refund(sale)
+        return sale
+
+    def scan(self, gate: str, code: str, timeout: float = 10.0) -> Decision | None:
+        """Present a code at a gate's scanner; its decision from the journal once final (None: none in time)."""
+        g = self._gates[gate]
+        with g.lock:
+            last = read_rows(g.db, f"SELECT max(rowid) FROM passages WHERE {_OWN}")
+            before = (last[0][0] if last else None) or 0
+            g.scanner.scan(code)
+            found: list[tuple[Any, ...]] = []
+
+            def decided() -> bool:
+                found[:] = read_rows(g.db, _DECISION_AFTER, (before,))
+                return bool(found) and found[0][4] is not None  # an admission is final once the passage is
+
+            if not wait_for(decided, timeout, poll_s=0.02):
+                return None
+            return Decision.from_row(gate, found[0])
+
+    # --- what each side knows --------------------------------------------------------------------
+
+    def gate_view(self, gate: str) -> GateView:
+        g = self._gates[gate]
+        counts = read_rows(g.db, _COUNTS, (FEED_SEQ,))
+        admitted, denied, peers, outbox, seq = counts[0] if counts else (0, 0, 0, 0, 0)
+        last = read_rows(g.db, f"SELECT {_DECISION} FROM passages WHERE {_OWN} ORDER BY rowid DESC LIMIT 1")
+        return GateView(
+            gate,
+            g.process.running,
+            admitted or 0,
+            denied or 0,
+            peers or 0,
+            outbox or 0,
+            int(seq or 0),
+            Decision.from_row(gate, last[0]) if last else None,
+        )
+
+    def _cloud_passages(self) -> list[tuple[str, str]]:
+        return [
+            (str(code), str(event_id))
+            for code, event_id in query(
+                self.workdir / "cloud.db",
+                "SELECT g.code, p.event_id FROM gate_passages p JOIN gates g ON g.id = p.gate_id",
+            )
+        ]
+
+    def cloud_view(self) -> CloudView:
+        stored = {
+            str(code): int(n)
+            for code, n in read_rows(
+                self.workdir / "cloud.db",
+                "SELECT g.code, count(*) FROM gate_passages p JOIN gates g ON g.id = p.gate_id GROUP BY g.code",
+            )
+        }
+        try:
+            status = self.api.sync_status()
+        except (httpx.HTTPError, RuntimeError):
+            return CloudView(stored, None, {})
+        return CloudView(stored, int(status["feed_seq"]), {g["code"]: g for g in status["gates"]})
+
+    def wait_drained(self, timeout: float) -> bool:
+        """Until every gate's outbox is empty and the cloud stored as many passages as each gate journaled."""
+
+        def drained() -> bool:
+            stored = self.cloud_view().stored
+            views = [self.gate_view(g) for g in self._gates]
+            return all(v.outbox == 0 and stored.get(v.gate, 0) == v.journaled for v in views)
+
+        return wait_for(drained, timeout, poll_s=0.25)
+
+    def exactly_once(self) -> ExactlyOnce:
+        """Compare every gate's journal with the passages the cloud stored, by the gate-made event id."""
+        journal: dict[str, set[uuid.UUID]] = {}
+        outbox = 0
+        for code, g in self._gates.items():
+            journal[code] = {uuid.UUID(r[0]) for r in query(g.db, f"SELECT event_id FROM passages WHERE {_OWN}")}
+            outbox += query(g.db, "SELECT count(*) FROM outbox")[0][0]
+        cloud = [(code, uuid.UUID(e)) for code, e in self._cloud_passages()]
+        stored_ids = set(cloud)
+        journaled_ids = {(code, e) for code, ids in journal.items() for e in ids}
+        stored: dict[str, int] = {}
+        for code, _ in cloud:
+            stored[code] = stored.get(code, 0) + 1
+        return ExactlyOnce(
+            journaled={code: len(ids) for code, ids in journal.items()},
+            stored=stored,
+            missing=len(journaled_ids - stored_ids),
+            extra=len(stored_ids - journaled_ids),
+            doubled=len(cloud) - len(stored_ids),
+            outbox=outbox,
+        )
