@@ -96,13 +96,16 @@ def make_pki(directory: Path, *, name: str = "Starfish test CA") -> TlsFiles:
     return files
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    """Poll until condition holds; a generous bound so a broken setup fails rather than hangs."""
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT, *, interval: float = 0.02) -> None:
+    """Poll until condition holds; a generous bound so a broken setup fails rather than hangs.
+
+    `interval`: longer for a condition that costs the peers something (a snapshot, a file opened).
+    """
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"never happened within {timeout}s: {what}")
-        time.sleep(0.02)
+        time.sleep(interval)
 
 
 class ConnectRefused(Exception):
