@@ -15,9 +15,8 @@ revocation's status if there is one, else the body's.
 
 from __future__ import annotations
 
-import queue
+import contextlib
 import sqlite3
-import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.store import GateStore
-from models import PassageEvent, Ticket, TicketStatus
+from models import PassageEvent, TicketStatus
 from models.credential import load_public_key
 from models.sync import Change, GateConfigChange, KeySet, SnapshotStatus, StatusChange, TicketSetChecksum, TicketUpsert
 
@@ -149,11 +148,25 @@ def _stream_checksum(rows: Iterable[tuple[str, str]]) -> str:
 
 def ticket_checksum(store: GateStore) -> str:
     """`models.sync.ticket_set_checksum` of the cached tickets with their effective status."""
-    rows: Iterator[tuple[str, str]] = store.conn.execute(
+    return _checksum_of(store.conn)
+
+
+def _checksum_of(conn: sqlite3.Connection) -> str:
+    rows: Iterator[tuple[str, str]] = conn.execute(
         "SELECT t.ticket_id, COALESCE(r.status, json_extract(t.body, '$.status'), 'valid') "
         "FROM tickets t LEFT JOIN revocations r ON r.ticket_id = t.ticket_id ORDER BY t.ticket_id"
     )
     return _stream_checksum(rows)
+
+
+def read_checksum(db: Path) -> tuple[int, str] | None:
+    """(feed seq, ticket checksum) of the store file at `db`, read together in one read transaction
+    on a connection of its own, so a worker thread can sum a million tickets while the gate goes on
+    writing (WAL). None: never synced."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as conn:
+        conn.execute("BEGIN")
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (FEED_SEQ,)).fetchone()
+        return None if row is None else (int(row[0]), _checksum_of(conn))
 
 
 class SnapshotError(Exception):
@@ -161,10 +174,13 @@ class SnapshotError(Exception):
 
 
 class SnapshotStaging:
-    """A snapshot's tickets and statuses in a scratch SQLite file.
+    """A snapshot's tickets and statuses in a scratch SQLite file, filled by the caller's thread.
 
-    The caller (a worker thread) validates lines and adds them; a writer thread of its own
-    inserts them meanwhile, since SQLite releases the GIL while it works.
+    The file has no journal and is never synced: it is thrown away unless its checksum holds.
+    Its tickets have no key either: ids and codes are unique in the store, which refuses a
+    staged set that repeats one when it is installed. Tickets come in id order, so their
+    checksum is summed as they come; it is the set's unless a status line changes a ticket's
+    status (then the staged set is read again).
     """
 
     BATCH = 5000
@@ -173,93 +189,75 @@ class SnapshotStaging:
         self.path = path
         self.tickets = 0
         self.statuses = 0
-        self._tickets: list[tuple[str, str | None, str, str]] = []
+        self._checksum: TicketSetChecksum | None = TicketSetChecksum()
         self._statuses: list[tuple[str, str]] = []
-        self._batches: queue.Queue[tuple[str, list[Any]] | None] = queue.Queue(maxsize=8)
-        self._error: Exception | None = None
-        self._writer = threading.Thread(target=self._write, name="snapshot-writer", daemon=True)
-        self._writer.start()
-
-    def _write(self) -> None:
-        conn = sqlite3.connect(self.path)
+        self._conn = sqlite3.connect(path)
         try:
-            conn.executescript(
+            self._conn.executescript(
                 """
+                PRAGMA page_size=65536;
                 PRAGMA journal_mode=OFF;
                 PRAGMA synchronous=OFF;
-                CREATE TABLE tickets (
-                    ticket_id TEXT PRIMARY KEY, code TEXT UNIQUE, status TEXT NOT NULL, body TEXT NOT NULL
-                );
+                CREATE TABLE tickets (ticket_id TEXT NOT NULL, code TEXT, status TEXT NOT NULL, body TEXT NOT NULL);
                 CREATE TABLE statuses (ticket_id TEXT PRIMARY KEY, status TEXT NOT NULL);
                 """
             )
-            while (batch := self._batches.get()) is not None:
-                if self._error is not None:
-                    continue  # keep draining so the producer never blocks on a dead writer
-                table, rows = batch
-                try:
-                    with conn:
-                        conn.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(rows[0]))})", rows)
-                except sqlite3.Error as exc:
-                    self._error = exc
-        finally:
-            conn.close()
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise SnapshotError(f"cannot stage the snapshot: {exc}") from exc
 
-    def _put(self, table: str, rows: list[Any]) -> None:
-        if self._error is not None:
-            raise self._failure()
-        self._batches.put((table, rows))
+    def _insert(self, table: str, rows: list[Any]) -> None:
+        try:
+            with self._conn:
+                self._conn.executemany(f"INSERT INTO {table} VALUES ({', '.join('?' * len(rows[0]))})", rows)
+        except sqlite3.IntegrityError as exc:
+            raise SnapshotError(f"snapshot lists a ticket's status twice: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise SnapshotError(f"cannot stage the snapshot: {exc}") from exc
 
-    def _failure(self) -> SnapshotError:
-        exc = self._error
-        if isinstance(exc, sqlite3.IntegrityError):
-            return SnapshotError(f"snapshot lists a ticket id, code or status twice: {exc}")
-        return SnapshotError(f"cannot stage the snapshot: {exc}")
-
-    def add_ticket(self, ticket: Ticket, body: str) -> None:
-        """Stage a ticket; `body` is its JSON as received (already validated as `ticket`)."""
-        self._tickets.append((ticket.ticket_id, ticket.code, ticket.status.value, body))
-        self.tickets += 1
-        if len(self._tickets) >= self.BATCH:
-            self._put("tickets", self._tickets)
-            self._tickets = []
+    def add_tickets(self, rows: list[tuple[str, str | None, str, str]]) -> None:
+        """Stage tickets: (ticket id, code, status, its JSON as received), each validated as a `Ticket`."""
+        if self._checksum is not None:
+            add = self._checksum.add
+            try:
+                for ticket_id, _, status, _ in rows:
+                    add(ticket_id, status)
+            except ValueError:  # out of order (or a duplicate, which the install refuses): sum them later
+                self._checksum = None
+        self.tickets += len(rows)
+        if rows:
+            self._insert("tickets", rows)
 
     def add_status(self, status: SnapshotStatus) -> None:
         self._statuses.append((status.ticket_id, status.status.value))
         self.statuses += 1
         if len(self._statuses) >= self.BATCH:
-            self._put("statuses", self._statuses)
+            self._insert("statuses", self._statuses)
             self._statuses = []
-
-    def _drain(self) -> None:
-        if self._writer.is_alive():
-            self._batches.put(None)
-            self._writer.join()
 
     def finish(self) -> str:
         """Write what is pending, let status lines override ticket bodies; the set's checksum."""
-        if self._tickets:
-            self._put("tickets", self._tickets)
         if self._statuses:
-            self._put("statuses", self._statuses)
-        self._tickets, self._statuses = [], []
-        self._drain()
-        if self._error is not None:
-            raise self._failure()
-        conn = sqlite3.connect(self.path)
-        try:
+            self._insert("statuses", self._statuses)
+            self._statuses = []
+        conn = self._conn
+        changed = 0
+        if self.statuses:
             with conn:
-                conn.execute(
+                changed = conn.execute(
                     "UPDATE tickets SET status = s.status, body = json_set(tickets.body, '$.status', s.status) "
                     "FROM statuses s WHERE s.ticket_id = tickets.ticket_id AND s.status != tickets.status"
-                )
+                ).rowcount
+        if self._checksum is not None and changed == 0:
+            return self._checksum.hexdigest()
+        try:
             return _stream_checksum(conn.execute("SELECT ticket_id, status FROM tickets ORDER BY ticket_id"))
-        finally:
-            conn.close()
+        except ValueError as exc:  # sorted, so only a repeated id is out of order
+            raise SnapshotError(f"snapshot lists a ticket id twice: {exc}") from exc
 
     def close(self) -> None:
-        """Stop the writer (whatever happened); the file stays for `install_snapshot`."""
-        self._drain()
+        """Close the file (whatever happened); it stays for `install_snapshot`."""
+        self._conn.close()
 
 
 def install_snapshot(
@@ -267,8 +265,9 @@ def install_snapshot(
 ) -> None:
     """Replace tickets, statuses and (non-empty) keys by a staged snapshot, in one transaction.
 
-    The staging file must be finished and closed. An empty key set keeps the current keys: a
-    gate that trusts no key at all would turn every signed ticket away.
+    The staging file must be finished and closed; a set that repeats a ticket id or code raises
+    `SnapshotError` and changes nothing. An empty key set keeps the current keys: a gate that
+    trusts no key at all would turn every signed ticket away.
     """
     if keys:
         check_keys(keys)
@@ -294,6 +293,8 @@ def install_snapshot(
             _set_meta(c, FEED_SEQ, str(seq))
             _set_meta(c, FRESH_AT, _iso(fresh))
             _set_meta(c, SNAPSHOT_CHECKSUM, checksum)
+    except sqlite3.IntegrityError as exc:  # the staged tickets have no keys of their own
+        raise SnapshotError(f"snapshot lists a ticket id or code twice: {exc}") from exc
     finally:
         c.execute("DETACH DATABASE snap")
 
