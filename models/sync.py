@@ -112,12 +112,17 @@ class EventAck(Message):
 
 
 class GateStatus(Message):
+    """A gate's retained status. `checksum` is its ticket-set checksum when its feed was at
+    `checksum_seq` (computed now and then, not per change): the cloud compares it with its own."""
+
     site: str
     gate: str
     state: Literal["online", "offline"]
     feed_seq: int = 0
     outbox_depth: int = 0
     at: AwareDatetime | None = None
+    checksum: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    checksum_seq: int | None = Field(default=None, ge=0)
 
 
 class SnapshotHeader(Message):

@@ -112,6 +112,11 @@ class SyncConfig(BaseModel):
     )
     ack_timeout_s: float = Field(default=30.0, gt=0, description="Republish events the cloud has not confirmed by then")
     status_interval_s: float = Field(default=30.0, gt=0, description="Retained status refresh, besides changes")
+    checksum_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="At most this often the gate sums its ticket set for its status (in a worker thread)",
+    )
     snapshot_timeout_s: float = Field(default=60.0, gt=0, description="HTTP timeout of the snapshot download")
     reconnect_max_s: int = Field(default=30, ge=1, description="Longest wait between broker reconnect attempts")
 
@@ -217,6 +222,9 @@ class GateSync:
         self._batch_deliveries: list[_Delivery] = []
         self._batch_scheduled = False
         self._status_sent: tuple[int, int] | None = None
+        self.checksum: tuple[int, str] | None = None  # (feed seq, ticket-set checksum at that seq)
+        self._checksum_task: asyncio.Task[None] | None = None
+        self._checksum_at = float("-inf")
         self._status_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inbox: asyncio.Queue[_Item] = asyncio.Queue()
@@ -587,6 +595,7 @@ class GateSync:
             )
         self.feed_seq = header.seq
         self.fresh_at = self._fresh_saved = now
+        self.checksum = (header.seq, header.checksum)  # verified against the staged set before the swap
         if keys and self.service is not None:
             self.service.reload_keys()
         log.info("sync: snapshot installed: %d tickets, feed at %d, checksum verified", header.tickets, header.seq)
@@ -673,6 +682,7 @@ class GateSync:
 
     def _tick(self) -> None:
         self._check_behind()
+        self._maybe_sum_tickets()
         oldest = next(iter(self._sent.values()), None)
         if oldest is not None and time.monotonic() - oldest > self.config.ack_timeout_s:
             log.info(
@@ -693,7 +703,33 @@ class GateSync:
             store_sync.save_fresh_at(self.store, self.fresh_at)
             self._fresh_saved = self.fresh_at
 
+    def _maybe_sum_tickets(self) -> None:
+        """Sum the ticket set for the status when the feed moved on, at most every `checksum_interval_s`."""
+        if (
+            self._checksum_task is not None
+            or self.resyncing
+            or (self.checksum is not None and self.checksum[0] == self.feed_seq)
+            or time.monotonic() - self._checksum_at < self.config.checksum_interval_s
+            or not store_sync.has_feed_position(self.store)
+        ):
+            return
+        self._checksum_at = time.monotonic()
+        self._checksum_task = asyncio.create_task(self._sum_tickets(), name="sync-checksum")
+
+    async def _sum_tickets(self) -> None:
+        try:
+            summed = await asyncio.to_thread(store_sync.read_checksum, Path(self.store.path))
+        except Exception as exc:
+            log.warning("sync: could not sum the ticket set for the status: %s", exc)
+            summed = None
+        finally:
+            self._checksum_task = None
+        if summed is not None:
+            self.checksum = summed
+            self._publish_status()
+
     def _status(self, state: Literal["online", "offline"], depth: int = 0) -> GateStatus:
+        checksum_seq, checksum = self.checksum if self.checksum is not None else (None, None)
         return GateStatus(
             site=self.config.site,
             gate=self.config.gate,
@@ -701,6 +737,8 @@ class GateSync:
             feed_seq=self.feed_seq,
             outbox_depth=depth,
             at=self.clock(),
+            checksum=checksum,
+            checksum_seq=checksum_seq,
         )
 
     def _publish_status(self, depth: int | None = None) -> None:
@@ -722,6 +760,8 @@ class GateSync:
             self._snapshot_task.cancel()
             await asyncio.gather(self._snapshot_task, return_exceptions=True)
             self._snapshot_task = None
+        if self._checksum_task is not None:
+            await asyncio.gather(self._checksum_task, return_exceptions=True)
         if self.fresh_at is not None and self.fresh_at != self._fresh_saved:
             store_sync.save_fresh_at(self.store, self.fresh_at)
         if self.connected:

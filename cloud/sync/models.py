@@ -71,4 +71,6 @@ class GateStatusRecord(Base):
     feed_seq: Mapped[int] = mapped_column(Integer, default=0)
     outbox_depth: Mapped[int] = mapped_column(Integer, default=0)
     reported_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # the gate's own clock
+    checksum: Mapped[str | None] = mapped_column(String(64))  # the gate's ticket-set checksum ...
+    checksum_seq: Mapped[int | None] = mapped_column(Integer)  # ... when its feed was at this sequence
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)  # the cloud's: last seen

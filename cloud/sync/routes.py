@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from sqlalchemy import select
@@ -39,9 +39,15 @@ def _refused() -> Unauthorized:
 
 
 @router.get("/sites/{site_id}/gates/status")
-def gates_status(site_id: IdPath, session: SessionDep, _: GateWatchers) -> SiteSyncOut:
-    """Each gate's online state, applied feed sequence and outbox depth, as it last reported them."""
-    return service.site_sync_status(session, site_id)
+def gates_status(
+    site_id: IdPath,
+    session: SessionDep,
+    _: GateWatchers,
+    verify: Annotated[bool, Query(description="Also compare each gate's ticket-set checksum with the cloud's")] = False,
+) -> SiteSyncOut:
+    """Each gate's online state, applied feed sequence, outbox depth and ticket-set checksum, as it
+    last reported them; with `verify`, whether its tickets agree with the cloud's."""
+    return service.site_sync_status(session, site_id, verify=verify)
 
 
 @router.get(

@@ -15,10 +15,20 @@ class GateSyncOut(BaseModel):
     outbox_depth: int | None = Field(description="Passage events the gate holds that the cloud has not confirmed")
     last_seen: datetime | None = Field(description="When the cloud last received the gate's status")
     reported_at: datetime | None = Field(description="The time the gate put on that status (its own clock)")
+    checksum: str | None = Field(default=None, description="The gate's ticket-set checksum at `checksum_seq`")
+    checksum_seq: int | None = Field(default=None, description="The feed sequence the gate's checksum was taken at")
+    in_step: bool | None = Field(
+        default=None,
+        description="With verify: the gate's checksum equals the cloud's (True) or not (False); None when not "
+        "compared (no verify, or the gate's checksum is not at the feed head)",
+    )
 
 
 class SiteSyncOut(BaseModel):
     site_id: int
     site_code: str
     feed_seq: int = Field(description="The site feed's last sequence: a gate below it is catching up")
+    checksum: str | None = Field(
+        default=None, description="With verify: the cloud's ticket-set checksum of the site at `feed_seq`"
+    )
     gates: list[GateSyncOut]

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from cloud.db import utcnow
 from cloud.sites.models import Gate, Site
 from cloud.sites.service import get_site
+from cloud.sync import snapshot
 from cloud.sync.feed import head_seq
 from cloud.sync.models import GatePassage, GateStatusRecord
 from cloud.sync.schemas import GateSyncOut, SiteSyncOut
@@ -98,7 +99,8 @@ def _event(site: str, gate: str, event: PassageEvent, topic: str) -> EventIn | N
 def _status(site: str, gate: str, status: GateStatus) -> StatusIn:
     if (status.site, status.gate) != (site, gate):
         raise _Refused(f"status says site {status.site!r} gate {status.gate!r}")
-    if not (0 <= status.feed_seq <= MAX_INT and 0 <= status.outbox_depth <= MAX_INT):
+    figures = (status.feed_seq, status.outbox_depth, status.checksum_seq or 0)
+    if not all(0 <= n <= MAX_INT for n in figures):
         raise _Refused("status figures out of range")
     return StatusIn(site, gate, status.state, status)
 
@@ -256,28 +258,53 @@ def _store_status(session: Session, m: StatusIn, ids: tuple[int, int], now: date
         row.feed_seq = status.feed_seq
         row.outbox_depth = status.outbox_depth
         row.reported_at = status.at or row.reported_at
+        if status.checksum is not None and status.checksum_seq is not None:
+            row.checksum, row.checksum_seq = status.checksum, status.checksum_seq
 
 
-def site_sync_status(session: Session, site_id: int) -> SiteSyncOut:
-    """Each gate of the site with its last reported status, against the site's feed head."""
+def site_sync_status(session: Session, site_id: int, *, verify: bool = False) -> SiteSyncOut:
+    """Each gate of the site with its last reported status, against the site's feed head.
+
+    `verify` also sums the cloud's ticket set (one pass over the site's tickets) and says, of each
+    gate whose checksum was taken at the feed head, whether its ticket set equals the cloud's.
+    """
     site = get_site(session, site_id)
+    head = head_seq(session, site.id)
+    cloud_checksum = None
+    if verify:
+        summed = snapshot.site_checksum(session, site.id)
+        head, cloud_checksum = summed.seq, summed.checksum
     rows = session.execute(
         select(Gate, GateStatusRecord)
         .outerjoin(GateStatusRecord, GateStatusRecord.gate_id == Gate.id)
         .where(Gate.site_id == site_id)
         .order_by(Gate.id)
     )
-    gates = [
-        GateSyncOut(
+    gates = []
+    for gate, status in rows:
+        out = GateSyncOut(
             gate_id=gate.id,
             code=gate.code,
             name=gate.name,
-            state=status.state if status is not None else "unknown",
-            feed_seq=status.feed_seq if status is not None else None,
-            outbox_depth=status.outbox_depth if status is not None else None,
-            last_seen=status.updated_at if status is not None else None,
-            reported_at=status.reported_at if status is not None else None,
+            state="unknown",
+            feed_seq=None,
+            outbox_depth=None,
+            last_seen=None,
+            reported_at=None,
         )
-        for gate, status in rows
-    ]
-    return SiteSyncOut(site_id=site.id, site_code=site.code, feed_seq=head_seq(session, site.id), gates=gates)
+        if status is not None:
+            compared = cloud_checksum is not None and status.checksum is not None and status.checksum_seq == head
+            out = out.model_copy(
+                update={
+                    "state": status.state,
+                    "feed_seq": status.feed_seq,
+                    "outbox_depth": status.outbox_depth,
+                    "last_seen": status.updated_at,
+                    "reported_at": status.reported_at,
+                    "checksum": status.checksum,
+                    "checksum_seq": status.checksum_seq,
+                    "in_step": status.checksum == cloud_checksum if compared else None,
+                }
+            )
+        gates.append(out)
+    return SiteSyncOut(site_id=site.id, site_code=site.code, feed_seq=head, checksum=cloud_checksum, gates=gates)

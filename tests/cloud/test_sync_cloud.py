@@ -61,7 +61,7 @@ from models.sync import (
 from sync import topics
 from sync.mosquitto import find_mosquitto, free_port
 from tests.cloud.conftest import Api, make_product, next_weekday
-from tests.cloud.paid_orders import pay, sell, sell_paid
+from tests.cloud.paid_orders import add_holder, another_customer, pay, sell, sell_paid
 
 T = TypeVar("T")
 SITE = "nanshan"  # the conftest site's code
@@ -728,6 +728,9 @@ def test_gate_status_shows_online_state_feed_seq_outbox_depth_and_last_seen(
         "outbox_depth": None,
         "last_seen": None,
         "reported_at": None,
+        "checksum": None,
+        "checksum_seq": None,
+        "in_step": None,
     }
 
     # Its Last Will, composed when it connected: older figures than the status above.
@@ -749,6 +752,44 @@ def test_gate_status_shows_online_state_feed_seq_outbox_depth_and_last_seen(
     gate.publish(topics.status(SITE, "g2"), b"offline", retain=True)  # a bare Last Will: state only
     g2 = eventually(lambda: (s := status_of("g2"))["state"] == "offline" and s, what="g2 offline")
     assert (g2["feed_seq"], g2["outbox_depth"], g2["reported_at"]) == (0, 0, None)
+
+
+def test_gate_status_checksums_are_compared_with_the_clouds_on_request(
+    app: FastAPI, api: Api, sync: CloudSync, site: dict[str, Any], day_product: dict[str, Any], peers: Any
+) -> None:
+    for code in ("g1", "g2", "g3"):
+        add_gate(api, site["id"], code)
+    sell_paid(app, api, site["id"], day_product["id"], next_weekday(), quantity=2)
+    tech = api.as_(Role.GATE_TECH)
+    url = f"/api/v1/sites/{site['id']}/gates/status"
+    cloud = tech.get(url, params={"verify": "true"}).json()
+    assert cloud["checksum"] is not None and tech.get(url).json()["checksum"] is None, "summed only on request"
+    head = cloud["feed_seq"]
+    with app.state.sessionmaker() as session:
+        assert cloud["checksum"] == snapshot.build(session, site["id"], SITE, {}).header.checksum
+
+    gate = peers()
+    reports = {
+        "g1": (head, cloud["checksum"]),  # in step
+        "g2": (head, "0" * 64),  # at the head, another ticket set
+        "g3": (head - 1, cloud["checksum"]),  # taken before the last change: not comparable
+    }
+    for code, (seq, checksum) in reports.items():
+        status = GateStatus(
+            site=SITE, gate=code, state="online", feed_seq=head, at=utcnow(), checksum=checksum, checksum_seq=seq
+        )
+        gate.publish(topics.status(SITE, code), status.model_dump_json(), retain=True)
+
+    def verified() -> dict[str, Any] | None:
+        body = tech.get(url, params={"verify": "true"}).json()
+        gates = {g["code"]: g for g in body["gates"]}
+        return gates if all(g["checksum_seq"] is not None for g in gates.values()) else None
+
+    gates = eventually(verified, what="the three statuses stored")
+    assert gates is not None
+    assert {code: g["in_step"] for code, g in gates.items()} == {"g1": True, "g2": False, "g3": None}
+    assert {code: (g["checksum_seq"], g["checksum"]) for code, g in gates.items()} == reports
+    assert all(g["in_step"] is None for g in tech.get(url).json()["gates"]), "not compared without verify"
 
 
 # --- snapshots ----------------------------------------------------------------------------------------
@@ -805,6 +846,50 @@ def test_snapshot_built_in_small_batches_is_the_same(
             return snap.header, b"".join(snap.lines())
 
     assert body(3) == body(2000)
+
+
+def test_snapshot_ticket_lines_are_the_bytes_the_wire_model_writes_for_every_kind_of_ticket(
+    app: FastAPI, api: Api, site: dict[str, Any], day_product: dict[str, Any]
+) -> None:
+    gate = add_gate(api, site["id"], "g1")
+    order = sell_paid(app, api, site["id"], day_product["id"], next_weekday(), quantity=7)
+    customer_id, _ = another_customer(api, app)
+    holder = add_holder(app, customer_id, 'Zoë "the \\ skier" 李\u2028\x01')
+    with app.state.sessionmaker() as session:
+        t = list(session.scalars(select(Ticket).where(Ticket.order_id == order["id"]).order_by(Ticket.id)))
+        t[0].kind, t[0].holder_id = "season", holder
+        t[1].kind, t[1].entries, t[1].entries_used = "punch", 10, 3
+        t[1].first_entry_at = utcnow().replace(microsecond=0)
+        t[2].kind, t[2].window_minutes, t[2].first_entry_at = "time_window", 240, utcnow()
+        t[3].status = "used"
+        t[4].status = "refunded"
+        t[5].status = "revoked"
+        t[6].valid_from = t[6].valid_from.replace(microsecond=120)
+        session.commit()
+
+    r = _snapshot(api, SITE, (gate["username"], gate["secret"]))
+    head, *lines = r.content.splitlines()
+    header = SnapshotHeader.model_validate_json(head)
+    with app.state.sessionmaker() as session:
+        wire = sorted((wire_ticket(t) for t in session.scalars(select(Ticket))), key=lambda w: w.ticket_id)
+    assert lines[: header.tickets] == [w.model_dump_json().encode() for w in wire]
+    revoked = [SnapshotStatus.model_validate_json(x).ticket_id for x in lines[header.tickets :]]
+    assert revoked == sorted([str(t[4].id), str(t[5].id)])
+
+
+def test_a_snapshot_is_read_while_it_is_written_and_a_failed_write_fails_the_reader() -> None:
+    spool = snapshot.Spool()
+    spool.write(b"1\n")
+    assert spool.read(0) == b"1\n"
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(spool.read, 2)  # nothing there yet: the reader waits for the writer
+        spool.write(b"10\n")
+        assert waiting.result(15) == b"10\n"
+        waiting = pool.submit(spool.read, 5)
+        spool.fail(RuntimeError("the database went away"))
+        with pytest.raises(RuntimeError, match="could not be written"):
+            waiting.result(15)
+    spool.close()
 
 
 def test_snapshot_refuses_wrong_missing_and_other_site_credentials(api: Api, site: dict[str, Any]) -> None:

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from pydantic import ValidationError
 
 from drivers.barrier import FakeBarrier
 from edge import store_sync
@@ -59,6 +60,7 @@ from models.sync import (
 from sync import topics
 from sync.gate import GateSync, SyncConfig, stale_feed
 from sync.mosquitto import find_mosquitto, free_port
+from sync.snapshot_client import TicketLines, fetch_snapshot, snapshot_url
 from tests.conftest import NOW, make_ticket, sign
 
 SITE = "nanshan"
@@ -759,6 +761,37 @@ def test_the_gate_status_is_retained_online_and_its_last_will_says_offline_when_
         gate.wait()
 
 
+def test_the_status_carries_the_ticket_set_checksum_and_the_feed_seq_it_was_taken_at(
+    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+) -> None:
+    store = GateStore(tmp_path / "gate.db")
+    snapshots.state = SnapshotState(seq=4, tickets=[voucher("1001", "VOUCHER-1001")])
+    status = topics.status(SITE, "g1")
+
+    def last_status(watcher: Peer) -> GateStatus:
+        seen = watcher.on(status)
+        return (
+            GateStatus.model_validate_json(seen[-1].payload)
+            if seen
+            else GateStatus(site=SITE, gate="g1", state="offline")
+        )
+
+    async def scenario() -> None:
+        with peer(broker, status) as watcher, peer(broker) as cloud:
+            async with running(gate_sync(store, broker, snapshots, checksum_interval_s=0.3)) as sync:
+                await eventually(lambda: last_status(watcher).checksum_seq == 4, "the snapshot's checksum")
+                assert last_status(watcher).checksum == snapshots.state.checksum()
+                cloud.feed(5, TicketUpsert(ticket=voucher("1002", "VOUCHER-1002")))
+                cloud.feed(6, StatusChange(ticket_id="1001", status=TicketStatus.REVOKED))
+                await eventually(lambda: last_status(watcher).checksum_seq == 6, "summed again after the changes")
+                assert sync.feed_seq == 6
+                assert last_status(watcher).checksum == store_sync.ticket_checksum(store)
+                assert last_status(watcher).checksum != snapshots.state.checksum()
+
+    asyncio.run(scenario())
+    store.close()
+
+
 def test_a_clean_stop_publishes_offline_and_a_start_online(
     tmp_path: Path, broker: Broker, snapshots: SnapshotServer
 ) -> None:
@@ -861,3 +894,115 @@ def test_the_store_checksum_is_the_contracts_checksum(store: GateStore) -> None:
     store.set_status("9", TicketStatus.BLOCKED)  # a block the store took outside the feed still counts
     expected = {t.ticket_id: t.status for t in tickets} | {"Ä": TicketStatus.REVOKED, "9": TicketStatus.BLOCKED}
     assert store_sync.ticket_checksum(store) == ticket_set_checksum(expected.items())
+
+
+# --- snapshots: staging and install -------------------------------------------------------------
+
+
+def fetch(snapshots: SnapshotServer, staging: Path) -> SnapshotHeader:
+    return fetch_snapshot(
+        url=snapshot_url(snapshots.base, SITE), site=SITE, staging=staging, auth=(USER, PASSWORD), timeout_s=DEADLINE
+    )
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        pytest.param(SnapshotState(tickets=[voucher("1001", "V-1001"), voucher("1002", "V-1002")]), id="in-id-order"),
+        pytest.param(SnapshotState(tickets=[voucher("1002", "V-1002"), voucher("1001", "V-1001")]), id="out-of-order"),
+        pytest.param(
+            SnapshotState(
+                tickets=[voucher("1001", "V-1001"), voucher("1002", "V-1002", status=TicketStatus.REVOKED)],
+                statuses={"1001": TicketStatus.BLOCKED, "1002": TicketStatus.REVOKED},
+            ),
+            id="a-status-line-overrides-a-ticket",
+        ),
+    ],
+)
+def test_a_staged_snapshot_is_verified_and_installed_whatever_the_order_of_its_lines(
+    tmp_path: Path, store: GateStore, snapshots: SnapshotServer, state: SnapshotState
+) -> None:
+    snapshots.state = state
+    header = fetch(snapshots, tmp_path / "staging.db")
+    store_sync.install_snapshot(
+        store, tmp_path / "staging.db", seq=header.seq, keys={}, checksum=header.checksum, fresh=NOW
+    )
+    assert store_sync.ticket_checksum(store) == header.checksum == state.checksum()
+    assert store.ticket_count() == len(state.tickets)
+    if "1001" in state.statuses:
+        ticket = store.ticket("1001")
+        assert ticket is not None and ticket.status is TicketStatus.BLOCKED
+
+
+def test_a_snapshot_listing_a_ticket_twice_is_refused_before_install(tmp_path: Path, snapshots: SnapshotServer) -> None:
+    snapshots.state = SnapshotState(tickets=[voucher("1001", "V-0001"), voucher("1001", "V-0002")], corrupt=True)
+    with pytest.raises(store_sync.SnapshotError, match="ticket id twice"):
+        fetch(snapshots, tmp_path / "staging.db")
+
+
+def test_a_snapshot_listing_a_code_twice_is_refused_at_install_and_the_store_keeps_its_tickets(
+    tmp_path: Path, store: GateStore, snapshots: SnapshotServer
+) -> None:
+    store_sync.apply_change(store, TicketUpsert(ticket=voucher("900", "V-900")), 1, gate="g1", fresh=NOW)
+    before = store_sync.ticket_checksum(store)
+    snapshots.state = SnapshotState(seq=5, tickets=[voucher("1001", "V-SAME"), voucher("1002", "V-SAME")])
+    header = fetch(snapshots, tmp_path / "staging.db")
+    with pytest.raises(store_sync.SnapshotError, match="ticket id or code twice"):
+        store_sync.install_snapshot(
+            store, tmp_path / "staging.db", seq=header.seq, keys={}, checksum=header.checksum, fresh=NOW
+        )
+    assert store_sync.ticket_checksum(store) == before
+    assert store_sync.feed_seq(store) == 1
+
+
+BASE_LINE = make_ticket(ticket_id="1001").model_dump_json()
+
+
+def ticket_line(ticket_id: str = "1001", at: str = "null", n: str = "0", **replace: str) -> str:
+    """BASE_LINE with another id, first entry and entries used, and other text replaced."""
+    line = BASE_LINE.replace('"1001"', f'"{ticket_id}"', 1)
+    line = line.replace('"first_entry_at":null,"entries_used":0}', f'"first_entry_at":{at},"entries_used":{n}}}')
+    for old, new in replace.items():
+        line = line.replace(old, new)
+    return line
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        pytest.param([ticket_line("2002")], id="same-shape-other-id"),
+        pytest.param([ticket_line("9" * 64), ticket_line("9" * 65), ticket_line("")], id="id-lengths"),
+        pytest.param([ticket_line("a-1"), ticket_line("\\u0031\\u0030")], id="ids-not-plain"),
+        pytest.param([ticket_line(at='"2026-01-01T08:00:00.5Z"', n="3")], id="used"),
+        pytest.param(
+            [ticket_line(at=at) for at in ('"2026-02-30T08:00:00Z"', '"2026-01-01T08:00:00"', "0", '""')],
+            id="bad-first-entries",
+        ),
+        pytest.param([ticket_line(n=n) for n in ("-1", "01", "1.0", "9" * 19)], id="odd-entries-used"),
+        pytest.param([ticket_line(**{'"valid"': '"bogus"'})], id="bad-status"),
+        pytest.param([ticket_line(**{'"day"': '"punch"'})], id="punch-without-entries"),
+        pytest.param([ticket_line(**{'"schema_version":1,': ""})], id="other-field-order"),
+        pytest.param([BASE_LINE[:-1] + ',"ticket_id":"7"}'], id="id-given-again-at-the-end"),
+        pytest.param(
+            [ticket_line(t, **{',"status"': ',"ticket_id":"1001","status"'}) for t in ("1001", "2002")],
+            id="id-given-again-inside",
+        ),
+        pytest.param(
+            [ticket_line(at=at, **{',"status"': ',"first_entry_at":"x","status"'}) for at in ("null", '"y"')],
+            id="first-entry-given-again-inside",
+        ),
+    ],
+)
+def test_a_ticket_line_is_valid_exactly_when_the_wire_model_says_so_whatever_shapes_came_before(
+    lines: list[str],
+) -> None:
+    checker = TicketLines()
+    checker.row(BASE_LINE.encode())  # its shape is known from now on
+    for line in lines * 2:  # and each line's own shape the second time round
+        try:
+            ticket = Ticket.model_validate_json(line)
+        except ValidationError:
+            with pytest.raises(ValidationError):
+                checker.row(line.encode())
+        else:
+            assert checker.row(line.encode()) == (ticket.ticket_id, ticket.code, ticket.status.value, line)
