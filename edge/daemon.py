@@ -185,16 +185,19 @@ class BarrierController:
             try:
                 await pulse
             except Exception as exc:
+                fault = self._fault(exc)
+                if watch.done() and not watch.cancelled() and watch.exception() is None and watch.result().passed:
+                    return watch.result()  # the barrier did open and the sensor saw the skier through
                 watch.cancel()
                 await asyncio.gather(watch, return_exceptions=True)
-                return PassResult(False, "fault", self._fault(exc))
+                return PassResult(False, "fault", fault)
+            self._healthy = True  # before the watch: a sensor it cannot read marks the board faulty
             result = await watch
         except asyncio.CancelledError:
             for task in (pulse, watch):
                 task.cancel()
             await asyncio.gather(pulse, watch, return_exceptions=True)
             raise
-        self._healthy = True
         if result.how == "timeout":
             self.sensor_timeouts_in_a_row += 1
             if self.sensor_timeouts_in_a_row % 3 == 0:

@@ -159,6 +159,27 @@ def test_barrier_failing_at_the_pulse_turns_the_admission_into_a_fault_denial(
     assert (event.outcome.value, event.code) == ("deny", "barrier_fault")
 
 
+def test_a_sensor_unreadable_after_opening_counts_nothing_and_marks_the_barrier_faulty(
+    tmp_path: Path, signing_key: Ed25519PrivateKey
+) -> None:
+    class SensorDiesAtPulse(FakeBarrier):
+        async def pulse_open(self) -> None:
+            await super().pulse_open()
+            self.inject_fault(times=100)  # the board stops answering once the barrier is open
+
+    daemon, _ = build(tmp_path, signing_key, SensorDiesAtPulse())
+    tokens = [sign(signing_key, make_ticket(ProductKind.PUNCH, ticket_id=f"10{i}")).encode() for i in range(2)]
+
+    async def body() -> None:
+        first = await daemon.handle(tokens[0], "test")
+        assert (first.entry.code, first.entry.passed, first.entry.counted) == ("ok", False, False)
+        assert not daemon.controller.healthy, "the fault is kept, not overwritten by the pulse's success"
+        second = await daemon.handle(tokens[1], "test")
+        assert (second.entry.code, second.entry.passed) == ("barrier_fault", False)
+
+    asyncio.run(with_daemon(daemon, body))
+
+
 def test_fire_alarm_releases_the_barrier_admits_freely_and_is_journaled(
     tmp_path: Path, signing_key: Ed25519PrivateKey
 ) -> None:
