@@ -84,7 +84,8 @@ class TicketLines:
     at most 64), `at` and `n` valid alone: no rule of the model reads more than one of these
     parts. So the shape of each line validated whole is remembered (with its code and status:
     both are in it), and a line of a known shape needs only `at` checked. Any other line is
-    parsed whole; a shape naming one of the three fields again is never remembered.
+    parsed whole; a shape naming one of the three fields again, or holding any backslash escape
+    (which could spell one of them), is never remembered.
     """
 
     PREFIX = b'{"schema_version":1,"ticket_id":"'
@@ -120,6 +121,7 @@ class TicketLines:
         if (
             plain
             and ticket.ticket_id == ticket_id.decode()
+            and b"\\" not in shape  # an escape could spell a key in disguise ("ticket\u005fid")
             and not any(key in shape for key in (b'"ticket_id"', b'"first_entry_at"', b'"entries_used"'))
         ):
             if len(self._shapes) >= self.LIMIT:

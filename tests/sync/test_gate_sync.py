@@ -991,6 +991,10 @@ def ticket_line(ticket_id: str = "1001", at: str = "null", n: str = "0", **repla
             [ticket_line(at=at, **{',"status"': ',"first_entry_at":"x","status"'}) for at in ("null", '"y"')],
             id="first-entry-given-again-inside",
         ),
+        pytest.param(
+            [ticket_line(t, **{',"status"': ',"ticket\\u005fid":"1001","status"'}) for t in ("1001", "2002")],
+            id="id-given-again-in-disguise",
+        ),
     ],
 )
 def test_a_ticket_line_is_valid_exactly_when_the_wire_model_says_so_whatever_shapes_came_before(
