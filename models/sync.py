@@ -11,9 +11,10 @@ other gates of the site), ``sf/<site>/gate/<gate>/acks`` (cloud → gate: events
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, Field, ValidationError
 
@@ -90,10 +91,16 @@ def event_batch_json(bodies: Sequence[str]) -> str:
     return '{"schema_version":1,"events":[' + ",".join(bodies) + "]}"
 
 
-def parse_events(payload: bytes | bytearray | str) -> list[PassageEvent]:
+class _LooseBatch(Message):
+    events: list[Any] = Field(min_length=1, max_length=EVENT_BATCH_MAX)
+
+
+def parse_events(payload: bytes | bytearray | str, refused: list[str] | None = None) -> list[PassageEvent]:
     """The events of a message on an events topic: an `EventBatch` or one `PassageEvent`.
 
-    Raises `ValidationError` when it is neither; a batch stands or falls as a whole.
+    An event of a batch that is not a valid `PassageEvent` is left out, and why goes into
+    `refused`, so one bad event never holds up the others. Raises `ValidationError` when the
+    message is neither a batch nor an event.
     """
     # The key "events" can only appear unescaped in a batch (or as a whole string value, hence the fallback).
     raw = payload.encode() if isinstance(payload, str) else bytes(payload)
@@ -102,6 +109,21 @@ def parse_events(payload: bytes | bytearray | str) -> list[PassageEvent]:
             return EventBatch.model_validate_json(raw).events
         except ValidationError:
             pass
+        try:
+            loose = _LooseBatch.model_validate_json(raw)
+        except ValidationError:
+            pass
+        else:
+            good = []
+            for i, item in enumerate(loose.events):
+                try:
+                    good.append(PassageEvent.model_validate_json(json.dumps(item)))
+                except ValidationError as exc:
+                    err = exc.errors()[0]
+                    where = ".".join(str(p) for p in err["loc"])
+                    if refused is not None:
+                        refused.append(f"event {i + 1} of {len(loose.events)}: {where}: {err['msg']}")
+            return good
     return [PassageEvent.model_validate_json(raw)]
 
 

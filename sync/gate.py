@@ -634,11 +634,14 @@ class GateSync:
     # --- across: the other gates' passages ------------------------------------------------------
 
     def _on_peer_event(self, item: _Inbound) -> None:
+        refused: list[str] = []
         try:
-            events = parse_events(item.payload)
+            events = parse_events(item.payload, refused)
         except ValidationError as exc:
             self._reject(item, f"not a passage event ({_first_error(exc)})")
             return
+        for why in refused:
+            log.warning("sync: left out a malformed passage event on %s: %s", item.topic, why)
         if self.service is not None and any(e.gate_id == self.service.config.gate_id for e in events):
             self._reject(item, f"another gate's event names this gate ({self.service.config.gate_id!r})")
             return

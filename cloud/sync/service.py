@@ -66,7 +66,11 @@ def parse(topic: str, payload: bytes) -> list[Inbound]:
     site, gate, leaf = where
     try:
         if leaf == "events":
-            return [e for e in (_event(site, gate, event, topic) for event in parse_events(payload)) if e is not None]
+            refused: list[str] = []
+            events = parse_events(payload, refused)
+            for why in refused:
+                log.warning("dropped a malformed event on %s: %s", topic, why)
+            return [e for e in (_event(site, gate, event, topic) for event in events) if e is not None]
         if payload.strip() in (b"offline", b'"offline"'):
             return [StatusIn(site, gate, "offline", None)]
         if not payload:

@@ -580,8 +580,8 @@ MALFORMED = [
     pytest.param(topics.events(SITE, "g1"), b'{"schema_version": 1, "events": []}', id="empty-batch"),
     pytest.param(
         topics.events(SITE, "g1"),
-        event_batch_json([passage(1).model_dump_json(), passage(2).model_dump_json().replace('"in"', '"up"')]),
-        id="batch-with-a-malformed-event",
+        event_batch_json([passage(1).model_dump_json().replace('"ok"', "1"), passage(2).model_dump_json()[:-2]]),
+        id="batch-of-malformed-events",
     ),
     pytest.param(topics.status(SITE, "g1"), b'{"state": "online"}', id="status-incomplete"),
     pytest.param(
@@ -604,6 +604,15 @@ MALFORMED = [
 def test_malformed_messages_are_refused_before_any_database_work(topic: str, payload: str | bytes) -> None:
     raw = payload.encode() if isinstance(payload, str) else payload
     assert service.parse(topic, raw) == []
+
+
+def test_a_malformed_event_in_a_batch_is_dropped_alone(caplog: pytest.LogCaptureFixture) -> None:
+    good = [passage(1), passage(2)]
+    bodies = [good[0].model_dump_json(), good[1].model_dump_json().replace('"in"', '"up"'), good[1].model_dump_json()]
+    with caplog.at_level(logging.WARNING, logger="starfish.cloud.sync"):
+        parsed = service.parse(topics.events(SITE, "g1"), event_batch_json(bodies).encode())
+    assert [m.event for m in parsed if isinstance(m, service.EventIn)] == good
+    assert any("event 2 of 3" in r.getMessage() for r in caplog.records)
 
 
 def test_malformed_messages_are_dropped_and_the_consumer_carries_on(
