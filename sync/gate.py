@@ -450,9 +450,7 @@ class GateSync:
         if msg is None:
             return
         if msg.seq <= self.feed_seq:
-            if not self.resyncing:
-                self.fresh_at = self.clock()
-            self._ack(item.delivery)
+            self._ack(item.delivery)  # a repeat: no news, and no proof of freshness either
         elif self.resyncing:
             self._hold(msg, item.delivery)
         elif msg.seq == self.feed_seq + 1:
@@ -467,7 +465,7 @@ class GateSync:
         if head is None:
             return
         self._ack(item.delivery)
-        self.head_seq = max(self.head_seq, head.seq)
+        self.head_seq = head.seq  # the latest word: a feed reset brings the head down too
         if head.seq <= self.feed_seq and not self.resyncing:
             # Up to date as of the cloud's `at` (a retained head may be old: the link may be down).
             at = min(head.at, self.clock())
@@ -596,6 +594,7 @@ class GateSync:
         self.feed_seq = header.seq
         self.fresh_at = self._fresh_saved = now
         self.checksum = (header.seq, header.checksum)  # verified against the staged set before the swap
+        self.head_seq = header.seq  # the snapshot is the cloud's latest word on the feed's head
         if keys and self.service is not None:
             self.service.reload_keys()
         log.info("sync: snapshot installed: %d tickets, feed at %d, checksum verified", header.tickets, header.seq)
@@ -727,8 +726,8 @@ class GateSync:
             summed = None
         finally:
             self._checksum_task = None
-        if summed is not None:
-            self.checksum = summed
+        if summed is not None and (self.checksum is None or summed[0] >= self.checksum[0]):
+            self.checksum = summed  # not over a snapshot's newer one, installed meanwhile
             self._publish_status()
 
     def _status(self, state: Literal["online", "offline"], depth: int = 0) -> GateStatus:

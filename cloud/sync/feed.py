@@ -134,20 +134,28 @@ def mark_published(session: Session, change_ids: Sequence[int], *, now: datetime
     session.commit()
 
 
-def published_heads(session: Session) -> list[tuple[str, int]]:
-    """(site code, seq) per site: every change of the site's feed up to seq has been published."""
-    first_unpublished = dict(
-        session.execute(
-            select(FeedChange.site_id, func.min(FeedChange.seq))
+def published_heads(session: Session, now: datetime) -> list[tuple[str, int, datetime]]:
+    """(site code, seq, as of) per site: every change of the site's feed up to seq has been published,
+    and a gate that has them all knew the site as of `as of`: `now` (taken before this read), or just
+    before the oldest change still unpublished."""
+    unpublished = {
+        site_id: (seq, at)
+        for site_id, seq, at in session.execute(
+            select(FeedChange.site_id, func.min(FeedChange.seq), func.min(FeedChange.created_at))
             .where(FeedChange.published_at.is_(None))
             .group_by(FeedChange.site_id)
-        ).all()
-    )
+        )
+    }
     rows = session.execute(
         select(Site.id, Site.code, SiteFeedHead.seq)
         .join(SiteFeedHead, SiteFeedHead.site_id == Site.id)
         .order_by(Site.id)
     )
-    return [
-        (code, first_unpublished[site_id] - 1 if site_id in first_unpublished else seq) for site_id, code, seq in rows
-    ]
+    heads = []
+    for site_id, code, seq in rows:
+        if site_id in unpublished:
+            first, oldest = unpublished[site_id]
+            heads.append((code, first - 1, min(now, oldest)))
+        else:
+            heads.append((code, seq, now))
+    return heads

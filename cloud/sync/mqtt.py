@@ -281,10 +281,10 @@ class CloudSync:
 
     def _publish_heads(self) -> None:
         """Each site's published head, retained; only while connected (a queued heartbeat would lie)."""
+        now = utcnow()  # before the read: a change committed after it is not vouched for
         with self._factory() as session:
-            heads = feed.published_heads(session)
-        at = utcnow()
-        for site, seq in heads:
+            heads = feed.published_heads(session, now)
+        for site, seq, at in heads:
             head = FeedHead(site=site, seq=seq, at=at)
             self._client.publish(topics.head(site), head.model_dump_json(), qos=1, retain=True)
         self._head_at = time.monotonic()

@@ -410,7 +410,9 @@ def test_the_feed_head_goes_out_retained_as_a_heartbeat_and_counts_only_publishe
     with app.state.sessionmaker() as session:
         feed.append_change(session, site["id"], StatusChange(ticket_id="1", status=TicketStatus.BLOCKED))
         session.commit()
-        assert feed.published_heads(session) == [(SITE, head)]
+        [(code, seq, as_of)] = feed.published_heads(session, utcnow())
+        blocked_at = session.scalar(select(func.max(FeedChange.created_at)))
+        assert (code, seq, as_of) == (SITE, head, blocked_at), "as of just before the unpublished change"
     broker.start()
     after = peers(topics.head(SITE))
     eventually(lambda: next_head(after).seq == head + 1, what="the head after the restart")
