@@ -72,3 +72,30 @@ def create_admin(
             raise typer.Exit(2) from exc
     engine.dispose()
     typer.echo(f"admin {username} created")
+
+
+@app.command("new-feed-epoch")
+def new_feed_epoch(
+    site: Annotated[list[str] | None, typer.Option(help="Site code (repeatable); default: every site")] = None,
+) -> None:
+    """After restoring the database from a backup: start the sites' feeds again under a new epoch,
+    so every gate fetches a snapshot instead of taking the restored sequence numbers for repeats."""
+    from sqlalchemy import select
+
+    from cloud.db import make_engine, make_sessionmaker
+    from cloud.sites.models import Site
+    from cloud.sync.feed import new_epoch
+
+    engine = make_engine(_settings().database_url)
+    with make_sessionmaker(engine)() as session:
+        query = select(Site.id, Site.code).order_by(Site.id)
+        rows = list(session.execute(query.where(Site.code.in_(site)) if site else query))
+        missing = set(site or ()) - {code for _, code in rows}
+        if missing:
+            typer.echo(f"error: no site {', '.join(sorted(missing))}", err=True)
+            raise typer.Exit(2)
+        epochs = {code: new_epoch(session, site_id) for site_id, code in rows}
+        session.commit()
+    engine.dispose()
+    for code, epoch in epochs.items():
+        typer.echo(f"{code}: feed epoch {epoch}; its gates will fetch a snapshot")

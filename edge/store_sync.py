@@ -29,6 +29,7 @@ from models.credential import load_public_key
 from models.sync import Change, GateConfigChange, KeySet, SnapshotStatus, StatusChange, TicketSetChecksum, TicketUpsert
 
 FEED_SEQ = "sync.feed_seq"
+FEED_EPOCH = "sync.feed_epoch"
 FRESH_AT = "sync.fresh_at"
 GATE_CONFIG = "sync.gate_config"
 SNAPSHOT_CHECKSUM = "sync.snapshot_checksum"
@@ -47,6 +48,11 @@ def feed_seq(store: GateStore) -> int:
     """The last feed sequence applied (0: never synced)."""
     value = store.get_meta(FEED_SEQ)
     return 0 if value is None else int(value)
+
+
+def feed_epoch(store: GateStore) -> str | None:
+    """The run of the cloud's feed this store follows (None: not known, e.g. synced before epochs)."""
+    return store.get_meta(FEED_EPOCH)
 
 
 def has_feed_position(store: GateStore) -> bool:
@@ -261,7 +267,14 @@ class SnapshotStaging:
 
 
 def install_snapshot(
-    store: GateStore, staging: Path, *, seq: int, keys: dict[int, str], checksum: str, fresh: datetime
+    store: GateStore,
+    staging: Path,
+    *,
+    seq: int,
+    keys: dict[int, str],
+    checksum: str,
+    fresh: datetime,
+    epoch: str = "",
 ) -> None:
     """Replace tickets, statuses and (non-empty) keys by a staged snapshot, in one transaction.
 
@@ -291,6 +304,7 @@ def install_snapshot(
             if keys:
                 _replace_keys(c, keys)
             _set_meta(c, FEED_SEQ, str(seq))
+            _set_meta(c, FEED_EPOCH, epoch)
             _set_meta(c, FRESH_AT, _iso(fresh))
             _set_meta(c, SNAPSHOT_CHECKSUM, checksum)
     except sqlite3.IntegrityError as exc:  # the staged tickets have no keys of their own

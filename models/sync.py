@@ -53,10 +53,18 @@ class GateConfigChange(Message):
 Change = Annotated[TicketUpsert | StatusChange | KeySet | GateConfigChange, Field(discriminator="kind")]
 
 
+Epoch = Annotated[str, Field(max_length=32, description="Names the feed's run: another epoch means start again")]
+
+
 class FeedMessage(Message):
-    """One change of a site's feed. `seq` increases by exactly 1 per change: a jump is a gap."""
+    """One change of a site's feed. `seq` increases by exactly 1 per change: a jump is a gap.
+
+    `epoch` names the run of the feed; a cloud restored from an older backup starts a new one, and a
+    gate seeing another epoch than its own fetches a snapshot (its seq means nothing in the new run).
+    """
 
     site: str
+    epoch: Epoch = ""
     seq: int = Field(ge=1)
     at: AwareDatetime
     change: Change
@@ -70,6 +78,7 @@ class FeedHead(Message):
     """
 
     site: str
+    epoch: Epoch = ""
     seq: int = Field(ge=0)
     at: AwareDatetime
 
@@ -151,6 +160,7 @@ class SnapshotHeader(Message):
     """First line of a snapshot (NDJSON): then one `Ticket` per line, then `SnapshotStatus` lines."""
 
     site: str
+    epoch: Epoch = ""
     seq: int = Field(ge=0, description="Resume the feed after this sequence")
     tickets: int
     checksum: str

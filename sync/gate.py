@@ -210,6 +210,8 @@ class GateSync:
         self._buffer_cap = max(1, config.receive_maximum // 2)
         self._dropped_max = 0
         self.head_seq = 0  # the cloud's last announced head
+        self.epoch: str | None = None  # the run of the feed this gate follows (None: adopt the first seen)
+        self._retired: set[str] = set()  # runs this gate left: their stragglers are dropped, not followed
         self._behind_since: float | None = None  # monotonic: when the gate was first seen below the head
         self._behind_at_seq = 0
         self._snapshot_task: asyncio.Task[None] | None = None
@@ -270,6 +272,7 @@ class GateSync:
         """Own the sync state until `stop`: connect, apply, publish, reconnect as needed."""
         self._loop = asyncio.get_running_loop()
         self.feed_seq = store_sync.feed_seq(self.store)
+        self.epoch = store_sync.feed_epoch(self.store)
         self.fresh_at = self._fresh_saved = store_sync.fresh_at(self.store)
         self._client = client = self._make_client()
         client.connect_async(
@@ -449,6 +452,12 @@ class GateSync:
         msg = self._site_message(item, FeedMessage, "feed message")
         if msg is None:
             return
+        if not self._same_epoch(msg.epoch):
+            if msg.epoch in self._retired:
+                self._ack(item.delivery)  # a straggler of a run this gate has left
+            else:
+                self._hold(msg, item.delivery)  # perhaps the new run's: kept until the snapshot says which
+            return
         if msg.seq <= self.feed_seq:
             self._ack(item.delivery)  # a repeat: no news, and no proof of freshness either
         elif self.resyncing:
@@ -465,6 +474,8 @@ class GateSync:
         if head is None:
             return
         self._ack(item.delivery)
+        if not self._same_epoch(head.epoch):
+            return
         self.head_seq = head.seq  # the latest word: a feed reset brings the head down too
         if head.seq <= self.feed_seq and not self.resyncing:
             # Up to date as of the cloud's `at` (a retained head may be old: the link may be down).
@@ -472,6 +483,17 @@ class GateSync:
             if self.fresh_at is None or at > self.fresh_at:
                 self.fresh_at = at
         self._check_behind()
+
+    def _same_epoch(self, epoch: str) -> bool:
+        """Is `epoch` the run of the feed this gate follows? If not, fetch a snapshot of the new run."""
+        if self.epoch is None and not self.resyncing:
+            self.epoch = epoch  # a store synced before epochs existed: the first one seen is ours
+        if epoch == self.epoch:
+            return True
+        if epoch in self._retired:
+            return False
+        self._request_snapshot(f"the cloud's feed started again (epoch {epoch!r}, this gate follows {self.epoch!r})")
+        return False
 
     def _check_behind(self) -> None:
         """A gate below the announced head, making no progress for `feed_gap_grace_s`, lost a message."""
@@ -527,7 +549,8 @@ class GateSync:
     def _apply_held(self) -> None:
         for seq in [s for s in self._buffer if s <= self.feed_seq]:
             self._ack(self._buffer.pop(seq)[1])
-        while (held := self._buffer.pop(self.feed_seq + 1, None)) is not None:
+        while (held := self._buffer.get(self.feed_seq + 1)) is not None and held[0].epoch == self.epoch:
+            del self._buffer[self.feed_seq + 1]
             if not self._apply(*held):
                 return
 
@@ -577,7 +600,7 @@ class GateSync:
             now = self.clock()
             # Synchronous on the loop: nothing else touches the store during the swap.
             store_sync.install_snapshot(
-                self.store, staging, seq=header.seq, keys=keys, checksum=header.checksum, fresh=now
+                self.store, staging, seq=header.seq, keys=keys, checksum=header.checksum, fresh=now, epoch=header.epoch
             )
         except store_sync.SnapshotError as exc:
             log.warning("sync: snapshot failed: %s", exc)
@@ -591,7 +614,16 @@ class GateSync:
             log.warning(
                 "sync: snapshot seq %d is behind this gate's %d: was the cloud's feed reset?", header.seq, self.feed_seq
             )
+        for seq, (held, delivery) in list(self._buffer.items()):
+            if held.epoch != header.epoch:  # of another run of the feed than the snapshot's
+                del self._buffer[seq]
+                self._ack(delivery)
+        if header.epoch != self.epoch:
+            self._dropped_max = 0  # counted in the old run's sequence numbers
+            if self.epoch is not None:
+                self._retired.add(self.epoch)
         self.feed_seq = header.seq
+        self.epoch = header.epoch
         self.fresh_at = self._fresh_saved = now
         self.checksum = (header.seq, header.checksum)  # verified against the staged set before the swap
         self.head_seq = header.seq  # the snapshot is the cloud's latest word on the feed's head

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from cloud.db import utcnow
 from cloud.settings import Settings
 from cloud.sites.models import Site
-from cloud.sync.models import FeedChange, SiteFeedHead
+from cloud.sync.models import FeedChange, SiteFeedHead, _new_epoch
 from models.credential import public_key_b64
 from models.sync import Change, KeySet
 
@@ -53,7 +53,23 @@ def append_changes(
 
 def head_seq(session: Session, site_id: int) -> int:
     """The last sequence number of the site's feed (0 when it has none)."""
-    return session.scalar(select(SiteFeedHead.seq).where(SiteFeedHead.site_id == site_id)) or 0
+    return head(session, site_id)[0]
+
+
+def head(session: Session, site_id: int) -> tuple[int, str]:
+    """(last sequence number, epoch) of the site's feed; (0, "") when it has none."""
+    row = session.execute(select(SiteFeedHead.seq, SiteFeedHead.epoch).where(SiteFeedHead.site_id == site_id)).first()
+    return (0, "") if row is None else (row[0], row[1])
+
+
+def new_epoch(session: Session, site_id: int) -> str:
+    """Start a new run of the site's feed (after restoring an older backup): every gate fetches a snapshot.
+    The caller commits."""
+    epoch = _new_epoch()
+    _advance_head(session, site_id, 0)
+    session.execute(update(SiteFeedHead).where(SiteFeedHead.site_id == site_id).values(epoch=epoch))
+    session.info[APPENDED] = True  # wakes the publisher: the new head goes out
+    return epoch
 
 
 def _advance_head(session: Session, site_id: int, by: int) -> int:
@@ -101,9 +117,9 @@ def _keys_of(body: dict[str, Any]) -> dict[int, str]:
 
 def unpublished(
     session: Session, *, limit: int, skip: Set[int] = frozenset()
-) -> list[tuple[int, str, int, datetime, dict[str, Any]]]:
+) -> list[tuple[int, str, str, int, datetime, dict[str, Any]]]:
     """Committed changes the broker has not acknowledged, but those in `skip` (in flight), in order:
-    (id, site code, seq, created_at, body)."""
+    (id, site code, feed epoch, seq, created_at, body)."""
     oldest = session.scalars(
         select(FeedChange.id)
         .where(FeedChange.published_at.is_(None))
@@ -114,12 +130,13 @@ def unpublished(
     if not ids:
         return []
     rows = session.execute(
-        select(FeedChange.id, Site.code, FeedChange.seq, FeedChange.created_at, FeedChange.body)
+        select(FeedChange.id, Site.code, SiteFeedHead.epoch, FeedChange.seq, FeedChange.created_at, FeedChange.body)
         .join(Site, Site.id == FeedChange.site_id)
+        .join(SiteFeedHead, SiteFeedHead.site_id == FeedChange.site_id)
         .where(FeedChange.id.in_(ids))
         .order_by(FeedChange.site_id, FeedChange.seq)
     )
-    return [(i, code, seq, at, body) for i, code, seq, at, body in rows]
+    return [(i, code, epoch, seq, at, body) for i, code, epoch, seq, at, body in rows]
 
 
 def mark_published(session: Session, change_ids: Sequence[int], *, now: datetime | None = None) -> None:
@@ -134,8 +151,8 @@ def mark_published(session: Session, change_ids: Sequence[int], *, now: datetime
     session.commit()
 
 
-def published_heads(session: Session, now: datetime) -> list[tuple[str, int, datetime]]:
-    """(site code, seq, as of) per site: every change of the site's feed up to seq has been published,
+def published_heads(session: Session, now: datetime) -> list[tuple[str, str, int, datetime]]:
+    """(site code, feed epoch, seq, as of) per site: every change of the site's feed up to seq has been published,
     and a gate that has them all knew the site as of `as of`: `now` (taken before this read), or just
     before the oldest change still unpublished."""
     unpublished = {
@@ -147,15 +164,15 @@ def published_heads(session: Session, now: datetime) -> list[tuple[str, int, dat
         )
     }
     rows = session.execute(
-        select(Site.id, Site.code, SiteFeedHead.seq)
+        select(Site.id, Site.code, SiteFeedHead.epoch, SiteFeedHead.seq)
         .join(SiteFeedHead, SiteFeedHead.site_id == Site.id)
         .order_by(Site.id)
     )
     heads = []
-    for site_id, code, seq in rows:
+    for site_id, code, epoch, seq in rows:
         if site_id in unpublished:
             first, oldest = unpublished[site_id]
-            heads.append((code, first - 1, min(now, oldest)))
+            heads.append((code, epoch, first - 1, min(now, oldest)))
         else:
-            heads.append((code, seq, now))
+            heads.append((code, epoch, seq, now))
     return heads

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import datetime
 from typing import Any
@@ -12,6 +13,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 from cloud.db import Base, UtcDateTime, utcnow
 
 
+def _new_epoch() -> str:
+    return secrets.token_hex(8)
+
+
 class SiteFeedHead(Base):
     """The last sequence number a site's feed gave out; its row is the per-site lock appends take turns on."""
 
@@ -19,6 +24,9 @@ class SiteFeedHead(Base):
 
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer)
+    # Names this run of the feed: a database restored from a backup starts a new one (see migration 0005),
+    # so gates ahead of the restored sequence know to fetch a snapshot instead of ignoring "repeats".
+    epoch: Mapped[str] = mapped_column(String(32), default=_new_epoch, server_default="")
 
 
 class FeedChange(Base):

@@ -266,8 +266,8 @@ class CloudSync:
         in_flight = {change_id for change_id, _ in self._in_flight.values()}
         with self._factory() as session:
             rows = feed.unpublished(session, limit=self._max_in_flight - len(self._in_flight), skip=in_flight)
-        for change_id, site, seq, at, body in rows:
-            payload = _feed_message(site, seq, at, body)
+        for change_id, site, epoch, seq, at, body in rows:
+            payload = _feed_message(site, epoch, seq, at, body)
             if payload is None:
                 self._to_mark.append(change_id)  # unpublishable: gates see a gap and fetch a snapshot
                 continue
@@ -284,8 +284,8 @@ class CloudSync:
         now = utcnow()  # before the read: a change committed after it is not vouched for
         with self._factory() as session:
             heads = feed.published_heads(session, now)
-        for site, seq, at in heads:
-            head = FeedHead(site=site, seq=seq, at=at)
+        for site, epoch, seq, at in heads:
+            head = FeedHead(site=site, epoch=epoch, seq=seq, at=at)
             self._client.publish(topics.head(site), head.model_dump_json(), qos=1, retain=True)
         self._head_at = time.monotonic()
 
@@ -360,9 +360,10 @@ def _parse(r: _Received) -> list[service.Inbound]:
         return []
 
 
-def _feed_message(site: str, seq: int, at: datetime, body: dict[str, Any]) -> str | None:
+def _feed_message(site: str, epoch: str, seq: int, at: datetime, body: dict[str, Any]) -> str | None:
     try:
-        return FeedMessage.model_validate({"site": site, "seq": seq, "at": at, "change": body}).model_dump_json()
+        message = {"site": site, "epoch": epoch, "seq": seq, "at": at, "change": body}
+        return FeedMessage.model_validate(message).model_dump_json()
     except ValidationError:
         log.exception("feed change %s/%d is not a valid change; skipped", site, seq)
         return None

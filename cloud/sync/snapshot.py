@@ -32,7 +32,7 @@ from sqlalchemy import ColumnElement, Select, Text, cast, select
 from sqlalchemy.orm import Session
 
 from cloud.customers.models import Holder
-from cloud.sync.feed import head_seq
+from cloud.sync.feed import head
 from cloud.tickets.models import Ticket
 from cloud.tickets.service import _WIRE_STATUS
 from models import ProductKind, TicketStatus
@@ -111,7 +111,7 @@ def _header(
     reader: Session, site_id: int, site_code: str, keys: dict[int, str], statuses: IO[bytes], yield_per: int
 ) -> SnapshotHeader:
     """First pass: count and checksum of the site's tickets; a status line per revoked one into `statuses`."""
-    seq = head_seq(reader, site_id)
+    seq, epoch = head(reader, site_id)
     checksum = Checksum()
     count = 0
     id_text = _id_as_text(reader)
@@ -124,7 +124,7 @@ def _header(
                 line = SnapshotStatus(ticket_id=ticket_id, status=status).model_dump_json()
                 statuses.write(line.encode() + b"\n")
         count += len(rows)
-    return SnapshotHeader(site=site_code, seq=seq, tickets=count, checksum=checksum.hexdigest(), keys=keys)
+    return SnapshotHeader(site=site_code, epoch=epoch, seq=seq, tickets=count, checksum=checksum.hexdigest(), keys=keys)
 
 
 def _write_tickets(

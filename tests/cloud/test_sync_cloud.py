@@ -410,12 +410,31 @@ def test_the_feed_head_goes_out_retained_as_a_heartbeat_and_counts_only_publishe
     with app.state.sessionmaker() as session:
         feed.append_change(session, site["id"], StatusChange(ticket_id="1", status=TicketStatus.BLOCKED))
         session.commit()
-        [(code, seq, as_of)] = feed.published_heads(session, utcnow())
+        [(code, _epoch, seq, as_of)] = feed.published_heads(session, utcnow())
         blocked_at = session.scalar(select(func.max(FeedChange.created_at)))
         assert (code, seq, as_of) == (SITE, head, blocked_at), "as of just before the unpublished change"
     broker.start()
     after = peers(topics.head(SITE))
     eventually(lambda: next_head(after).seq == head + 1, what="the head after the restart")
+
+
+def test_a_new_feed_epoch_goes_out_on_the_feed_the_head_and_the_snapshot(
+    app: FastAPI, api: Api, sync: CloudSync, site: dict[str, Any], day_product: dict[str, Any], peers: Any
+) -> None:
+    listener = peers(topics.feed(SITE))
+    sell_paid(app, api, site["id"], day_product["id"], next_weekday())
+    [before] = feed_messages(listener, 1)
+    with app.state.sessionmaker() as session:
+        epoch = feed.new_epoch(session, site["id"])  # as `starfish cloud new-feed-epoch` does
+        session.commit()
+    assert epoch != before.epoch
+
+    sell_paid(app, api, site["id"], day_product["id"], next_weekday())
+    [after] = feed_messages(listener, 1)
+    assert (after.epoch, after.seq) == (epoch, before.seq + 1)
+    with app.state.sessionmaker() as session:
+        assert snapshot.build(session, site["id"], SITE, {}).header.epoch == epoch
+        assert {e for _, e, _, _ in feed.published_heads(session, utcnow())} == {epoch}
 
 
 # --- passage events, up -----------------------------------------------------------------------------

@@ -133,6 +133,7 @@ class SnapshotState:
     statuses: dict[str, TicketStatus] = field(default_factory=dict)
     keys: dict[int, str] = field(default_factory=dict)
     corrupt: bool = False
+    epoch: str = ""
 
     def checksum(self) -> str:
         return ticket_set_checksum((t.ticket_id, self.statuses.get(t.ticket_id, t.status)) for t in self.tickets)
@@ -140,6 +141,7 @@ class SnapshotState:
     def ndjson(self) -> bytes:
         header = SnapshotHeader(
             site=SITE,
+            epoch=self.epoch,
             seq=self.seq,
             tickets=len(self.tickets),
             checksum="0" * 64 if self.corrupt else self.checksum(),
@@ -251,8 +253,9 @@ class Peer:
         info.wait_for_publish(DEADLINE)
         assert info.is_published()
 
-    def feed(self, seq: int, change: Any, site: str = SITE) -> None:
-        self.publish(topics.feed(SITE), FeedMessage(site=site, seq=seq, at=NOW, change=change).model_dump_json())
+    def feed(self, seq: int, change: Any, site: str = SITE, epoch: str = "") -> None:
+        message = FeedMessage(site=site, epoch=epoch, seq=seq, at=NOW, change=change)
+        self.publish(topics.feed(SITE), message.model_dump_json())
 
     def on(self, topic: str) -> list[mqtt.MQTTMessage]:
         with self._lock:
@@ -509,6 +512,42 @@ def test_a_gate_stuck_below_the_clouds_feed_head_fetches_a_snapshot(
     asyncio.run(scenario())
     assert snapshots.served == [1, 2]
     assert store.ticket("1002") is not None
+    store.close()
+
+
+def test_a_feed_started_again_under_a_new_epoch_sends_the_gate_to_a_snapshot_of_the_new_run(
+    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+) -> None:
+    """The cloud's database was restored from an older backup: its sequence numbers go back."""
+    store = GateStore(tmp_path / "gate.db")
+    snapshots.state = SnapshotState(seq=5, epoch="a", tickets=[voucher("1001", "VOUCHER-1001")])
+
+    async def scenario() -> None:
+        with peer(broker) as cloud:
+            async with running(gate_sync(store, broker, snapshots)) as sync:
+                assert (sync.epoch, sync.feed_seq) == ("a", 5)
+                cloud.feed(6, TicketUpsert(ticket=voucher("1006", "VOUCHER-1006")), epoch="a")
+                await eventually(lambda: sync.feed_seq == 6, "the feed goes on in its run")
+                snapshots.state = SnapshotState(
+                    seq=2, epoch="b", tickets=[voucher("1001", "VOUCHER-1001"), voucher("1002", "VOUCHER-1002")]
+                )
+                # Seq 3 is below the gate's 6: without the epoch it would pass for a repeat.
+                cloud.feed(3, TicketUpsert(ticket=voucher("1003", "VOUCHER-1003")), epoch="b")
+                await eventually(lambda: sync.feed_seq == 3 and not sync.resyncing, "the new run's snapshot, then 3")
+                assert sync.epoch == "b"
+                cloud.feed(7, TicketUpsert(ticket=voucher("1007", "VOUCHER-1007")), epoch="a")  # a straggler
+                cloud.feed(4, TicketUpsert(ticket=voucher("1004", "VOUCHER-1004")), epoch="b")
+                await eventually(lambda: sync.feed_seq == 4, "the new run goes on")
+
+    asyncio.run(scenario())
+    assert snapshots.served[:2] == [5, 2]
+    assert [t for t in ("1001", "1002", "1003", "1004", "1006", "1007") if store.ticket(t) is not None] == [
+        "1001",
+        "1002",
+        "1003",
+        "1004",
+    ], "the old run's tickets after the backup are gone, as in the cloud"
+    assert store_sync.feed_epoch(store) == "b"
     store.close()
 
 
