@@ -4,7 +4,8 @@
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-APT_PACKAGES := libzbar0 postgresql fonts-wqy-microhei mosquitto
+# a,b: whichever of the names this release has (zbar is libzbar0t64 from Debian 13 / Ubuntu 24.04)
+APT_PACKAGES := libzbar0,libzbar0t64 postgresql fonts-wqy-microhei mosquitto
 PYTHON ?= python3
 UV_VERSION := 0.13.9
 export UV_PYTHON_DOWNLOADS := never
@@ -21,19 +22,32 @@ help:
 	@echo "make bench  - benchmarks (python -m bench.admission)"
 
 system-deps:
-	@missing=""; \
+	@missing=""; first=""; \
 	for p in $(APT_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	  ok=""; \
+	  for alt in $${p//,/ }; do \
+	    dpkg-query -W -f='$${Status}' $$alt 2>/dev/null | grep -q "install ok installed" && ok=1; \
+	  done; \
+	  [ -n "$$ok" ] || { missing="$$missing $$p"; first="$$first $${p%%,*}"; }; \
 	done; \
 	if ! $(PYTHON) -c 'import sys, venv, ensurepip; assert sys.version_info >= (3, 11)' 2>/dev/null; then \
-	  missing="$$missing python3 python3-venv"; \
+	  missing="$$missing python3 python3-venv"; first="$$first python3 python3-venv"; \
 	fi; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	    apt-get update -qq || exit 1; \
+	    pkgs=""; \
+	    for p in $$missing; do \
+	      pick=""; \
+	      for alt in $${p//,/ }; do \
+	        [ -z "$$pick" ] && apt-cache show $$alt >/dev/null 2>&1 && pick=$$alt; \
+	      done; \
+	      pkgs="$$pkgs $${pick:-$${p%%,*}}"; \
+	    done; \
+	    echo "installing:$$pkgs"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkgs; \
 	  else \
-	    echo "missing Debian packages; run: sudo apt-get install --no-install-recommends$$missing"; exit 1; \
+	    echo "missing Debian packages; run: sudo apt-get install --no-install-recommends$$first"; exit 1; \
 	  fi; \
 	fi
 
