@@ -24,7 +24,8 @@ from typing import Any
 import httpx
 
 from bench.stats import summary
-from cloud.throwaway_pg import ThrowawayPostgres, free_port
+from cloud.throwaway_pg import ThrowawayPostgres
+from sync.mosquitto import free_port
 
 
 def _seed(url: str, env: dict[str, str]) -> tuple[str, int, int]:

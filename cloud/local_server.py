@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from cloud.throwaway_pg import free_port
+from sync.mosquitto import free_port
 
 
 @contextmanager

@@ -11,12 +11,12 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
+
+from sync.mosquitto import free_port
 
 
 class PostgresUnavailable(RuntimeError):
@@ -32,12 +32,6 @@ def _bindir() -> Path:
     if found:
         return Path(found).parent
     raise PostgresUnavailable("PostgreSQL server binaries not found (apt-get install postgresql)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ThrowawayPostgres:
@@ -67,10 +61,6 @@ class ThrowawayPostgres:
         self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.root / "log"), "-w", "-t", "60", "start")
         return self
 
-    @property
-    def admin_url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-
     def url(self, database: str) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
@@ -90,12 +80,3 @@ class ThrowawayPostgres:
                 break
             time.sleep(0.1)
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def throwaway_postgres(**kw: int) -> Iterator[ThrowawayPostgres]:
-    pg = ThrowawayPostgres(**kw).start()
-    try:
-        yield pg
-    finally:
-        pg.stop()

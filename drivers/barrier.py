@@ -123,6 +123,12 @@ class ModbusBarrier:
         self._healthy = False
         self._last_error: str | None = None
         self._hold_open = False
+        # The discrete inputs to read, as (start, count) ranges: one read when they are close together.
+        wanted = [a for a in (passage_input, fire_alarm_input) if a is not None]
+        self._input_ranges: list[tuple[int, int]] = []
+        if wanted:
+            low, high = min(wanted), max(wanted)
+            self._input_ranges = [(low, high - low + 1)] if high - low < _MAX_SPAN else [(a, 1) for a in wanted]
 
     @property
     def healthy(self) -> bool:
@@ -133,11 +139,6 @@ class ModbusBarrier:
     def last_error(self) -> str | None:
         """The most recent failure, kept after recovery for the diagnostics page."""
         return self._last_error
-
-    @property
-    def held_open(self) -> bool:
-        """Whether free passage was requested with set_hold_open(True)."""
-        return self._hold_open
 
     async def __aenter__(self) -> Self:
         await self.connect()
@@ -188,13 +189,10 @@ class ModbusBarrier:
 
     async def read_inputs(self) -> BarrierInputs:
         """Read the configured inputs; unconfigured ones are None."""
-        wanted = [a for a in (self._passage_input, self._fire_alarm_input) if a is not None]
-        if not wanted:
+        if not self._input_ranges:
             return BarrierInputs(passage_complete=None, fire_alarm=None)
-        low, high = min(wanted), max(wanted)
-        ranges = [(low, high - low + 1)] if high - low < _MAX_SPAN else [(a, 1) for a in wanted]
         bits: dict[int, bool] = {}
-        for start, count in ranges:
+        for start, count in self._input_ranges:
             values = await self._read_discrete_inputs(start, count)
             bits.update(zip(range(start, start + count), values, strict=False))
         return BarrierInputs(

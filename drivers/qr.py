@@ -195,9 +195,12 @@ class ChainDecoder:
             raise ValueError("ChainDecoder needs at least one decoder")
 
     def decode(self, image: np.ndarray) -> list[DecodedCode]:
-        """Decode with the first decoder that finds anything."""
+        """Decode with the first decoder that finds anything; the frame goes grey once for all of them."""
+        gray = _gray(image)
+        if gray is None:
+            return []
         for decoder in self.decoders:
-            found = decoder.decode(image)
+            found = decoder.decode(gray)
             if found:
                 return found
         return []

@@ -319,7 +319,6 @@ class GateDaemon:
         self._codes: asyncio.Queue[Scan] = asyncio.Queue(maxsize=100)
         self._threads_stop = threading.Event()
         self._in_flight: asyncio.Future[Handled] | None = None
-        self.handled = 0
         self.sync: GateSync | None = None
 
     def _alarm(self, on: bool) -> None:
@@ -347,7 +346,6 @@ class GateDaemon:
             reason(entry.code),
         )
         handled = Handled(source, data, ev, entry)
-        self.handled += 1
         if self.sync is not None:
             self.sync.nudge()  # the entry is in the outbox now: publish it at once
         if self.on_handled is not None:
@@ -414,8 +412,6 @@ class GateDaemon:
             self._in_flight = asyncio.ensure_future(self.handle(scan.data, scan.source, scan.at))
             try:
                 await asyncio.shield(self._in_flight)
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 # A decision must never take the gate down; the barrier stays closed.
                 log.exception("failed to handle a %s read; barrier stays closed", scan.source)

@@ -11,12 +11,11 @@ what a crash left pending: see its docstring.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
@@ -277,33 +276,24 @@ class GateStore:
     ) -> JournalEntry:
         """Record how a pending admission ended, and queue its event; idempotent."""
         with self._tx() as c:
-            row = c.execute("SELECT * FROM passages WHERE event_id = ?", (str(event_id),)).fetchone()
+            cur = c.execute("SELECT * FROM passages WHERE event_id = ?", (str(event_id),))
+            row = cur.fetchone()
             if row is None:
                 raise KeyError(f"no journal entry {event_id}")
-            columns = [d[0] for d in c.execute("SELECT * FROM passages LIMIT 0").description]
-            current = _entry(dict(zip(columns, row, strict=True)))
+            current = _entry(dict(zip([d[0] for d in cur.description], row, strict=True)))
             if current.passed is not None:
                 return current
+            done = replace(
+                current,
+                passed=passed,
+                counted=counted and passed,
+                resolution=resolution,
+                code=code or current.code,
+                outcome=outcome or current.outcome,
+            )
             c.execute(
                 "UPDATE passages SET passed = ?, counted = ?, resolution = ?, code = ?, outcome = ? WHERE event_id = ?",
-                (
-                    int(passed),
-                    int(counted and passed),
-                    resolution,
-                    code or current.code,
-                    (outcome or current.outcome).value,
-                    str(event_id),
-                ),
-            )
-            done = JournalEntry(
-                **{
-                    **{f: getattr(current, f) for f in JournalEntry.__dataclass_fields__},
-                    "passed": passed,
-                    "counted": counted and passed,
-                    "resolution": resolution,
-                    "code": code or current.code,
-                    "outcome": outcome or current.outcome,
-                }
+                (int(passed), int(done.counted), done.resolution, done.code, done.outcome.value, str(event_id)),
             )
             self._enqueue(c, done)
         return done
@@ -344,7 +334,7 @@ class GateStore:
     def outbox(self, limit: int = 100) -> list[PassageEvent]:
         """The oldest events not yet confirmed by the cloud."""
         rows = self.conn.execute("SELECT body FROM outbox ORDER BY seq LIMIT ?", (limit,)).fetchall()
-        return [PassageEvent.model_validate(json.loads(r[0])) for r in rows]
+        return [PassageEvent.model_validate_json(r[0]) for r in rows]
 
     def outbox_depth(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM outbox").fetchone()[0])

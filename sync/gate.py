@@ -738,13 +738,13 @@ class GateSync:
             self._fresh_saved = self.fresh_at
 
     def _maybe_sum_tickets(self) -> None:
-        """Sum the ticket set for the status when the feed moved on, at most every `checksum_interval_s`."""
+        """Sum the ticket set for the status when the feed moved on, at most every `checksum_interval_s`
+        (a store never synced sums to nothing: `read_checksum` says None)."""
         if (
             self._checksum_task is not None
             or self.resyncing
             or (self.checksum is not None and self.checksum[0] == self.feed_seq)
             or time.monotonic() - self._checksum_at < self.config.checksum_interval_s
-            or not store_sync.has_feed_position(self.store)
         ):
             return
         self._checksum_at = time.monotonic()

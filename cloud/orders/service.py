@@ -206,8 +206,3 @@ def expire_pending(session: Session, now: datetime) -> int:
         _release_items(session, order)
     session.commit()
     return len(due)
-
-
-def release_stock(session: Session, order: Order) -> None:
-    """Give an order's stock back (used by refunds). The caller commits."""
-    _release_items(session, order)

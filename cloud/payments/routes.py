@@ -3,11 +3,11 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 
 from cloud.db import utcnow
-from cloud.deps import Principal, Role, SessionDep, SettingsDep, public, require
+from cloud.deps import IdPath, Principal, Role, SessionDep, SettingsDep, public, require
 from cloud.errors import DomainError
 from cloud.payments import service
 from cloud.payments.schemas import CounterPaymentIn, MiniProgramPayParams, PaymentOut, WechatFail, WechatPrepayOut
@@ -18,7 +18,6 @@ router = APIRouter(tags=["payments"])
 Cashier = Annotated[Principal, Depends(require(Role.ADMIN, Role.CASHIER))]
 Customer = Annotated[Principal, Depends(require(Role.CUSTOMER))]
 Reader = Annotated[Principal, Depends(require(Role.ADMIN, Role.FINANCE, Role.CASHIER))]
-OrderId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 def wechat_pay(settings: SettingsDep) -> WechatPay:
@@ -50,7 +49,7 @@ async def raw_body(request: Request) -> bytes:
 
 @router.post("/orders/{order_id}/payments/counter", status_code=201)
 def pay_at_counter(
-    order_id: OrderId, body: CounterPaymentIn, session: SessionDep, settings: SettingsDep, actor: Cashier
+    order_id: IdPath, body: CounterPaymentIn, session: SessionDep, settings: SettingsDep, actor: Cashier
 ) -> PaymentOut:
     """Cash or card at the ticket window, for exactly the order total: the order is paid and issued."""
     return PaymentOut.model_validate(service.pay_at_counter(session, settings, actor, order_id, body, now=utcnow()))
@@ -58,7 +57,7 @@ def pay_at_counter(
 
 @router.post("/orders/{order_id}/payments/wechat", status_code=201)
 def start_wechat(
-    order_id: OrderId, session: SessionDep, settings: SettingsDep, wechat: WechatPayDep, actor: Customer
+    order_id: IdPath, session: SessionDep, settings: SettingsDep, wechat: WechatPayDep, actor: Customer
 ) -> WechatPrepayOut:
     """Create the WeChat Pay prepay order for your own order; pass `params` to `wx.requestPayment`."""
     payment, params = service.start_wechat(session, settings, wechat, actor, order_id, now=utcnow())
@@ -101,5 +100,5 @@ def wechat_notify(
 
 
 @router.get("/orders/{order_id}/payments")
-def list_payments(order_id: OrderId, session: SessionDep, _: Reader) -> list[PaymentOut]:
+def list_payments(order_id: IdPath, session: SessionDep, _: Reader) -> list[PaymentOut]:
     return [PaymentOut.model_validate(p) for p in service.list_payments(session, order_id)]

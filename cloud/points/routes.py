@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from cloud.db import utcnow
-from cloud.deps import Principal, Role, SessionDep, SettingsDep, require
+from cloud.deps import IdPath, Principal, Role, SessionDep, SettingsDep, require
 from cloud.points import service
 from cloud.points.schemas import AdjustIn, EntryOut, LedgerOut, PointsOut, SignInOut, SpendIn
 
@@ -40,9 +40,7 @@ def spend(body: SpendIn, response: Response, session: SessionDep, who: Me) -> Le
 
 
 @router.post("/customers/{customer_id}/points/adjust", status_code=201)
-def adjust(
-    customer_id: Annotated[int, Path(ge=1, le=2**31 - 1)], body: AdjustIn, session: SessionDep, actor: Admin
-) -> LedgerOut:
+def adjust(customer_id: IdPath, body: AdjustIn, session: SessionDep, actor: Admin) -> LedgerOut:
     """A manual correction (audit-logged); it cannot take the balance below 0."""
     entry = service.adjust(session, actor, customer_id, body.delta, body.reason, now=utcnow())
     return LedgerOut(balance=entry.balance_after, entry=EntryOut.model_validate(entry))

@@ -30,13 +30,7 @@ _MAX_ATTEMPTS = 200  # each failed attempt means another append committed; this 
 
 def balance(session: Session, customer_id: int) -> int:
     """The customer's balance: the last ledger entry's balance_after (0 without entries)."""
-    last = session.scalar(
-        select(PointsEntry.balance_after)
-        .where(PointsEntry.customer_id == customer_id)
-        .order_by(PointsEntry.seq.desc())
-        .limit(1)
-    )
-    return last or 0
+    return _last(session, customer_id)[1]
 
 
 def recent_entries(session: Session, customer_id: int, limit: int) -> list[PointsEntry]:
@@ -155,13 +149,8 @@ def reverse_for_refund(
     existing = _find(session, order.customer_id, PointsKind.REVERSE, ref)
     if existing is not None:
         return existing
-    earned = session.scalar(
-        select(PointsEntry.delta).where(
-            PointsEntry.customer_id == order.customer_id,
-            PointsEntry.kind == PointsKind.EARN.value,
-            PointsEntry.ref == f"order:{order.id}",
-        )
-    )
+    earning = _find(session, order.customer_id, PointsKind.EARN, f"order:{order.id}")
+    earned = earning.delta if earning is not None else None
     if not earned:
         return None
     reversed_before = session.scalar(

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Query
 
 from cloud.db import utcnow
-from cloud.deps import Principal, Role, SessionDep, SettingsDep, require
+from cloud.deps import IdPath, Principal, Role, SessionDep, SettingsDep, require
 from cloud.refunds import service
 from cloud.refunds.schemas import RefundIn, RefundOut, RevocationFeed, RevocationOut
 from cloud.sites.service import get_site
@@ -15,12 +15,11 @@ router = APIRouter(tags=["refunds"])
 Refunders = Annotated[Principal, Depends(require(Role.ADMIN, Role.CASHIER, Role.CUSTOMER))]
 Readers = Annotated[Principal, Depends(require(Role.ADMIN, Role.FINANCE, Role.CASHIER, Role.CUSTOMER))]
 FeedReaders = Annotated[Principal, Depends(require(Role.ADMIN, Role.GATE_TECH))]
-Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 @router.post("/orders/{order_id}/refunds", status_code=201)
 def create_refund(
-    order_id: Id, body: RefundIn, session: SessionDep, settings: SettingsDep, actor: Refunders
+    order_id: IdPath, body: RefundIn, session: SessionDep, settings: SettingsDep, actor: Refunders
 ) -> RefundOut:
     """Refund unused tickets of an order, before their product's cutoff, less its fee; the tickets are revoked."""
     refund = service.refund(session, settings, actor, order_id, body.ticket_ids, body.reason, now=utcnow())
@@ -28,13 +27,13 @@ def create_refund(
 
 
 @router.get("/orders/{order_id}/refunds")
-def list_refunds(order_id: Id, session: SessionDep, actor: Readers) -> list[RefundOut]:
+def list_refunds(order_id: IdPath, session: SessionDep, actor: Readers) -> list[RefundOut]:
     return [RefundOut.model_validate(r) for r in service.refunds_of_order(session, order_id, actor)]
 
 
 @router.get("/sites/{site_id}/revocations")
 def revocations(
-    site_id: Id,
+    site_id: IdPath,
     session: SessionDep,
     _: FeedReaders,
     after: Annotated[int, Query(ge=0, le=2**31 - 1, description="Last sequence already seen; 0 for all")] = 0,

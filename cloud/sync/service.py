@@ -13,13 +13,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from cloud.db import utcnow
+from cloud.deps import MAX_ID
 from cloud.sites.models import Gate, Site
 from cloud.sites.service import get_site
 from cloud.sync import snapshot
@@ -33,7 +34,6 @@ from sync.topics import parse_gate_topic
 
 log = logging.getLogger("starfish.cloud.sync")
 
-MAX_INT = 2**31 - 1  # integer columns are 32-bit on PostgreSQL
 _REVOKED = (TicketState.REFUNDED.value, TicketState.REVOKED.value)
 _PASSAGES = GatePassage.metadata.tables[GatePassage.__tablename__]
 
@@ -104,7 +104,7 @@ def _status(site: str, gate: str, status: GateStatus) -> StatusIn:
     if (status.site, status.gate) != (site, gate):
         raise _Refused(f"status says site {status.site!r} gate {status.gate!r}")
     figures = (status.feed_seq, status.outbox_depth, status.checksum_seq or 0)
-    if not all(0 <= n <= MAX_INT for n in figures):
+    if not all(0 <= n <= MAX_ID for n in figures):
         raise _Refused("status figures out of range")
     return StatusIn(site, gate, status.state, status)
 
@@ -226,7 +226,7 @@ def _tickets_to_count(session: Session, events: list[PassageEvent]) -> dict[str,
 
 def _is_ticket_no(ticket_id: str) -> bool:
     # Cloud tickets are numbered; a plain code's or another system's id is stored but counts nothing here.
-    return ticket_id.isascii() and ticket_id.isdigit() and 0 < int(ticket_id) <= MAX_INT
+    return ticket_id.isascii() and ticket_id.isdigit() and 0 < int(ticket_id) <= MAX_ID
 
 
 def _count_entry(ticket: Ticket, at: datetime) -> str | None:
@@ -273,11 +273,12 @@ def site_sync_status(session: Session, site_id: int, *, verify: bool = False) ->
     gate whose checksum was taken at the feed head, whether its ticket set equals the cloud's.
     """
     site = get_site(session, site_id)
-    head = head_seq(session, site.id)
     cloud_checksum = None
     if verify:
         summed = snapshot.site_checksum(session, site.id)
         head, cloud_checksum = summed.seq, summed.checksum
+    else:
+        head = head_seq(session, site.id)
     rows = session.execute(
         select(Gate, GateStatusRecord)
         .outerjoin(GateStatusRecord, GateStatusRecord.gate_id == Gate.id)
@@ -286,29 +287,24 @@ def site_sync_status(session: Session, site_id: int, *, verify: bool = False) ->
     )
     gates = []
     for gate, status in rows:
-        out = GateSyncOut(
-            gate_id=gate.id,
-            code=gate.code,
-            name=gate.name,
-            state="unknown",
-            feed_seq=None,
-            outbox_depth=None,
-            last_seen=None,
-            reported_at=None,
-        )
+        reported: dict[str, Any] = {
+            "state": "unknown",
+            "feed_seq": None,
+            "outbox_depth": None,
+            "last_seen": None,
+            "reported_at": None,
+        }
         if status is not None:
             compared = cloud_checksum is not None and status.checksum is not None and status.checksum_seq == head
-            out = out.model_copy(
-                update={
-                    "state": status.state,
-                    "feed_seq": status.feed_seq,
-                    "outbox_depth": status.outbox_depth,
-                    "last_seen": status.updated_at,
-                    "reported_at": status.reported_at,
-                    "checksum": status.checksum,
-                    "checksum_seq": status.checksum_seq,
-                    "in_step": status.checksum == cloud_checksum if compared else None,
-                }
-            )
-        gates.append(out)
+            reported = {
+                "state": status.state,
+                "feed_seq": status.feed_seq,
+                "outbox_depth": status.outbox_depth,
+                "last_seen": status.updated_at,
+                "reported_at": status.reported_at,
+                "checksum": status.checksum,
+                "checksum_seq": status.checksum_seq,
+                "in_step": status.checksum == cloud_checksum if compared else None,
+            }
+        gates.append(GateSyncOut(gate_id=gate.id, code=gate.code, name=gate.name, **reported))
     return SiteSyncOut(site_id=site.id, site_code=site.code, feed_seq=head, checksum=cloud_checksum, gates=gates)

@@ -23,8 +23,8 @@ from drivers.qr import (
     load_image,
     make_decoder,
 )
+from tests.conftest import SHARED_TESTDATA as TESTDATA
 
-TESTDATA = Path(__file__).parents[2].parent / "shared" / "testdata"
 SINGLE_DECODERS = ("zxing", "pyzbar", "opencv")
 # Sharp, front-on codes in each file format that every decoder reads.
 CLEAR_PHOTOS = (

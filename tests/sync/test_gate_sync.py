@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from drivers.barrier import FakeBarrier
 from edge import store_sync
-from edge.config import EdgeConfig, parse_config
+from edge.config import parse_config
 from edge.daemon import GateDaemon
 from edge.gate import GateService
 from edge.store import GateStore, JournalEntry
@@ -864,7 +864,6 @@ class Clock:
         return self.now
 
 
-@pytest.mark.skipif("sync" not in EdgeConfig.model_fields, reason="EdgeConfig has no sync section yet")
 def test_a_gate_daemon_uploads_its_passages_and_refuses_plain_codes_once_its_feed_is_stale(
     tmp_path: Path, broker: Broker, snapshots: SnapshotServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
