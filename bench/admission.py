@@ -48,6 +48,7 @@ def _tokens(key: Ed25519PrivateKey, n: int) -> list[bytes]:
             ticket_no=10_000 + i,
             valid_from=NOW - timedelta(hours=1),
             valid_until=NOW + timedelta(hours=10),
+            site="bench",
         ).encode()
         for i in range(n)
     ]

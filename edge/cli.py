@@ -145,6 +145,7 @@ def keys_generate(
 def ticket_issue(
     private_key: Annotated[Path, typer.Option(help="PEM private key")],
     ticket_no: Annotated[int, typer.Option(help="Ticket number")],
+    site: Annotated[str, typer.Option(help="Code of the site where the ticket is valid (as gates know it)")],
     kind: Annotated[str, typer.Option(help="day, time_window, season or punch")] = "day",
     key_id: Annotated[int, typer.Option(help="Key id the gates know this key by")] = 1,
     days: Annotated[int, typer.Option(help="Valid for this many days from now")] = 1,
@@ -173,6 +174,7 @@ def ticket_issue(
         valid_until=now + timedelta(days=days),
         entries=entries,
         window_minutes=window_minutes,
+        site=site,
     )
     if png is not None:
         import segno

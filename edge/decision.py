@@ -4,13 +4,15 @@ No clock, database or network in here. Rules, in the order they are applied:
 
 1. Emergency / keep-open mode (or a fire alarm) admits everyone, counting nothing; the barrier
    is held open, so nothing is pulsed.
-2. A credential that failed to parse or verify is denied with its own code.
+2. A credential that failed to parse or verify is denied with its own code; a signed token of
+   another site: ``wrong_site`` (see `models.credential`).
 3. Rescan suppression: the same ticket at this reader within ``rescan_seconds`` repeats the
    earlier answer and counts nothing. A repeated admission whose passage was completed does
    not open the barrier again (it was a double read, or a second person); an admission that
    ended with nobody passing counted nothing, so it is simply evaluated afresh.
-4. A plain code the cache does not know: ``unknown_ticket``. A signed credential is enough on
-   its own (a ticket sold after the last sync still admits); the cache only adds status.
+4. A plain code the cache does not know: ``unknown_ticket``. A signed credential naming this
+   site is enough on its own (a ticket sold after the last sync still admits); the cache only
+   adds status. A version 1 token names no site, so it needs the site's cache: ``unknown_ticket``.
    Exit gates (direction ``out``) then let any recognised ticket out, whatever its state,
    counting nothing: never trap anybody.
 5. Revoked, then blocked.
@@ -28,10 +30,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from models import Direction, GateConfig, ProductKind, Ticket, TicketStatus
-from models.credential import Credential, Invalid, PlainCode, SignedCredential
+from models.credential import Credential, Invalid, PlainCode, SignedCredential, site_tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,9 @@ def _deny(code: str, ticket_id: str | None = None) -> Decision:
     return Decision(admit=False, code=code, ticket_id=ticket_id)
 
 
+_site_tag = lru_cache(maxsize=8)(site_tag)
+
+
 def ticket_from_credential(cred: SignedCredential) -> Ticket:
     """The facts a signed credential carries, as a Ticket (used when the cache has none).
 
@@ -106,9 +112,15 @@ def decide(
         return Decision(admit=True, code="emergency")  # the barrier is held open; nothing to pulse
     if isinstance(credential, Invalid):
         return _deny(credential.code)
+    if (
+        isinstance(credential, SignedCredential)
+        and credential.site is not None
+        and credential.site != _site_tag(gate.site_id)
+    ):
+        return _deny("wrong_site", credential.ticket_id)
 
     if ticket is None:
-        if isinstance(credential, PlainCode):
+        if isinstance(credential, PlainCode) or credential.site is None:
             return _deny("unknown_ticket")
         ticket = ticket_from_credential(credential)
     tid = ticket.ticket_id

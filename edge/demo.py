@@ -35,6 +35,7 @@ from models import ProductKind, Ticket
 from models.credential import issue
 
 FRAME_W, FRAME_H = 640, 480
+SITE = "demo"  # the code DemoCloud.set_up_resort registers
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,7 @@ def script(key: Ed25519PrivateKey, now: datetime, sold: dict[str, str]) -> tuple
     """The skiers and the OTA voucher the gate's cache holds; `sold` are tokens the cloud sold."""
 
     def token(no: int, kind: ProductKind, start: datetime, end: datetime) -> str:
-        return issue(key, key_id=1, kind=kind, ticket_no=no, valid_from=start, valid_until=end)
+        return issue(key, key_id=1, kind=kind, ticket_no=no, valid_from=start, valid_until=end, site=SITE)
 
     day_start, day_end = now - timedelta(hours=2), now + timedelta(hours=10)
     forger = Ed25519PrivateKey.generate()
@@ -100,7 +101,9 @@ def script(key: Ed25519PrivateKey, now: datetime, sold: dict[str, str]) -> tuple
         entries=1,
     )
     yesterday = token(9005, ProductKind.DAY, now - timedelta(days=1, hours=2), now - timedelta(hours=14))
-    forged = issue(forger, key_id=1, kind=ProductKind.DAY, ticket_no=9004, valid_from=day_start, valid_until=day_end)
+    forged = issue(
+        forger, key_id=1, kind=ProductKind.DAY, ticket_no=9004, valid_from=day_start, valid_until=day_end, site=SITE
+    )
     skiers = [
         Skier("张伟 (day ticket, window sale)", sold["zhang"], "ok"),
         Skier("李娜 (10-entry punch card)", sold["lina"], "ok"),
@@ -155,7 +158,7 @@ async def run_demo(duration_s: float, *, console: Console | None = None) -> int:
         )
         cfg = parse_config(
             {
-                "gate": {"gate_id": "demo-north-1", "site_id": "demo"},
+                "gate": {"gate_id": "demo-north-1", "site_id": SITE},
                 "store": {"path": str(Path(tmp) / "gate.db")},
                 "barrier": {
                     "type": "modbus_tcp",

@@ -205,6 +205,7 @@ class Skiers:
             ticket_no=900_000 + n,
             valid_from=now - timedelta(hours=1),
             valid_until=now + timedelta(hours=8),
+            site=self.resort.site,
         )
 
     # --- the gates' queues ---------------------------------------------------------------------

@@ -17,6 +17,10 @@ CATALOG: dict[str, dict[Lang, str]] = {
     "unknown_ticket": {"zh": "未找到该票，请到售票处", "en": "Ticket not found, please see the ticket office"},
     "revoked": {"zh": "该票已退款或作废", "en": "This ticket was refunded or cancelled"},
     "blocked": {"zh": "该票已被冻结，请到服务台", "en": "This ticket is blocked, please see the service desk"},
+    "wrong_site": {
+        "zh": "该票不是本雪场的门票，请到售票处",
+        "en": "This ticket is for another resort, please see the ticket office",
+    },
     "wrong_gate": {"zh": "该票不能在此闸机使用", "en": "This ticket is not valid at this gate"},
     "not_yet_valid": {"zh": "该票尚未生效", "en": "This ticket is not valid yet"},
     "expired": {"zh": "该票已过期", "en": "This ticket has expired"},

@@ -62,7 +62,7 @@ def make_ticket(kind: ProductKind = ProductKind.DAY, **overrides: Any) -> Ticket
     return Ticket(**fields)
 
 
-def sign(key: Ed25519PrivateKey, ticket: Ticket, key_id: int = 1) -> str:
+def sign(key: Ed25519PrivateKey, ticket: Ticket, key_id: int = 1, site: str = "nanshan") -> str:
     return issue(
         key,
         key_id=key_id,
@@ -72,6 +72,7 @@ def sign(key: Ed25519PrivateKey, ticket: Ticket, key_id: int = 1) -> str:
         valid_until=ticket.valid_until,
         entries=ticket.entries,
         window_minutes=ticket.window_minutes,
+        site=site,
     )
 
 

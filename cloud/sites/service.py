@@ -14,6 +14,8 @@ from cloud.audit.service import record
 from cloud.deps import Principal
 from cloud.errors import Conflict, DomainError, not_found
 from cloud.sites.models import Gate, Site
+from cloud.sync.feed import append_roster
+from models.credential import site_tag
 from sync.mosquitto_passwd import hash_password
 
 _hasher = PasswordHasher()
@@ -26,6 +28,15 @@ def create_site(session: Session, actor: Principal, code: str, name: str, timezo
         raise DomainError("bad_timezone", f"Unknown time zone {timezone}", f"未知时区 {timezone}") from exc
     if session.scalar(select(Site.id).where(Site.code == code)) is not None:
         raise Conflict("site_exists", f"Site {code} exists", f"场地 {code} 已存在")
+    # A token names its site by a 32-bit tag of the code: two sites must never share one.
+    tag = site_tag(code)
+    for other in session.scalars(select(Site.code)):
+        if site_tag(other) == tag:
+            raise Conflict(
+                "site_tag_clash",
+                f"Site code {code} is indistinguishable from {other} in tickets; choose another code",
+                f"场地编码 {code} 与 {other} 在门票中无法区分，请换一个编码",
+            )
     site = Site(code=code, name=name, timezone=timezone)
     session.add(site)
     session.flush()
@@ -63,6 +74,7 @@ def create_gate(
     session.add(gate)
     session.flush()
     record(session, actor, "gate.create", "gate", gate.id, {"site_id": site_id, "code": code})
+    append_roster(session, site_id)  # the site's gates learn their new peer (and whom else to believe)
     session.commit()
     return gate, secret
 

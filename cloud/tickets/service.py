@@ -52,7 +52,8 @@ def issue_for_order(session: Session, settings: Settings, order: Order, *, now: 
     """Issue the order's tickets, one per unit; issuing again adds none. The caller commits."""
     existing = list(session.scalars(select(Ticket).where(Ticket.order_id == order.id)))
     have = {(t.order_item_id, t.unit_no) for t in existing}
-    tz = ZoneInfo(get_site(session, order.site_id).timezone)
+    site = get_site(session, order.site_id)
+    tz = ZoneInfo(site.timezone)
     fresh: list[Ticket] = []
     for item in order.items:
         product = get_product(session, item.product_id)
@@ -83,7 +84,7 @@ def issue_for_order(session: Session, settings: Settings, order: Order, *, now: 
         session.add_all(fresh)
         session.flush()  # the ids are the ticket numbers the tokens carry
         for ticket in fresh:
-            ticket.token = _sign(settings, ticket)
+            ticket.token = _sign(settings, ticket, site.code)
         session.flush()
         record(session, "system", "tickets.issue", "order", order.id, {"ticket_ids": [t.id for t in fresh]})
         # Sync hook: the new tickets go onto the site's feed in this same transaction.
@@ -91,7 +92,7 @@ def issue_for_order(session: Session, settings: Settings, order: Order, *, now: 
     return sorted(existing + fresh, key=lambda t: t.id)
 
 
-def _sign(settings: Settings, ticket: Ticket) -> str:
+def _sign(settings: Settings, ticket: Ticket, site_code: str) -> str:
     return issue(
         settings.signing_key,
         key_id=settings.signing_key_id,
@@ -101,6 +102,7 @@ def _sign(settings: Settings, ticket: Ticket) -> str:
         valid_until=ticket.valid_until,
         entries=ticket.entries,
         window_minutes=ticket.window_minutes,
+        site=site_code,
     )
 
 

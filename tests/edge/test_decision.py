@@ -64,19 +64,19 @@ def test_ticket_state_and_validity_window_deny(fields: dict[str, Any], code: str
 
 
 def test_unknown_plain_code_is_denied() -> None:
-    d = decide(PlainCode("99999999"), None, History(), GateConfig(gate_id="g1", site_id="s"), NOW)
+    d = decide(PlainCode("99999999"), None, History(), GateConfig(gate_id="g1", site_id="nanshan"), NOW)
     assert (d.admit, d.code) == (False, "unknown_ticket")
 
 
 @pytest.mark.parametrize("code", ["unreadable", "bad_signature", "unknown_key"])
 def test_invalid_credentials_are_denied_with_their_own_code(code: str) -> None:
-    d = decide(Invalid(code, "x"), None, History(), GateConfig(gate_id="g1", site_id="s"), NOW)
+    d = decide(Invalid(code, "x"), None, History(), GateConfig(gate_id="g1", site_id="nanshan"), NOW)
     assert (d.admit, d.code) == (False, code)
 
 
 def test_signed_ticket_sold_after_last_sync_is_admitted_without_cache(signing_key: Ed25519PrivateKey) -> None:
     cred = parse(sign(signing_key, make_ticket()), {1: signing_key.public_key()})
-    d = decide(cred, None, History(), GateConfig(gate_id="g1", site_id="s"), NOW)
+    d = decide(cred, None, History(), GateConfig(gate_id="g1", site_id="nanshan"), NOW)
     assert (d.admit, d.ticket_id) == (True, "1001")
 
 
@@ -219,6 +219,6 @@ def test_random_bytes_never_admit_outside_emergency(data: bytes, offset_s: int) 
     key = Ed25519PrivateKey.generate()
     cred = parse(data, {1: key.public_key()})
     now = datetime(2026, 12, 20, tzinfo=UTC) + timedelta(seconds=offset_s)
-    d = decide(cred, None, History(), GateConfig(gate_id="g1", site_id="s"), now)
+    d = decide(cred, None, History(), GateConfig(gate_id="g1", site_id="nanshan"), now)
     assert not d.admit
     assert d.code in CATALOG
