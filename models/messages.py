@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -38,6 +38,13 @@ class Outcome(StrEnum):
 
 
 CredentialKind = Literal["signed", "plain", "face", "none"]
+
+# Bounds on what crosses the wire, so one message cannot carry megabytes into a journal or a database.
+ID_MAX = 64  # ticket, product, holder, site and gate ids (the cloud's codes are 32 at most)
+CODE_MAX = 32  # a decision's stable reason code ("ok", "passback", "barrier_fault", ...): the cloud column's width
+PRODUCTS_MAX = 1000  # product ids one gate may be limited to
+
+ProductId = Annotated[str, Field(min_length=1, max_length=ID_MAX)]
 
 
 class Message(BaseModel):
@@ -103,8 +110,8 @@ class GateConfig(Message):
     allowed_kinds: frozenset[ProductKind] = Field(
         default=frozenset(ProductKind), description="Product kinds this gate admits"
     )
-    allowed_products: frozenset[str] | None = Field(
-        default=None, description="If set, only these product ids are admitted here"
+    allowed_products: frozenset[ProductId] | None = Field(
+        default=None, max_length=PRODUCTS_MAX, description="If set, only these product ids are admitted here"
     )
     rescan_seconds: float = Field(
         default=3.0, ge=0, description="The same code at this reader within this time repeats the answer"
@@ -113,7 +120,7 @@ class GateConfig(Message):
         default=300.0, ge=0, description="Minimum time between two entries on one ticket (anti-passback)"
     )
     daily_limit: int | None = Field(default=None, ge=1, description="Gate-wide cap of entries per ticket per day")
-    timezone: str = Field(default="Asia/Shanghai", description="Local time zone for 'per day' rules")
+    timezone: str = Field(default="Asia/Shanghai", max_length=64, description="Local time zone for 'per day' rules")
 
     @field_validator("timezone")
     @classmethod
@@ -131,13 +138,15 @@ class PassageEvent(Message):
     """One decision at a gate, made and identified at the gate; the cloud stores it once."""
 
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
-    gate_id: str
-    site_id: str
+    gate_id: str = Field(min_length=1, max_length=ID_MAX)
+    site_id: str = Field(min_length=1, max_length=ID_MAX)
     at: AwareDatetime = Field(description="Original scan time at the gate")
     direction: Direction
     outcome: Outcome
-    code: str = Field(description="Stable reason code: ok, expired, revoked, used_up, passback, ...")
-    ticket_id: str | None = None
+    code: str = Field(
+        max_length=CODE_MAX, description="Stable reason code: ok, expired, revoked, used_up, passback, ..."
+    )
+    ticket_id: str | None = Field(default=None, max_length=ID_MAX)
     passed: bool = Field(description="Did somebody pass the barrier (confirmed by sensor, or on open)")
     counted: bool = Field(default=False, description="Did this passage use up an entry")
     credential: CredentialKind = "none"

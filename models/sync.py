@@ -18,9 +18,22 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, Field, ValidationError
 
-from models.messages import GateConfig, Message, PassageEvent, Ticket, TicketStatus
+from models.messages import ID_MAX, GateConfig, Message, PassageEvent, Ticket, TicketStatus
 
 EVENT_BATCH_MAX = 500
+# The largest payload a reader takes; a longer one is dropped unread. The largest legitimate message,
+# an EventBatch of EVENT_BATCH_MAX events with every field at its bound, is 240 KB (575 KB were every
+# character of its ids 4-byte UTF-8); a feed message is at most 250 KB (a gate config of 1000 products).
+MAX_MESSAGE_BYTES = 1024 * 1024
+KEYS_MAX = 64  # trusted public keys in one set: the signing key and those still honoured
+REASON_MAX = 200  # a revocation's or a block's reason, as the cloud stores it
+
+Code = Annotated[str, Field(min_length=1, max_length=ID_MAX, description="A site's or a gate's code")]
+TicketId = Annotated[str, Field(min_length=1, max_length=ID_MAX)]
+PublicKeys = Annotated[
+    dict[int, Annotated[str, Field(max_length=64)]],
+    Field(max_length=KEYS_MAX, description="Key id -> base64 raw Ed25519 public key"),
+]
 
 
 class TicketUpsert(Message):
@@ -32,21 +45,21 @@ class StatusChange(Message):
     """A revocation (refund), a block, or a block lifted (status valid)."""
 
     kind: Literal["status"] = "status"
-    ticket_id: str
+    ticket_id: TicketId
     status: TicketStatus
-    reason: str = ""
+    reason: str = Field(default="", max_length=REASON_MAX)
 
 
 class KeySet(Message):
     """The full set of trusted public keys (key id -> base64 raw Ed25519), replacing the old set."""
 
     kind: Literal["keys"] = "keys"
-    keys: dict[int, str]
+    keys: PublicKeys
 
 
 class GateConfigChange(Message):
     kind: Literal["gate_config"] = "gate_config"
-    gate_id: str
+    gate_id: Code
     config: GateConfig
 
 
@@ -63,7 +76,7 @@ class FeedMessage(Message):
     gate seeing another epoch than its own fetches a snapshot (its seq means nothing in the new run).
     """
 
-    site: str
+    site: Code
     epoch: Epoch = ""
     seq: int = Field(ge=1)
     at: AwareDatetime
@@ -77,7 +90,7 @@ class FeedHead(Message):
     does not go stale while the link lives; a gate that stays below `seq` lost a message.
     """
 
-    site: str
+    site: Code
     epoch: Epoch = ""
     seq: int = Field(ge=0)
     at: AwareDatetime
@@ -139,18 +152,18 @@ def parse_events(payload: bytes | bytearray | str, refused: list[str] | None = N
 class EventAck(Message):
     """The cloud stored these events (duplicates included); the gate may drop them from its outbox."""
 
-    event_ids: list[uuid.UUID]
+    event_ids: list[uuid.UUID] = Field(max_length=EVENT_BATCH_MAX)
 
 
 class GateStatus(Message):
     """A gate's retained status. `checksum` is its ticket-set checksum when its feed was at
     `checksum_seq` (computed now and then, not per change): the cloud compares it with its own."""
 
-    site: str
-    gate: str
+    site: Code
+    gate: Code
     state: Literal["online", "offline"]
-    feed_seq: int = 0
-    outbox_depth: int = 0
+    feed_seq: int = Field(default=0, ge=0)
+    outbox_depth: int = Field(default=0, ge=0)
     at: AwareDatetime | None = None
     checksum: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     checksum_seq: int | None = Field(default=None, ge=0)
@@ -159,16 +172,16 @@ class GateStatus(Message):
 class SnapshotHeader(Message):
     """First line of a snapshot (NDJSON): then one `Ticket` per line, then `SnapshotStatus` lines."""
 
-    site: str
+    site: Code
     epoch: Epoch = ""
     seq: int = Field(ge=0, description="Resume the feed after this sequence")
-    tickets: int
-    checksum: str
-    keys: dict[int, str]
+    tickets: int = Field(ge=0)
+    checksum: str = Field(pattern=r"^[0-9a-f]{64}$")
+    keys: PublicKeys
 
 
 class SnapshotStatus(Message):
-    ticket_id: str
+    ticket_id: TicketId
     status: TicketStatus
 
 

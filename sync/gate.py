@@ -48,6 +48,7 @@ from edge.store import GateStore
 from models import PassageEvent
 from models.sync import (
     EVENT_BATCH_MAX,
+    MAX_MESSAGE_BYTES,
     EventAck,
     FeedHead,
     FeedMessage,
@@ -377,6 +378,12 @@ class GateSync:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = "<topic not UTF-8>"
+        if len(msg.payload) > MAX_MESSAGE_BYTES:  # never parsed, never stored: acknowledged and gone
+            log.warning(
+                "sync: dropped a message of %d bytes on %s: over %d", len(msg.payload), topic, MAX_MESSAGE_BYTES
+            )
+            client.ack(msg.mid, msg.qos)
+            return
         try:
             self._post(_Inbound(topic, bytes(msg.payload), _Delivery(self._net_gen, msg.mid, msg.qos)))
         except Exception:

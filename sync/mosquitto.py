@@ -7,6 +7,22 @@ sites) or the site's gates themselves (sites without a site broker).
 
 Plain dataclasses in, files out: no database here. `MosquittoProcess` runs one broker on a
 free loopback port for tests, the demo and the benchmark.
+
+The client id is the login (``use_username_as_clientid`` on every listener): whatever client id a
+client presents, the broker keys its session by its username, so a login can take over only its
+own session, never another gate's, the cloud's or the bridge's. Hence one client per login (a
+registry sharing one between two parties is refused), and persistent sessions are the login's: a
+gate's ``gate-<site>-<gate>`` and the cloud's ``starfish-cloud`` (STARFISH_MQTT_CLIENT_ID) are
+ignored by the broker, the gate's session lives under its gate login and the cloud's under its cloud
+login. The bridge's ``remote_clientid`` likewise becomes its login on the cloud broker; its state
+topic keeps the configured ``bridge-<site>``, which the bridge itself names. A broker upgraded to
+this config has no session under the new ids: the gates fetch a snapshot, unconfirmed events are
+published again, as after any lost session.
+
+Message size: ``max_packet_size`` (MAX_PACKET_BYTES: the readers' MAX_MESSAGE_BYTES, 1 MiB, plus
+room for the MQTT header, topic and properties). The largest legitimate message is an EventBatch
+of EVENT_BATCH_MAX events, about 240 KB with the longest ASCII ids and 575 KB if every id were
+4-byte UTF-8; a client sending a larger packet is disconnected by the broker.
 """
 
 from __future__ import annotations
@@ -26,12 +42,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Literal, Self
 
+from models.sync import MAX_MESSAGE_BYTES
 from sync import topics
 from sync.mosquitto_passwd import DEFAULT_ITERATIONS, check_username, passwd_line
 
 Role = Literal["site", "cloud"]
 APT_PACKAGE = "mosquitto"
 _SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+# A whole MQTT packet: the largest payload the readers take, plus the fixed header, the topic and
+# the v5 properties (a few hundred bytes; 16 KiB of room).
+MAX_PACKET_BYTES = MAX_MESSAGE_BYTES + 16 * 1024
+# The client id is the login: whoever presents another's client id takes over only their own session.
+_LISTENER_SETTINGS = ("use_username_as_clientid true",)
 
 
 class MosquittoError(RuntimeError):
@@ -96,6 +118,7 @@ class BrokerOptions:
     tls: TlsListener | None = None
     max_queued_messages: int = 100_000
     max_inflight_messages: int = 100
+    max_packet_size: int | None = MAX_PACKET_BYTES  # None: no limit (only to test what the clients do)
     autosave_interval: int = 60
     run_as_user: str | None = None
     password_iterations: int = DEFAULT_ITERATIONS
@@ -193,7 +216,21 @@ def _as_list(sites: SiteRegistry | Sequence[SiteRegistry]) -> list[SiteRegistry]
         gates = [g.gate for g in reg.gates]
         if len(set(gates)) != len(gates):
             raise ValueError(f"site {reg.site!r} lists a gate twice: {gates}")
+    _one_client_per_login(regs)
     return regs
+
+
+def _one_client_per_login(regs: list[SiteRegistry]) -> None:
+    """Each login is one client's: its client id is the login, so two clients sharing one would take turns."""
+    owners: dict[str, str] = {}
+    for reg in regs:
+        logins = [(reg.cloud_username, "the cloud")]  # one cloud client serves every site
+        logins += [(g.username, f"gate {reg.site}/{g.gate}") for g in reg.gates]
+        if reg.bridge is not None:
+            logins.append((reg.bridge.username, f"the bridge of {reg.site}"))
+        for username, owner in logins:
+            if owners.setdefault(username, owner) != owner:
+                raise ValueError(f"login {username!r} is both {owners[username]}'s and {owner}'s: one client per login")
 
 
 def broker_accounts(sites: SiteRegistry | Sequence[SiteRegistry], role: Role) -> list[Account]:
@@ -283,6 +320,7 @@ def render_conf(sites: SiteRegistry | Sequence[SiteRegistry], role: Role, option
         f"autosave_interval {options.autosave_interval}",
         f"max_queued_messages {options.max_queued_messages}",
         f"max_inflight_messages {options.max_inflight_messages}",
+        *([f"max_packet_size {options.max_packet_size}"] if options.max_packet_size else []),
         "set_tcp_nodelay true",
         "log_dest stderr",
         "log_type error",
@@ -294,12 +332,13 @@ def render_conf(sites: SiteRegistry | Sequence[SiteRegistry], role: Role, option
     ]
     if options.run_as_user:
         lines.append(f"user {options.run_as_user}")
-    lines += ["", f"listener {options.port} {options.host}".rstrip()]
+    lines += ["", f"listener {options.port} {options.host}".rstrip(), *_LISTENER_SETTINGS]
     if options.tls is not None:
         tls = options.tls
         lines += [
             "",
             f"listener {tls.port} {tls.host if tls.host is not None else options.host}".rstrip(),
+            *_LISTENER_SETTINGS,
             f"cafile {tls.files.cafile.resolve()}",
             f"certfile {tls.files.certfile.resolve()}",
             f"keyfile {tls.files.keyfile.resolve()}",
@@ -406,6 +445,7 @@ class MosquittoProcess:
     binary: str | None = None
     max_queued_messages: int = 100_000
     max_inflight_messages: int = 100
+    max_packet_size: int | None = MAX_PACKET_BYTES
     startup_timeout: float = 10.0
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _log: IO[bytes] | None = field(default=None, init=False, repr=False)
@@ -453,6 +493,7 @@ class MosquittoProcess:
             tls=tls,
             max_queued_messages=self.max_queued_messages,
             max_inflight_messages=self.max_inflight_messages,
+            max_packet_size=self.max_packet_size,
             # As root, mosquitto would switch to user "mosquitto", who cannot read a private temp dir.
             run_as_user=pwd.getpwuid(os.geteuid()).pw_name if as_root else None,
         )

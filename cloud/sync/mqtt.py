@@ -38,14 +38,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from cloud.db import utcnow
 from cloud.settings import Settings
 from cloud.sync import feed, service
-from models.sync import EventAck, FeedHead, FeedMessage
+from models.sync import EVENT_BATCH_MAX, MAX_MESSAGE_BYTES, EventAck, FeedHead, FeedMessage
 from sync import topics
 
 log = logging.getLogger("starfish.cloud.sync")
 
 EVENTS = f"{topics.ROOT}/+/gate/+/events"
 STATUS = f"{topics.ROOT}/+/gate/+/status"
-ACK_CHUNK = 500  # event ids per EventAck message
+ACK_CHUNK = EVENT_BATCH_MAX  # event ids per EventAck message (the most one may carry)
 
 Store = Callable[[Session, Sequence[service.Inbound]], service.Stored]
 
@@ -220,6 +220,10 @@ class CloudSync:
             topic = msg.topic
         except UnicodeDecodeError:
             log.warning("dropped a message whose topic is not UTF-8")
+            client.ack(msg.mid, msg.qos)
+            return
+        if len(msg.payload) > MAX_MESSAGE_BYTES:  # never parsed, never stored
+            log.warning("dropped a message of %d bytes on %s: over %d", len(msg.payload), topic, MAX_MESSAGE_BYTES)
             client.ack(msg.mid, msg.qos)
             return
         self._inbox.put(_Received(msg.mid, msg.qos, topic, bytes(msg.payload), self._connection))
