@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections import deque
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 _PARITIES = ("N", "E", "O", "M", "S")
 _BYTESIZES = (5, 6, 7, 8)
 _STOPBITS = (1, 1.5, 2)
+_DISCARD_LOG_EVERY_S = 60.0
 
 
 class Scanner(Protocol):
@@ -94,6 +96,9 @@ class SerialScanner:
         self._next_open_at = 0.0
         self._outage_logged = False
         self._last_error: str | None = None
+        self._discarded = 0
+        self._discards_logged = 0
+        self._discard_logged_at = -math.inf
 
     @property
     def port(self) -> str:
@@ -109,6 +114,11 @@ class SerialScanner:
     def last_error(self) -> str | None:
         """The most recent open/read error, kept after a reconnect for the diagnostics page."""
         return self._last_error
+
+    @property
+    def discarded_lines(self) -> int:
+        """Lines dropped since start for being longer than max_line (noise, or a hostile device)."""
+        return self._discarded
 
     def open(self) -> None:
         """Open the port now; raise DriverConnectionError if it cannot be opened."""
@@ -266,7 +276,19 @@ class SerialScanner:
                 self._discarding = True
 
     def _log_discard(self) -> None:
-        self._log.warning("scanner %s: discarding a line longer than %d bytes", self._port, self._max_line)
+        """Count the line; warn at the first, then at most once a minute with the count: a flood is not a log flood."""
+        self._discarded += 1
+        now = time.monotonic()
+        if now - self._discard_logged_at < _DISCARD_LOG_EVERY_S:
+            return
+        self._log.warning(
+            "scanner %s: discarded %d line(s) longer than %d bytes",
+            self._port,
+            self._discarded - self._discards_logged,
+            self._max_line,
+        )
+        self._discards_logged = self._discarded
+        self._discard_logged_at = now
 
 
 class FakeScanner:

@@ -1,8 +1,9 @@
 """The gate daemon: inputs -> decision -> journal -> barrier -> sensor -> journal.
 
 Tasks: one per input (camera and/or scanner; blocking drivers run in threads and hand codes
-to the event loop), one decision task that handles one code at a time, and one task that
-owns the barrier (`BarrierController`). SIGTERM or SIGINT stops it cleanly.
+to the event loop through the `Intake`, which drops what cannot be a credential and keeps one
+input from crowding out another), one decision task that handles one code at a time, and one
+task that owns the barrier (`BarrierController`). SIGTERM or SIGINT stops it cleanly.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import signal
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,8 +23,10 @@ from drivers.errors import DriverError
 from edge.config import EdgeConfig
 from edge.gate import Evaluation, GateService
 from edge.hardware import Barrier, Scanner
+from edge.intake import NOT_A_CREDENTIAL, TOO_OLD, Intake, Scan
 from edge.reasons import reason
 from edge.store import GateStore, JournalEntry
+from models.credential import could_be_credential
 
 if TYPE_CHECKING:
     from edge.hardware import Camera, QrDecoder
@@ -248,28 +252,23 @@ class BarrierController:
 
 
 class Debouncer:
-    """Drops a code that is still in view: seen again within `window_s` of its last sighting."""
+    """Drops a code that is still in view: seen again within `window_s` of its last sighting.
 
-    def __init__(self, window_s: float) -> None:
+    Remembers the `capacity` most recently seen codes: a flood of distinct codes costs the same
+    per read as a quiet day.
+    """
+
+    def __init__(self, window_s: float, capacity: int = 1000) -> None:
         self.window_s = window_s
-        self._seen: dict[bytes, float] = {}
+        self.capacity = capacity
+        self._seen: OrderedDict[bytes, float] = OrderedDict()
 
     def fresh(self, code: bytes, now: float) -> bool:
-        last = self._seen.get(code)
+        last = self._seen.pop(code, None)
         self._seen[code] = now
-        if len(self._seen) > 1000:
-            self._seen = {k: v for k, v in self._seen.items() if now - v < self.window_s}
+        while len(self._seen) > self.capacity:
+            self._seen.popitem(last=False)
         return last is None or now - last >= self.window_s
-
-
-@dataclass(frozen=True, slots=True)
-class Scan:
-    """A code as an input read it, stamped when it was read."""
-
-    data: bytes
-    source: str
-    at: datetime
-    mono: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,11 +294,13 @@ class GateDaemon:
         decoder: QrDecoder | None = None,
         scanner: Scanner | None = None,
         clock: Clock = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
         on_handled: Callable[[Handled], None] | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.clock = clock
+        self.monotonic = monotonic  # read ages, debounce and input rates
         self.service = GateService(store=store, config=config.gate)
         bc = config.barrier
         self.controller = BarrierController(
@@ -316,7 +317,7 @@ class GateDaemon:
         self.on_handled = on_handled
         self.stop_event = asyncio.Event()
         self.exit_code = 0
-        self._codes: asyncio.Queue[Scan] = asyncio.Queue(maxsize=100)
+        self.intake = Intake(monotonic=monotonic)
         self._threads_stop = threading.Event()
         self._in_flight: asyncio.Future[Handled] | None = None
         self.sync: GateSync | None = None
@@ -353,15 +354,10 @@ class GateDaemon:
         return handled
 
     def _offer(self, loop: asyncio.AbstractEventLoop, data: bytes, source: str) -> None:
-        scan = Scan(data, source, self.clock(), time.monotonic())
-
-        def put() -> None:
-            try:
-                self._codes.put_nowait(scan)
-            except asyncio.QueueFull:
-                log.warning("input queue full, dropped a %s read", source)
-
-        loop.call_soon_threadsafe(put)
+        """Hand a read from an input's thread to the decision task, within the input's rate."""
+        now = self.monotonic()
+        if self.intake.allow(source, now):
+            loop.call_soon_threadsafe(self.intake.put, Scan(data, source, self.clock(), now))
 
     def _supervised(self, name: str, device: Scanner | Camera, step: Callable[[], bool]) -> None:
         """Run one input's read loop in its thread: errors are logged and retried, never fatal."""
@@ -385,7 +381,11 @@ class GateDaemon:
 
     def _scanner_step(self, loop: asyncio.AbstractEventLoop, scanner: Scanner, debounce: Debouncer) -> bool:
         line = scanner.read_line(0.3)
-        if line and debounce.fresh(line, time.monotonic()):
+        if not line:
+            return True
+        if not could_be_credential(line):
+            self.intake.drop("scanner", NOT_A_CREDENTIAL)  # before the debouncer: noise must not fill it
+        elif debounce.fresh(line, self.monotonic()):
             self._offer(loop, line, "scanner")
         return True
 
@@ -397,17 +397,18 @@ class GateDaemon:
             log.info("camera source ended")
             return False
         for code in decoder.decode(frame):
-            if debounce.fresh(code.raw, time.monotonic()):
+            if debounce.fresh(code.raw, self.monotonic()):
                 self._offer(loop, code.raw, "camera")
         return True
 
     async def _decisions(self) -> None:
         while True:
-            scan = await self._codes.get()
-            age = time.monotonic() - scan.mono
+            scan = await self.intake.get()
+            age = self.monotonic() - scan.mono
             if age > self.config.max_scan_age_s:
                 # The skier waited behind a passage and has likely gone: do not open for whoever is there now.
-                log.warning("dropped a %s read that waited %.1f s (older than max_scan_age_s)", scan.source, age)
+                log.debug("dropped a %s read that waited %.1f s (older than max_scan_age_s)", scan.source, age)
+                self.intake.drop(scan.source, TOO_OLD)
                 continue
             self._in_flight = asyncio.ensure_future(self.handle(scan.data, scan.source, scan.at))
             try:
@@ -484,6 +485,7 @@ class GateDaemon:
             await asyncio.gather(barrier_task, return_exceptions=True)
             for t in threads:
                 await asyncio.to_thread(t.join, 2.0)
+            self.intake.report(force=True)
             log.info("gate %s stopped", self.config.gate.gate_id)
 
 

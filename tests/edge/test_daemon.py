@@ -209,7 +209,9 @@ def test_fire_alarm_releases_the_barrier_admits_freely_and_is_journaled(
     assert codes == ["fire_alarm_on", "emergency", "fire_alarm_off", "unreadable"]
 
 
-def test_codes_from_the_scanner_are_decided_in_order(tmp_path: Path, signing_key: Ed25519PrivateKey) -> None:
+def test_codes_from_the_scanner_are_decided_in_order_and_line_noise_is_only_counted(
+    tmp_path: Path, signing_key: Ed25519PrivateKey
+) -> None:
     good = sign(signing_key, make_ticket(ProductKind.PUNCH)).encode()
     seen: list[Handled] = []
     scanner = FakeScanner([good, b"\x00\xff", b"UNKNOWN123"])
@@ -217,12 +219,13 @@ def test_codes_from_the_scanner_are_decided_in_order(tmp_path: Path, signing_key
 
     async def body() -> None:
         for _ in range(200):
-            if len(seen) == 3:
+            if len(seen) == 2:
                 break
             await asyncio.sleep(0.01)
 
     asyncio.run(with_daemon(daemon, body))
-    assert [h.entry.code for h in seen] == ["ok", "unreadable", "unknown_ticket"]
+    assert [h.entry.code for h in seen] == ["ok", "unknown_ticket"]
+    assert daemon.intake.drops == {"scanner": {"not_a_credential": 1}}
 
 
 def test_a_code_that_stays_in_view_is_read_once() -> None:
@@ -396,12 +399,13 @@ def test_a_read_that_waited_behind_a_passage_too_long_is_dropped(
         daemon._offer(loop, b"UNKNOWN002", "scanner")
         await until(lambda: len(seen) == 2)
         stale = Scan(b"UNKNOWN003", "scanner", daemon.clock(), time.monotonic() - 10)
-        daemon._codes.put_nowait(stale)
+        daemon.intake.put(stale)
         daemon._offer(loop, b"UNKNOWN004", "scanner")
         await until(lambda: len(seen) == 3)
 
     asyncio.run(with_daemon(daemon, body))
     assert [h.data for h in seen] == [b"UNKNOWN001", b"UNKNOWN002", b"UNKNOWN004"]
+    assert daemon.intake.drops == {"scanner": {"too_old": 1}}
 
 
 def test_an_input_that_throws_is_logged_and_read_again(tmp_path: Path, signing_key: Ed25519PrivateKey) -> None:
