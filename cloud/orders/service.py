@@ -1,13 +1,21 @@
-"""Orders: online and at the ticket window; a state machine; idempotent creation; stock held atomically."""
+"""Orders: online and at the ticket window; a state machine; idempotent creation; stock held atomically.
+
+Limits on what a customer may hold unpaid (the ticket window and OTA channels pay at once and are not
+limited): at most MAX_UNITS_PER_ORDER units in one online order, at most MAX_UNPAID_UNITS_PER_DAY units of
+one product and visit day across the customer's unpaid orders, and a larger order is held for less time
+(`pending_minutes`). A customer's order creations take turns on a lock of the customer's row, so the
+limits hold under concurrent requests.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime, timedelta
+from collections import Counter
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,9 +26,17 @@ from cloud.errors import Conflict, DomainError, Forbidden, not_found
 from cloud.orders.models import TRANSITIONS, Order, OrderItem, OrderStatus
 from cloud.orders.schemas import OrderIn
 from cloud.products import service as products
+from cloud.products.models import Product
 from cloud.settings import Settings
 from cloud.sites.service import get_site
 from models import ProductKind
+
+# Customer (online) orders; proposed as settings: order_max_units_online, order_max_unpaid_units_per_day,
+# order_min_pending_minutes.
+MAX_UNITS_PER_ORDER = 10
+MAX_UNPAID_UNITS_PER_DAY = 10
+MIN_PENDING_MINUTES = 5
+FULL_TIME_UNITS = 4  # orders up to this many units are held for the full order_pending_minutes
 
 
 def _number(now: datetime) -> str:
@@ -60,17 +76,22 @@ def create_order(
 ) -> tuple[Order, bool]:
     """Create a pending order holding its stock; (order, created). A repeated key returns the first order."""
     _channel_allowed(actor, body)
+    customer_id = actor.subject_id if actor.role is Role.CUSTOMER else body.customer_id
+    limited = actor.role is Role.CUSTOMER
+    if customer_id is not None and _lock_customer(session, customer_id, limited) is None:
+        raise not_found("Customer", "顾客", customer_id)
     scope = f"{actor.role.value}#{actor.subject_id}" if idempotency_key else None
     digest = _request_hash(body)
     if idempotency_key and scope:
         existing = find_idempotent(session, scope, idempotency_key)
         if existing is not None:
             return _same_request(existing, digest), False
-    customer_id = actor.subject_id if actor.role is Role.CUSTOMER else body.customer_id
-    if customer_id is not None and session.get(Customer, customer_id) is None:
-        raise not_found("Customer", "顾客", customer_id)
     site = get_site(session, body.site_id)
     today = now.astimezone(ZoneInfo(site.timezone)).date()
+    units = sum(item.quantity for item in body.items)
+    if limited:
+        _check_unpaid_limits(session, body, customer_id, units, now)
+    minutes = pending_minutes(settings.order_pending_minutes, units) if limited else settings.order_pending_minutes
 
     order = Order(
         number=_number(now),
@@ -86,7 +107,7 @@ def create_order(
         request_hash=digest,
         created_by=actor.actor,
         created_at=now,
-        expires_at=now + timedelta(minutes=settings.order_pending_minutes),
+        expires_at=now + timedelta(minutes=minutes),
     )
     total = 0
     for item in body.items:
@@ -95,10 +116,15 @@ def create_order(
             raise DomainError("product_unavailable", f"Product {product.id} is not on sale here", "该产品不在此处销售")
         if (product.sale_start and now < product.sale_start) or (product.sale_end and now >= product.sale_end):
             raise DomainError("not_on_sale", f"{product.name} is not on sale now", f"{product.name} 当前不在销售期")
-        if item.visit_date < today:
-            raise DomainError("visit_date_past", f"{item.visit_date} is in the past", f"{item.visit_date} 已过")
-        if product.kind == ProductKind.SEASON.value:
-            _check_holder(session, item.holder_id, customer_id, item.quantity)
+        check_visit_date(product, item.visit_date, today)
+        if product.kind == ProductKind.SEASON.value and (item.holder_id is None or item.quantity != 1):
+            raise DomainError(
+                "holder_required",
+                "A season pass is sold one per named holder",
+                "季卡为实名制，每位持卡人一张",
+            )
+        if item.holder_id is not None:
+            _check_holder(session, item.holder_id, customer_id)
         _, unit = products.price_fen(session, product, item.visit_date)
         products.reserve(session, product, item.visit_date, item.quantity)
         total += unit * item.quantity
@@ -138,16 +164,83 @@ def _same_request(order: Order, digest: str) -> Order:
     return order
 
 
-def _check_holder(session: Session, holder_id: int | None, customer_id: int | None, quantity: int) -> None:
-    if holder_id is None or quantity != 1:
+def check_visit_date(product: Product, visit_date: date, today: date) -> None:
+    """Today (site time zone) up to the product's sale horizon; a season-dated product up to its last day."""
+    if visit_date < today:
+        raise DomainError("visit_date_past", f"{visit_date} is in the past", f"{visit_date} 已过")
+    seasonal = product.season_start is not None and product.season_end is not None
+    if seasonal and product.kind in (ProductKind.SEASON.value, ProductKind.PUNCH.value):
+        assert product.season_end is not None
+        latest = product.season_end
+    else:
+        latest = today + timedelta(days=product.sale_horizon_days)
+    if visit_date > latest:
         raise DomainError(
-            "holder_required",
-            "A season pass is sold one per named holder",
-            "季卡为实名制，每位持卡人一张",
+            "visit_date_out_of_range",
+            f"{product.name} is on sale for visits up to {latest}; {visit_date} is not",
+            f"{product.name} 仅可预订至 {latest}，{visit_date} 不可预订",
+            earliest=today.isoformat(),
+            latest=latest.isoformat(),
         )
+
+
+def _check_holder(session: Session, holder_id: int, customer_id: int | None) -> None:
+    """A holder must belong to the order's customer; someone else's and a missing one get the same 404."""
     holder = session.get(Holder, holder_id)
-    if holder is None or (customer_id is not None and holder.customer_id != customer_id):
+    if holder is None or customer_id is None or holder.customer_id != customer_id:
         raise not_found("Holder", "持卡人", holder_id)
+
+
+def pending_minutes(base_minutes: int, units: int) -> int:
+    """How long an unpaid customer order holds its stock: the full time for a few units, less for more."""
+    if units <= FULL_TIME_UNITS:
+        return base_minutes
+    return max(min(MIN_PENDING_MINUTES, base_minutes), base_minutes * FULL_TIME_UNITS // units)
+
+
+def _lock_customer(session: Session, customer_id: int, lock: bool) -> int | None:
+    # The lock makes a customer's order creations take turns, so the unpaid limits hold under concurrency.
+    query = select(Customer.id).where(Customer.id == customer_id)
+    return session.scalar(query.with_for_update(key_share=True) if lock else query)
+
+
+def _check_unpaid_limits(session: Session, body: OrderIn, customer_id: int | None, units: int, now: datetime) -> None:
+    if units > MAX_UNITS_PER_ORDER:
+        raise DomainError(
+            "order_too_large",
+            f"At most {MAX_UNITS_PER_ORDER} tickets per online order; buy more at the ticket window",
+            f"线上每单最多 {MAX_UNITS_PER_ORDER} 张，更多请到售票窗口购买",
+            status_code=422,
+            max_units=MAX_UNITS_PER_ORDER,
+        )
+    wanted = Counter[tuple[int, date]]()
+    for item in body.items:
+        wanted[(item.product_id, item.visit_date)] += item.quantity
+    held = session.execute(
+        select(OrderItem.product_id, OrderItem.visit_date, func.sum(OrderItem.quantity))
+        .join(Order, Order.id == OrderItem.order_id)
+        .where(
+            Order.customer_id == customer_id,
+            Order.status == OrderStatus.PENDING.value,
+            Order.expires_at > now,
+            OrderItem.product_id.in_({p for p, _ in wanted}),
+        )
+        .group_by(OrderItem.product_id, OrderItem.visit_date)
+    )
+    unpaid = {(p, d): int(n) for p, d, n in held}
+    for (product_id, day), n in wanted.items():
+        already = unpaid.get((product_id, day), 0)
+        if already + n > MAX_UNPAID_UNITS_PER_DAY:
+            raise Conflict(
+                "unpaid_limit",
+                f"You already hold {already} unpaid tickets of product {product_id} for {day}; "
+                f"pay or cancel them first (at most {MAX_UNPAID_UNITS_PER_DAY})",
+                f"您已有 {already} 张 {day} 的未支付门票，请先支付或取消（最多 {MAX_UNPAID_UNITS_PER_DAY} 张）",
+                product_id=product_id,
+                day=day.isoformat(),
+                unpaid=already,
+                max_unpaid=MAX_UNPAID_UNITS_PER_DAY,
+            )
 
 
 def get_order(session: Session, order_id: int, actor: Principal | None = None) -> Order:
@@ -190,6 +283,12 @@ def cancel(session: Session, actor: Principal, order_id: int) -> Order:
     _release_items(session, order)
     session.commit()
     return order
+
+
+def cancel_unfulfillable(session: Session, order: Order, actor: str, reason: str) -> None:
+    """Money arrived but the tickets cannot be issued: cancel the order and give its stock back. No commit."""
+    transition(session, order, OrderStatus.CANCELLED, actor, f"paid but not issuable: {reason}")
+    _release_items(session, order)
 
 
 def expire_pending(session: Session, now: datetime) -> int:

@@ -4,14 +4,21 @@ A confirmation for an order that can no longer be paid (expired, cancelled, or a
 does not resurrect it: the money is recorded as a `late` payment that needs a refund, and the provider is
 told the notification arrived so it stops retrying. Stock of an expired order has gone back on sale, so
 issuing its tickets could oversell the day.
+
+Money that arrives on time for an order whose tickets cannot be issued (a visit date the credentials cannot
+carry, a product changed after the order, ...) is not taken silently either: the order is cancelled (its
+stock goes back on sale), the payment is recorded as `late` (to refund) and the audit log says why
+(`payment.unfulfilled`). At the ticket window the payment is refused instead (409 `order_unfulfillable`):
+the cashier hands the money back.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from cloud import fulfilment
@@ -20,12 +27,14 @@ from cloud.customers.models import Customer
 from cloud.deps import Principal
 from cloud.errors import Conflict, DomainError, not_found
 from cloud.orders.models import Order, OrderStatus
-from cloud.orders.service import get_order
+from cloud.orders.service import cancel_unfulfillable, get_order
 from cloud.payments.models import Payment, PaymentStatus, SeenNotifyNonce
 from cloud.payments.providers import AwaitingCustomer, Captured, Confirmation, CounterProvider, Payer, PaymentProvider
 from cloud.payments.schemas import CounterPaymentIn
 from cloud.payments.wechat import MAX_CLOCK_SKEW, SignedHeaders, WechatPay
 from cloud.settings import Settings
+
+log = logging.getLogger("starfish.cloud.payments")
 
 # A nonce can only be replayed while its timestamp is fresh: at most 2 x the skew after it was first seen.
 NONCE_MEMORY = 3 * MAX_CLOCK_SKEW
@@ -87,7 +96,16 @@ def start_payment(
         session.add(payment)
         _flush_payment(session, order)
         record(session, actor, "payment.succeeded", "payment", payment.id, _detail(payment))
-        fulfilment.on_paid(session, settings, order, actor=actor.actor, now=now)
+        problem = _fulfil(session, settings, order, actor=actor.actor, now=now)
+        if problem is not None:
+            number = order.number
+            session.rollback()
+            raise Conflict(
+                "order_unfulfillable",
+                f"Order {number} cannot be issued ({problem.code}); the payment was not taken",
+                f"订单 {number} 无法出票（{problem.code}），未收款",
+                reason=problem.code,
+            )
     else:
         # Asking again (the customer closed the pay sheet) reuses the pending payment: WeChat keys on out_trade_no.
         payment = _pending(session, order, provider.name) or Payment(
@@ -193,13 +211,38 @@ def settle(
         raise Conflict(
             "notification_conflict", "Another payment for this order is being recorded", "该订单正在记录另一笔支付"
         ) from exc
-    if on_time:
+    problem = _fulfil(session, settings, order, actor=provider, now=now) if on_time else None
+    if on_time and problem is None:
         record(session, provider, "payment.succeeded", "payment", payment.id, _detail(payment))
-        fulfilment.on_paid(session, settings, order, actor=provider, now=now)
+    elif problem is not None:
+        payment.status = PaymentStatus.LATE.value
+        cancel_unfulfillable(session, order, provider, problem.code)
+        detail = {**_detail(payment), "reason": problem.code, "needs_refund": True}
+        record(session, provider, "payment.unfulfilled", "payment", payment.id, detail)
     else:
         detail = {**_detail(payment), "order_status": order.status, "needs_refund": True}
         record(session, provider, "payment.late", "payment", payment.id, detail)
     return payment
+
+
+def _fulfil(session: Session, settings: Settings, order: Order, *, actor: str, now: datetime) -> DomainError | None:
+    """Issue the paid order in a savepoint; None when done, or why it cannot be (nothing of it is kept)."""
+    try:
+        with session.begin_nested():
+            fulfilment.on_paid(session, settings, order, actor=actor, now=now)
+    except DomainError as exc:
+        if exc.status_code >= 500:
+            raise  # busy, not impossible: the provider or cashier tries again
+        return exc
+    except DBAPIError as exc:
+        if isinstance(exc, DataError):  # a value the database cannot store: retrying will not help
+            return DomainError("issue_failed", "The tickets could not be stored", "门票无法保存")
+        # A lock timeout, a lost connection, a concurrent writer: the provider or cashier tries again.
+        raise DomainError("fulfilment_busy", "Issuing is busy; try again", "出票繁忙，请重试", status_code=503) from exc
+    except Exception:
+        log.exception("order %s was paid but its tickets cannot be issued", order.number)
+        return DomainError("issue_failed", "The tickets could not be issued", "无法出票")
+    return None
 
 
 def _pending(session: Session, order: Order, provider: str) -> Payment | None:

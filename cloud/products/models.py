@@ -28,6 +28,8 @@ class Product(Base):
     sale_start: Mapped[datetime | None] = mapped_column(UtcDateTime)
     sale_end: Mapped[datetime | None] = mapped_column(UtcDateTime)
     daily_stock: Mapped[int | None] = mapped_column(Integer)
+    # Visit dates on sale: today .. today + this many days (site time zone); season-dated products: their season.
+    sale_horizon_days: Mapped[int] = mapped_column(Integer, default=90, server_default="90")
     refundable: Mapped[bool] = mapped_column(Boolean, default=True)
     refund_cutoff_hours: Mapped[int] = mapped_column(Integer, default=0)
     refund_fee_fen: Mapped[int] = mapped_column(Integer, default=0)

@@ -7,6 +7,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from models import ProductKind
 
 Fen = int  # money is integer fen (分) everywhere
+DEFAULT_SALE_HORIZON_DAYS = 90
+# Tickets carry 32-bit Unix times (1970 to 2106): a season lies well inside that.
+FIRST_SEASON_DAY, LAST_SEASON_DAY = date(2000, 1, 1), date(2099, 12, 31)
 
 
 class ProductIn(BaseModel):
@@ -26,6 +29,13 @@ class ProductIn(BaseModel):
     sale_start: AwareDatetime | None = None
     sale_end: AwareDatetime | None = None
     daily_stock: int | None = Field(default=None, ge=0, le=1_000_000)
+    sale_horizon_days: int = Field(
+        default=DEFAULT_SALE_HORIZON_DAYS,
+        ge=0,
+        le=366,
+        description="Visit dates on sale: today up to this many days ahead (site time zone); season products: "
+        "up to the season's last day",
+    )
     refundable: bool = True
     refund_cutoff_hours: int = Field(default=0, ge=0, le=24 * 365)
     refund_fee_fen: Fen = Field(default=0, ge=0, le=10_000_000)
@@ -38,6 +48,9 @@ class ProductIn(BaseModel):
             raise ValueError("a punch product needs entries")
         if self.kind is ProductKind.SEASON and (self.season_start is None or self.season_end is None):
             raise ValueError("a season product needs season_start and season_end")
+        for day in (self.season_start, self.season_end):
+            if day is not None and not FIRST_SEASON_DAY <= day <= LAST_SEASON_DAY:
+                raise ValueError(f"season dates must lie between {FIRST_SEASON_DAY} and {LAST_SEASON_DAY}")
         if self.season_start and self.season_end and self.season_end < self.season_start:
             raise ValueError("season_end is before season_start")
         if self.sale_start and self.sale_end and self.sale_end <= self.sale_start:
@@ -64,6 +77,7 @@ class ProductOut(BaseModel):
     sale_start: datetime | None
     sale_end: datetime | None
     daily_stock: int | None
+    sale_horizon_days: int
     refundable: bool
     refund_cutoff_hours: int
     refund_fee_fen: Fen
