@@ -16,11 +16,11 @@ Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 
 @router.get("/points")
 def my_points(session: SessionDep, who: Me, limit: Annotated[int, Query(ge=1, le=200)] = 20) -> PointsOut:
-    """The balance and the most recent ledger entries."""
+    """The balance, what of it can be spent now, and the most recent ledger entries."""
     entries = service.recent_entries(session, who.subject_id, limit)
-    return PointsOut(
-        balance=entries[0].balance_after if entries else 0, entries=[EntryOut.model_validate(e) for e in entries]
-    )
+    balance = entries[0].balance_after if entries else 0
+    spendable = max(0, balance - service.held(session, who.subject_id, utcnow())) if balance else 0
+    return PointsOut(balance=balance, spendable=spendable, entries=[EntryOut.model_validate(e) for e in entries])
 
 
 @router.post("/points/signin", status_code=201)

@@ -27,6 +27,9 @@ class EntryOut(BaseModel):
 
 class PointsOut(BaseModel):
     balance: int
+    spendable: int = Field(
+        description="What can be spent now: points earned from an order wait until it can no longer be refunded"
+    )
     entries: list[EntryOut] = Field(description="Most recent first")
 
 

@@ -4,11 +4,21 @@ Appending reads the last (seq, balance) and inserts seq+1 with the new balance i
 Two concurrent appends read the same last entry; the loser collides on UNIQUE(customer_id, seq),
 rolls its savepoint back, re-reads and decides again, so a spend is always checked against the
 balance it is really booked on and the CHECK(balance_after >= 0) is never the last line of defence.
+
+Points earned from an order are booked when it is paid (they show in the balance at once) but are
+*held*, not spendable, while the order can still be refunded: while any of its tickets is unused,
+refundable and before its refund cutoff. They become spendable by themselves once every ticket of the
+order is used, refunded or past its cutoff (no job: the hold is worked out at each spend). A refund takes
+its share of the order's points back, and since held points could not have been spent, that never
+leaves a shortfall: buying, spending the points and refunding gains nothing. A spend may use at most
+balance - held (`spendable`); the hold is re-read on each attempt, after the last entry, so a concurrent
+payment's fresh points are never spendable either.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -20,9 +30,13 @@ from cloud.audit.service import record
 from cloud.customers.service import get_customer
 from cloud.deps import Principal
 from cloud.errors import Conflict, DomainError
-from cloud.orders.models import Order
+from cloud.orders.models import Order, OrderStatus
 from cloud.points.models import PointsEntry, PointsKind, SignIn
+from cloud.products.models import Product
+from cloud.refunds.rules import refund_deadline
 from cloud.settings import Settings
+from cloud.sites.models import Site
+from cloud.tickets.models import Ticket, TicketState
 
 MAX_BALANCE = 1_000_000_000  # keeps every balance inside a 32-bit INTEGER column
 _MAX_ATTEMPTS = 200  # each failed attempt means another append committed; this only bounds starvation
@@ -56,12 +70,53 @@ def _last(session: Session, customer_id: int) -> tuple[int, int]:
     return (row.seq, row.balance_after) if row is not None else (0, 0)
 
 
-def insufficient(balance_now: int, needed: int) -> Conflict:
+def held(session: Session, customer_id: int, now: datetime) -> int:
+    """Points earned from orders that can still be refunded: in the balance, not yet spendable."""
+    # A ticket can only be refunded before its visit day starts (local time), so older ones need no look.
+    rows = session.execute(
+        select(Ticket.order_id, Ticket.visit_date, Product.refund_cutoff_hours, Site.timezone)
+        .join(Order, Order.id == Ticket.order_id)
+        .join(Product, Product.id == Ticket.product_id)
+        .join(Site, Site.id == Ticket.site_id)
+        .where(
+            Order.customer_id == customer_id,
+            Ticket.status == TicketState.VALID.value,
+            Ticket.entries_used == 0,
+            Ticket.first_entry_at.is_(None),
+            Product.refundable.is_(True),
+            Ticket.visit_date >= (now - timedelta(days=1)).date(),
+        )
+    )
+    open_orders = {
+        r.order_id for r in rows if now < refund_deadline(r.visit_date, ZoneInfo(r.timezone), r.refund_cutoff_hours)
+    }
+    if not open_orders:
+        return 0
+    left = session.execute(
+        select(PointsEntry.order_id, func.sum(PointsEntry.delta - PointsEntry.shortfall))
+        .where(
+            PointsEntry.customer_id == customer_id,
+            PointsEntry.order_id.in_(open_orders),
+            PointsEntry.kind.in_([PointsKind.EARN.value, PointsKind.REVERSE.value]),
+        )
+        .group_by(PointsEntry.order_id)
+    )
+    return sum(max(0, int(points)) for _, points in left)
+
+
+def spendable(session: Session, customer_id: int, now: datetime) -> int:
+    """What the customer may spend now: the balance less the points held (never below 0)."""
+    return max(0, balance(session, customer_id) - held(session, customer_id, now))
+
+
+def insufficient(balance_now: int, needed: int, held_now: int = 0) -> Conflict:
+    available = max(0, balance_now - held_now)
     return Conflict(
         "insufficient_points",
-        f"Not enough points: balance {balance_now}, needed {needed}",
-        f"积分不足：余额 {balance_now}，需要 {needed}",
+        f"Not enough points: {available} of the balance {balance_now} can be spent now, needed {needed}",
+        f"积分不足：余额 {balance_now}，当前可用 {available}，需要 {needed}",
         balance=balance_now,
+        spendable=available,
         needed=needed,
     )
 
@@ -77,22 +132,24 @@ def append(
     order_id: int | None = None,
     note: str = "",
     clamp: bool = False,
+    keep: Callable[[], int] | None = None,
 ) -> tuple[PointsEntry, bool]:
     """Book `amount` once per (customer, kind, ref); (entry, created). Does not commit.
 
-    A debit larger than the balance raises `insufficient_points`, or with `clamp` takes the
-    balance to 0 and records the rest as the entry's shortfall.
+    A debit larger than the balance (less `keep()`, read after the balance on each attempt) raises
+    `insufficient_points`, or with `clamp` takes the balance to 0 and records the rest as the shortfall.
     """
     existing = _find(session, customer_id, kind, ref)
     if existing is not None:
         return existing, False
     for _ in range(_MAX_ATTEMPTS):
         seq, before = _last(session, customer_id)
+        floor = keep() if keep is not None and amount < 0 else 0
         delta, shortfall = amount, 0
-        if before + amount < 0:
-            if not clamp:
-                raise insufficient(before, -amount)
+        if before + amount < 0 and clamp:
             delta, shortfall = -before, -(before + amount)
+        elif before + amount < floor:
+            raise insufficient(before, -amount, floor)
         if before + delta > MAX_BALANCE:
             raise Conflict("points_limit", f"A balance may not exceed {MAX_BALANCE}", f"积分余额不能超过 {MAX_BALANCE}")
         entry = PointsEntry(
@@ -139,7 +196,9 @@ def reverse_for_refund(
 ) -> PointsEntry | None:
     """Take back the refunded share of an order's points, once per refund (ref refund:{id}). Does not commit.
 
-    floor(earned * refund / total), never more than what is left unreversed. If the customer has
+    `refund_amount_fen` is the price of the refunded tickets, the fee included: a refunded ticket keeps
+    no points. floor(earned * refunded / total), never more than what is left unreversed, and all that
+    is left once the whole order is refunded (no rounding crumbs). If the customer has
     already spent the points, the balance goes to 0, not below; the entry's `shortfall` says how
     many points could not be taken back (visible to finance; not clawed back from later earnings).
     """
@@ -158,8 +217,11 @@ def reverse_for_refund(
             PointsEntry.kind == PointsKind.REVERSE.value, PointsEntry.order_id == order.id
         )
     )
-    share = earned * min(refund_amount_fen, order.total_fen) // order.total_fen
-    amount = min(share, earned - int(reversed_before or 0))
+    left = earned - int(reversed_before or 0)
+    if order.status == OrderStatus.REFUNDED.value:
+        amount = left
+    else:
+        amount = min(earned * min(refund_amount_fen, order.total_fen) // order.total_fen, left)
     if amount <= 0:
         return None
     entry, _ = append(
@@ -204,9 +266,11 @@ def signin(session: Session, settings: Settings, customer_id: int, *, now: datet
 
 
 def spend(session: Session, customer_id: int, points: int, ref: str, *, now: datetime) -> tuple[PointsEntry, bool]:
-    """Spend points once per ref; (entry, created). 409 `insufficient_points` rather than a negative balance."""
+    """Spend points once per ref; (entry, created). 409 `insufficient_points` beyond what is spendable now."""
     get_customer(session, customer_id)
-    entry, created = append(session, customer_id, PointsKind.SPEND, ref, -points, now=now)
+    entry, created = append(
+        session, customer_id, PointsKind.SPEND, ref, -points, now=now, keep=lambda: held(session, customer_id, now)
+    )
     if entry.delta != -points:
         raise Conflict(
             "ref_reused",

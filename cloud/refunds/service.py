@@ -8,8 +8,7 @@ the payments domain and is not made here.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
@@ -23,56 +22,17 @@ from cloud.orders.models import TRANSITIONS, Order, OrderStatus
 from cloud.orders.service import get_order, transition
 from cloud.points.service import reverse_for_refund
 from cloud.products import service as products
-from cloud.products.models import Product
 from cloud.refunds.models import Refund, RefundItem, RefundStatus, Revocation
+from cloud.refunds.rules import assess
 from cloud.settings import Settings
 from cloud.sites.models import Site
 from cloud.sites.service import get_site
 from cloud.sync.feed import append_changes
 from cloud.tickets.models import Ticket, TicketState
-from cloud.tickets.service import local_midnight
 from models import TicketStatus
 from models.sync import StatusChange
 
 REVOKED_REFUNDED = "refunded"
-
-
-@dataclass(frozen=True, slots=True)
-class RefundLine:
-    ticket_id: int
-    amount_fen: int
-    fee_fen: int
-
-
-def refund_deadline(visit_date: date, tz: ZoneInfo, cutoff_hours: int) -> datetime:
-    """Refunds are accepted until this instant: `cutoff_hours` before the visit day starts, local time."""
-    return local_midnight(visit_date, tz) - timedelta(hours=cutoff_hours)
-
-
-def assess(ticket: Ticket, product: Product, tz: ZoneInfo, now: datetime) -> RefundLine:
-    """What refunding this ticket pays back, or a Conflict saying why it cannot be refunded."""
-    tid = ticket.id
-    if ticket.status == TicketState.REFUNDED:
-        raise Conflict("already_refunded", f"Ticket {tid} is already refunded", f"门票 {tid} 已退款", ticket_id=tid)
-    if ticket.status == TicketState.REVOKED:
-        raise Conflict("ticket_revoked", f"Ticket {tid} was revoked", f"门票 {tid} 已作废", ticket_id=tid)
-    if ticket.status == TicketState.USED or ticket.entries_used > 0 or ticket.first_entry_at is not None:
-        raise Conflict("ticket_used", f"Ticket {tid} has been used", f"门票 {tid} 已使用，不能退款", ticket_id=tid)
-    if not product.refundable:
-        raise Conflict(
-            "not_refundable", f"{product.name} cannot be refunded", f"{product.name} 不支持退款", ticket_id=tid
-        )
-    deadline = refund_deadline(ticket.visit_date, tz, product.refund_cutoff_hours)
-    if now >= deadline:
-        raise Conflict(
-            "past_cutoff",
-            f"Refunds for ticket {tid} closed at {deadline.astimezone(tz):%Y-%m-%d %H:%M}",
-            f"门票 {tid} 的退款截止时间 {deadline.astimezone(tz):%Y-%m-%d %H:%M} 已过",
-            ticket_id=tid,
-            deadline=deadline.isoformat(),
-        )
-    fee = min(product.refund_fee_fen, ticket.price_fen)
-    return RefundLine(ticket_id=tid, amount_fen=ticket.price_fen - fee, fee_fen=fee)
 
 
 def _lock_revocation_feed(session: Session, site_id: int) -> None:
@@ -176,7 +136,9 @@ def refund(
     if _all_refunded(session, order) and OrderStatus.REFUNDED in TRANSITIONS[OrderStatus(order.status)]:
         transition(session, order, OrderStatus.REFUNDED, actor, f"refund {refund.id}")
     if order.customer_id is not None:
-        reverse_for_refund(session, settings, order, refund_amount_fen=refund.amount_fen, refund_id=refund.id, now=now)
+        # The points of the refunded tickets' whole price go back: the fee the resort keeps earns none.
+        refunded_fen = refund.amount_fen + refund.fee_fen
+        reverse_for_refund(session, settings, order, refund_amount_fen=refunded_fen, refund_id=refund.id, now=now)
     record(
         session,
         actor,

@@ -190,7 +190,7 @@ def test_spending_more_than_the_balance_is_insufficient_points(api: Api, session
     refused = me.post("/api/v1/points/spend", json={"points": 71, "ref": "coupon:2"})
     assert refused.status_code == 409, refused.text
     assert refused.json()["error"]["code"] == "insufficient_points"
-    assert refused.json()["error"]["details"] == {"balance": 70, "needed": 71}
+    assert refused.json()["error"]["details"] == {"balance": 70, "spendable": 70, "needed": 71}
     assert me.get("/api/v1/points").json()["balance"] == 70
 
 
@@ -227,7 +227,7 @@ def test_points_show_the_balance_and_the_latest_entries_first(api: Api, session:
     service.spend(session, customer_id, 10, "shop:1", now=NOW)
     r = api.as_(Role.CUSTOMER).get("/api/v1/points", params={"limit": 2})
     assert r.status_code == 200, r.text
-    assert r.json()["balance"] == 60
+    assert (r.json()["balance"], r.json()["spendable"]) == (60, 60)
     assert [(e["seq"], e["kind"], e["delta"]) for e in r.json()["entries"]] == [(3, "spend", -10), (2, "adjust", 20)]
 
 
