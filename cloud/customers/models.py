@@ -21,7 +21,14 @@ class Customer(Base):
 
 
 class Holder(Base):
-    """A named person a season pass is bound to (real-name pass)."""
+    """A named person a pass is bound to (real-name pass), one customer's personal record.
+
+    Ids stay sequential integers (they travel to the gates inside tickets), but they are no handle on
+    anyone else's data: an order may name only a holder of its own customer, for every product, and
+    another customer's holder gets exactly the answer a holder that does not exist gets (404
+    `holder_not_found`); holders are listed only to their own customer. What a sequential id still tells
+    is how many holders exist, which is not personal data.
+    """
 
     __tablename__ = "holders"
 
