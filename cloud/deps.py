@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import inspect
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import jwt
 from fastapi import Depends, Path, Request
+from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.orm import Session
 
@@ -33,8 +36,44 @@ async def get_settings(request: Request) -> Settings:
 
 
 def get_session(request: Request) -> Iterator[Session]:
+    """The request's session; routes end its transaction themselves (see `TransactionScopedRoute`)."""
     with request.app.state.sessionmaker() as session:
         yield session
+
+
+class TransactionScopedRoute(APIRoute):
+    """A route whose database transaction ends in the worker thread that ran it: every router's route_class.
+
+    FastAPI runs a sync route, each sync dependency, the check of the route's answer and the
+    session's teardown as separate calls into a pool of 8 threads. A transaction left open when
+    such a call returns keeps its locks while the request waits for the next free thread; on
+    SQLite, where every transaction takes the database's one write lock (BEGIN IMMEDIATE), the
+    other threads were all waiting for that very lock: 30 s later each failed with "database is
+    locked", spends already committed answered 500. So when a sync route returns or raises, the
+    transaction it leaves open is rolled back in the same thread (the services commit what they
+    mean to keep; what is left is a read after the commit, or work an error abandoned), and a
+    lock is never held across a wait for a thread. The one sync dependency that reads the
+    session, `authenticated_gate`, ends its own transaction. Queueing for SQLite's lock then
+    costs a waiting thread only while the holder is running, never a deadlock.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if not (inspect.iscoroutinefunction(endpoint) or inspect.isgeneratorfunction(endpoint)):
+            endpoint = _ending_transactions(endpoint)
+        super().__init__(path, endpoint, **kwargs)
+
+
+def _ending_transactions(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(endpoint)  # FastAPI reads the parameters through __wrapped__
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return endpoint(*args, **kwargs)
+        finally:
+            for value in kwargs.values():
+                if isinstance(value, Session) and value.in_transaction():
+                    value.rollback()
+
+    return run
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -6,9 +6,9 @@ from fastapi import APIRouter, Depends, Query
 
 from cloud.audit import service
 from cloud.audit.schemas import AuditOut
-from cloud.deps import Principal, Role, SessionDep, require
+from cloud.deps import Principal, Role, SessionDep, TransactionScopedRoute, require
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(tags=["audit"], route_class=TransactionScopedRoute)
 
 
 @router.get("/audit")

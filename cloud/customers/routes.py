@@ -15,9 +15,9 @@ from cloud.customers.schemas import (
     WeChatLoginIn,
 )
 from cloud.customers.wechat import HttpWeChatLogin, WeChatLogin
-from cloud.deps import Principal, Role, SessionDep, SettingsDep, public, require
+from cloud.deps import Principal, Role, SessionDep, SettingsDep, TransactionScopedRoute, public, require
 
-router = APIRouter(tags=["customers"])
+router = APIRouter(tags=["customers"], route_class=TransactionScopedRoute)
 Me = Annotated[Principal, Depends(require(Role.CUSTOMER))]
 Window = Annotated[Principal, Depends(require(Role.ADMIN, Role.CASHIER))]
 

@@ -5,12 +5,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Response
 
 from cloud.db import utcnow
-from cloud.deps import IdPath, Principal, Role, SessionDep, SettingsDep, require
+from cloud.deps import IdPath, Principal, Role, SessionDep, SettingsDep, TransactionScopedRoute, require
 from cloud.orders import service
 from cloud.orders.models import OrderStatus
 from cloud.orders.schemas import OrderIn, OrderOut
 
-router = APIRouter(tags=["orders"])
+router = APIRouter(tags=["orders"], route_class=TransactionScopedRoute)
 Sellers = Annotated[Principal, Depends(require(Role.ADMIN, Role.CASHIER, Role.CUSTOMER))]
 Readers = Annotated[Principal, Depends(require(Role.ADMIN, Role.CASHIER, Role.FINANCE, Role.CUSTOMER))]
 

@@ -7,14 +7,14 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 
 from cloud.db import utcnow
-from cloud.deps import IdPath, Principal, Role, SessionDep, SettingsDep, public, require
+from cloud.deps import IdPath, Principal, Role, SessionDep, SettingsDep, TransactionScopedRoute, public, require
 from cloud.errors import DomainError
 from cloud.payments import service
 from cloud.payments.schemas import CounterPaymentIn, MiniProgramPayParams, PaymentOut, WechatFail, WechatPrepayOut
 from cloud.payments.wechat import MAX_NOTIFY_BYTES, SignedHeaders, WechatPay
 
 log = logging.getLogger("starfish.cloud.payments")
-router = APIRouter(tags=["payments"])
+router = APIRouter(tags=["payments"], route_class=TransactionScopedRoute)
 Cashier = Annotated[Principal, Depends(require(Role.ADMIN, Role.CASHIER))]
 Customer = Annotated[Principal, Depends(require(Role.CUSTOMER))]
 Reader = Annotated[Principal, Depends(require(Role.ADMIN, Role.FINANCE, Role.CASHIER))]

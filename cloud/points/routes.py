@@ -5,11 +5,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 
 from cloud.db import utcnow
-from cloud.deps import IdPath, Principal, Role, SessionDep, SettingsDep, require
+from cloud.deps import IdPath, Principal, Role, SessionDep, SettingsDep, TransactionScopedRoute, require
 from cloud.points import service
 from cloud.points.schemas import AdjustIn, EntryOut, LedgerOut, PointsOut, SignInOut, SpendIn
 
-router = APIRouter(tags=["points"])
+router = APIRouter(tags=["points"], route_class=TransactionScopedRoute)
 Me = Annotated[Principal, Depends(require(Role.CUSTOMER))]
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 

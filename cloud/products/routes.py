@@ -5,11 +5,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from cloud.deps import IdPath, Principal, Role, SessionDep, public, require
+from cloud.deps import IdPath, Principal, Role, SessionDep, TransactionScopedRoute, public, require
 from cloud.products import service
 from cloud.products.schemas import HolidayIn, PriceOut, ProductIn, ProductOut, StockIn
 
-router = APIRouter(tags=["products"])
+router = APIRouter(tags=["products"], route_class=TransactionScopedRoute)
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 
 

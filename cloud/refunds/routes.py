@@ -5,12 +5,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from cloud.db import utcnow
-from cloud.deps import IdPath, Principal, Role, SessionDep, SettingsDep, require
+from cloud.deps import IdPath, Principal, Role, SessionDep, SettingsDep, TransactionScopedRoute, require
 from cloud.refunds import service
 from cloud.refunds.schemas import RefundIn, RefundOut, RevocationFeed, RevocationOut
 from cloud.sites.service import get_site
 
-router = APIRouter(tags=["refunds"])
+router = APIRouter(tags=["refunds"], route_class=TransactionScopedRoute)
 # Customers may refund their own online orders; the service answers 404 / 403 otherwise.
 Refunders = Annotated[Principal, Depends(require(Role.ADMIN, Role.CASHIER, Role.CUSTOMER))]
 Readers = Annotated[Principal, Depends(require(Role.ADMIN, Role.FINANCE, Role.CASHIER, Role.CUSTOMER))]

@@ -4,11 +4,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from cloud.deps import IdPath, Principal, Role, SessionDep, require
+from cloud.deps import IdPath, Principal, Role, SessionDep, TransactionScopedRoute, require
 from cloud.sites import service
 from cloud.sites.schemas import GateCredentials, GateIn, GateOut, SiteIn, SiteOut
 
-router = APIRouter(tags=["sites"])
+router = APIRouter(tags=["sites"], route_class=TransactionScopedRoute)
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 Staff = Annotated[Principal, Depends(require(Role.ADMIN, Role.CASHIER, Role.FINANCE, Role.GATE_TECH))]
 

@@ -5,11 +5,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.security import OAuth2PasswordRequestForm
 
-from cloud.deps import Principal, Role, SessionDep, SettingsDep, public, require
+from cloud.deps import Principal, Role, SessionDep, SettingsDep, TransactionScopedRoute, public, require
 from cloud.staff import service
 from cloud.staff.schemas import StaffIn, StaffOut, TokenOut
 
-router = APIRouter(tags=["staff"])
+router = APIRouter(tags=["staff"], route_class=TransactionScopedRoute)
 
 
 @router.post("/auth/token", dependencies=[Depends(public)])

@@ -4,11 +4,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from cloud.deps import IdPath, Principal, Role, SessionDep, require
+from cloud.deps import IdPath, Principal, Role, SessionDep, TransactionScopedRoute, require
 from cloud.tickets import render, service
 from cloud.tickets.schemas import TicketOut
 
-router = APIRouter(tags=["tickets"])
+router = APIRouter(tags=["tickets"], route_class=TransactionScopedRoute)
 # A customer reaches only their own orders' tickets; the service answers 404 for anyone else's.
 Readers = Annotated[Principal, Depends(require(Role.ADMIN, Role.CASHIER, Role.FINANCE, Role.CUSTOMER))]
 # Ids are 32-bit INTEGER columns: a larger number is a 422, never a database error.

@@ -206,9 +206,7 @@ def test_order_for_a_past_day_is_refused(api: Api, site: dict[str, Any], day_pro
     assert r.status_code == 400 and r.json()["error"]["code"] == "visit_date_past"
 
 
-def test_concurrent_clients_never_oversell(app: FastAPI, api: Api, site: dict[str, Any], db_url: str) -> None:
-    if db_url.startswith("sqlite"):
-        pytest.skip("concurrency is proven on PostgreSQL, the production database")
+def test_concurrent_clients_never_oversell(app: FastAPI, api: Api, site: dict[str, Any]) -> None:
     product = make_product(api, site["id"], code="rush", daily_stock=10)
     token = api.token(Role.CASHIER)
     body = order_body(site, product, next_weekday(), channel="counter")
