@@ -6,8 +6,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+
+from cloud.errors import DomainError
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -77,3 +80,27 @@ def make_engine(url: str) -> Engine:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def add_unique(session: Session, row: Base, taken: DomainError) -> None:
+    """Insert `row` now, in a savepoint; a unique key it collides with raises `taken` (a 409), not a 500.
+
+    Services check for the name or code first, for the plain answer; this covers the request that
+    passed the check while a concurrent one inserted the same name (on PostgreSQL it waits for
+    that one's commit, then collides). Other integrity errors are raised as they are.
+    """
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError as exc:
+        if not _unique_violation(exc):
+            raise
+        raise taken from exc
+
+
+def _unique_violation(exc: IntegrityError) -> bool:
+    orig = exc.orig
+    return getattr(orig, "sqlstate", None) == "23505" or getattr(orig, "sqlite_errorname", None) in (
+        "SQLITE_CONSTRAINT_UNIQUE",
+        "SQLITE_CONSTRAINT_PRIMARYKEY",
+    )

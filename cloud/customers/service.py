@@ -105,8 +105,13 @@ def create_by_phone(session: Session, actor: Principal, phone: str, nickname: st
 
 
 def add_holder(session: Session, customer_id: int, name: str, id_number: str) -> Holder:
-    """Data minimisation: of the ID number only the last 4 characters are stored, for a visual check."""
-    get_customer(session, customer_id)
+    """Data minimisation: of the ID number only the last 4 characters are stored, for a visual check.
+
+    The customer's row, locked, makes count-then-insert safe: a concurrent add for the same account
+    waits for this one's commit and counts it (PostgreSQL; SQLite's transactions are serialised).
+    """
+    if session.get(Customer, customer_id, with_for_update=True) is None:
+        raise not_found("Customer", "顾客", customer_id)
     count = session.scalar(select(func.count(Holder.id)).where(Holder.customer_id == customer_id)) or 0
     if count >= MAX_HOLDERS:
         raise Conflict(

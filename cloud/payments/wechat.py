@@ -7,6 +7,7 @@ import base64
 import binascii
 import json
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from cloud.settings import Settings
 
 JSAPI_PATH = "/v3/pay/transactions/jsapi"
 MAX_CLOCK_SKEW = timedelta(minutes=5)
+_UNIX_TIME = re.compile(r"[0-9]{1,12}")  # seconds; 10 digits until the year 2286
 MAX_NOTIFY_BYTES = 64 * 1024
 PLACEHOLDER_NOTIFY_HOST = "example.invalid"
 
@@ -330,7 +332,9 @@ class WechatPay:
         key = self.config.platform_keys.get(serial_key(serial) or -1)
         if key is None:
             raise _rejected("unknown_platform_serial", f"No platform certificate {serial}", "未知的平台证书序列号")
-        if not ts.isdigit() or abs(now.timestamp() - int(ts)) > MAX_CLOCK_SKEW.total_seconds():
+        if _UNIX_TIME.fullmatch(ts) is None:  # str.isdigit() takes "²", int() refuses 5,000 digits
+            raise _rejected("bad_timestamp", "The timestamp is not a Unix time", "时间戳不是 Unix 时间")
+        if abs(now.timestamp() - int(ts)) > MAX_CLOCK_SKEW.total_seconds():
             raise _rejected("stale_notification", "The timestamp is more than 5 minutes off", "时间戳偏差超过 5 分钟")
         if len(nonce) > 64 or not verifies(key, f"{ts}\n{nonce}\n".encode() + body + b"\n", signature):
             raise _rejected("bad_signature", "The signature does not verify", "签名验证失败")

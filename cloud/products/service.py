@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloud.audit.service import record
+from cloud.db import add_unique
 from cloud.deps import Principal
 from cloud.errors import Conflict, DomainError, not_found
 from cloud.products.models import Holiday, Product, Stock
@@ -18,11 +19,11 @@ from cloud.sites.service import get_site
 
 def create_product(session: Session, actor: Principal, site_id: int, body: ProductIn) -> Product:
     get_site(session, site_id)
+    taken = Conflict("product_exists", f"Product {body.code} exists", f"产品 {body.code} 已存在")
     if session.scalar(select(Product.id).where(Product.site_id == site_id, Product.code == body.code)):
-        raise Conflict("product_exists", f"Product {body.code} exists", f"产品 {body.code} 已存在")
+        raise taken
     product = Product(site_id=site_id, **body.model_dump())
-    session.add(product)
-    session.flush()
+    add_unique(session, product, taken)
     record(session, actor, "product.create", "product", product.id, body.model_dump(mode="json"))
     session.commit()
     return product

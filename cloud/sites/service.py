@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -11,7 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.audit.service import record
-from cloud.deps import Principal
+from cloud.db import add_unique
+from cloud.deps import MAX_ID, Principal
 from cloud.errors import Conflict, DomainError, not_found
 from cloud.sites.models import Gate, Site
 from cloud.sync.feed import append_roster
@@ -19,6 +21,7 @@ from models.credential import site_tag
 from sync.mosquitto_passwd import hash_password
 
 _hasher = PasswordHasher()
+_GATE_USERNAME = re.compile(r"gate-([1-9][0-9]{0,9})")  # ASCII digits only: str.isdigit() takes "²" and "٣"
 
 
 def create_site(session: Session, actor: Principal, code: str, name: str, timezone: str) -> Site:
@@ -26,8 +29,9 @@ def create_site(session: Session, actor: Principal, code: str, name: str, timezo
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise DomainError("bad_timezone", f"Unknown time zone {timezone}", f"未知时区 {timezone}") from exc
+    taken = Conflict("site_exists", f"Site {code} exists", f"场地 {code} 已存在")
     if session.scalar(select(Site.id).where(Site.code == code)) is not None:
-        raise Conflict("site_exists", f"Site {code} exists", f"场地 {code} 已存在")
+        raise taken
     # A token names its site by a 32-bit tag of the code: two sites must never share one.
     tag = site_tag(code)
     for other in session.scalars(select(Site.code)):
@@ -38,8 +42,7 @@ def create_site(session: Session, actor: Principal, code: str, name: str, timezo
                 f"场地编码 {code} 与 {other} 在门票中无法区分，请换一个编码",
             )
     site = Site(code=code, name=name, timezone=timezone)
-    session.add(site)
-    session.flush()
+    add_unique(session, site, taken)
     record(session, actor, "site.create", "site", site.id, {"code": code})
     session.commit()
     return site
@@ -60,8 +63,9 @@ def create_gate(
     session: Session, actor: Principal, site_id: int, code: str, name: str, direction: str
 ) -> tuple[Gate, str]:
     get_site(session, site_id)
+    taken = Conflict("gate_exists", f"Gate {code} exists at this site", f"闸机 {code} 已存在")
     if session.scalar(select(Gate.id).where(Gate.site_id == site_id, Gate.code == code)) is not None:
-        raise Conflict("gate_exists", f"Gate {code} exists at this site", f"闸机 {code} 已存在")
+        raise taken
     secret = secrets.token_urlsafe(24)
     gate = Gate(
         site_id=site_id,
@@ -71,8 +75,7 @@ def create_gate(
         secret_hash=_hasher.hash(secret),
         mqtt_hash=hash_password(secret),
     )
-    session.add(gate)
-    session.flush()
+    add_unique(session, gate, taken)
     record(session, actor, "gate.create", "gate", gate.id, {"site_id": site_id, "code": code})
     append_roster(session, site_id)  # the site's gates learn their new peer (and whom else to believe)
     session.commit()
@@ -102,10 +105,15 @@ def list_gates(session: Session, site_id: int) -> list[Gate]:
 
 
 def verify_gate(session: Session, username: str, secret: str) -> Gate | None:
-    """The gate whose credentials these are, or None (used by sync: snapshot HTTP and MQTT)."""
-    if not username.startswith("gate-") or not username[5:].isdigit():
+    """The gate whose credentials these are, or None (used by sync: snapshot HTTP and MQTT).
+
+    Any username but `gate-<id>` with an id a gate could have is refused before the database is
+    asked: `gate-` and 5,000 digits, or an id past the 32-bit column, is a wrong login, not a 500.
+    """
+    match = _GATE_USERNAME.fullmatch(username)
+    if match is None or int(match[1]) > MAX_ID:
         return None
-    gate = session.get(Gate, int(username[5:]))
+    gate = session.get(Gate, int(match[1]))
     if gate is None:
         return None
     try:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.audit.service import record
-from cloud.db import utcnow
+from cloud.db import add_unique, utcnow
 from cloud.deps import STAFF_ROLES, Principal, Role
 from cloud.errors import Conflict, DomainError, Unauthorized
 from cloud.settings import Settings
@@ -49,11 +49,11 @@ def authenticate(session: Session, settings: Settings, username: str, password: 
 def create_staff(session: Session, actor: Principal | str | None, username: str, password: str, role: Role) -> Staff:
     if role not in STAFF_ROLES:
         raise DomainError("bad_role", f"{role.value} is not a staff role", f"{role.value} 不是员工角色")
+    taken = Conflict("username_taken", f"Username {username} is taken", f"用户名 {username} 已存在")
     if session.scalar(select(Staff.id).where(Staff.username == username)) is not None:
-        raise Conflict("username_taken", f"Username {username} is taken", f"用户名 {username} 已存在")
+        raise taken
     staff = Staff(username=username, password_hash=_hasher.hash(password), role=role.value, active=True)
-    session.add(staff)
-    session.flush()
+    add_unique(session, staff, taken)
     record(session, actor, "staff.create", "staff", staff.id, {"username": username, "role": role.value})
     session.commit()
     return staff
