@@ -415,10 +415,8 @@ def test_pending_lifetime_shrinks_with_quantity(units: int, minutes: int) -> Non
 
 
 def test_concurrent_orders_of_one_customer_cannot_pass_the_unpaid_limit_together(
-    app: FastAPI, api: Api, site: dict[str, Any], db_url: str
+    app: FastAPI, api: Api, site: dict[str, Any]
 ) -> None:
-    if db_url.startswith("sqlite"):
-        pytest.skip("concurrency is proven on PostgreSQL, the production database")
     day = next_weekday()
     product = make_product(api, site["id"], code="rush", daily_stock=1000)
     token = api.token(Role.CUSTOMER)
