@@ -16,9 +16,10 @@ revocation's status if there is one, else the body's.
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,24 @@ from typing import Any
 from edge.store import GateStore
 from models import PassageEvent, TicketStatus
 from models.credential import load_public_key
-from models.sync import Change, GateConfigChange, KeySet, SnapshotStatus, StatusChange, TicketSetChecksum, TicketUpsert
+from models.sync import (
+    EVENT_CLOCK_SKEW,
+    Change,
+    GateConfigChange,
+    GateRoster,
+    KeySet,
+    SnapshotStatus,
+    StatusChange,
+    TicketSetChecksum,
+    TicketUpsert,
+    implausible_time,
+)
 
 FEED_SEQ = "sync.feed_seq"
 FEED_EPOCH = "sync.feed_epoch"
 FRESH_AT = "sync.fresh_at"
 GATE_CONFIG = "sync.gate_config"
+GATE_ROSTER = "sync.gate_roster"
 SNAPSHOT_CHECKSUM = "sync.snapshot_checksum"
 REMOTE = "remote"  # resolution of a passage learnt from another gate of the site
 
@@ -64,6 +77,16 @@ def fresh_at(store: GateStore) -> datetime | None:
     """When the feed was last confirmed fresh, as persisted."""
     value = store.get_meta(FRESH_AT)
     return None if value is None else datetime.fromisoformat(value)
+
+
+def gate_roster(store: GateStore) -> frozenset[str] | None:
+    """The codes of the site's gates as the cloud last named them (None: never named, an older store)."""
+    value = store.get_meta(GATE_ROSTER)
+    return None if value is None else frozenset(json.loads(value))
+
+
+def _set_roster(c: sqlite3.Connection, gates: Sequence[str]) -> None:
+    _set_meta(c, GATE_ROSTER, json.dumps(sorted(gates)))
 
 
 def save_fresh_at(store: GateStore, at: datetime) -> None:
@@ -133,6 +156,8 @@ def apply_change(store: GateStore, change: Change, seq: int, *, gate: str, fresh
             _replace_keys(c, change.keys)
         elif isinstance(change, GateConfigChange) and change.gate_id == gate:
             _set_meta(c, GATE_CONFIG, change.config.model_dump_json())
+        elif isinstance(change, GateRoster):
+            _set_roster(c, change.gates)
         _set_meta(c, FEED_SEQ, str(seq))
         _set_meta(c, FRESH_AT, _iso(fresh))
 
@@ -275,8 +300,10 @@ def install_snapshot(
     checksum: str,
     fresh: datetime,
     epoch: str = "",
+    gates: Sequence[str] | None = None,
 ) -> None:
-    """Replace tickets, statuses and (non-empty) keys by a staged snapshot, in one transaction.
+    """Replace tickets, statuses, (non-empty) keys and (given) gate roster by a staged snapshot, in one
+    transaction.
 
     The staging file must be finished and closed; a set that repeats a ticket id or code raises
     `SnapshotError` and changes nothing. An empty key set keeps the current keys: a gate that
@@ -307,6 +334,8 @@ def install_snapshot(
             _set_meta(c, FEED_EPOCH, epoch)
             _set_meta(c, FRESH_AT, _iso(fresh))
             _set_meta(c, SNAPSHOT_CHECKSUM, checksum)
+            if gates is not None:
+                _set_roster(c, gates)
     except sqlite3.IntegrityError as exc:  # the staged tickets have no keys of their own
         raise SnapshotError(f"snapshot lists a ticket id or code twice: {exc}") from exc
     finally:
@@ -314,30 +343,48 @@ def install_snapshot(
 
 
 def apply_batch(
-    store: GateStore, *, acknowledged: Iterable[uuid.UUID] = (), remote: Iterable[PassageEvent] = ()
-) -> None:
+    store: GateStore,
+    *,
+    acknowledged: Iterable[uuid.UUID] = (),
+    remote: Iterable[PassageEvent] = (),
+    now: datetime,
+) -> list[tuple[PassageEvent, str]]:
     """In one transaction: drop events the cloud confirmed from the outbox, and journal other
     gates' completed passages so decisions here count them (never into the outbox).
 
     An event that is no completed passage of a ticket is skipped; one already known is kept once.
+    One whose time cannot be true by this gate's clock `now` is not recorded (an event dated 2099
+    would answer `passback` until 2099): dated out of `models.sync.implausible_time`'s bounds, or a
+    counted entry dated before its cached ticket became valid (less the clock skew). Those are
+    returned, each with why ("future", "too_old", "before_validity").
     """
-    rows = [
-        (
-            str(e.event_id),
-            _iso(e.at),
-            e.gate_id,
-            e.site_id,
-            e.direction.value,
-            e.ticket_id,
-            e.credential,
-            e.outcome.value,
-            e.code,
-            int(e.counted),
-            REMOTE,
+    passages = [e for e in remote if e.passed and e.ticket_id is not None]
+    starts = _valid_from(store, {e.ticket_id for e in passages if e.counted and e.ticket_id is not None})
+    refused: list[tuple[PassageEvent, str]] = []
+    rows = []
+    for e in passages:
+        start = starts.get(e.ticket_id or "") if e.counted else None
+        why: str | None = implausible_time(e.at, now)
+        if why is None and start is not None and e.at < start - EVENT_CLOCK_SKEW:
+            why = "before_validity"
+        if why is not None:
+            refused.append((e, why))
+            continue
+        rows.append(
+            (
+                str(e.event_id),
+                _iso(e.at),
+                e.gate_id,
+                e.site_id,
+                e.direction.value,
+                e.ticket_id,
+                e.credential,
+                e.outcome.value,
+                e.code,
+                int(e.counted),
+                REMOTE,
+            )
         )
-        for e in remote
-        if e.passed and e.ticket_id is not None
-    ]
     with store.conn as c:
         c.executemany("DELETE FROM outbox WHERE event_id = ?", [(str(e),) for e in acknowledged])
         c.executemany(
@@ -345,6 +392,22 @@ def apply_batch(
             "outcome, code, passed, counted, resolution) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
             rows,
         )
+    return refused
+
+
+def _valid_from(store: GateStore, ticket_ids: set[str]) -> dict[str, datetime]:
+    """When each of these cached tickets becomes valid (tickets not cached are left out)."""
+    ids = sorted(ticket_ids)
+    found: dict[str, datetime] = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        rows = store.conn.execute(
+            "SELECT ticket_id, json_extract(body, '$.valid_from') FROM tickets "
+            f"WHERE ticket_id IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        )
+        found.update({ticket_id: datetime.fromisoformat(at) for ticket_id, at in rows if at is not None})
+    return found
 
 
 def outbox_after(store: GateStore, after: int, limit: int) -> list[tuple[int, str, str]]:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, Field, ValidationError
@@ -63,7 +64,18 @@ class GateConfigChange(Message):
     config: GateConfig
 
 
-Change = Annotated[TicketUpsert | StatusChange | KeySet | GateConfigChange, Field(discriminator="kind")]
+GATES_MAX = 1000  # gates of one site in a roster
+
+
+class GateRoster(Message):
+    """The codes of all the site's gates, replacing the last roster. A gate takes the other gates'
+    passage events only from gates on it: a code not on it is no gate of the site."""
+
+    kind: Literal["gates"] = "gates"
+    gates: list[Code] = Field(max_length=GATES_MAX)
+
+
+Change = Annotated[TicketUpsert | StatusChange | KeySet | GateConfigChange | GateRoster, Field(discriminator="kind")]
 
 
 Epoch = Annotated[str, Field(max_length=32, description="Names the feed's run: another epoch means start again")]
@@ -149,6 +161,24 @@ def parse_events(payload: bytes | bytearray | str, refused: list[str] | None = N
     return [PassageEvent.model_validate_json(raw)]
 
 
+# How far a passage event's time may be from the clock of whoever receives it (cloud or peer gate).
+EVENT_CLOCK_SKEW = timedelta(minutes=5)  # clocks of the cloud and of gates (NTP) disagree by less
+EVENT_MAX_AGE = timedelta(days=30)  # an outbox a month old is a case for an administrator, not the count
+
+
+def implausible_time(at: datetime, now: datetime) -> Literal["future", "too_old"] | None:
+    """Why a passage event dated `at` cannot be true by a clock reading `now`, or None.
+
+    Never more than `EVENT_CLOCK_SKEW` ahead of `now` (an event dated 2099 must not deny a ticket
+    until 2099) nor older than `EVENT_MAX_AGE` (a gate offline that long has its backlog looked at).
+    """
+    if at > now + EVENT_CLOCK_SKEW:
+        return "future"
+    if at < now - EVENT_MAX_AGE:
+        return "too_old"
+    return None
+
+
 class EventAck(Message):
     """The cloud stored these events (duplicates included); the gate may drop them from its outbox."""
 
@@ -178,6 +208,9 @@ class SnapshotHeader(Message):
     tickets: int = Field(ge=0)
     checksum: str = Field(pattern=r"^[0-9a-f]{64}$")
     keys: PublicKeys
+    gates: list[Code] | None = Field(
+        default=None, max_length=GATES_MAX, description="The site's gate roster (None: a cloud that sends none)"
+    )
 
 
 class SnapshotStatus(Message):

@@ -21,6 +21,7 @@ snapshot without starving acks and peer events (Mosquitto caps v3.1.1 clients at
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import logging
@@ -53,6 +54,7 @@ from models.sync import (
     FeedHead,
     FeedMessage,
     GateConfigChange,
+    GateRoster,
     GateStatus,
     KeySet,
     event_batch_json,
@@ -213,6 +215,8 @@ class GateSync:
         self.head_seq = 0  # the cloud's last announced head
         self.epoch: str | None = None  # the run of the feed this gate follows (None: adopt the first seen)
         self._retired: set[str] = set()  # runs this gate left: their stragglers are dropped, not followed
+        self.roster: frozenset[str] | None = None  # the site's gates, as the cloud named them (None: not yet)
+        self.peer_events_dropped: collections.Counter[str] = collections.Counter()  # by why
         self._behind_since: float | None = None  # monotonic: when the gate was first seen below the head
         self._behind_at_seq = 0
         self._snapshot_task: asyncio.Task[None] | None = None
@@ -274,6 +278,11 @@ class GateSync:
         self._loop = asyncio.get_running_loop()
         self.feed_seq = store_sync.feed_seq(self.store)
         self.epoch = store_sync.feed_epoch(self.store)
+        self.roster = store_sync.gate_roster(self.store)
+        if self.roster is None:
+            log.warning(
+                "sync: no gate roster yet: peers' passages are taken from any gate of site %s", self.config.site
+            )
         self.fresh_at = self._fresh_saved = store_sync.fresh_at(self.store)
         self._client = client = self._make_client()
         client.connect_async(
@@ -431,7 +440,7 @@ class GateSync:
             elif parsed[1] == self.config.gate:
                 self._ack(item.delivery)  # our own event, echoed
             else:
-                self._on_peer_event(item)
+                self._on_peer_event(item, parsed[1])
 
     def _ack(self, delivery: _Delivery) -> None:
         if delivery.gen == self._gen and self.connected and self._client is not None:
@@ -546,6 +555,8 @@ class GateSync:
         self.fresh_at = self._fresh_saved = now
         if isinstance(msg.change, KeySet) and self.service is not None:
             self.service.reload_keys()
+        if isinstance(msg.change, GateRoster):
+            self.roster = frozenset(msg.change.gates)
         if isinstance(msg.change, GateConfigChange) and msg.change.gate_id == self.config.gate:
             log.info(
                 "sync: the cloud changed this gate's config: stored as %s, not applied live", store_sync.GATE_CONFIG
@@ -607,7 +618,14 @@ class GateSync:
             now = self.clock()
             # Synchronous on the loop: nothing else touches the store during the swap.
             store_sync.install_snapshot(
-                self.store, staging, seq=header.seq, keys=keys, checksum=header.checksum, fresh=now, epoch=header.epoch
+                self.store,
+                staging,
+                seq=header.seq,
+                keys=keys,
+                checksum=header.checksum,
+                fresh=now,
+                epoch=header.epoch,
+                gates=header.gates,
             )
         except store_sync.SnapshotError as exc:
             log.warning("sync: snapshot failed: %s", exc)
@@ -633,6 +651,8 @@ class GateSync:
         self.epoch = header.epoch
         self.fresh_at = self._fresh_saved = now
         self.checksum = (header.seq, header.checksum)  # verified against the staged set before the swap
+        if header.gates is not None:
+            self.roster = frozenset(header.gates)
         self.head_seq = header.seq  # the snapshot is the cloud's latest word on the feed's head
         if keys and self.service is not None:
             self.service.reload_keys()
@@ -671,7 +691,13 @@ class GateSync:
 
     # --- across: the other gates' passages ------------------------------------------------------
 
-    def _on_peer_event(self, item: _Inbound) -> None:
+    def _on_peer_event(self, item: _Inbound, peer: str) -> None:
+        """Another gate's events, on its own topic (the broker lets a gate's login write only there).
+
+        Taken only from a gate on the site's roster, and only those naming this site and that very
+        gate; the time bounds are `store_sync.apply_batch`'s. Until the cloud sent a roster (a store
+        synced before rosters; the cloud sends one at its start) any gate of the site is believed.
+        """
         refused: list[str] = []
         try:
             events = parse_events(item.payload, refused)
@@ -680,11 +706,32 @@ class GateSync:
             return
         for why in refused:
             log.warning("sync: left out a malformed passage event on %s: %s", item.topic, why)
-        if self.service is not None and any(e.gate_id == self.service.config.gate_id for e in events):
-            self._reject(item, f"another gate's event names this gate ({self.service.config.gate_id!r})")
+        if self.roster is not None and peer not in self.roster:
+            self.peer_events_dropped["unknown_gate"] += len(events)
+            self._reject(item, f"gate {peer!r} is not on the site's roster ({len(events)} event(s))")
             return
-        self._batch_remote.extend(events)
+        believed: list[PassageEvent] = []
+        for e in events:
+            if e.site_id != self.config.site:
+                self._drop_peer_event(e, "wrong_site", item.topic)
+            elif e.gate_id != peer:
+                self._drop_peer_event(e, "gate_mismatch", item.topic)
+            else:
+                believed.append(e)
+        self._batch_remote.extend(believed)
         self._batched(item.delivery)
+
+    def _drop_peer_event(self, event: PassageEvent, why: str, topic: str) -> None:
+        self.peer_events_dropped[why] += 1
+        log.warning(
+            "sync: dropped peer event %s on %s (%s): it says site %.40r gate %.40r at %s",
+            event.event_id,
+            topic,
+            why,
+            event.site_id,
+            event.gate_id,
+            event.at.isoformat(),
+        )
 
     def _batched(self, delivery: _Delivery) -> None:
         """Commit when the inbox runs dry (or the group is large), then acknowledge the group."""
@@ -702,12 +749,14 @@ class GateSync:
         acked, remote, deliveries = self._batch_acked, self._batch_remote, self._batch_deliveries
         self._batch_acked, self._batch_remote, self._batch_deliveries = [], [], []
         try:
-            store_sync.apply_batch(self.store, acknowledged=acked, remote=remote)
+            dropped = store_sync.apply_batch(self.store, acknowledged=acked, remote=remote, now=self.clock())
         except Exception:
             log.exception(
                 "sync: could not commit %d event ack(s) and peer passage(s); they come again", len(deliveries)
             )
             return
+        for event, why in dropped:
+            self._drop_peer_event(event, why, topics.events(self.config.site, event.gate_id))
         for event_id in acked:
             self._sent.pop(str(event_id), None)
         for delivery in deliveries:

@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session
 
 from cloud.db import utcnow
 from cloud.settings import Settings
-from cloud.sites.models import Site
+from cloud.sites.models import Gate, Site
 from cloud.sync.models import FeedChange, SiteFeedHead, _new_epoch
 from models.credential import public_key_b64
-from models.sync import Change, KeySet
+from models.sync import Change, GateRoster, KeySet
 
 # Set on a session that appended changes, so an after-commit hook knows to wake the publisher.
 APPENDED = "starfish.feed_appended"
@@ -113,6 +113,46 @@ def ensure_key_sets(session: Session, keys: Mapping[int, str], *, now: datetime 
 def _keys_of(body: dict[str, Any]) -> dict[int, str]:
     change = _change.validate_python(body)
     return change.keys if isinstance(change, KeySet) else {}
+
+
+def gate_codes(session: Session, site_id: int) -> list[str]:
+    """The codes of the site's gates, sorted: its roster."""
+    return sorted(session.scalars(select(Gate.code).where(Gate.site_id == site_id)))
+
+
+def append_roster(session: Session, site_id: int, *, now: datetime | None = None) -> FeedChange:
+    """Append the site's gate roster as this transaction sees it. The caller commits.
+
+    The site's feed lock is taken before the gates are read, so of two gates added at once the
+    later roster names both.
+    """
+    _advance_head(session, site_id, 0)
+    return append_change(session, site_id, GateRoster(gates=gate_codes(session, site_id)), now=now)
+
+
+def ensure_rosters(session: Session, *, now: datetime | None = None) -> list[int]:
+    """Append a GateRoster to every site whose feed's last one differs from its gates (a feed from before
+    rosters: gates learn theirs), and commit; returns those sites. A site without gates needs none."""
+    changed = []
+    for site_id in session.scalars(select(Site.id).order_by(Site.id)):
+        _advance_head(session, site_id, 0)
+        last = session.scalar(
+            select(FeedChange.body)
+            .where(FeedChange.site_id == site_id, FeedChange.kind == "gates")
+            .order_by(FeedChange.seq.desc())
+            .limit(1)
+        )
+        codes = gate_codes(session, site_id)
+        if (last is None and codes) or (last is not None and _gates_of(last) != codes):
+            append_change(session, site_id, GateRoster(gates=codes), now=now)
+            changed.append(site_id)
+    session.commit()
+    return changed
+
+
+def _gates_of(body: dict[str, Any]) -> list[str]:
+    change = _change.validate_python(body)
+    return sorted(change.gates) if isinstance(change, GateRoster) else []
 
 
 def unpublished(

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, UniqueConstraint, Uuid
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cloud.db import Base, UtcDateTime, utcnow
@@ -82,3 +82,24 @@ class GateStatusRecord(Base):
     checksum: Mapped[str | None] = mapped_column(String(64))  # the gate's ticket-set checksum ...
     checksum_seq: Mapped[int | None] = mapped_column(Integer)  # ... when its feed was at this sequence
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)  # the cloud's: last seen
+
+
+class QuarantinedEvent(Base):
+    """A passage event a gate sent that cannot be true: kept as evidence, never applied.
+
+    `site_code`/`gate_code` are the topic's (what the broker authenticated), `site_id` the topic's site
+    when it is registered. One row per event id and sending gate: the same event again is a no-op.
+    """
+
+    __tablename__ = "quarantined_events"
+    __table_args__ = (UniqueConstraint("event_id", "site_code", "gate_code"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), index=True)
+    site_code: Mapped[str] = mapped_column(String(32))
+    gate_code: Mapped[str] = mapped_column(String(32))
+    topic: Mapped[str] = mapped_column(String(120))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    reason: Mapped[str] = mapped_column(String(20), index=True)
+    event: Mapped[str] = mapped_column(Text)  # the event's JSON as received, cut at QUARANTINE_EVENT_MAX characters

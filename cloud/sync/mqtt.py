@@ -374,9 +374,11 @@ def _feed_message(site: str, epoch: str, seq: int, at: datetime, body: dict[str,
 
 
 def start(factory: sessionmaker[Session], settings: Settings) -> CloudSync | None:
-    """At start-up: put the current public keys on every site's feed, then start MQTT if a broker is set."""
+    """At start-up: put the current public keys and gate rosters on every site's feed, then start MQTT
+    if a broker is set."""
     with factory() as session:
         feed.ensure_key_sets(session, feed.trusted_keys(settings))
+        feed.ensure_rosters(session)
     if not settings.mqtt_host:
         return None
     return CloudSync.from_settings(factory, settings).start()

@@ -14,10 +14,11 @@ from cloud.sites.schemas import CODE
 from cloud.sites.service import verify_gate
 from cloud.sync import service, snapshot
 from cloud.sync.feed import trusted_keys
-from cloud.sync.schemas import SiteSyncOut
+from cloud.sync.schemas import QuarantinedEventOut, SiteSyncOut
 
 router = APIRouter(tags=["sync"])
 GateWatchers = Annotated[Principal, Depends(require(Role.ADMIN, Role.GATE_TECH))]
+Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 _basic = HTTPBasic(auto_error=False, realm="starfish-sync", description="A gate's own username and secret")
 
 
@@ -48,6 +49,18 @@ def gates_status(
     """Each gate's online state, applied feed sequence, outbox depth and ticket-set checksum, as it
     last reported them; with `verify`, whether its tickets agree with the cloud's."""
     return service.site_sync_status(session, site_id, verify=verify)
+
+
+@router.get("/sync/sites/{site_id}/quarantine")
+def quarantine(
+    site_id: IdPath,
+    session: SessionDep,
+    _: Admin,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[QuarantinedEventOut]:
+    """Passage events the site's gates sent that cannot be true (another site's ticket, a gate not
+    registered, a time out of bounds...), newest first: kept as evidence, never applied."""
+    return service.quarantined_events(session, site_id, limit=limit)
 
 
 @router.get(

@@ -25,17 +25,19 @@ from cloud.sites.models import Gate, Site
 from cloud.sites.service import get_site
 from cloud.sync import snapshot
 from cloud.sync.feed import head_seq
-from cloud.sync.models import GatePassage, GateStatusRecord
-from cloud.sync.schemas import GateSyncOut, SiteSyncOut
+from cloud.sync.models import GatePassage, GateStatusRecord, QuarantinedEvent
+from cloud.sync.schemas import GateSyncOut, QuarantinedEventOut, SiteSyncOut
 from cloud.tickets.models import Ticket, TicketState
 from models import PassageEvent
-from models.sync import GateStatus, parse_events
+from models.sync import EVENT_CLOCK_SKEW, GateStatus, implausible_time, parse_events
+from sync import topics
 from sync.topics import parse_gate_topic
 
 log = logging.getLogger("starfish.cloud.sync")
 
 _REVOKED = (TicketState.REFUNDED.value, TicketState.REVOKED.value)
 _PASSAGES = GatePassage.metadata.tables[GatePassage.__tablename__]
+QUARANTINE_EVENT_MAX = 4000  # characters of a quarantined event's JSON kept as evidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +60,8 @@ Inbound = EventIn | StatusIn
 
 def parse(topic: str, payload: bytes) -> list[Inbound]:
     """What a gate sent on `topic`: its events (one, or an `EventBatch`) or its status. Malformed
-    messages, and events that are not the gate's to send, are dropped here (logged): [] or fewer."""
+    messages are dropped here (logged): [] or fewer. Well-formed events that are not the gate's to
+    send are kept for `store`, which quarantines them."""
     where = parse_gate_topic(topic)
     if where is None or where[2] == "acks":
         log.warning("dropped a message on %r: not a gate's events or status topic", topic)
@@ -89,10 +92,8 @@ class _Refused(Exception):
 
 
 def _event(site: str, gate: str, event: PassageEvent, topic: str) -> EventIn | None:
-    """The event, or None (logged) when it is not this gate's to send: only that one is dropped."""
-    if (event.site_id, event.gate_id) != (site, gate):
-        why = f"event {event.event_id} says site {event.site_id!r} gate {event.gate_id!r}"
-    elif len(event.code) > 32 or (event.ticket_id is not None and len(event.ticket_id) > 64):
+    """The event, or None (logged) when it cannot be stored: only that one is dropped."""
+    if len(event.code) > 32 or (event.ticket_id is not None and len(event.ticket_id) > 64):
         why = f"event {event.event_id} has an over-long code or ticket id"
     else:
         return EventIn(site, gate, event)
@@ -115,33 +116,37 @@ def _short(exc: ValidationError) -> str:
 
 @dataclass(slots=True)
 class Stored:
-    """What a batch did; `acks` lists, per (site, gate) code, the event ids now safely stored (new or not)."""
+    """What a batch did; `acks` lists, per (site, gate) code, the event ids now safely kept (stored,
+    quarantined or known already)."""
 
     acks: dict[tuple[str, str], list[uuid.UUID]] = field(default_factory=lambda: defaultdict(list))
     new: int = 0
     duplicates: int = 0
     conflicts: int = 0
+    quarantined: int = 0
     statuses: int = 0
     unknown_gates: int = 0
 
 
 def store(session: Session, batch: Sequence[Inbound], *, now: datetime | None = None) -> Stored:
-    """Store a batch of parsed messages in one transaction and commit."""
+    """Store a batch of parsed messages in one transaction and commit.
+
+    Each event is judged first (`_refusal`); one that cannot be true is quarantined: kept as
+    evidence, applied to nothing, and acknowledged like a stored one so the gate stops sending it.
+    """
     now = now or utcnow()
     out = Stored()
     gates = _gates(session, {(m.site, m.gate) for m in batch})
-    known: list[Inbound] = []
+    _store_events(session, [m for m in batch if isinstance(m, EventIn)], gates, out, now)
     for m in batch:
+        if not isinstance(m, StatusIn):
+            continue
         if (m.site, m.gate) in gates:
-            known.append(m)
-        else:
-            out.unknown_gates += 1
-            log.warning("dropped a message from unregistered gate %s/%s", m.site, m.gate)
-    _store_events(session, [m for m in known if isinstance(m, EventIn)], gates, out, now)
-    for m in known:
-        if isinstance(m, StatusIn):
             _store_status(session, m, gates[(m.site, m.gate)], now)
             out.statuses += 1
+        else:
+            out.unknown_gates += 1
+            log.warning("dropped a status from unregistered gate %s/%s", m.site, m.gate)
     session.commit()
     return out
 
@@ -169,24 +174,48 @@ def _store_events(
         return
     ids = {m.event.event_id for m in events}
     seen = set(session.scalars(select(GatePassage.event_id).where(GatePassage.event_id.in_(ids))))
+    held = {
+        (event_id, site, gate)
+        for event_id, site, gate in session.execute(
+            select(QuarantinedEvent.event_id, QuarantinedEvent.site_code, QuarantinedEvent.gate_code).where(
+                QuarantinedEvent.event_id.in_(ids)
+            )
+        )
+    }
     fresh: list[EventIn] = []
     for m in events:
         out.acks[(m.site, m.gate)].append(m.event.event_id)
-        if m.event.event_id in seen:
+        if m.event.event_id in seen or (m.event.event_id, m.site, m.gate) in held:
             out.duplicates += 1
         else:
-            seen.add(m.event.event_id)
             fresh.append(m)
     for key, acked in out.acks.items():
         out.acks[key] = list(dict.fromkeys(acked))  # one id once, however often it came
     # Earliest scan first: of two admissions of one single-use ticket, the later one is the conflict.
     fresh.sort(key=lambda m: m.event.at)
-    tickets = _tickets_to_count(session, [m.event for m in fresh])
+    tickets = _tickets_to_count(
+        session, [(gates[(m.site, m.gate)][0], m.event) for m in fresh if (m.site, m.gate) in gates]
+    )
     rows = []
     for m in fresh:
         e = m.event
-        site_id, gate_id = gates[(m.site, m.gate)]
-        ticket = tickets.get(e.ticket_id or "") if e.passed and e.counted else None
+        where = gates.get((m.site, m.gate))
+        ticket = tickets.get((where[0], e.ticket_id or "")) if where is not None else None
+        reason = _refusal(m, where, ticket, now)
+        if reason is not None:
+            if (e.event_id, m.site, m.gate) in held:
+                out.duplicates += 1  # the same event twice in this batch
+            else:
+                held.add((e.event_id, m.site, m.gate))
+                _quarantine(session, m, where, reason, now)
+                out.quarantined += 1
+            continue
+        assert where is not None
+        if e.event_id in seen:
+            out.duplicates += 1
+            continue
+        seen.add(e.event_id)
+        site_id, gate_id = where
         conflict = _count_entry(ticket, e.at) if ticket is not None else None
         if conflict is not None:
             out.conflicts += 1
@@ -215,13 +244,77 @@ def _store_events(
     out.new += len(rows)
 
 
-def _tickets_to_count(session: Session, events: list[PassageEvent]) -> dict[str, Ticket]:
-    ids = {int(e.ticket_id) for e in events if e.passed and e.counted and e.ticket_id and _is_ticket_no(e.ticket_id)}
-    if not ids:
-        return {}
-    # Locked: a refund racing with this sees the entry and refuses (its guard wants entries_used == 0).
-    rows = session.scalars(select(Ticket).where(Ticket.id.in_(ids)).with_for_update())
-    return {str(t.id): t for t in rows}
+def _refusal(m: EventIn, where: tuple[int, int] | None, ticket: Ticket | None, now: datetime) -> str | None:
+    """Why an event cannot be true, or None. `where` is the topic's (site id, gate id), None when that
+    gate is not registered; `ticket` the topic site's ticket the event would count, if any.
+
+    The topic is what the broker authenticated (a gate's login may publish only on its own events
+    topic), so the event must name the topic's site and gate; a passage that counts must be of one
+    of that site's tickets (another site's ticket is unknown here), scanned no earlier than the
+    ticket was issued; and no event may be dated out of `models.sync.implausible_time`'s bounds.
+    """
+    e = m.event
+    if where is None:
+        return "unknown_gate"
+    if e.site_id != m.site:
+        return "wrong_site"
+    if e.gate_id != m.gate:
+        return "gate_mismatch"
+    if (bad_time := implausible_time(e.at, now)) is not None:
+        return bad_time
+    if _counts(e):
+        if ticket is None:
+            return "unknown_ticket"
+        if e.at < ticket.issued_at - EVENT_CLOCK_SKEW:
+            return "before_sale"
+    return None
+
+
+def _quarantine(session: Session, m: EventIn, where: tuple[int, int] | None, reason: str, now: datetime) -> None:
+    e = m.event
+    site_id = where[0] if where is not None else session.scalar(select(Site.id).where(Site.code == m.site))
+    session.add(
+        QuarantinedEvent(
+            event_id=e.event_id,
+            site_id=site_id,
+            site_code=m.site,
+            gate_code=m.gate,
+            topic=topics.events(m.site, m.gate),
+            received_at=now,
+            reason=reason,
+            event=e.model_dump_json()[:QUARANTINE_EVENT_MAX],
+        )
+    )
+    log.warning(
+        "quarantined event %s from %s/%s (%s): it says site %.40r gate %.40r ticket %.40r at %s",
+        e.event_id,
+        m.site,
+        m.gate,
+        reason,
+        e.site_id,
+        e.gate_id,
+        e.ticket_id,
+        e.at.isoformat(),
+    )
+
+
+def _counts(e: PassageEvent) -> bool:
+    """Would this passage count an entry on one of the cloud's tickets?"""
+    return e.passed and e.counted and e.ticket_id is not None and _is_ticket_no(e.ticket_id)
+
+
+def _tickets_to_count(session: Session, events: list[tuple[int, PassageEvent]]) -> dict[tuple[int, str], Ticket]:
+    """The tickets these (site id, event)s would count, by (site id, ticket id): only the site's own."""
+    wanted: dict[int, set[int]] = defaultdict(set)
+    for site_id, e in events:
+        if _counts(e):
+            wanted[site_id].add(int(e.ticket_id or 0))
+    found: dict[tuple[int, str], Ticket] = {}
+    for site_id, ids in wanted.items():
+        # Locked: a refund racing with this sees the entry and refuses (its guard wants entries_used == 0).
+        rows = session.scalars(select(Ticket).where(Ticket.site_id == site_id, Ticket.id.in_(ids)).with_for_update())
+        found.update({(site_id, str(t.id)): t for t in rows})
+    return found
 
 
 def _is_ticket_no(ticket_id: str) -> bool:
@@ -308,3 +401,15 @@ def site_sync_status(session: Session, site_id: int, *, verify: bool = False) ->
             }
         gates.append(GateSyncOut(gate_id=gate.id, code=gate.code, name=gate.name, **reported))
     return SiteSyncOut(site_id=site.id, site_code=site.code, feed_seq=head, checksum=cloud_checksum, gates=gates)
+
+
+def quarantined_events(session: Session, site_id: int, *, limit: int = 100) -> list[QuarantinedEventOut]:
+    """The site's quarantined events, newest first."""
+    get_site(session, site_id)
+    rows = session.scalars(
+        select(QuarantinedEvent)
+        .where(QuarantinedEvent.site_id == site_id)
+        .order_by(QuarantinedEvent.id.desc())
+        .limit(limit)
+    )
+    return [QuarantinedEventOut.model_validate(row, from_attributes=True) for row in rows]

@@ -32,7 +32,7 @@ from sqlalchemy import ColumnElement, Select, Text, cast, select
 from sqlalchemy.orm import Session
 
 from cloud.customers.models import Holder
-from cloud.sync.feed import head
+from cloud.sync.feed import gate_codes, head
 from cloud.tickets.models import Ticket
 from cloud.tickets.service import _WIRE_STATUS
 from models import ProductKind, TicketStatus
@@ -124,7 +124,15 @@ def _header(
                 line = SnapshotStatus(ticket_id=ticket_id, status=status).model_dump_json()
                 statuses.write(line.encode() + b"\n")
         count += len(rows)
-    return SnapshotHeader(site=site_code, epoch=epoch, seq=seq, tickets=count, checksum=checksum.hexdigest(), keys=keys)
+    return SnapshotHeader(
+        site=site_code,
+        epoch=epoch,
+        seq=seq,
+        tickets=count,
+        checksum=checksum.hexdigest(),
+        keys=keys,
+        gates=gate_codes(reader, site_id),
+    )
 
 
 def _write_tickets(

@@ -723,8 +723,9 @@ def test_a_single_use_ticket_passed_at_gate_a_is_denied_used_up_at_gate_b_withou
         s.upsert_tickets([ticket])
 
     async def scenario() -> None:
-        gate_a = gate_sync(stores["a"], broker, no_cloud, gate="a", service=services["a"])
-        gate_b = gate_sync(stores["b"], broker, no_cloud, gate="b", service=services["b"])
+        # Their clocks read NOW: a peer's passage dated ahead of a gate's clock is not believed.
+        gate_a = gate_sync(stores["a"], broker, no_cloud, gate="a", service=services["a"], clock=lambda: NOW)
+        gate_b = gate_sync(stores["b"], broker, no_cloud, gate="b", service=services["b"], clock=lambda: NOW)
         async with running(gate_a, settled=False), running(gate_b, settled=False):
             await eventually(lambda: gate_a.connected and gate_b.connected, "both gates on the site broker")
             ev = services["a"].evaluate("VOUCHER-3001", NOW)
