@@ -202,7 +202,7 @@ class GateStatus(Message):
 class SnapshotHeader(Message):
     """First line of a snapshot (NDJSON): then one `Ticket` per line, then `SnapshotStatus` lines."""
 
-    site: Code
+    site: str = Field(max_length=ID_MAX)  # "" in the cloud's own checksum summary (`site_checksum`)
     epoch: Epoch = ""
     seq: int = Field(ge=0, description="Resume the feed after this sequence")
     tickets: int = Field(ge=0)
