@@ -7,7 +7,7 @@ from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from sqlalchemy import select
 
-from cloud.deps import IdPath, Principal, Role, SessionDep, SettingsDep, require
+from cloud.deps import IdPath, Principal, Role, SessionDep, SettingsDep, TransactionScopedRoute, require
 from cloud.errors import Unauthorized
 from cloud.sites.models import Gate, Site
 from cloud.sites.schemas import CODE
@@ -16,7 +16,7 @@ from cloud.sync import service, snapshot
 from cloud.sync.feed import trusted_keys
 from cloud.sync.schemas import QuarantinedEventOut, SiteSyncOut
 
-router = APIRouter(tags=["sync"])
+router = APIRouter(tags=["sync"], route_class=TransactionScopedRoute)
 GateWatchers = Annotated[Principal, Depends(require(Role.ADMIN, Role.GATE_TECH))]
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 _basic = HTTPBasic(auto_error=False, realm="starfish-sync", description="A gate's own username and secret")
@@ -27,6 +27,7 @@ def authenticated_gate(
 ) -> Gate:
     """The gate whose HTTP Basic credentials came with the request (routes only gates may call)."""
     gate = verify_gate(session, credentials.username, credentials.password) if credentials is not None else None
+    session.commit()  # ends the read in this thread (see TransactionScopedRoute); the gate stays loaded
     if gate is None:
         raise _refused()
     return gate
