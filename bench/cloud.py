@@ -45,6 +45,7 @@ def _seed(url: str, env: dict[str, str]) -> tuple[str, int, int]:
         database_url=url,
         jwt_secret=env["STARFISH_JWT_SECRET"],
         signing_key_b64=env["STARFISH_SIGNING_KEY_B64"],
+        keyset_root_key_b64=env["STARFISH_KEYSET_ROOT_KEY_B64"],
     )
     engine = make_engine(url)
     with make_sessionmaker(engine)() as s:
@@ -116,6 +117,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "STARFISH_ENVIRONMENT": "production",
         "STARFISH_JWT_SECRET": base64.b64encode(os.urandom(36)).decode(),
         "STARFISH_SIGNING_KEY_B64": base64.b64encode(os.urandom(32)).decode(),
+        "STARFISH_KEYSET_ROOT_KEY_B64": base64.b64encode(os.urandom(32)).decode(),
     }
     figures: dict[str, Any] = {"workers": args.workers, "concurrency": args.concurrency, "seconds": args.seconds}
     with tempfile.TemporaryDirectory(prefix="starfish-bench-cloud-") as tmp:

@@ -99,3 +99,11 @@ def new_feed_epoch(
     engine.dispose()
     for code, epoch in epochs.items():
         typer.echo(f"{code}: feed epoch {epoch}; its gates will fetch a snapshot")
+
+
+@app.command("key-root")
+def key_root() -> None:
+    """Print the key-set root's public key: each gate pins it as `sync.key_root`."""
+    from models.credential import public_key_b64
+
+    typer.echo(public_key_b64(_settings().keyset_root_key.public_key()))

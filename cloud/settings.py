@@ -1,7 +1,10 @@
 """Cloud settings from the environment (prefix ``STARFISH_``).
 
-Outside ``development`` every secret must be set explicitly: the service refuses to start
-with a default or missing JWT secret, signing key or WeChat Pay key.
+``STARFISH_ENVIRONMENT`` is ``production`` unless set: development must be chosen explicitly
+(the demo and the tests do). Outside ``development`` every secret must be set explicitly: the
+service refuses to start with a default or missing JWT secret, ticket signing key, key-set
+root key or WeChat Pay key, and the message names the variable to set. The development
+defaults are published in this file, so they are worth nothing anywhere else.
 """
 
 from __future__ import annotations
@@ -20,13 +23,25 @@ from models.credential import load_public_key
 DEV_JWT_SECRET = "development-only-jwt-secret-do-not-use"
 # A fixed development signing key, so tickets survive a restart of the dev server. Refused in production.
 DEV_SIGNING_KEY_B64 = "c3RhcmZpc2gtZGV2LXNpZ25pbmcta2V5LTMyYnl0ZXM="
+DEV_KEYSET_ROOT_KEY_B64 = "c3RhcmZpc2gtZGV2LWtleXNldC1yb290LWtleS0zMmI="
+
+
+DEFAULT_DATABASE_URL = "sqlite:///./starfish-cloud.db"
+
+
+class DatabaseSettings(BaseSettings):
+    """Only the database: for commands that read the registry and sign nothing (`starfish sync broker-config`)."""
+
+    model_config = SettingsConfigDict(env_prefix="STARFISH_", extra="ignore", frozen=True)
+
+    database_url: str = DEFAULT_DATABASE_URL
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STARFISH_", extra="ignore", frozen=True)
 
-    environment: Literal["development", "test", "production"] = "development"
-    database_url: str = Field(default="sqlite:///./starfish-cloud.db", description="SQLAlchemy URL")
+    environment: Literal["development", "test", "production"] = "production"
+    database_url: str = Field(default=DEFAULT_DATABASE_URL, description="SQLAlchemy URL")
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
     jwt_ttl_minutes: int = Field(default=12 * 60, gt=0)
     signing_key_b64: SecretStr = Field(
@@ -34,6 +49,11 @@ class Settings(BaseSettings):
     )
     signing_key_file: str | None = Field(default=None, description="Ed25519 private key, PEM file (wins)")
     signing_key_id: int = Field(default=1, ge=0, lt=2**16)
+    keyset_root_key_b64: SecretStr = Field(
+        default=SecretStr(DEV_KEYSET_ROOT_KEY_B64),
+        description="Ed25519 private key that signs the ticket key sets gates install: 32 raw bytes, base64",
+    )
+    keyset_root_key_file: str | None = Field(default=None, description="The key-set root, PEM file (wins)")
     order_pending_minutes: int = Field(default=15, gt=0, description="Unpaid orders expire after this")
     timezone: str = "Asia/Shanghai"
     # WeChat Pay APIv3 (the mini-program's payment)
@@ -88,22 +108,36 @@ class Settings(BaseSettings):
             problems.append("STARFISH_JWT_SECRET must be set to a random value of 32+ characters")
         if self.signing_key_file is None and self.signing_key_b64.get_secret_value() == DEV_SIGNING_KEY_B64:
             problems.append("STARFISH_SIGNING_KEY_FILE or STARFISH_SIGNING_KEY_B64 must be set")
+        if self.keyset_root_key_file is None and self.keyset_root_key_b64.get_secret_value() == DEV_KEYSET_ROOT_KEY_B64:
+            problems.append(
+                "STARFISH_KEYSET_ROOT_KEY_FILE or STARFISH_KEYSET_ROOT_KEY_B64 must be set "
+                "(the gates pin its public key as sync.key_root)"
+            )
         mqtt_login = self.mqtt_username and self.mqtt_password.get_secret_value()
         if self.environment == "production" and self.mqtt_host and not mqtt_login:
             problems.append("STARFISH_MQTT_USERNAME and STARFISH_MQTT_PASSWORD must be set when MQTT is")
         if problems:
-            raise ValueError(f"refusing to start in {self.environment}: " + "; ".join(problems))
+            hint = " (or set STARFISH_ENVIRONMENT=development for a local trial with published keys)"
+            raise ValueError(f"refusing to start in {self.environment}: " + "; ".join(problems) + hint)
         return self
 
     @cached_property
     def signing_key(self) -> Ed25519PrivateKey:
-        if self.signing_key_file:
-            with open(self.signing_key_file, "rb") as f:
-                key = load_pem_private_key(f.read(), password=None)
-            if not isinstance(key, Ed25519PrivateKey):
-                raise ValueError(f"{self.signing_key_file} is not an Ed25519 private key")
-            return key
-        raw = base64.b64decode(self.signing_key_b64.get_secret_value())
-        if len(raw) != 32:
-            raise ValueError("STARFISH_SIGNING_KEY_B64 must be 32 raw bytes, base64")
-        return Ed25519PrivateKey.from_private_bytes(raw)
+        return _private_key(self.signing_key_file, self.signing_key_b64, "STARFISH_SIGNING_KEY_B64")
+
+    @cached_property
+    def keyset_root_key(self) -> Ed25519PrivateKey:
+        return _private_key(self.keyset_root_key_file, self.keyset_root_key_b64, "STARFISH_KEYSET_ROOT_KEY_B64")
+
+
+def _private_key(pem_file: str | None, b64: SecretStr, name: str) -> Ed25519PrivateKey:
+    if pem_file:
+        with open(pem_file, "rb") as f:
+            key = load_pem_private_key(f.read(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"{pem_file} is not an Ed25519 private key")
+        return key
+    raw = base64.b64decode(b64.get_secret_value())
+    if len(raw) != 32:
+        raise ValueError(f"{name} must be 32 raw bytes, base64")
+    return Ed25519PrivateKey.from_private_bytes(raw)

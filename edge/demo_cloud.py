@@ -51,6 +51,7 @@ def fresh_settings(url: str, **overrides: Any) -> Settings:
         database_url=url,
         jwt_secret=base64.b64encode(os.urandom(36)).decode(),
         signing_key_b64=base64.b64encode(os.urandom(32)).decode(),
+        keyset_root_key_b64=base64.b64encode(os.urandom(32)).decode(),
         **overrides,
     )
 

@@ -52,10 +52,14 @@ class StatusChange(Message):
 
 
 class KeySet(Message):
-    """The full set of trusted public keys (key id -> base64 raw Ed25519), replacing the old set."""
+    """The full set of trusted public keys (key id -> base64 raw Ed25519), replacing the old set.
+
+    `signature` is the key-set root's over `keys` (`models.keyset`): a gate installs no set without it.
+    """
 
     kind: Literal["keys"] = "keys"
     keys: PublicKeys
+    signature: str = Field(default="", max_length=128, description="The key-set root's signature, base64")
 
 
 class GateConfigChange(Message):
@@ -208,6 +212,7 @@ class SnapshotHeader(Message):
     tickets: int = Field(ge=0)
     checksum: str = Field(pattern=r"^[0-9a-f]{64}$")
     keys: PublicKeys
+    keys_signature: str = Field(default="", max_length=128, description="The key-set root's signature of `keys`")
     gates: list[Code] | None = Field(
         default=None, max_length=GATES_MAX, description="The site's gate roster (None: a cloud that sends none)"
     )

@@ -43,13 +43,13 @@ def broker_config(
     from sqlalchemy import select
 
     from cloud.db import make_engine, make_sessionmaker
-    from cloud.settings import Settings
+    from cloud.settings import DatabaseSettings
     from cloud.sites.models import Gate, Site
 
     if role not in ("site", "cloud"):
         typer.echo("error: --role is site or cloud", err=True)
         raise typer.Exit(2)
-    engine = make_engine(Settings().database_url)
+    engine = make_engine(DatabaseSettings().database_url)
     with make_sessionmaker(engine)() as session:
         row = session.scalar(select(Site).where(Site.code == site))
         if row is None:

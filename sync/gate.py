@@ -24,6 +24,7 @@ import asyncio
 import collections
 import contextlib
 import enum
+import ipaddress
 import logging
 import os
 import tempfile
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -42,11 +44,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationError, field_validator, model_validator
 
 from edge import store_sync
 from edge.store import GateStore
 from models import PassageEvent
+from models.credential import load_public_key
+from models.keyset import KeySetSignatureError, verify_key_set
 from models.sync import (
     EVENT_BATCH_MAX,
     MAX_MESSAGE_BYTES,
@@ -92,6 +96,10 @@ class SyncConfig(BaseModel):
     snapshot_url: str = Field(
         description="Cloud base URL; the snapshot is GET {base}/api/v1/sync/sites/{site}/snapshot"
     )
+    key_root: str = Field(
+        description="The key-set root's public key (base64 Ed25519; `starfish cloud key-root` prints it): "
+        "the gate installs only ticket keys it signed"
+    )
     max_feed_age_s: float = Field(
         default=3600.0, gt=0, description="Refuse plain (unsigned) codes when the ticket feed is older than this"
     )
@@ -123,11 +131,44 @@ class SyncConfig(BaseModel):
     snapshot_timeout_s: float = Field(default=60.0, gt=0, description="HTTP timeout of the snapshot download")
     reconnect_max_s: int = Field(default=30, ge=1, description="Longest wait between broker reconnect attempts")
 
+    @field_validator("key_root")
+    @classmethod
+    def _root_loads(cls, v: str) -> str:
+        load_public_key(v)
+        return v
+
+    @model_validator(mode="after")
+    def _secret_never_in_clear(self) -> SyncConfig:
+        """The gate's password is its broker login and its snapshot login: it travels only over TLS
+        with a pinned CA (`tls_ca`), or to this machine itself."""
+        url = urlsplit(self.snapshot_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"snapshot_url must be an http(s) URL with a host, not {self.snapshot_url!r}")
+        if url.scheme == "http" and not is_loopback(url.hostname):
+            raise ValueError("snapshot_url must use https (with tls_ca) unless the cloud is on this machine")
+        if url.scheme == "https" and self.tls_ca is None:
+            raise ValueError("an https snapshot_url needs tls_ca: the CA this gate pins for the cloud")
+        if self.tls_ca is None and not is_loopback(self.broker_host):
+            raise ValueError(
+                "a broker on another machine needs tls_ca: the gate's login must not cross the LAN in clear"
+            )
+        return self
+
     def load_password(self) -> str | None:
         """The gate's password, from `password_file` or the environment (None: anonymous)."""
         if self.password_file is not None:
             return self.password_file.read_text(encoding="utf-8").strip()
         return os.environ.get(self.password_env)
+
+
+def is_loopback(host: str) -> bool:
+    """Is `host` this machine (127.0.0.0/8, ::1 or localhost)? Names other than localhost are not resolved."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def stale_feed(last_fresh: datetime | None, now: datetime, max_age_s: float) -> bool:
@@ -196,6 +237,7 @@ class GateSync:
         self.clock = clock
         self.tick_s = tick_s
         self._password = password if password is not None else config.load_password()
+        self._key_root = load_public_key(config.key_root)
         self.client_id = f"gate-{config.site}-{config.gate}"
         self._feed_topic = topics.feed(config.site)
         self._head_topic = topics.head(config.site)
@@ -542,6 +584,8 @@ class GateSync:
         now = self.clock()
         try:
             try:
+                if isinstance(msg.change, KeySet):
+                    self._verify_keys(msg.change.keys, msg.change.signature)
                 store_sync.apply_change(self.store, msg.change, msg.seq, gate=self.config.gate, fresh=now)
             except store_sync.KeySetError as exc:
                 log.error("sync: feed %d: key set refused (%s); the gate keeps its current keys", msg.seq, exc)
@@ -571,6 +615,13 @@ class GateSync:
             del self._buffer[self.feed_seq + 1]
             if not self._apply(*held):
                 return
+
+    def _verify_keys(self, keys: dict[int, str], signature: str) -> None:
+        """Raise `KeySetError` unless the pinned key-set root signed exactly these keys."""
+        try:
+            verify_key_set(self._key_root, keys, signature)
+        except KeySetSignatureError as exc:
+            raise store_sync.KeySetError(str(exc)) from exc
 
     def _request_snapshot(self, why: str) -> None:
         if self._snapshot_task is not None:
@@ -611,10 +662,11 @@ class GateSync:
             keys = header.keys
             try:
                 if keys:
+                    self._verify_keys(keys, header.keys_signature)
                     store_sync.check_keys(keys)
             except store_sync.KeySetError as exc:
-                log.error("sync: snapshot key set refused (%s); the gate keeps its current keys", exc)
-                keys = {}
+                # Whoever signs no key set with our root is not our cloud: none of its snapshot is taken.
+                raise store_sync.SnapshotError(f"snapshot refused: {exc}") from exc
             now = self.clock()
             # Synchronous on the loop: nothing else touches the store during the swap.
             store_sync.install_snapshot(

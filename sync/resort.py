@@ -50,6 +50,7 @@ from cloud.settings import Settings
 from drivers.relay_sim import RelayBoardSim
 from edge.demo_cloud import GATES, DemoCloud, Sale, fresh_settings, resort_today
 from edge.store_sync import FEED_SEQ, REMOTE
+from models.credential import public_key_b64
 from sync.mosquitto import BridgeTo, GateAccount, MosquittoProcess, SiteRegistry, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -292,6 +293,7 @@ class Resort:
         self._link = threading.Lock()
         self.link_up = True
         self._cloud_base = ""
+        self._key_root = ""
         self.api: DemoCloud
         self.cloud: ChildProcess
         self.cloud_broker: MosquittoProcess
@@ -329,6 +331,7 @@ class Resort:
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         settings = fresh_settings(self.url)
+        self._key_root = public_key_b64(settings.keyset_root_key.public_key())
         upgrade(self.url)
         cloud_port, mqtt_password, bridge_password = free_port(), secrets.token_urlsafe(16), secrets.token_urlsafe(16)
         # The cloud process boots (seconds) while this one sets the resort up; its MQTT loop waits for the broker.
@@ -390,6 +393,7 @@ class Resort:
             "STARFISH_DATABASE_URL": self.url,
             "STARFISH_JWT_SECRET": settings.jwt_secret.get_secret_value(),
             "STARFISH_SIGNING_KEY_B64": settings.signing_key_b64.get_secret_value(),
+            "STARFISH_KEYSET_ROOT_KEY_B64": settings.keyset_root_key_b64.get_secret_value(),
             "STARFISH_MQTT_HOST": "127.0.0.1",
             "STARFISH_MQTT_PORT": str(broker_port),
             "STARFISH_MQTT_USERNAME": "cloud",
@@ -443,6 +447,7 @@ class Resort:
                 "username": login.username,
                 "password_file": str(password),
                 "snapshot_url": self._cloud_base,
+                "key_root": self._key_root,
                 "ack_timeout_s": 5,
                 "status_interval_s": 2,
                 "reconnect_max_s": 2,

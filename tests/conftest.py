@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +13,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.store import GateStore
 from models import GateConfig, Holder, ProductKind, Ticket
-from models.credential import issue
+from models.credential import issue, public_key_b64
+
+# The key-set root the tests' clouds sign key sets with, and the public half their gates pin.
+KEYSET_ROOT_B64 = "dGVzdC1rZXlzZXQtcm9vdC1rZXktb2YtMzItYnl0ZXM="
+KEYSET_ROOT = Ed25519PrivateKey.from_private_bytes(base64.b64decode(KEYSET_ROOT_B64))
+KEY_ROOT = public_key_b64(KEYSET_ROOT.public_key())
 
 SHARED_TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
 

@@ -7,7 +7,7 @@ commit in sequence order: a publisher that sees seq n committed has seen every s
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Sequence, Set
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from cloud.settings import Settings
 from cloud.sites.models import Gate, Site
 from cloud.sync.models import FeedChange, SiteFeedHead, _new_epoch
 from models.credential import public_key_b64
+from models.keyset import sign_key_set
 from models.sync import Change, GateRoster, KeySet
 
 # Set on a session that appended changes, so an after-commit hook knows to wake the publisher.
@@ -92,8 +93,15 @@ def trusted_keys(settings: Settings) -> dict[int, str]:
     return keys
 
 
-def ensure_key_sets(session: Session, keys: Mapping[int, str], *, now: datetime | None = None) -> list[int]:
-    """Append a KeySet to every site whose feed's last one differs from `keys`, and commit; returns those sites."""
+def trusted_key_set(settings: Settings) -> KeySet:
+    """`trusted_keys`, signed by the key-set root: what gates install (on the feed and in snapshots)."""
+    keys = trusted_keys(settings)
+    return KeySet(keys=keys, signature=sign_key_set(settings.keyset_root_key, keys))
+
+
+def ensure_key_sets(session: Session, key_set: KeySet, *, now: datetime | None = None) -> list[int]:
+    """Append `key_set` to every site whose feed's last one differs (keys or signature), and commit;
+    returns those sites."""
     changed = []
     for site_id in session.scalars(select(Site.id).order_by(Site.id)):
         _advance_head(session, site_id, 0)  # take the site's lock before looking, so two starts add one KeySet
@@ -103,16 +111,16 @@ def ensure_key_sets(session: Session, keys: Mapping[int, str], *, now: datetime 
             .order_by(FeedChange.seq.desc())
             .limit(1)
         )
-        if last is None or _keys_of(last) != dict(keys):
-            append_change(session, site_id, KeySet(keys=dict(keys)), now=now)
+        if last is None or _key_set_of(last) != key_set:
+            append_change(session, site_id, key_set, now=now)
             changed.append(site_id)
     session.commit()
     return changed
 
 
-def _keys_of(body: dict[str, Any]) -> dict[int, str]:
+def _key_set_of(body: dict[str, Any]) -> KeySet | None:
     change = _change.validate_python(body)
-    return change.keys if isinstance(change, KeySet) else {}
+    return change if isinstance(change, KeySet) else None
 
 
 def gate_codes(session: Session, site_id: int) -> list[str]:

@@ -377,7 +377,7 @@ def start(factory: sessionmaker[Session], settings: Settings) -> CloudSync | Non
     """At start-up: put the current public keys and gate rosters on every site's feed, then start MQTT
     if a broker is set."""
     with factory() as session:
-        feed.ensure_key_sets(session, feed.trusted_keys(settings))
+        feed.ensure_key_sets(session, feed.trusted_key_set(settings))
         feed.ensure_rosters(session)
     if not settings.mqtt_host:
         return None

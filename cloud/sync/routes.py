@@ -13,7 +13,7 @@ from cloud.sites.models import Gate, Site
 from cloud.sites.schemas import CODE
 from cloud.sites.service import verify_gate
 from cloud.sync import service, snapshot
-from cloud.sync.feed import trusted_keys
+from cloud.sync.feed import trusted_key_set
 from cloud.sync.schemas import QuarantinedEventOut, SiteSyncOut
 
 router = APIRouter(tags=["sync"], route_class=TransactionScopedRoute)
@@ -76,7 +76,7 @@ def site_snapshot(
     site = session.scalar(select(Site).where(Site.code == site_code))
     if site is None or site.id != gate.site_id:
         raise _refused()  # the same answer for another site's gate and for no such site
-    snap = snapshot.build(session, site.id, site.code, trusted_keys(settings))
+    snap = snapshot.build(session, site.id, site.code, trusted_key_set(settings))
     return StreamingResponse(
         snap.lines(), media_type="application/x-ndjson", headers={"X-Starfish-Feed-Seq": str(snap.header.seq)}
     )

@@ -36,7 +36,7 @@ from cloud.sync.feed import gate_codes, head
 from cloud.tickets.models import Ticket
 from cloud.tickets.service import _WIRE_STATUS
 from models import ProductKind, TicketStatus
-from models.sync import SnapshotHeader, SnapshotStatus, TicketSetChecksum
+from models.sync import KeySet, SnapshotHeader, SnapshotStatus, TicketSetChecksum
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class Snapshot:
             self.body.close()
 
 
-def build(session: Session, site_id: int, site_code: str, keys: dict[int, str], *, yield_per: int = 5000) -> Snapshot:
+def build(session: Session, site_id: int, site_code: str, keys: KeySet, *, yield_per: int = 5000) -> Snapshot:
     """Read the site's tickets at one point of its feed; ends the session's transaction.
 
     Returns once the header is known; the ticket lines follow in the snapshot's body.
@@ -102,13 +102,13 @@ def site_checksum(session: Session, site_id: int, *, yield_per: int = 5000) -> S
         if session.get_bind().dialect.name == "postgresql":
             session.connection(execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True})
         with open(os.devnull, "wb") as nowhere:
-            return _header(session, site_id, "", {}, nowhere, yield_per)
+            return _header(session, site_id, "", KeySet(keys={}), nowhere, yield_per)
     finally:
         session.rollback()
 
 
 def _header(
-    reader: Session, site_id: int, site_code: str, keys: dict[int, str], statuses: IO[bytes], yield_per: int
+    reader: Session, site_id: int, site_code: str, keys: KeySet, statuses: IO[bytes], yield_per: int
 ) -> SnapshotHeader:
     """First pass: count and checksum of the site's tickets; a status line per revoked one into `statuses`."""
     seq, epoch = head(reader, site_id)
@@ -130,7 +130,8 @@ def _header(
         seq=seq,
         tickets=count,
         checksum=checksum.hexdigest(),
-        keys=keys,
+        keys=keys.keys,
+        keys_signature=keys.signature,
         gates=gate_codes(reader, site_id),
     )
 

@@ -23,6 +23,7 @@ from cloud.settings import Settings
 from cloud.staff.models import Staff
 from cloud.staff.service import issue_token
 from cloud.throwaway_pg import PostgresUnavailable, ThrowawayPostgres
+from tests.conftest import KEYSET_ROOT_B64
 
 _db_counter = itertools.count()
 
@@ -66,6 +67,7 @@ def settings(db_url: str) -> Settings:
         database_url=db_url,
         jwt_secret="test-secret-" + "x" * 40,
         signing_key_b64=base64.b64encode(os.urandom(32)).decode(),
+        keyset_root_key_b64=KEYSET_ROOT_B64,
     )
 
 

@@ -17,6 +17,7 @@ from cloud.deps import Role, public, require
 from cloud.settings import Settings
 from cloud.sync.routes import authenticated_gate
 from tests.cloud.conftest import Api, build_schema
+from tests.conftest import KEYSET_ROOT_B64
 
 # The access policy, reviewed by hand: a change to who may call what shows up here in review.
 EXPECTED: dict[tuple[str, str], str] = {
@@ -63,8 +64,8 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/customers/{customer_id}/points/adjust"): "admin",
     ("GET", "/api/v1/audit"): "admin finance",
     ("GET", "/api/v1/sites/{site_id}/gates/status"): "admin gate_tech",
-    # "gate": HTTP Basic with a gate's own credentials; no staff or customer token opens it.
     ("GET", "/api/v1/sync/sites/{site_id}/quarantine"): "admin",
+    # "gate": HTTP Basic with a gate's own credentials; no staff or customer token opens it.
     ("GET", "/api/v1/sync/sites/{site_code}/snapshot"): "gate",
     ("GET", "/api/v1/health"): "public",
 }
@@ -107,7 +108,13 @@ def declared(app: FastAPI) -> dict[tuple[str, str], str]:
 def matrix_app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
     url = f"sqlite:///{Path(tmp_path_factory.mktemp('matrix')) / 'cloud.db'}"
     build_schema(url)
-    settings = Settings(environment="test", database_url=url, jwt_secret="m" * 40, signing_key_b64="A" * 43 + "=")
+    settings = Settings(
+        environment="test",
+        database_url=url,
+        jwt_secret="m" * 40,
+        signing_key_b64="A" * 43 + "=",
+        keyset_root_key_b64=KEYSET_ROOT_B64,
+    )
     return create_app(settings, expiry_every_s=0)
 
 

@@ -94,6 +94,8 @@ def test_default_secrets_refuse_to_start_outside_development(environment: str) -
         Settings(environment=environment)
     with pytest.raises(ValidationError, match="SIGNING_KEY"):
         Settings(environment=environment, jwt_secret="y" * 40)
+    with pytest.raises(ValidationError, match="STARFISH_KEYSET_ROOT_KEY"):
+        Settings(environment=environment, jwt_secret="y" * 40, signing_key_b64="E" * 43 + "=")
 
 
 def test_development_defaults_work_for_the_demo() -> None:
@@ -106,6 +108,7 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("STARFISH_ENVIRONMENT", "production")
     monkeypatch.setenv("STARFISH_JWT_SECRET", "z" * 48)
     monkeypatch.setenv("STARFISH_SIGNING_KEY_B64", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+    monkeypatch.setenv("STARFISH_KEYSET_ROOT_KEY_B64", "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
     monkeypatch.setenv("STARFISH_DATABASE_URL", "postgresql+psycopg://u@h/db")
     s = Settings()
     assert s.environment == "production" and s.database_url.startswith("postgresql")

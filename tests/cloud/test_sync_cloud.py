@@ -37,7 +37,7 @@ from cloud.db import utcnow
 from cloud.deps import Role
 from cloud.settings import Settings
 from cloud.sync import feed, service, snapshot
-from cloud.sync.feed import trusted_keys
+from cloud.sync.feed import trusted_key_set, trusted_keys
 from cloud.sync.models import FeedChange, GatePassage, QuarantinedEvent
 from cloud.sync.mqtt import CloudSync
 from cloud.tickets.models import Ticket
@@ -45,6 +45,7 @@ from cloud.tickets.service import wire_ticket
 from models import Direction, Outcome, PassageEvent, TicketStatus
 from models import Ticket as WireTicket
 from models.credential import public_key_b64
+from models.keyset import verify_key_set
 from models.sync import (
     EventAck,
     FeedHead,
@@ -433,7 +434,7 @@ def test_a_new_feed_epoch_goes_out_on_the_feed_the_head_and_the_snapshot(
     [after] = feed_messages(listener, 1)
     assert (after.epoch, after.seq) == (epoch, before.seq + 1)
     with app.state.sessionmaker() as session:
-        assert snapshot.build(session, site["id"], SITE, {}).header.epoch == epoch
+        assert snapshot.build(session, site["id"], SITE, KeySet(keys={})).header.epoch == epoch
         assert {e for _, e, _, _ in feed.published_heads(session, utcnow())} == {epoch}
 
 
@@ -801,7 +802,7 @@ def test_gate_status_checksums_are_compared_with_the_clouds_on_request(
     assert cloud["checksum"] is not None and tech.get(url).json()["checksum"] is None, "summed only on request"
     head = cloud["feed_seq"]
     with app.state.sessionmaker() as session:
-        assert cloud["checksum"] == snapshot.build(session, site["id"], SITE, {}).header.checksum
+        assert cloud["checksum"] == snapshot.build(session, site["id"], SITE, KeySet(keys={})).header.checksum
 
     gate = peers()
     reports = {
@@ -853,6 +854,7 @@ def test_snapshot_streams_header_tickets_and_statuses_with_a_checksum_the_gate_c
 
     assert (header.site, header.seq, header.tickets, header.gates) == (SITE, 14, 12, ["g1"])  # 1 roster, 13 sales
     assert header.keys == trusted_keys(settings)
+    verify_key_set(settings.keyset_root_key.public_key(), header.keys, header.keys_signature)
     assert header.checksum == ticket_set_checksum((t.ticket_id, t.status) for t in tickets)
     assert statuses == [SnapshotStatus(ticket_id=str(refunded), status=TicketStatus.REVOKED)]
     with app.state.sessionmaker() as session:
@@ -874,7 +876,7 @@ def test_snapshot_built_in_small_batches_is_the_same(
     app: FastAPI, api: Api, settings: Settings, site: dict[str, Any], day_product: dict[str, Any]
 ) -> None:
     sell_paid(app, api, site["id"], day_product["id"], next_weekday(), quantity=11)
-    keys = trusted_keys(settings)
+    keys = trusted_key_set(settings)
 
     def body(yield_per: int) -> tuple[SnapshotHeader, bytes]:
         with app.state.sessionmaker() as session:

@@ -64,7 +64,9 @@ def test_keys_and_ticket_issue_make_a_token_the_gate_check_admits(tmp_path: Path
     assert runner.invoke(app, ["keys", "generate", "--private-key", str(pem)]).exit_code == 2
 
     png = tmp_path / "t.png"
-    out = runner.invoke(app, ["ticket", "issue", "--private-key", str(pem), "--ticket-no", "42", "--site", "nanshan", "--png", str(png)])
+    out = runner.invoke(
+        app, ["ticket", "issue", "--private-key", str(pem), "--ticket-no", "42", "--site", "nanshan", "--png", str(png)]
+    )
     assert out.exit_code == 0, out.output
     token = out.output.strip()
     assert isinstance(parse(token, {1: load_public_key(public)}), SignedCredential)
@@ -79,7 +81,9 @@ def test_gate_check_prints_the_decision_as_json_and_touches_nothing(tmp_path: Pa
     from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
     pem.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
-    token = runner.invoke(app, ["ticket", "issue", "--private-key", str(pem), "--ticket-no", "7", "--site", "nanshan"]).output.strip()
+    token = runner.invoke(
+        app, ["ticket", "issue", "--private-key", str(pem), "--ticket-no", "7", "--site", "nanshan"]
+    ).output.strip()
 
     out = runner.invoke(app, ["gate", "check", "--config", str(config), token])
     assert out.exit_code == 0, out.output

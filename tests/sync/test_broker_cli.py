@@ -15,6 +15,7 @@ from cloud.settings import Settings
 from edge.cli import app as cli
 from sync.mosquitto_passwd import verify_password
 from tests.cloud.conftest import Api
+from tests.conftest import KEYSET_ROOT_B64
 
 
 def test_broker_config_from_the_registry_lets_each_gate_in_with_its_own_secret(
@@ -23,7 +24,13 @@ def test_broker_config_from_the_registry_lets_each_gate_in_with_its_own_secret(
     url = f"sqlite:///{tmp_path / 'cloud.db'}"
     upgrade(url)
     app = create_app(
-        Settings(environment="test", database_url=url, jwt_secret="r" * 40, signing_key_b64="E" * 43 + "=")
+        Settings(
+            environment="test",
+            database_url=url,
+            jwt_secret="r" * 40,
+            signing_key_b64="E" * 43 + "=",
+            keyset_root_key_b64=KEYSET_ROOT_B64,
+        )
     )
     with TestClient(app) as c:
         api = Api(c, app)

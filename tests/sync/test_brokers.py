@@ -34,6 +34,7 @@ from sync.mosquitto import (
     write_broker_config,
 )
 from sync.mosquitto_passwd import hash_password, verify_password
+from tests.conftest import KEY_ROOT
 from tests.sync.conftest import (
     CLOUD_USER,
     BrokerClient,
@@ -477,6 +478,7 @@ def test_a_gates_sync_client_speaks_tls_to_its_site_broker_and_trusts_only_the_s
         username=user,
         tls_ca=cafile,
         snapshot_url="https://localhost:9",  # nothing there: the gate keeps trying, harmlessly
+        key_root=KEY_ROOT,
         reconnect_max_s=1,
     )
     watcher = mqtt_client(broker, *cloud_login())  # on the plain listener

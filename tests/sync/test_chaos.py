@@ -24,6 +24,7 @@ from cloud.settings import Settings
 from cloud.sync.models import GatePassage
 from sync.mosquitto import GateAccount, SiteRegistry
 from tests.cloud.conftest import Api
+from tests.conftest import KEY_ROOT, KEYSET_ROOT_B64
 from tests.sync.conftest import MosquittoFactory, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,6 +50,7 @@ def world(tmp_path: Path, mosquitto_factory: MosquittoFactory) -> Iterator[dict[
         "database_url": url,
         "jwt_secret": "k" * 40,
         "signing_key_b64": "D" * 43 + "=",
+        "keyset_root_key_b64": KEYSET_ROOT_B64,
     }
     bootstrap = create_app(Settings(**base_settings), expiry_every_s=0)
     with TestClient(bootstrap) as c:
@@ -88,6 +90,7 @@ def world(tmp_path: Path, mosquitto_factory: MosquittoFactory) -> Iterator[dict[
             "username": gate["username"],
             "password_file": str(tmp_path / "password"),
             "snapshot_url": base,
+            "key_root": KEY_ROOT,
             "ack_timeout_s": 2,
         }
         (tmp_path / "gate.yaml").write_text(yaml.safe_dump(config))

@@ -33,6 +33,7 @@ from edge.daemon import GateDaemon
 from edge.store import GateStore
 from sync.mosquitto import GateAccount, SiteRegistry
 from tests.cloud.conftest import Api
+from tests.conftest import KEY_ROOT, KEYSET_ROOT_B64
 from tests.sync.conftest import MosquittoFactory, wait_until
 
 API = "/api/v1"
@@ -78,7 +79,13 @@ def resort(tmp_path: Path, mosquitto_factory: MosquittoFactory, monkeypatch: pyt
     url = f"sqlite:///{tmp_path / 'cloud.db'}"
     upgrade(url)
     bootstrap = create_app(
-        Settings(environment="test", database_url=url, jwt_secret="e" * 40, signing_key_b64="C" * 43 + "="),
+        Settings(
+            environment="test",
+            database_url=url,
+            jwt_secret="e" * 40,
+            signing_key_b64="C" * 43 + "=",
+            keyset_root_key_b64=KEYSET_ROOT_B64,
+        ),
         expiry_every_s=0,
     )
     from fastapi.testclient import TestClient
@@ -113,6 +120,7 @@ def resort(tmp_path: Path, mosquitto_factory: MosquittoFactory, monkeypatch: pyt
         database_url=url,
         jwt_secret="e" * 40,
         signing_key_b64="C" * 43 + "=",
+        keyset_root_key_b64=KEYSET_ROOT_B64,
         mqtt_host="127.0.0.1",
         mqtt_port=broker.port,
         mqtt_username="cloud",
@@ -135,6 +143,7 @@ def resort(tmp_path: Path, mosquitto_factory: MosquittoFactory, monkeypatch: pyt
                     "username": gate["username"],
                     "password_env": "STARFISH_TEST_GATE_PASSWORD",
                     "snapshot_url": base,
+                    "key_root": KEY_ROOT,
                     "ack_timeout_s": 2,
                     "status_interval_s": 1,
                 },

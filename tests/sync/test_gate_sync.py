@@ -43,6 +43,7 @@ from edge.gate import GateService
 from edge.store import GateStore, JournalEntry
 from models import Direction, GateConfig, Outcome, PassageEvent, ProductKind, Ticket, TicketStatus
 from models.credential import public_key_b64
+from models.keyset import sign_key_set
 from models.sync import (
     EventAck,
     FeedHead,
@@ -61,7 +62,7 @@ from sync import topics
 from sync.gate import GateSync, SyncConfig, stale_feed
 from sync.mosquitto import find_mosquitto, free_port
 from sync.snapshot_client import TicketLines, fetch_snapshot, snapshot_url
-from tests.conftest import NOW, make_ticket, sign
+from tests.conftest import KEY_ROOT, KEYSET_ROOT, NOW, make_ticket, sign
 
 SITE = "nanshan"
 USER, PASSWORD = "nanshan-g1", "gate-s3cret"
@@ -119,6 +120,7 @@ def sync_config(broker: Broker, snapshot_base: str, gate: str = "g1", **override
         broker_port=broker.port,
         username=USER,
         snapshot_url=snapshot_base,
+        key_root=KEY_ROOT,
         **overrides,
     )
 
@@ -132,6 +134,7 @@ class SnapshotState:
     tickets: list[Ticket] = field(default_factory=list)
     statuses: dict[str, TicketStatus] = field(default_factory=dict)
     keys: dict[int, str] = field(default_factory=dict)
+    key_root: Ed25519PrivateKey = KEYSET_ROOT  # who signs `keys`
     corrupt: bool = False
     epoch: str = ""
 
@@ -146,6 +149,7 @@ class SnapshotState:
             tickets=len(self.tickets),
             checksum="0" * 64 if self.corrupt else self.checksum(),
             keys=self.keys,
+            keys_signature=sign_key_set(self.key_root, self.keys),
         )
         lines = [header.model_dump_json()]
         lines += [t.model_dump_json() for t in self.tickets]
@@ -345,7 +349,7 @@ def test_feed_changes_apply_in_order_and_each_is_acknowledged_after_its_commit(
                 assert snapshots.served == [0], "an empty gate starts from a snapshot"
                 cloud.feed(1, TicketUpsert(ticket=voucher("1001", "VOUCHER-1001")))
                 cloud.feed(2, StatusChange(ticket_id="1001", status=TicketStatus.BLOCKED, reason="lost card"))
-                cloud.feed(3, KeySet(keys={7: key}))
+                cloud.feed(3, KeySet(keys={7: key}, signature=sign_key_set(KEYSET_ROOT, {7: key})))
                 cloud.feed(4, GateConfigChange(gate_id="g1", config=config))
                 cloud.feed(5, GateConfigChange(gate_id="g2", config=config.model_copy(update={"gate_id": "g2"})))
                 cloud.feed(6, TicketUpsert(ticket=voucher("1002", "VOUCHER-1002")))
@@ -761,7 +765,7 @@ GATE_PROCESS = textwrap.dedent(
     store = GateStore(sys.argv[1])
     store.set_meta("sync.feed_seq", "42")
     config = SyncConfig(site="nanshan", gate="g1", broker_host="127.0.0.1", broker_port=int(sys.argv[2]),
-                        snapshot_url="http://127.0.0.1:9/", keepalive_s=5)
+                        snapshot_url="http://127.0.0.1:9/", keepalive_s=5, key_root=sys.argv[3])
 
     async def main():
         sync = GateSync(config, store=store, tick_s=0.1)
@@ -777,7 +781,7 @@ def test_the_gate_status_is_retained_online_and_its_last_will_says_offline_when_
 ) -> None:
     status = topics.status(SITE, "g1")
     gate = subprocess.Popen(
-        [sys.executable, "-c", GATE_PROCESS, str(tmp_path / "gate.db"), str(broker.port)],
+        [sys.executable, "-c", GATE_PROCESS, str(tmp_path / "gate.db"), str(broker.port), KEY_ROOT],
         cwd=Path(__file__).resolve().parents[2],
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
     )

@@ -1,0 +1,55 @@
+"""Default settings are public secrets: nothing but an explicit development runs on them (issue 8)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jwt
+import pytest
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from cloud.settings import DEV_JWT_SECRET, Settings
+from edge.cli import app
+
+pytestmark = pytest.mark.security
+
+
+@pytest.fixture
+def bare_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Only a database URL, as the attacker found the service: no STARFISH_ENVIRONMENT, no secrets."""
+    for name in list(os.environ):
+        if name.startswith("STARFISH_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("STARFISH_DATABASE_URL", f"sqlite:///{tmp_path}/cloud.db")
+
+
+def test_with_only_a_database_url_the_cloud_is_production_and_names_every_secret_to_set(
+    bare_environment: None,
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    message = str(refused.value)
+    for variable in ("STARFISH_JWT_SECRET", "STARFISH_SIGNING_KEY_FILE", "STARFISH_KEYSET_ROOT_KEY_FILE"):
+        assert variable in message
+    assert "STARFISH_ENVIRONMENT=development" in message
+
+
+@pytest.mark.parametrize("command", [["cloud", "serve"], ["cloud", "migrate"], ["cloud", "key-root"]])
+def test_the_cloud_commands_refuse_to_start_on_default_secrets(bare_environment: None, command: list[str]) -> None:
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2
+    assert "refusing to start in production" in result.output and "STARFISH_JWT_SECRET" in result.output
+
+
+def test_development_is_chosen_explicitly_and_its_published_secrets_work_only_there(
+    bare_environment: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STARFISH_ENVIRONMENT", "development")
+    development = Settings()
+    forged = jwt.encode({"sub": "1", "role": "admin"}, DEV_JWT_SECRET, algorithm="HS256")
+    assert jwt.decode(forged, development.jwt_secret.get_secret_value(), algorithms=["HS256"])["role"] == "admin"
+    monkeypatch.setenv("STARFISH_ENVIRONMENT", "test")
+    with pytest.raises(ValidationError, match="STARFISH_JWT_SECRET"):
+        Settings()
