@@ -200,7 +200,8 @@ def _store_events(
     for m in fresh:
         e = m.event
         where = gates.get((m.site, m.gate))
-        ticket = tickets.get((where[0], e.ticket_id or "")) if where is not None else None
+        # Only a passage that used up an entry counts on (and is checked against) its ticket.
+        ticket = tickets.get((where[0], e.ticket_id or "")) if where is not None and _counts(e) else None
         reason = _refusal(m, where, ticket, now)
         if reason is not None:
             if (e.event_id, m.site, m.gate) in held:
