@@ -38,9 +38,11 @@ from typing import Any
 
 import httpx
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.cloud import _serve
 from bench.stats import summary
+from models.credential import public_key_b64
 from sync.mosquitto import GateAccount, MosquittoProcess, SiteRegistry
 
 API = "/api/v1"
@@ -57,6 +59,7 @@ class World:
             "STARFISH_ENVIRONMENT": "production",
             "STARFISH_JWT_SECRET": base64.b64encode(os.urandom(36)).decode(),
             "STARFISH_SIGNING_KEY_B64": base64.b64encode(os.urandom(32)).decode(),
+            "STARFISH_KEYSET_ROOT_KEY_B64": base64.b64encode(os.urandom(32)).decode(),
         }
         self._seed(gates)
         registry = SiteRegistry(
@@ -95,6 +98,7 @@ class World:
             database_url=self.url,
             jwt_secret=self.env["STARFISH_JWT_SECRET"],
             signing_key_b64=self.env["STARFISH_SIGNING_KEY_B64"],
+            keyset_root_key_b64=self.env["STARFISH_KEYSET_ROOT_KEY_B64"],
         )
         engine = make_engine(self.url)
         with make_sessionmaker(engine)() as s:
@@ -139,6 +143,11 @@ class World:
                 "username": self.gates[gate][0],
                 "password_file": str(folder / "password"),
                 "snapshot_url": self.base,
+                "key_root": public_key_b64(
+                    Ed25519PrivateKey.from_private_bytes(
+                        base64.b64decode(self.env["STARFISH_KEYSET_ROOT_KEY_B64"])
+                    ).public_key()
+                ),
                 "snapshot_timeout_s": 600,
             },
             "log_level": "WARNING",
@@ -270,7 +279,12 @@ def drain(world: World, events: int) -> dict[str, Any]:
 
 
 def _first_online(world: World, gate: str) -> Future[float]:
-    """When the gate's retained status first says `online` (it connected): the drain's start."""
+    """When the gate's retained status first says `online` (it connected): the drain's start.
+
+    Watched with the login of a gate that is not running then (a gate may read its site's statuses):
+    the broker keys sessions by login, so the cloud's own login here would knock the cloud off.
+    The watcher leaves as soon as it has seen it, freeing that login for its gate.
+    """
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -279,11 +293,13 @@ def _first_online(world: World, gate: str) -> Future[float]:
 
     seen: Future[float] = Future()
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
-    client.username_pw_set(world.env["STARFISH_MQTT_USERNAME"], world.env["STARFISH_MQTT_PASSWORD"])
+    watcher = next(g for g in sorted(world.gates) if g not in (gate, "g1"))
+    client.username_pw_set(*world.gates[watcher])
 
-    def on_message(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+    def on_message(c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if not seen.done() and GateStatus.model_validate_json(msg.payload).state == "online":
             seen.set_result(time.perf_counter())
+            c.disconnect()
 
     client.on_message = on_message
     client.connect("127.0.0.1", int(world.env["STARFISH_MQTT_PORT"]))

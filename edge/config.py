@@ -63,6 +63,18 @@ class ModbusRtuBarrier(ModbusTcpBarrier):
 BarrierConfig = Annotated[ModbusTcpBarrier | ModbusRtuBarrier, Field(discriminator="type")]
 
 
+class IntakeConfig(_Section):
+    """Between the readers and the decisions (`edge.intake`): what one input may ask of the gate."""
+
+    queue_per_input: int = Field(
+        default=8, ge=1, le=10_000, description="Reads one input may have waiting; when full, its oldest goes"
+    )
+    rate_per_s: float = Field(
+        default=5.0, gt=0, description="Reads per second one input may send after its burst (a turnstile: ~1/s)"
+    )
+    burst: int = Field(default=20, ge=1, le=100_000, description="Reads one input may send at once")
+
+
 class StoreConfig(_Section):
     path: Path = Field(default=Path("/var/lib/starfish/gate.db"), description="SQLite journal and cache")
 
@@ -72,6 +84,7 @@ class EdgeConfig(_Section):
 
     gate: GateConfig
     store: StoreConfig = Field(default_factory=StoreConfig)
+    intake: IntakeConfig = Field(default_factory=IntakeConfig, description="Per-input queues and rate limits")
     barrier: BarrierConfig
     camera: CameraConfig | None = None
     scanner: ScannerConfig | None = None

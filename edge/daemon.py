@@ -317,7 +317,10 @@ class GateDaemon:
         self.on_handled = on_handled
         self.stop_event = asyncio.Event()
         self.exit_code = 0
-        self.intake = Intake(monotonic=monotonic)
+        ic = config.intake
+        self.intake = Intake(
+            per_source=ic.queue_per_input, rate_per_s=ic.rate_per_s, burst=ic.burst, monotonic=monotonic
+        )
         self._threads_stop = threading.Event()
         self._in_flight: asyncio.Future[Handled] | None = None
         self.sync: GateSync | None = None

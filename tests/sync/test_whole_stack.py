@@ -31,6 +31,7 @@ from models import TicketStatus
 from models.sync import SnapshotHeader
 from sync.mosquitto import BridgeTo, GateAccount, MosquittoProcess, SiteRegistry, free_port
 from sync.resort import RelayBoards
+from tests.conftest import KEY_ROOT, KEYSET_ROOT_B64
 from tests.sync.conftest import MosquittoFactory, wait_until
 from tests.sync.stack import API, Cashier, CloudServer, GateProcess, read_rows, seed_cloud, tail
 
@@ -123,6 +124,7 @@ def stack(tmp_path: Path, mosquitto_factory: MosquittoFactory) -> Iterator[Stack
         "STARFISH_ENVIRONMENT": "test",
         "STARFISH_JWT_SECRET": "w" * 40,
         "STARFISH_SIGNING_KEY_B64": base64.b64encode(os.urandom(32)).decode(),
+        "STARFISH_KEYSET_ROOT_KEY_B64": KEYSET_ROOT_B64,
     }
     seeded = seed_cloud(
         Settings(
@@ -130,6 +132,7 @@ def stack(tmp_path: Path, mosquitto_factory: MosquittoFactory) -> Iterator[Stack
             database_url=url,
             jwt_secret=secrets["STARFISH_JWT_SECRET"],
             signing_key_b64=secrets["STARFISH_SIGNING_KEY_B64"],
+            keyset_root_key_b64=KEYSET_ROOT_B64,
         ),
         SITE,
         GATES,
@@ -204,6 +207,8 @@ def _gate_config(
         "barrier": {"type": "modbus_tcp", "host": "127.0.0.1", "port": board.port, "pulse_ms": 10, "timeout_s": 1},
         "input_debounce_s": 0,
         "max_scan_age_s": 120,
+        # The test's skiers queue at machine speed, not a turnstile's: no input limits to hit.
+        "intake": {"queue_per_input": 10_000, "rate_per_s": 10_000, "burst": 100_000},
         "sync": {
             "site": SITE,
             "gate": gate,
@@ -212,6 +217,7 @@ def _gate_config(
             "username": username,
             "password_file": str(folder / "password"),
             "snapshot_url": cloud.base,
+            "key_root": KEY_ROOT,
             "ack_timeout_s": 3,
             "status_interval_s": 2,
             "keepalive_s": 5,
