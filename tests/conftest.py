@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.store import GateStore
-from models import GateConfig, Holder, ProductKind, Ticket
+from models import CredentialKind, Direction, GateConfig, Holder, Outcome, PassageEvent, ProductKind, Ticket
 from models.credential import issue, public_key_b64
 
 # The key-set root the tests' clouds sign key sets with, and the public half their gates pin.
@@ -79,6 +79,24 @@ def sign(key: Ed25519PrivateKey, ticket: Ticket, key_id: int = 1, site: str = "n
         entries=ticket.entries,
         window_minutes=ticket.window_minutes,
         site=site,
+    )
+
+
+def counted_passage(
+    ticket_id: str, at: datetime, *, gate: str, site: str, credential: CredentialKind = "signed"
+) -> PassageEvent:
+    """A gate's event for an admission somebody passed, using up an entry."""
+    return PassageEvent(
+        gate_id=gate,
+        site_id=site,
+        at=at,
+        direction=Direction.IN,
+        outcome=Outcome.ADMIT,
+        code="ok",
+        ticket_id=ticket_id,
+        passed=True,
+        counted=True,
+        credential=credential,
     )
 
 

@@ -20,10 +20,11 @@ from cloud.deps import Role
 from cloud.sync import service
 from cloud.sync.models import GatePassage, QuarantinedEvent
 from cloud.tickets.models import Ticket
-from models import Direction, Outcome, PassageEvent
+from models import PassageEvent
 from sync import topics
 from tests.cloud.conftest import Api, make_product, next_weekday
 from tests.cloud.paid_orders import sell_paid
+from tests.conftest import counted_passage
 
 pytestmark = pytest.mark.security
 
@@ -44,18 +45,7 @@ def single_entry_ticket(app: FastAPI, api: Api, site_id: int) -> tuple[int, int]
 
 
 def passage(ticket_id: int | str, at: datetime, *, gate: str = "g1", site: str = SITE) -> PassageEvent:
-    return PassageEvent(
-        gate_id=gate,
-        site_id=site,
-        at=at,
-        direction=Direction.IN,
-        outcome=Outcome.ADMIT,
-        code="ok",
-        ticket_id=str(ticket_id),
-        passed=True,
-        counted=True,
-        credential="signed",
-    )
+    return counted_passage(str(ticket_id), at, gate=gate, site=site)
 
 
 def send(app: FastAPI, event: PassageEvent, now: datetime, *, topic_gate: str = "g1") -> service.Stored:

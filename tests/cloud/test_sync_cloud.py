@@ -42,7 +42,7 @@ from cloud.sync.models import FeedChange, GatePassage, QuarantinedEvent
 from cloud.sync.mqtt import CloudSync
 from cloud.tickets.models import Ticket
 from cloud.tickets.service import wire_ticket
-from models import Direction, Outcome, PassageEvent, TicketStatus
+from models import PassageEvent, TicketStatus
 from models import Ticket as WireTicket
 from models.credential import public_key_b64
 from models.keyset import verify_key_set
@@ -63,6 +63,7 @@ from sync import topics
 from sync.mosquitto import find_mosquitto, free_port
 from tests.cloud.conftest import Api, make_product, next_weekday
 from tests.cloud.paid_orders import add_holder, another_customer, pay, sell, sell_paid
+from tests.conftest import counted_passage
 
 T = TypeVar("T")
 SITE = "nanshan"  # the conftest site's code
@@ -218,18 +219,7 @@ def ticket_ids(api: Api, order_id: int) -> list[int]:
 
 
 def passage(ticket_id: int | str, gate: str = "g1", *, minutes_ago: float = 0, site: str = SITE) -> PassageEvent:
-    return PassageEvent(
-        gate_id=gate,
-        site_id=site,
-        at=utcnow() - timedelta(minutes=minutes_ago),
-        direction=Direction.IN,
-        outcome=Outcome.ADMIT,
-        code="ok",
-        ticket_id=str(ticket_id),
-        passed=True,
-        counted=True,
-        credential="signed",
-    )
+    return counted_passage(str(ticket_id), utcnow() - timedelta(minutes=minutes_ago), gate=gate, site=site)
 
 
 def feed_messages(peer: Peer, n: int) -> list[FeedMessage]:

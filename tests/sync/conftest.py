@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -30,6 +30,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from sync.mosquitto import BridgeTo, GateAccount, MosquittoProcess, Role, SiteRegistry, TlsFiles
+
+if TYPE_CHECKING:
+    from tests.sync.test_gate_sync import Broker, SnapshotServer
 
 CLOUD_USER = "cloud"
 TIMEOUT = 5.0
@@ -345,3 +348,24 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[MosquittoFactory]:
     yield start
     for b in brokers:
         b.close()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A plain anonymous Mosquitto (`tests.sync.test_gate_sync.Broker`), for the gate-sync tests."""
+    from tests.sync.test_gate_sync import Broker
+
+    b = Broker(tmp_path / "broker")
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def snapshots() -> Iterator[SnapshotServer]:
+    """The fake cloud's snapshot endpoint (`tests.sync.test_gate_sync.SnapshotServer`)."""
+    from tests.sync.test_gate_sync import SnapshotServer
+
+    s = SnapshotServer()
+    yield s
+    s.close()

@@ -104,14 +104,6 @@ class Broker:
             self.proc.wait(DEADLINE)
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(tmp_path / "broker")
-    b.start()
-    yield b
-    b.stop()
-
-
 def sync_config(broker: Broker, snapshot_base: str, gate: str = "g1", **overrides: Any) -> SyncConfig:
     return SyncConfig(
         site=SITE,
@@ -198,13 +190,6 @@ class SnapshotServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
-
-
-@pytest.fixture
-def snapshots() -> Iterator[SnapshotServer]:
-    s = SnapshotServer()
-    yield s
-    s.close()
 
 
 class Peer:

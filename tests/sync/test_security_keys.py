@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +31,6 @@ from tests.sync.test_gate_sync import (
 )
 
 pytestmark = pytest.mark.security
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(tmp_path / "broker")
-    b.start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-def snapshots() -> Iterator[SnapshotServer]:
-    s = SnapshotServer()
-    yield s
-    s.close()
 
 
 def _service(store: GateStore) -> GateService:

@@ -18,10 +18,10 @@ import pytest
 from edge import store_sync
 from edge.gate import GateService
 from edge.store import GateStore
-from models import Direction, GateConfig, Outcome, PassageEvent, Ticket
+from models import GateConfig, PassageEvent, Ticket
 from models.sync import GateRoster, SnapshotHeader
 from sync import topics
-from tests.conftest import NOW
+from tests.conftest import NOW, counted_passage
 from tests.sync.test_gate_sync import (
     SITE,
     Broker,
@@ -53,14 +53,6 @@ class RosterSnapshot(SnapshotState):
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(tmp_path / "broker")
-    b.start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
 def cloud_of(request: pytest.FixtureRequest) -> Iterator[SnapshotServer]:
     """The fake cloud's snapshot server; its roster is the test's `roster` parameter, else ["a", "b"]."""
     server = SnapshotServer()
@@ -75,18 +67,7 @@ def service(store: GateStore, gate: str) -> GateService:
 
 
 def passage(ticket: Ticket, at: datetime, *, gate: str = "a", site: str = SITE) -> PassageEvent:
-    return PassageEvent(
-        gate_id=gate,
-        site_id=site,
-        at=at,
-        direction=Direction.IN,
-        outcome=Outcome.ADMIT,
-        code="ok",
-        ticket_id=ticket.ticket_id,
-        passed=True,
-        counted=True,
-        credential="plain",
-    )
+    return counted_passage(ticket.ticket_id, at, gate=gate, site=site, credential="plain")
 
 
 FORGED_TIMES = [
