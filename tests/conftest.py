@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cloud.settings import Settings
 from edge.store import GateStore
 from models import CredentialKind, Direction, GateConfig, Holder, Outcome, PassageEvent, ProductKind, Ticket
 from models.credential import issue, public_key_b64
@@ -19,6 +21,19 @@ from models.credential import issue, public_key_b64
 KEYSET_ROOT_B64 = "dGVzdC1rZXlzZXQtcm9vdC1rZXktb2YtMzItYnl0ZXM="
 KEYSET_ROOT = Ed25519PrivateKey.from_private_bytes(base64.b64decode(KEYSET_ROOT_B64))
 KEY_ROOT = public_key_b64(KEYSET_ROOT.public_key())
+
+
+def cloud_settings(database_url: str, **overrides: Any) -> Settings:
+    """The cloud's settings as the tests run it: environment `test`, fresh secrets, the tests' key-set root."""
+    fields: dict[str, Any] = {
+        "environment": "test",
+        "database_url": database_url,
+        "jwt_secret": base64.b64encode(os.urandom(36)).decode(),
+        "signing_key_b64": base64.b64encode(os.urandom(32)).decode(),
+        "keyset_root_key_b64": KEYSET_ROOT_B64,
+    }
+    return Settings(**{**fields, **overrides})
+
 
 SHARED_TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
 

@@ -14,10 +14,9 @@ from fastapi.testclient import TestClient
 
 from cloud.app import API_PREFIX, create_app
 from cloud.deps import Role, public, require
-from cloud.settings import Settings
 from cloud.sync.routes import authenticated_gate
 from tests.cloud.conftest import Api, build_schema
-from tests.conftest import KEYSET_ROOT_B64
+from tests.conftest import cloud_settings
 
 # The access policy, reviewed by hand: a change to who may call what shows up here in review.
 EXPECTED: dict[tuple[str, str], str] = {
@@ -108,13 +107,7 @@ def declared(app: FastAPI) -> dict[tuple[str, str], str]:
 def matrix_app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
     url = f"sqlite:///{Path(tmp_path_factory.mktemp('matrix')) / 'cloud.db'}"
     build_schema(url)
-    settings = Settings(
-        environment="test",
-        database_url=url,
-        jwt_secret="m" * 40,
-        signing_key_b64="A" * 43 + "=",
-        keyset_root_key_b64=KEYSET_ROOT_B64,
-    )
+    settings = cloud_settings(url)
     return create_app(settings, expiry_every_s=0)
 
 

@@ -20,10 +20,9 @@ from cloud.app import create_app
 from cloud.customers.routes import get_wechat_login
 from cloud.customers.wechat import StaticWeChatLogin
 from cloud.deps import Role
-from cloud.settings import Settings
 from cloud.throwaway_pg import ThrowawayPostgres
 from tests.cloud.conftest import Api
-from tests.conftest import KEYSET_ROOT_B64
+from tests.conftest import cloud_settings
 
 EXAMPLES = int(os.environ.get("STARFISH_FUZZ_EXAMPLES", "12"))
 # WeChat Pay is not configured in this test: its endpoints answer 503 on purpose, with a stable code.
@@ -34,13 +33,7 @@ EXPECTED_503 = {"payment_provider_unconfigured"}
 def fuzz_app(postgres: ThrowawayPostgres) -> Iterator[FastAPI]:
     url = postgres.create_database("fuzz", template=postgres.template)  # type: ignore[attr-defined]
     app = create_app(
-        Settings(
-            environment="test",
-            database_url=url,
-            jwt_secret="f" * 40,
-            signing_key_b64="B" * 43 + "=",
-            keyset_root_key_b64=KEYSET_ROOT_B64,
-        ),
+        cloud_settings(url),
         expiry_every_s=0,
     )
     app.dependency_overrides[get_wechat_login] = lambda: StaticWeChatLogin({"good-code": "openid-1"})

@@ -11,11 +11,10 @@ from typer.testing import CliRunner
 from cloud.app import create_app
 from cloud.deps import Role
 from cloud.migrate import upgrade
-from cloud.settings import Settings
 from edge.cli import app as cli
 from sync.mosquitto_passwd import verify_password
 from tests.cloud.conftest import Api
-from tests.conftest import KEYSET_ROOT_B64
+from tests.conftest import cloud_settings
 
 
 def test_broker_config_from_the_registry_lets_each_gate_in_with_its_own_secret(
@@ -23,15 +22,7 @@ def test_broker_config_from_the_registry_lets_each_gate_in_with_its_own_secret(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'cloud.db'}"
     upgrade(url)
-    app = create_app(
-        Settings(
-            environment="test",
-            database_url=url,
-            jwt_secret="r" * 40,
-            signing_key_b64="E" * 43 + "=",
-            keyset_root_key_b64=KEYSET_ROOT_B64,
-        )
-    )
+    app = create_app(cloud_settings(url))
     with TestClient(app) as c:
         api = Api(c, app)
         site = api.as_(Role.ADMIN).post("/api/v1/sites", json={"code": "nanshan", "name": "南山"}).json()

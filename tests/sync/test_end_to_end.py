@@ -25,7 +25,6 @@ from cloud.db import utcnow
 from cloud.deps import Role
 from cloud.local_server import live_server
 from cloud.migrate import upgrade
-from cloud.settings import Settings
 from cloud.sync.models import GatePassage
 from drivers.barrier import FakeBarrier
 from edge.config import parse_config
@@ -33,7 +32,7 @@ from edge.daemon import GateDaemon
 from edge.store import GateStore
 from sync.mosquitto import GateAccount, SiteRegistry
 from tests.cloud.conftest import Api
-from tests.conftest import KEY_ROOT, KEYSET_ROOT_B64
+from tests.conftest import KEY_ROOT, cloud_settings
 from tests.sync.conftest import MosquittoFactory, wait_until
 
 API = "/api/v1"
@@ -78,16 +77,8 @@ class Resort:
 def resort(tmp_path: Path, mosquitto_factory: MosquittoFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Resort]:
     url = f"sqlite:///{tmp_path / 'cloud.db'}"
     upgrade(url)
-    bootstrap = create_app(
-        Settings(
-            environment="test",
-            database_url=url,
-            jwt_secret="e" * 40,
-            signing_key_b64="C" * 43 + "=",
-            keyset_root_key_b64=KEYSET_ROOT_B64,
-        ),
-        expiry_every_s=0,
-    )
+    first = cloud_settings(url)
+    bootstrap = create_app(first, expiry_every_s=0)
     from fastapi.testclient import TestClient
 
     with TestClient(bootstrap) as c:
@@ -115,12 +106,10 @@ def resort(tmp_path: Path, mosquitto_factory: MosquittoFactory, monkeypatch: pyt
         "nanshan", [GateAccount("g1", gate["username"], gate["secret"])], "cloud", "cloud-pw-123456"
     )
     broker = mosquitto_factory(registry)
-    settings = Settings(
-        environment="test",
-        database_url=url,
-        jwt_secret="e" * 40,
-        signing_key_b64="C" * 43 + "=",
-        keyset_root_key_b64=KEYSET_ROOT_B64,
+    settings = cloud_settings(
+        url,
+        jwt_secret=first.jwt_secret,  # the same cloud as the bootstrap one: its tokens and tickets hold
+        signing_key_b64=first.signing_key_b64,
         mqtt_host="127.0.0.1",
         mqtt_port=broker.port,
         mqtt_username="cloud",
