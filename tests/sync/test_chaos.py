@@ -80,6 +80,8 @@ def world(tmp_path: Path, mosquitto_factory: MosquittoFactory) -> Iterator[dict[
         "scanner": {"port": os.ttyname(slave)},
         "input_debounce_s": 0,
         "max_scan_age_s": 60,
+        # The burst is the scanner at machine speed: every read waits for its decision, none is shed.
+        "intake": {"queue_per_input": 1000, "rate_per_s": 10_000, "burst": 1000},
     }
     with live_server(app) as base:
         config["sync"] = {
@@ -135,8 +137,11 @@ def test_kill_9_mid_burst_then_restart_loses_nothing_and_doubles_nothing(world: 
     decided_before = rows(db, "SELECT count(*) FROM passages")[0][0]
     assert decided_before > 0
 
+    restarts = world["log"].read_text().count("running")
     gate = start_gate(world)
     try:
+        # Its signal handlers are in place once it runs: a SIGTERM before that would just kill it.
+        wait_until(lambda: world["log"].read_text().count("running") > restarts, "gate running again", 30)
         wait_until(lambda: rows(db, "SELECT count(*) FROM outbox") == [(0,)], "outbox drained after restart", 30)
         gate.send_signal(signal.SIGTERM)
         assert gate.wait(20) == 0
