@@ -19,11 +19,13 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.credential import load_public_key
+from sync.addresses import is_loopback
 
 DEV_JWT_SECRET = "development-only-jwt-secret-do-not-use"
 # A fixed development signing key, so tickets survive a restart of the dev server. Refused in production.
 DEV_SIGNING_KEY_B64 = "c3RhcmZpc2gtZGV2LXNpZ25pbmcta2V5LTMyYnl0ZXM="
 DEV_KEYSET_ROOT_KEY_B64 = "c3RhcmZpc2gtZGV2LWtleXNldC1yb290LWtleS0zMmI="
+_DEV_KEYS = (DEV_SIGNING_KEY_B64, DEV_KEYSET_ROOT_KEY_B64)
 
 
 DEFAULT_DATABASE_URL = "sqlite:///./starfish-cloud.db"
@@ -106,16 +108,24 @@ class Settings(BaseSettings):
         problems = []
         if self.jwt_secret.get_secret_value() in ("", DEV_JWT_SECRET) or len(self.jwt_secret.get_secret_value()) < 32:
             problems.append("STARFISH_JWT_SECRET must be set to a random value of 32+ characters")
-        if self.signing_key_file is None and self.signing_key_b64.get_secret_value() == DEV_SIGNING_KEY_B64:
+        # Either development key in either place is a published key (one left set, or the two swapped).
+        if self.signing_key_file is None and self.signing_key_b64.get_secret_value() in _DEV_KEYS:
             problems.append("STARFISH_SIGNING_KEY_FILE or STARFISH_SIGNING_KEY_B64 must be set")
-        if self.keyset_root_key_file is None and self.keyset_root_key_b64.get_secret_value() == DEV_KEYSET_ROOT_KEY_B64:
+        if self.keyset_root_key_file is None and self.keyset_root_key_b64.get_secret_value() in _DEV_KEYS:
             problems.append(
                 "STARFISH_KEYSET_ROOT_KEY_FILE or STARFISH_KEYSET_ROOT_KEY_B64 must be set "
                 "(the gates pin its public key as sync.key_root)"
             )
+        same_file = self.signing_key_file is not None and self.signing_key_file == self.keyset_root_key_file
+        same_b64 = self.signing_key_file is None and self.keyset_root_key_file is None
+        if same_file or (same_b64 and self.signing_key_b64 == self.keyset_root_key_b64):
+            problems.append("the key-set root must be another key than the ticket signing key")
         mqtt_login = self.mqtt_username and self.mqtt_password.get_secret_value()
         if self.environment == "production" and self.mqtt_host and not mqtt_login:
             problems.append("STARFISH_MQTT_USERNAME and STARFISH_MQTT_PASSWORD must be set when MQTT is")
+        remote_broker = self.mqtt_host is not None and not is_loopback(self.mqtt_host)
+        if self.environment == "production" and remote_broker and self.mqtt_tls_ca_file is None:
+            problems.append("STARFISH_MQTT_TLS_CA_FILE must be set for a broker on another machine")
         if problems:
             hint = " (or set STARFISH_ENVIRONMENT=development for a local trial with published keys)"
             raise ValueError(f"refusing to start in {self.environment}: " + "; ".join(problems) + hint)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models import GateConfig
 from models.credential import load_public_key
@@ -111,6 +111,17 @@ class EdgeConfig(_Section):
             except ValueError as exc:
                 raise ValueError(f"key {key_id}: {exc}") from exc
         return v
+
+    @model_validator(mode="after")
+    def _one_identity(self) -> EdgeConfig:
+        """The gate is who it syncs as: tokens name the site (`gate.site_id`), events the site and the gate,
+        and the cloud and the other gates believe an event only from that gate's own topic."""
+        if self.sync is not None and (self.gate.site_id, self.gate.gate_id) != (self.sync.site, self.sync.gate):
+            raise ValueError(
+                f"gate.site_id/gate_id ({self.gate.site_id}/{self.gate.gate_id}) must equal "
+                f"sync.site/gate ({self.sync.site}/{self.sync.gate})"
+            )
+        return self
 
 
 class ConfigError(Exception):

@@ -24,7 +24,6 @@ import asyncio
 import collections
 import contextlib
 import enum
-import ipaddress
 import logging
 import os
 import tempfile
@@ -65,6 +64,7 @@ from models.sync import (
     parse_events,
 )
 from sync import topics
+from sync.addresses import is_loopback
 from sync.snapshot_client import fetch_snapshot, snapshot_url
 
 if TYPE_CHECKING:
@@ -159,16 +159,6 @@ class SyncConfig(BaseModel):
         if self.password_file is not None:
             return self.password_file.read_text(encoding="utf-8").strip()
         return os.environ.get(self.password_env)
-
-
-def is_loopback(host: str) -> bool:
-    """Is `host` this machine (127.0.0.0/8, ::1 or localhost)? Names other than localhost are not resolved."""
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def stale_feed(last_fresh: datetime | None, now: datetime, max_age_s: float) -> bool:
@@ -660,10 +650,9 @@ class GateSync:
                 abort=self._abort,
             )
             keys = header.keys
-            try:
-                if keys:
-                    self._verify_keys(keys, header.keys_signature)
-                    store_sync.check_keys(keys)
+            try:  # the cloud always sends its key set: a snapshot without one is no cloud's
+                self._verify_keys(keys, header.keys_signature)
+                store_sync.check_keys(keys)
             except store_sync.KeySetError as exc:
                 # Whoever signs no key set with our root is not our cloud: none of its snapshot is taken.
                 raise store_sync.SnapshotError(f"snapshot refused: {exc}") from exc

@@ -21,6 +21,7 @@ from models.credential import site_tag
 from sync.mosquitto_passwd import hash_password
 
 _hasher = PasswordHasher()
+_SITE_CREATION_LOCK = 0x5F5_17E5  # PostgreSQL advisory lock key: one site creation at a time
 _GATE_USERNAME = re.compile(r"gate-([1-9][0-9]{0,9})")  # ASCII digits only: str.isdigit() takes "²" and "٣"
 
 
@@ -33,9 +34,10 @@ def create_site(session: Session, actor: Principal, code: str, name: str, timezo
     if session.scalar(select(Site.id).where(Site.code == code)) is not None:
         raise taken
     # A token names its site by a 32-bit tag of the code: two sites must never share one. Sites are
-    # created one at a time (SQLite's writer lock; a table lock on PostgreSQL), so the look holds.
+    # created one at a time (SQLite's writer lock; a transaction-scoped advisory lock on PostgreSQL,
+    # which unlike a table lock holds up nothing else), so the look below holds.
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("LOCK TABLE sites IN SHARE ROW EXCLUSIVE MODE"))
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SITE_CREATION_LOCK})
     tag = site_tag(code)
     for other in session.scalars(select(Site.code)):
         if other != code and site_tag(other) == tag:  # the same code is `add_unique`'s site_exists
@@ -117,6 +119,8 @@ def verify_gate(session: Session, username: str, secret: str) -> Gate | None:
     if match is None or int(match[1]) > MAX_ID:
         return None
     gate = session.get(Gate, int(match[1]))
+    # The read ends before the slow hash check: on SQLite even a read holds the one write lock.
+    session.commit()
     if gate is None:
         return None
     try:

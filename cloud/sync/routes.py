@@ -26,8 +26,8 @@ def authenticated_gate(
     session: SessionDep, credentials: Annotated[HTTPBasicCredentials | None, Depends(_basic)]
 ) -> Gate:
     """The gate whose HTTP Basic credentials came with the request (routes only gates may call)."""
+    # verify_gate ends its read in this thread (see TransactionScopedRoute); the gate stays loaded.
     gate = verify_gate(session, credentials.username, credentials.password) if credentials is not None else None
-    session.commit()  # ends the read in this thread (see TransactionScopedRoute); the gate stays loaded
     if gate is None:
         raise _refused()
     return gate

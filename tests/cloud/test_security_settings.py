@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from cloud.settings import DEV_JWT_SECRET, Settings
+from cloud.settings import DEV_JWT_SECRET, DEV_KEYSET_ROOT_KEY_B64, DEV_SIGNING_KEY_B64, Settings
 from edge.cli import app
 
 pytestmark = pytest.mark.security
@@ -53,3 +55,36 @@ def test_development_is_chosen_explicitly_and_its_published_secrets_work_only_th
     monkeypatch.setenv("STARFISH_ENVIRONMENT", "test")
     with pytest.raises(ValidationError, match="STARFISH_JWT_SECRET"):
         Settings()
+
+
+_KEY_A = base64.b64encode(bytes(range(32))).decode()
+_KEY_B = base64.b64encode(bytes(range(1, 33))).decode()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "complaint"),
+    [
+        pytest.param({"signing_key_b64": DEV_KEYSET_ROOT_KEY_B64}, "STARFISH_SIGNING_KEY", id="dev-root-signs-tickets"),
+        pytest.param(
+            {"keyset_root_key_b64": DEV_SIGNING_KEY_B64}, "STARFISH_KEYSET_ROOT_KEY", id="dev-ticket-key-as-root"
+        ),
+        pytest.param(
+            {"keyset_root_key_b64": _KEY_A}, "another key than the ticket signing key", id="root-is-ticket-key"
+        ),
+        pytest.param({"mqtt_host": "10.1.2.3"}, "STARFISH_MQTT_TLS_CA_FILE", id="cloud-broker-login-in-clear"),
+    ],
+)
+def test_production_refuses_published_keys_one_key_for_two_jobs_and_a_clear_broker_link(
+    overrides: dict[str, Any], complaint: str
+) -> None:
+    fields: dict[str, Any] = {
+        "environment": "production",
+        "jwt_secret": "j" * 40,
+        "signing_key_b64": _KEY_A,
+        "keyset_root_key_b64": _KEY_B,
+        "mqtt_username": "cloud",
+        "mqtt_password": "p" * 20,
+    }
+    with pytest.raises(ValidationError, match=complaint):
+        Settings(**{**fields, **overrides})
+    assert Settings(**{**fields, "mqtt_host": "127.0.0.1"}).environment == "production"

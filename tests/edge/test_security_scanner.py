@@ -14,6 +14,7 @@ import os
 import queue
 import random
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -61,12 +62,16 @@ class Pty:
         os.set_blocking(self.master, False)  # a writer can always notice it should stop
 
     def write(self, data: bytes, stop: threading.Event | None = None) -> None:
+        """Write all of `data` (the driver reads the slave side at its own pace), within a bound."""
         view = memoryview(data)
+        deadline = time.monotonic() + BOUND_S
         while view and not (stop and stop.is_set()):
             try:
                 view = view[os.write(self.master, view) :]
             except BlockingIOError:
-                threading.Event().wait(0.001)  # the driver reads the slave side at its own pace
+                if time.monotonic() > deadline:
+                    raise AssertionError("nothing read from the pty for a long while: the driver stopped") from None
+                threading.Event().wait(0.001)
 
     def close(self) -> None:
         os.close(self.master)
@@ -259,7 +264,9 @@ def test_a_flood_of_overlong_lines_is_one_warning_and_the_next_code_still_reads(
         scanner.open()
         pty.write(b"N" * 100 + b"\r\n")
         assert scanner.read_line(0.05) is None  # the first one is warned about at once
-        writer = threading.Thread(target=pty.write, args=((b"N" * 100 + b"\r\n") * 499 + b"VOUCHER-1001\r\n",))
+        writer = threading.Thread(
+            target=pty.write, args=((b"N" * 100 + b"\r\n") * 499 + b"VOUCHER-1001\r\n",), daemon=True
+        )
         writer.start()  # more than the tty buffer holds: written while the driver reads
         assert scanner.read_line(BOUND_S) == b"VOUCHER-1001"
         writer.join(BOUND_S)

@@ -125,7 +125,7 @@ class SnapshotState:
     seq: int = 0
     tickets: list[Ticket] = field(default_factory=list)
     statuses: dict[str, TicketStatus] = field(default_factory=dict)
-    keys: dict[int, str] = field(default_factory=dict)
+    keys: dict[int, str] = field(default_factory=lambda: {1: key_b64()})  # the cloud always sends its keys
     key_root: Ed25519PrivateKey = KEYSET_ROOT  # who signs `keys`
     corrupt: bool = False
     epoch: str = ""

@@ -68,6 +68,24 @@ def test_a_stand_in_snapshot_server_cannot_make_the_gate_trust_its_key(
     assert "not signed by this gate's key-set root" in caplog.text
 
 
+def test_a_snapshot_without_a_key_set_is_refused_whole(
+    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+) -> None:
+    free_ski = make_ticket(ticket_id="6666", code="FREE-SKI-6666")
+    snapshots.state = SnapshotState(seq=999_999, tickets=[free_ski], keys={})
+    store = GateStore(tmp_path / "gate.db")
+    service = _service(store)
+
+    async def scenario() -> None:
+        async with running(gate_sync(store, broker, snapshots, service=service), settled=False) as sync:
+            await eventually(lambda: len(snapshots.served) >= 2, "the gate asked again after refusing")
+            assert sync.feed_seq == 0
+            assert store.ticket("6666") is None
+            assert service.evaluate("FREE-SKI-6666", NOW).decision.code == "unknown_ticket"
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize(
     "signature",
     [
@@ -141,3 +159,26 @@ def test_plain_http_to_this_machine_is_allowed(url: str) -> None:
 def test_the_roots_signature_covers_the_set_not_its_spelling() -> None:
     keys = {2: public_key_b64(Ed25519PrivateKey.generate().public_key()), 1: KEY_ROOT}
     assert sign_key_set(KEYSET_ROOT, keys) == sign_key_set(KEYSET_ROOT, dict(sorted(keys.items())))
+
+
+@pytest.mark.parametrize(
+    ("gate", "complaint"),
+    [
+        pytest.param({"gate_id": "g1", "site_id": "Nanshan"}, "must equal", id="site-spelt-otherwise"),
+        pytest.param({"gate_id": "north-1", "site_id": SITE}, "must equal", id="gate-named-otherwise"),
+    ],
+)
+def test_a_gate_whose_own_ids_differ_from_its_sync_login_is_refused_at_start(
+    gate: dict[str, str], complaint: str
+) -> None:
+    """Its tokens would all be another site's, its events another gate's: refused, not run half-blind."""
+    from edge.config import ConfigError, parse_config
+
+    config = {
+        "gate": gate,
+        "barrier": {"type": "modbus_tcp", "host": "127.0.0.1"},
+        "sync": _config().model_dump(mode="json"),
+    }
+    with pytest.raises(ConfigError, match=complaint):
+        parse_config(config)
+    parse_config({**config, "gate": {"gate_id": "g1", "site_id": SITE}})
