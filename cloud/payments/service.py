@@ -9,7 +9,9 @@ Money that arrives on time for an order whose tickets cannot be issued (a visit 
 carry, a product changed after the order, ...) is not taken silently either: the order is cancelled (its
 stock goes back on sale), the payment is recorded as `late` (to refund) and the audit log says why
 (`payment.unfulfilled`). At the ticket window the payment is refused instead (409 `order_unfulfillable`):
-the cashier hands the money back.
+the cashier hands the money back. Only a refusal made on purpose counts as "cannot be issued" (see
+`_fulfil`); an unexpected error while issuing is a fault: 503 `fulfilment_failed`, nothing recorded, and
+WeChat Pay retries until it is fixed.
 """
 
 from __future__ import annotations
@@ -226,7 +228,13 @@ def settle(
 
 
 def _fulfil(session: Session, settings: Settings, order: Order, *, actor: str, now: datetime) -> DomainError | None:
-    """Issue the paid order in a savepoint; None when done, or why it cannot be (nothing of it is kept)."""
+    """Issue the paid order in a savepoint; None when done, or why it cannot be (nothing of it is kept).
+
+    Only a refusal made on purpose makes an order unfulfillable: a DomainError below 500 (e.g. the
+    tickets' `NotIssuable`, code `issue_failed`) or a value the database cannot store. Any other
+    exception is a fault: it is logged and raised as 503 `fulfilment_failed`, the caller's transaction
+    is rolled back (no payment recorded, the order still pending) and WeChat Pay retries.
+    """
     try:
         with session.begin_nested():
             fulfilment.on_paid(session, settings, order, actor=actor, now=now)
@@ -239,9 +247,13 @@ def _fulfil(session: Session, settings: Settings, order: Order, *, actor: str, n
             return DomainError("issue_failed", "The tickets could not be stored", "门票无法保存")
         # A lock timeout, a lost connection, a concurrent writer: the provider or cashier tries again.
         raise DomainError("fulfilment_busy", "Issuing is busy; try again", "出票繁忙，请重试", status_code=503) from exc
-    except Exception:
-        log.exception("order %s was paid but its tickets cannot be issued", order.number)
-        return DomainError("issue_failed", "The tickets could not be issued", "无法出票")
+    except Exception as exc:
+        # A fault (a bug in a deploy, ...), not a refusal: nothing is recorded and the provider or
+        # cashier tries again once it is fixed, instead of every payment turning into a refund.
+        log.exception("order %s was paid but issuing its tickets failed", order.number)
+        raise DomainError(
+            "fulfilment_failed", "Issuing failed; try again later", "出票失败，请稍后重试", status_code=503
+        ) from exc
     return None
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 import models
 from cloud.audit.service import record
 from cloud.deps import Principal, Role
-from cloud.errors import not_found
+from cloud.errors import Conflict, not_found
 from cloud.orders.models import Order
 from cloud.orders.service import get_order
 from cloud.products.models import Product
@@ -92,18 +92,36 @@ def issue_for_order(session: Session, settings: Settings, order: Order, *, now: 
     return sorted(existing + fresh, key=lambda t: t.id)
 
 
+class NotIssuable(Conflict):
+    """A ticket whose credential cannot be made: the issuer refuses its fields (a validity the token
+    cannot carry, a time-window ticket without its window, ...). Issuing again will not help, so the
+    order cannot be fulfilled; payments treat this, not any error, as `issue_failed`."""
+
+    def __init__(self, ticket: Ticket, why: str) -> None:
+        super().__init__(
+            "issue_failed",
+            f"A ticket for {ticket.visit_date} cannot be issued: its credential cannot carry it ({why})",
+            f"{ticket.visit_date} 的门票无法出票：凭证无法承载其内容（{why}）",
+            product_id=ticket.product_id,
+        )
+
+
 def _sign(settings: Settings, ticket: Ticket, site_code: str) -> str:
-    return issue(
-        settings.signing_key,
-        key_id=settings.signing_key_id,
-        kind=ProductKind(ticket.kind),
-        ticket_no=ticket.id,
-        valid_from=ticket.valid_from,
-        valid_until=ticket.valid_until,
-        entries=ticket.entries,
-        window_minutes=ticket.window_minutes,
-        site=site_code,
-    )
+    kind = ProductKind(ticket.kind)
+    try:
+        return issue(
+            settings.signing_key,
+            key_id=settings.signing_key_id,
+            kind=kind,
+            ticket_no=ticket.id,
+            valid_from=ticket.valid_from,
+            valid_until=ticket.valid_until,
+            entries=ticket.entries,
+            window_minutes=ticket.window_minutes,
+            site=site_code,
+        )
+    except ValueError as exc:  # the issuer's refusal of these fields; anything else is a fault, not a refusal
+        raise NotIssuable(ticket, str(exc)) from exc
 
 
 def tickets_of_order(session: Session, order_id: int, actor: Principal) -> list[Ticket]:
