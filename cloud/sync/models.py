@@ -46,12 +46,18 @@ class FeedChange(Base):
 
 
 class GatePassage(Base):
-    """A passage event as the gate made it, stored once by its gate-made `event_id`."""
+    """A passage event as the gate made it, stored once per (sending gate, gate-made `event_id`).
+
+    The sending gate is the topic the broker authenticated, so another gate's login cannot make this
+    gate's event a duplicate. An event id stored under one gate is not stored again under another (a
+    copy: see `cloud.sync.service`); the constraint leads with `event_id`, which is how events are looked up.
+    """
 
     __tablename__ = "gate_passages"
+    __table_args__ = (UniqueConstraint("event_id", "gate_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    event_id: Mapped[uuid.UUID] = mapped_column(Uuid, unique=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
     gate_id: Mapped[int] = mapped_column(ForeignKey("gates.id"), index=True)
     at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)  # the original scan time at the gate
@@ -89,6 +95,7 @@ class QuarantinedEvent(Base):
 
     `site_code`/`gate_code` are the topic's (what the broker authenticated), `site_id` the topic's site
     when it is registered. One row per event id and sending gate: the same event again is a no-op.
+    Reason `id_reused`: an event id another gate's passage keeps (one gate copied the other's event).
     """
 
     __tablename__ = "quarantined_events"

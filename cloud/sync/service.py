@@ -1,4 +1,4 @@
-"""What gates send up: passage events stored once by their gate-made id, and each gate's last status.
+"""What gates send up: passage events stored once per sending gate and gate-made id, and each gate's last status.
 
 Messages are parsed here, without a database, so a malformed one is dropped (and logged) before any
 transaction; `store` then takes a batch in one transaction and commits it. The MQTT layer acknowledges
@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import ValidationError
 from sqlalchemy import insert, select
@@ -28,7 +28,7 @@ from cloud.sync.feed import head_seq
 from cloud.sync.models import GatePassage, GateStatusRecord, QuarantinedEvent
 from cloud.sync.schemas import GateSyncOut, QuarantinedEventOut, SiteSyncOut
 from cloud.tickets.models import Ticket, TicketState
-from models import PassageEvent
+from models import CredentialKind, Direction, Outcome, PassageEvent
 from models.sync import EVENT_CLOCK_SKEW, GateStatus, implausible_time, parse_events
 from sync import topics
 from sync.topics import parse_gate_topic
@@ -133,6 +133,10 @@ def store(session: Session, batch: Sequence[Inbound], *, now: datetime | None = 
 
     Each event is judged first (`_refusal`); one that cannot be true is quarantined: kept as
     evidence, applied to nothing, and acknowledged like a stored one so the gate stops sending it.
+    An event is identified by the gate that sent it (its topic, which the broker authenticated) and
+    its event id: the same again from that gate is a no-op acknowledged again, and one gate's events
+    cannot make another's duplicates. An id sent by two gates is one gate copying the other's event;
+    `_settle_reused_ids` says which passage stays and quarantines the others as `id_reused`.
     """
     now = now or utcnow()
     out = Stored()
@@ -163,6 +167,33 @@ def _gates(session: Session, codes: set[tuple[str, str]]) -> dict[tuple[str, str
     return {(s, g): (site_id, gate_id) for s, g, site_id, gate_id in rows if (s, g) in codes}
 
 
+@dataclass(slots=True)
+class _Arriving:
+    """A valid event of this batch, with its topic's (site id, gate id) and the ticket it would count."""
+
+    m: EventIn
+    where: tuple[int, int]
+    ticket: Ticket | None
+    lost: bool = False  # its id is kept under another gate: quarantined as `id_reused`
+
+    @property
+    def counts(self) -> bool:
+        return _counts(self.m.event)
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """A passage stored before this batch, with the codes of the site and gate that sent it."""
+
+    row: GatePassage
+    site: str
+    gate: str
+
+    @property
+    def counts(self) -> bool:
+        return _counts_entry(self.row.passed, self.row.counted, self.row.ticket_id)
+
+
 def _store_events(
     session: Session,
     events: list[EventIn],
@@ -170,10 +201,24 @@ def _store_events(
     out: Stored,
     now: datetime,
 ) -> None:
+    """Store, quarantine or recognise each event; see `store`.
+
+    An event is (the gate that sent it, its event id): the same again from that gate is a duplicate,
+    acknowledged again; from another gate it is not, and goes to `_settle_reused_ids`.
+    """
     if not events:
         return
     ids = {m.event.event_id for m in events}
-    seen = set(session.scalars(select(GatePassage.event_id).where(GatePassage.event_id.in_(ids))))
+    kept: dict[uuid.UUID, list[_Kept]] = defaultdict(list)
+    for row, site_code, gate_code in session.execute(
+        select(GatePassage, Site.code, Gate.code)
+        .join(Gate, Gate.id == GatePassage.gate_id)
+        .join(Site, Site.id == GatePassage.site_id)
+        .where(GatePassage.event_id.in_(ids))
+        .order_by(GatePassage.id)
+    ):
+        kept[row.event_id].append(_Kept(row, site_code, gate_code))
+    seen = {(k.row.gate_id, event_id) for event_id, rows in kept.items() for k in rows}
     held = {
         (event_id, site, gate)
         for event_id, site, gate in session.execute(
@@ -185,7 +230,8 @@ def _store_events(
     fresh: list[EventIn] = []
     for m in events:
         out.acks[(m.site, m.gate)].append(m.event.event_id)
-        if m.event.event_id in seen or (m.event.event_id, m.site, m.gate) in held:
+        where = gates.get((m.site, m.gate))
+        if (where is not None and (where[1], m.event.event_id) in seen) or (m.event.event_id, m.site, m.gate) in held:
             out.duplicates += 1
         else:
             fresh.append(m)
@@ -196,7 +242,7 @@ def _store_events(
     tickets = _tickets_to_count(
         session, [(gates[(m.site, m.gate)][0], m.event) for m in fresh if (m.site, m.gate) in gates]
     )
-    rows = []
+    arriving: list[_Arriving] = []
     for m in fresh:
         e = m.event
         where = gates.get((m.site, m.gate))
@@ -204,24 +250,27 @@ def _store_events(
         ticket = tickets.get((where[0], e.ticket_id or "")) if where is not None and _counts(e) else None
         reason = _refusal(m, where, ticket, now)
         if reason is not None:
-            if (e.event_id, m.site, m.gate) in held:
-                out.duplicates += 1  # the same event twice in this batch
-            else:
-                held.add((e.event_id, m.site, m.gate))
-                _quarantine(session, m, where, reason, now)
-                out.quarantined += 1
+            _hold(session, m, where, reason, now, held, out)
             continue
         assert where is not None
-        if e.event_id in seen:
-            out.duplicates += 1
+        if (where[1], e.event_id) in seen:
+            out.duplicates += 1  # the same event twice in this batch
             continue
-        seen.add(e.event_id)
-        site_id, gate_id = where
-        conflict = _count_entry(ticket, e.at) if ticket is not None else None
+        seen.add((where[1], e.event_id))
+        arriving.append(_Arriving(m, where, ticket))
+    _settle_reused_ids(session, arriving, kept, held, out, now)
+    rows = []
+    for a in arriving:
+        e = a.m.event
+        if a.lost:
+            _hold(session, a.m, a.where, "id_reused", now, held, out)
+            continue
+        site_id, gate_id = a.where
+        conflict = _count_entry(a.ticket, e.at) if a.ticket is not None else None
         if conflict is not None:
             out.conflicts += 1
             log.warning(
-                "conflict %s: event %s of ticket %s at %s/%s", conflict, e.event_id, e.ticket_id, m.site, m.gate
+                "conflict %s: event %s of ticket %s at %s/%s", conflict, e.event_id, e.ticket_id, a.m.site, a.m.gate
             )
         rows.append(
             {
@@ -243,6 +292,87 @@ def _store_events(
     if rows:
         session.execute(insert(_PASSAGES), rows)  # Core: one executemany, no ORM bookkeeping per event
     out.new += len(rows)
+
+
+def _settle_reused_ids(
+    session: Session,
+    arriving: list[_Arriving],
+    kept: dict[uuid.UUID, list[_Kept]],
+    held: set[tuple[uuid.UUID, str, str]],
+    out: Stored,
+    now: datetime,
+) -> None:
+    """One event id, one passage: of the gates that sent an id, decide whose passage it stays.
+
+    Gates make their event ids at random, so one id from two gates means one gate copied the other's
+    event (every gate reads its peers' events on the site broker), and the events alone do not say
+    which. So the passage kept is the one that does no harm if it is the copy: one that counts an entry
+    wins over one that counts nothing (a gate's login can count any of its site's tickets under ids of
+    its own anyway, so a counting copy gains the copier nothing; a copy that counts nothing could only
+    hide a real entry); between equals the one stored first (in a batch, the earliest scan) stays. The
+    others are quarantined as `id_reused`, as evidence of a copying gate: an arriving one instead of
+    being stored, and a passage stored earlier that counts nothing is moved to the quarantine when a
+    counting one of its id arrives (it never counted on a ticket, so nothing else changes). Each gate
+    is acknowledged its own events all the same, so the honest one stops resending.
+    """
+    claims: dict[uuid.UUID, list[_Arriving]] = defaultdict(list)
+    for a in arriving:
+        claims[a.m.event.event_id].append(a)
+    for event_id, new in claims.items():
+        old = kept.get(event_id, [])
+        if not old and len(new) == 1:
+            continue
+        everyone: list[_Kept | _Arriving] = [*old, *new]
+        keeper = next((c for c in everyone if c.counts), everyone[0])
+        senders = ", ".join(
+            f"{c.site}/{c.gate}" if isinstance(c, _Kept) else f"{c.m.site}/{c.m.gate}" for c in everyone
+        )
+        log.warning("event id %s reused by more than one gate (%s): one of them copies the other", event_id, senders)
+        for c in everyone:
+            if c is keeper:
+                continue
+            if isinstance(c, _Arriving):
+                c.lost = True
+                continue
+            session.delete(c.row)
+            copy = EventIn(c.site, c.gate, _event_of(c.row, c.site, c.gate))
+            _hold(session, copy, (c.row.site_id, c.row.gate_id), "id_reused", now, held, out)
+
+
+def _event_of(row: GatePassage, site: str, gate: str) -> PassageEvent:
+    """The event a stored passage was made from (its site and gate as their codes)."""
+    return PassageEvent(
+        event_id=row.event_id,
+        gate_id=gate,
+        site_id=site,
+        at=row.at,
+        direction=Direction(row.direction),
+        outcome=Outcome(row.outcome),
+        code=row.code,
+        ticket_id=row.ticket_id,
+        passed=row.passed,
+        counted=row.counted,
+        credential=cast(CredentialKind, row.credential),
+    )
+
+
+def _hold(
+    session: Session,
+    m: EventIn,
+    where: tuple[int, int] | None,
+    reason: str,
+    now: datetime,
+    held: set[tuple[uuid.UUID, str, str]],
+    out: Stored,
+) -> None:
+    """Quarantine the event, once per (event id, sending gate)."""
+    key = (m.event.event_id, m.site, m.gate)
+    if key in held:
+        out.duplicates += 1  # the same event twice in this batch
+        return
+    held.add(key)
+    _quarantine(session, m, where, reason, now)
+    out.quarantined += 1
 
 
 def _refusal(m: EventIn, where: tuple[int, int] | None, ticket: Ticket | None, now: datetime) -> str | None:
@@ -301,7 +431,11 @@ def _quarantine(session: Session, m: EventIn, where: tuple[int, int] | None, rea
 
 def _counts(e: PassageEvent) -> bool:
     """Would this passage count an entry on one of the cloud's tickets?"""
-    return e.passed and e.counted and e.ticket_id is not None and _is_ticket_no(e.ticket_id)
+    return _counts_entry(e.passed, e.counted, e.ticket_id)
+
+
+def _counts_entry(passed: bool, counted: bool, ticket_id: str | None) -> bool:
+    return passed and counted and ticket_id is not None and _is_ticket_no(ticket_id)
 
 
 def _tickets_to_count(session: Session, events: list[tuple[int, PassageEvent]]) -> dict[tuple[int, str], Ticket]:

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from cloud.db import utcnow
 from cloud.deps import Role
+from cloud.sites.models import Gate
 from cloud.sync import service
 from cloud.sync.models import GatePassage, QuarantinedEvent
 from cloud.tickets.models import Ticket
@@ -230,3 +231,111 @@ def test_a_forged_copy_of_a_genuine_event_does_not_keep_the_genuine_one_out(
 def test_the_quarantine_of_a_site_that_does_not_exist_is_not_found(app: FastAPI, api: Api) -> None:
     r = api.as_(Role.ADMIN).get("/api/v1/sync/sites/999/quarantine")
     assert (r.status_code, r.json()["error"]["code"]) == (404, "site_not_found")
+
+
+# --- an event id copied by another gate (a stolen gate reads its peers' events) ----------------------
+
+
+def stolen_copy(genuine: PassageEvent, *, gate: str = "g3") -> PassageEvent:
+    """What a stolen gate republishes on its own topic to hide `genuine`: the same id, under its own
+    name, passed by nobody, and dated a second earlier so that it sorts first."""
+    return genuine.model_copy(
+        update={"gate_id": gate, "passed": False, "counted": False, "at": genuine.at - timedelta(seconds=1)}
+    )
+
+
+def send_batch(app: FastAPI, sent: list[tuple[str, PassageEvent]], now: datetime) -> service.Stored:
+    """What the MQTT consumer does with one batch of messages, each (topic's gate, event)."""
+    parsed = [m for gate, e in sent for m in service.parse(topics.events(SITE, gate), e.model_dump_json().encode())]
+    with app.state.sessionmaker() as session:
+        return service.store(session, parsed, now=now)
+
+
+def passages_by_gate(app: FastAPI) -> dict[tuple[str, uuid.UUID], bool]:
+    """(sending gate code, event id) -> does the stored passage count an entry."""
+    with app.state.sessionmaker() as session:
+        rows = session.execute(
+            select(Gate.code, GatePassage.event_id, GatePassage.counted).join(Gate, Gate.id == GatePassage.gate_id)
+        )
+        return {(code, event_id): counted for code, event_id, counted in rows}
+
+
+def quarantined_by_gate(app: FastAPI) -> dict[tuple[str, uuid.UUID], str]:
+    with app.state.sessionmaker() as session:
+        return {(q.gate_code, q.event_id): q.reason for q in session.scalars(select(QuarantinedEvent))}
+
+
+def refund(api: Api, order_id: int, ticket: int) -> tuple[int, str]:
+    r = api.as_(Role.CASHIER).post(f"/api/v1/orders/{order_id}/refunds", json={"ticket_ids": [ticket]})
+    return r.status_code, r.json()["error"]["code"] if r.status_code >= 400 else ""
+
+
+@pytest.mark.parametrize("copy_first", [True, False], ids=["copy-arrives-first", "genuine-arrives-first"])
+def test_a_stolen_gates_copy_of_a_counted_passage_in_the_same_batch_does_not_hide_it_and_is_quarantined(
+    app: FastAPI, api: Api, site: dict[str, Any], copy_first: bool
+) -> None:
+    for code in ("g1", "g2", "g3"):
+        add_gate(api, site["id"], code)
+    order_id, ticket = single_entry_ticket(app, api, site["id"])
+    now = utcnow()
+    genuine = passage(ticket, now, gate="g2")
+    copy = stolen_copy(genuine)
+    sent = [("g3", copy), ("g2", genuine)] if copy_first else [("g2", genuine), ("g3", copy)]
+
+    out = send_batch(app, sent, now)
+
+    assert (out.new, out.quarantined, out.duplicates) == (1, 1, 0)
+    assert dict(out.acks) == {(SITE, "g2"): [genuine.event_id], (SITE, "g3"): [genuine.event_id]}
+    assert passages_by_gate(app) == {("g2", genuine.event_id): True}
+    assert quarantined_by_gate(app) == {("g3", genuine.event_id): "id_reused"}
+    assert entries_used(app, ticket) == 1
+    assert refund(api, order_id, ticket) == (409, "ticket_used")
+
+
+def test_a_stolen_gates_copy_stored_before_the_genuine_passage_arrives_is_moved_to_the_quarantine(
+    app: FastAPI, api: Api, site: dict[str, Any]
+) -> None:
+    for code in ("g1", "g2", "g3"):
+        add_gate(api, site["id"], code)
+    order_id, ticket = single_entry_ticket(app, api, site["id"])
+    now = utcnow()
+    genuine = passage(ticket, now, gate="g2")
+    copy = stolen_copy(genuine)
+
+    first = send_batch(app, [("g3", copy)], now)  # g2's own publication is late: the copy is all there is
+    assert (first.new, passages_by_gate(app)) == (1, {("g3", genuine.event_id): False})
+
+    out = send_batch(app, [("g2", genuine)], now + timedelta(seconds=5))
+
+    assert (out.new, out.quarantined, out.duplicates) == (1, 1, 0)
+    assert dict(out.acks) == {(SITE, "g2"): [genuine.event_id]}
+    assert passages_by_gate(app) == {("g2", genuine.event_id): True}
+    assert quarantined_by_gate(app) == {("g3", genuine.event_id): "id_reused"}
+    assert entries_used(app, ticket) == 1
+    assert refund(api, order_id, ticket) == (409, "ticket_used")
+
+    # Each gate sends its event again (its ack was lost): a no-op, acknowledged to each gate again.
+    again = send_batch(app, [("g2", genuine), ("g3", copy)], now + timedelta(seconds=10))
+    assert (again.new, again.quarantined, again.duplicates) == (0, 0, 2)
+    assert dict(again.acks) == {(SITE, "g2"): [genuine.event_id], (SITE, "g3"): [genuine.event_id]}
+    assert entries_used(app, ticket) == 1
+
+
+def test_a_counted_copy_under_another_gate_counts_the_ticket_once_not_twice(
+    app: FastAPI, api: Api, site: dict[str, Any]
+) -> None:
+    for code in ("g1", "g2", "g3"):
+        add_gate(api, site["id"], code)
+    _, ticket = single_entry_ticket(app, api, site["id"])
+    now = utcnow()
+    genuine = passage(ticket, now, gate="g2")
+    copy = genuine.model_copy(update={"gate_id": "g3"})  # counted too: it hides nothing
+
+    send_batch(app, [("g2", genuine)], now)
+    out = send_batch(app, [("g3", copy)], now + timedelta(seconds=5))
+
+    assert (out.new, out.quarantined, out.conflicts) == (0, 1, 0)
+    assert dict(out.acks) == {(SITE, "g3"): [genuine.event_id]}
+    assert passages_by_gate(app) == {("g2", genuine.event_id): True}
+    assert quarantined_by_gate(app) == {("g3", genuine.event_id): "id_reused"}
+    assert entries_used(app, ticket) == 1
