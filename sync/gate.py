@@ -695,7 +695,7 @@ class GateSync:
         if header.gates is not None:
             self.roster = frozenset(header.gates)
         self.head_seq = header.seq  # the snapshot is the cloud's latest word on the feed's head
-        if keys and self.service is not None:
+        if self.service is not None:
             self.service.reload_keys()
         log.info("sync: snapshot installed: %d tickets, feed at %d, checksum verified", header.tickets, header.seq)
         return True

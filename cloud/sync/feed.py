@@ -7,7 +7,7 @@ commit in sequence order: a publisher that sees seq n committed has seen every s
 
 from __future__ import annotations
 
-from collections.abc import Sequence, Set
+from collections.abc import Callable, Sequence, Set
 from datetime import datetime
 from typing import Any
 
@@ -102,25 +102,7 @@ def trusted_key_set(settings: Settings) -> KeySet:
 def ensure_key_sets(session: Session, key_set: KeySet, *, now: datetime | None = None) -> list[int]:
     """Append `key_set` to every site whose feed's last one differs (keys or signature), and commit;
     returns those sites."""
-    changed = []
-    for site_id in session.scalars(select(Site.id).order_by(Site.id)):
-        _advance_head(session, site_id, 0)  # take the site's lock before looking, so two starts add one KeySet
-        last = session.scalar(
-            select(FeedChange.body)
-            .where(FeedChange.site_id == site_id, FeedChange.kind == "keys")
-            .order_by(FeedChange.seq.desc())
-            .limit(1)
-        )
-        if last is None or _key_set_of(last) != key_set:
-            append_change(session, site_id, key_set, now=now)
-            changed.append(site_id)
-    session.commit()
-    return changed
-
-
-def _key_set_of(body: dict[str, Any]) -> KeySet | None:
-    change = _change.validate_python(body)
-    return change if isinstance(change, KeySet) else None
+    return _ensure_latest(session, "keys", lambda _site_id: key_set, now)
 
 
 def gate_codes(session: Session, site_id: int) -> list[str]:
@@ -141,26 +123,34 @@ def append_roster(session: Session, site_id: int, *, now: datetime | None = None
 def ensure_rosters(session: Session, *, now: datetime | None = None) -> list[int]:
     """Append a GateRoster to every site whose feed's last one differs from its gates (a feed from before
     rosters: gates learn theirs), and commit; returns those sites. A site without gates needs none."""
+
+    def roster(site_id: int) -> GateRoster | None:
+        codes = gate_codes(session, site_id)
+        return GateRoster(gates=codes) if codes else None
+
+    return _ensure_latest(session, "gates", roster, now)
+
+
+def _ensure_latest(
+    session: Session, kind: str, wanted: Callable[[int], Change | None], now: datetime | None
+) -> list[int]:
+    """Append `wanted(site)` to every site whose feed's last change of `kind` is another, and commit;
+    returns those sites. `wanted` gives None for a site that needs no such change."""
     changed = []
     for site_id in session.scalars(select(Site.id).order_by(Site.id)):
-        _advance_head(session, site_id, 0)
+        _advance_head(session, site_id, 0)  # take the site's lock before looking, so two starts append once
         last = session.scalar(
             select(FeedChange.body)
-            .where(FeedChange.site_id == site_id, FeedChange.kind == "gates")
+            .where(FeedChange.site_id == site_id, FeedChange.kind == kind)
             .order_by(FeedChange.seq.desc())
             .limit(1)
         )
-        codes = gate_codes(session, site_id)
-        if (last is None and codes) or (last is not None and _gates_of(last) != codes):
-            append_change(session, site_id, GateRoster(gates=codes), now=now)
+        change = wanted(site_id)
+        if change is not None and (last is None or _change.validate_python(last) != change):
+            append_change(session, site_id, change, now=now)
             changed.append(site_id)
     session.commit()
     return changed
-
-
-def _gates_of(body: dict[str, Any]) -> list[str]:
-    change = _change.validate_python(body)
-    return sorted(change.gates) if isinstance(change, GateRoster) else []
 
 
 def unpublished(
