@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, Field, ValidationError
 
-from models.messages import ID_MAX, GateConfig, Message, PassageEvent, Ticket, TicketStatus
+from models.messages import CODE_MAX, ID_MAX, GateConfig, Message, PassageEvent, Ticket, TicketStatus
 
 EVENT_BATCH_MAX = 500
 # The largest payload a reader takes; a longer one is dropped unread. The largest legitimate message,
@@ -183,10 +183,22 @@ def implausible_time(at: datetime, now: datetime) -> Literal["future", "too_old"
     return None
 
 
+class RefusedEvent(Message):
+    """An event the cloud will never store (malformed, over its bounds, another gate's), and why."""
+
+    event_id: uuid.UUID
+    reason: str = Field(min_length=1, max_length=CODE_MAX, description="A stable code, e.g. malformed, wrong_gate")
+
+
 class EventAck(Message):
-    """The cloud stored these events (duplicates included); the gate may drop them from its outbox."""
+    """The cloud stored these events (duplicates included); the gate may drop them from its outbox.
+
+    `refused` names events the cloud will never store: the gate drops those ids from its outbox too
+    (resending cannot help), and the cloud keeps them in its dead-letter table for an administrator.
+    """
 
     event_ids: list[uuid.UUID] = Field(max_length=EVENT_BATCH_MAX)
+    refused: list[RefusedEvent] = Field(default=[], max_length=EVENT_BATCH_MAX)
 
 
 class GateStatus(Message):
