@@ -25,7 +25,7 @@ import httpx
 
 from bench.stats import summary
 from cloud.throwaway_pg import ThrowawayPostgres
-from sync.mosquitto import free_port
+from harness.processes import free_port
 
 
 def _seed(url: str, env: dict[str, str]) -> tuple[str, int, int]:

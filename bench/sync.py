@@ -42,8 +42,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.cloud import _serve
 from bench.stats import summary
+from harness.mosquitto import MosquittoProcess
 from models.credential import public_key_b64
-from sync.mosquitto import GateAccount, MosquittoProcess, SiteRegistry
+from sync.mosquitto import GateAccount, SiteRegistry
 
 API = "/api/v1"
 

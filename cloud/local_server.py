@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from sync.mosquitto import free_port
+from harness.processes import free_port
 
 
 @contextmanager

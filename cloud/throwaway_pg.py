@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sync.mosquitto import free_port
+from harness.processes import free_port
 
 
 class PostgresUnavailable(RuntimeError):

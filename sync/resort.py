@@ -50,8 +50,10 @@ from cloud.settings import Settings
 from drivers.relay_sim import RelayBoardSim
 from edge.demo_cloud import GATES, DemoCloud, Sale, fresh_settings, resort_today
 from edge.store_sync import FEED_SEQ, REMOTE
+from harness.mosquitto import MosquittoProcess
+from harness.processes import free_port
 from models.credential import public_key_b64
-from sync.mosquitto import BridgeTo, GateAccount, MosquittoProcess, SiteRegistry, free_port
+from sync.mosquitto import BridgeTo, GateAccount, SiteRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
 _OWN = f"resolution IS NOT '{REMOTE}'"  # this gate's own decisions, not the peers' passages it learnt

@@ -33,7 +33,7 @@ from cloud.customers.wechat import (
 )
 from cloud.deps import Role
 from cloud.settings import Settings
-from sync.mosquitto import free_port
+from harness.processes import free_port
 from tests.cloud.conftest import Api
 
 APPID = "wx-starfish-test"

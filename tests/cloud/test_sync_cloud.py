@@ -42,6 +42,8 @@ from cloud.sync.models import FeedChange, GatePassage, QuarantinedEvent
 from cloud.sync.mqtt import CloudSync
 from cloud.tickets.models import Ticket
 from cloud.tickets.service import wire_ticket
+from harness.mosquitto import find_mosquitto
+from harness.processes import free_port
 from models import PassageEvent, TicketStatus
 from models import Ticket as WireTicket
 from models.credential import public_key_b64
@@ -60,7 +62,6 @@ from models.sync import (
     ticket_set_checksum,
 )
 from sync import topics
-from sync.mosquitto import find_mosquitto, free_port
 from tests.cloud.conftest import Api, make_product, next_weekday
 from tests.cloud.paid_orders import add_holder, another_customer, pay, sell, sell_paid
 from tests.conftest import counted_passage

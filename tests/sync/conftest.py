@@ -29,7 +29,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from sync.mosquitto import BridgeTo, GateAccount, MosquittoProcess, Role, SiteRegistry, TlsFiles
+from harness.mosquitto import MosquittoProcess
+from sync.mosquitto import BridgeTo, GateAccount, Role, SiteRegistry, TlsFiles
 
 if TYPE_CHECKING:
     from tests.sync.test_gate_sync import Broker, SnapshotServer

@@ -35,7 +35,7 @@ from cloud.db import utcnow
 from cloud.deps import Role
 from cloud.migrate import upgrade
 from cloud.settings import Settings
-from sync.mosquitto import free_port
+from harness.processes import free_port
 from sync.resort import query
 from tests.cloud.conftest import Api
 from tests.sync.conftest import wait_until

@@ -18,21 +18,12 @@ import pytest
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from edge.store import GateStore
+from harness.mosquitto import MosquittoNotFound, MosquittoProcess, find_mosquitto
+from harness.processes import free_port
 from models.sync import GateStatus
 from sync import topics
 from sync.gate import GateSync, SyncConfig
-from sync.mosquitto import (
-    BridgeTo,
-    MosquittoNotFound,
-    MosquittoProcess,
-    SiteRegistry,
-    bridge_state_topic,
-    broker_accounts,
-    find_mosquitto,
-    free_port,
-    render_acl,
-    write_broker_config,
-)
+from sync.mosquitto import BridgeTo, SiteRegistry, bridge_state_topic, broker_accounts, render_acl, write_broker_config
 from sync.mosquitto_passwd import hash_password, verify_password
 from tests.conftest import KEY_ROOT
 from tests.sync.conftest import (

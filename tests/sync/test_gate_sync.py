@@ -41,6 +41,8 @@ from edge.config import parse_config
 from edge.daemon import GateDaemon
 from edge.gate import GateService
 from edge.store import GateStore, JournalEntry
+from harness.mosquitto import find_mosquitto
+from harness.processes import free_port
 from models import Direction, GateConfig, Outcome, PassageEvent, ProductKind, Ticket, TicketStatus
 from models.credential import public_key_b64
 from models.keyset import sign_key_set
@@ -60,7 +62,6 @@ from models.sync import (
 )
 from sync import topics
 from sync.gate import GateSync, SyncConfig, stale_feed
-from sync.mosquitto import find_mosquitto, free_port
 from sync.snapshot_client import TicketLines, fetch_snapshot, snapshot_url
 from tests.conftest import KEY_ROOT, KEYSET_ROOT, NOW, make_ticket, sign
 

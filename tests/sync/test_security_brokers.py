@@ -23,6 +23,8 @@ from cloud.migrate import upgrade
 from cloud.sync import service
 from cloud.sync.mqtt import CloudSync
 from edge.store import GateStore
+from harness.mosquitto import MosquittoProcess
+from harness.processes import free_port
 from models.credential import public_key_b64
 from models.messages import Direction, GateConfig, Outcome, PassageEvent, TicketStatus
 from models.sync import (
@@ -44,12 +46,10 @@ from sync.gate import GateSync, SyncConfig
 from sync.mosquitto import (
     MAX_PACKET_BYTES,
     BridgeTo,
-    MosquittoProcess,
     Role,
     SiteRegistry,
     bridge_clientid,
     bridge_state_topic,
-    free_port,
     write_broker_config,
 )
 from tests.sync.conftest import (

@@ -27,9 +27,11 @@ from cloud.settings import Settings
 from drivers.relay_sim import RelayBoardSim
 from edge.store import GateStore
 from edge.store_sync import ticket_checksum
+from harness.mosquitto import MosquittoProcess
+from harness.processes import free_port
 from models import TicketStatus
 from models.sync import SnapshotHeader
-from sync.mosquitto import BridgeTo, GateAccount, MosquittoProcess, SiteRegistry, free_port
+from sync.mosquitto import BridgeTo, GateAccount, SiteRegistry
 from sync.resort import RelayBoards
 from tests.conftest import KEY_ROOT, KEYSET_ROOT_B64
 from tests.sync.conftest import MosquittoFactory, wait_until

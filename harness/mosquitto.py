@@ -1,0 +1,256 @@
+"""A Mosquitto broker as a child process, from the config `sync.mosquitto` writes; for tests, the demo
+and the benchmark (production runs mosquitto as a system service with `starfish sync broker-config`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from harness.processes import free_port
+from sync.mosquitto import (
+    MAX_PACKET_BYTES,
+    BrokerOptions,
+    Role,
+    SiteRegistry,
+    TlsFiles,
+    TlsListener,
+    write_broker_config,
+)
+
+APT_PACKAGE = "mosquitto"
+_SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+
+
+class MosquittoError(RuntimeError):
+    """The broker could not be configured, started or stopped."""
+
+
+class MosquittoNotFound(MosquittoError):
+    """No mosquitto binary on this machine."""
+
+
+def find_mosquitto(binary: str | None = None, *, extra_dirs: Sequence[str] = _SBIN_DIRS) -> str:
+    """Path of the mosquitto binary (Debian puts it in /usr/sbin, often not on a user's PATH)."""
+    if binary:
+        if shutil.which(binary) is None:
+            raise MosquittoNotFound(f"mosquitto binary {binary!r} not found")
+        return binary
+    search = os.pathsep.join([os.environ.get("PATH", ""), *extra_dirs])
+    found = shutil.which("mosquitto", path=search)
+    if found is None:
+        raise MosquittoNotFound(
+            f"mosquitto not found (looked on PATH and in {', '.join(extra_dirs) or 'nothing else'}): "
+            f"install the Debian package: apt-get install --no-install-recommends {APT_PACKAGE}"
+        )
+    return found
+
+
+def _wildcard_to_loopback(host: str) -> str:
+    return "127.0.0.1" if host in ("", "0.0.0.0") else ("::1" if host == "::" else host)
+
+
+@dataclass
+class MosquittoProcess:
+    """One mosquitto broker as a child process; ports and persistence survive `restart()`.
+
+    `port`/`tls_port` None: a free port is picked on first start. `workdir` None: a temp dir,
+    removed on exit. Use as a context manager, or `start()` and `stop()`.
+    """
+
+    sites: SiteRegistry | Sequence[SiteRegistry]
+    role: Role = "site"
+    workdir: Path | None = None
+    host: str = "127.0.0.1"
+    port: int | None = None
+    tls: TlsFiles | None = None
+    tls_port: int | None = None
+    binary: str | None = None
+    max_queued_messages: int = 100_000
+    max_inflight_messages: int = 100
+    max_packet_size: int | None = MAX_PACKET_BYTES
+    startup_timeout: float = 10.0
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _log: IO[bytes] | None = field(default=None, init=False, repr=False)
+    _own_workdir: bool = field(default=False, init=False, repr=False)
+    _ports_fixed: bool = field(default=False, init=False, repr=False)
+
+    @property
+    def connect_host(self) -> str:
+        return _wildcard_to_loopback(self.host)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def log_path(self) -> Path:
+        return self._dir() / "mosquitto.log"
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _dir(self) -> Path:
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="starfish-mosquitto-"))
+            self._own_workdir = True
+        return self.workdir
+
+    def _options(self) -> BrokerOptions:
+        assert self.port is not None
+        tls = None
+        if self.tls is not None:
+            assert self.tls_port is not None
+            tls = TlsListener(self.tls_port, self.tls)
+        as_root = os.geteuid() == 0
+        return BrokerOptions(
+            host=self.host,
+            port=self.port,
+            tls=tls,
+            max_queued_messages=self.max_queued_messages,
+            max_inflight_messages=self.max_inflight_messages,
+            max_packet_size=self.max_packet_size,
+            # As root, mosquitto would switch to user "mosquitto", who cannot read a private temp dir.
+            run_as_user=pwd.getpwuid(os.geteuid()).pw_name if as_root else None,
+        )
+
+    def _pick_ports(self) -> None:
+        if self.port is None:
+            self.port = free_port(self.connect_host)
+        if self.tls is not None and self.tls_port is None:
+            while (p := free_port(self.connect_host)) == self.port:
+                pass
+            self.tls_port = p
+
+    def start(self) -> Self:
+        """Write the config and start the broker; return once it accepts TCP connections."""
+        if self.running:
+            return self
+        binary = find_mosquitto(self.binary)
+        auto_ports = not self._ports_fixed and (self.port is None or (self.tls is not None and self.tls_port is None))
+        for attempt in range(3 if auto_ports else 1):
+            self._pick_ports()
+            files = write_broker_config(self.sites, self._dir(), role=self.role, options=self._options())
+            self._launch(binary, files.conf)
+            try:
+                self._wait_ready()
+            except MosquittoError:
+                log = self.log_text()
+                if auto_ports and attempt < 2 and "Address already in use" in log:
+                    self.port = self.tls_port = None
+                    continue
+                raise
+            self._ports_fixed = True
+            return self
+        raise AssertionError("unreachable")
+
+    def _launch(self, binary: str, conf: Path) -> None:
+        self._close_log()
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
+        self._proc = subprocess.Popen(
+            [binary, "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None and self.port is not None
+        ports = [self.port] + ([self.tls_port] if self.tls_port is not None and self.tls is not None else [])
+        deadline = time.monotonic() + self.startup_timeout
+        pending = list(ports)
+        while pending:
+            if self._proc.poll() is not None:
+                raise self._exited()
+            try:
+                with socket.create_connection((self.connect_host, pending[0]), timeout=0.5):
+                    pending.pop(0)
+                    continue
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise MosquittoError(f"mosquitto did not listen on {pending} within {self.startup_timeout}s")
+            time.sleep(0.02)
+        if self._proc.poll() is not None:  # what answered was someone else, on a port we lost
+            raise self._exited()
+
+    def _exited(self) -> MosquittoError:
+        self._close_log()
+        code = self._proc.returncode if self._proc is not None else None
+        return MosquittoError(f"mosquitto exited with {code} at start:\n{self.log_text()[-2000:]}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM: mosquitto saves its persistence file and exits; SIGKILL if it hangs."""
+        self._signal(signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash; whatever was not autosaved is lost."""
+        self._signal(signal.SIGKILL, 10.0)
+
+    def restart(self) -> Self:
+        """Stop (saving persistence) and start again on the same ports with the same data."""
+        self.stop()
+        return self.start()
+
+    def _signal(self, sig: signal.Signals, timeout: float) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def close(self) -> None:
+        """Stop the broker; remove the work dir if this object made it."""
+        self.stop()
+        if self._own_workdir and self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def reload(self, sites: SiteRegistry | Sequence[SiteRegistry] | None = None) -> None:
+        """Rewrite passwd and acl (e.g. a gate was added) and SIGHUP: clients stay connected.
+
+        Listeners and bridges are not reloaded by mosquitto; change those with `restart()`.
+        """
+        if sites is not None:
+            self.sites = sites
+        write_broker_config(self.sites, self._dir(), role=self.role, options=self._options())
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGHUP)
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
