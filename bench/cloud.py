@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from bench.stats import summary
-from cloud.throwaway_pg import ThrowawayPostgres
+from harness.postgres import ThrowawayPostgres
 from harness.processes import free_port
 
 

@@ -22,7 +22,7 @@ from cloud.migrate import upgrade
 from cloud.settings import Settings
 from cloud.staff.models import Staff
 from cloud.staff.service import issue_token
-from cloud.throwaway_pg import PostgresUnavailable, ThrowawayPostgres
+from harness.postgres import PostgresUnavailable, ThrowawayPostgres
 from tests.conftest import KEYSET_ROOT_B64
 
 _db_counter = itertools.count()

@@ -20,7 +20,7 @@ from cloud.app import create_app
 from cloud.customers.routes import get_wechat_login
 from cloud.customers.wechat import StaticWeChatLogin
 from cloud.deps import Role
-from cloud.throwaway_pg import ThrowawayPostgres
+from harness.postgres import ThrowawayPostgres
 from tests.cloud.conftest import Api
 from tests.conftest import cloud_settings
 
