@@ -25,11 +25,11 @@ from fastapi import FastAPI
 
 from cloud.app import create_app
 from cloud.deps import Role
-from cloud.local_server import live_server
 from cloud.migrate import upgrade
 from cloud.settings import Settings
 from cloud.staff.service import create_staff
 from edge.store import GateStore
+from harness.cloud import live_server
 from models import TicketStatus
 from models.credential import public_key_b64
 from sync.mosquitto import GateAccount

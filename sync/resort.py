@@ -371,7 +371,7 @@ class Resort:
         """Admin, site, gates, products, cashier and season-pass holders, through a short-lived server here."""
         from cloud.app import create_app
         from cloud.customers.service import add_holder
-        from cloud.local_server import live_server
+        from harness.cloud import live_server
 
         app = create_app(settings, expiry_every_s=0)
         with live_server(app) as base:

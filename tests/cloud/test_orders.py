@@ -13,9 +13,9 @@ from fastapi import FastAPI
 from cloud.db import utcnow
 from cloud.deps import Role
 from cloud.errors import Conflict
-from cloud.local_server import live_server
 from cloud.orders.models import Order, OrderStatus
 from cloud.orders.service import expire_pending, transition
+from harness.cloud import live_server
 from tests.cloud.conftest import Api, make_product, next_weekday
 
 ORDERS = "/api/v1/orders"

@@ -14,9 +14,9 @@ from sqlalchemy import func, select
 from cloud.audit.models import AuditEntry
 from cloud.db import utcnow
 from cloud.deps import Role
-from cloud.local_server import live_server
 from cloud.orders.models import Order
 from cloud.tickets.models import Ticket
+from harness.cloud import live_server
 from tests.cloud.conftest import Api, next_weekday
 
 

@@ -24,7 +24,6 @@ from cloud.customers import service as customers
 from cloud.customers.models import Holder
 from cloud.db import Base, utcnow
 from cloud.deps import Principal, Role, TransactionScopedRoute
-from cloud.local_server import live_server
 from cloud.orders.models import Order
 from cloud.payments.routes import wechat_pay
 from cloud.payments.wechat import WechatPay
@@ -38,6 +37,7 @@ from cloud.sites import service as sites
 from cloud.sites.models import Gate, Site
 from cloud.staff import service as staff
 from cloud.staff.models import Staff
+from harness.cloud import live_server
 from tests.cloud.conftest import Api, make_product, next_weekday
 from tests.cloud.wechat_platform import WechatPlatform
 

@@ -20,7 +20,6 @@ from cloud.audit.models import AuditEntry
 from cloud.customers.models import Customer
 from cloud.db import utcnow
 from cloud.deps import Role
-from cloud.local_server import live_server
 from cloud.orders.models import Order, OrderItem
 from cloud.orders.service import MAX_UNITS_PER_ORDER, MAX_UNPAID_UNITS_PER_DAY, pending_minutes
 from cloud.payments.routes import wechat_pay
@@ -29,6 +28,7 @@ from cloud.points import service as points
 from cloud.products.models import Product
 from cloud.refunds.rules import refund_deadline
 from cloud.tickets.models import Ticket
+from harness.cloud import live_server
 from tests.cloud.conftest import Api, AuthedClient, make_product, next_weekday
 from tests.cloud.paid_orders import add_holder, another_customer, pay, sell_paid
 from tests.cloud.wechat_platform import WechatPlatform

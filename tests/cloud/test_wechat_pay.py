@@ -21,12 +21,12 @@ from cloud.customers.models import Customer
 from cloud.db import utcnow
 from cloud.deps import Role
 from cloud.errors import DomainError
-from cloud.local_server import live_server
 from cloud.orders.models import Order
 from cloud.payments.routes import wechat_pay
 from cloud.payments.wechat import MAX_NOTIFY_BYTES, WechatPay, WechatPayConfig
 from cloud.settings import Settings
 from cloud.tickets.models import Ticket
+from harness.cloud import live_server
 from tests.cloud.conftest import Api, next_weekday
 from tests.cloud.wechat_platform import Notify, WechatPlatform, rsa_verifies
 

@@ -18,10 +18,10 @@ from fastapi.testclient import TestClient
 
 from cloud.app import create_app
 from cloud.deps import Role
-from cloud.local_server import live_server
 from cloud.migrate import upgrade
 from cloud.settings import Settings
 from cloud.sync.models import GatePassage
+from harness.cloud import live_server
 from sync.mosquitto import GateAccount, SiteRegistry
 from tests.cloud.conftest import Api
 from tests.conftest import KEY_ROOT, KEYSET_ROOT_B64

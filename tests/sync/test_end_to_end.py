@@ -23,13 +23,13 @@ from fastapi import FastAPI
 from cloud.app import create_app
 from cloud.db import utcnow
 from cloud.deps import Role
-from cloud.local_server import live_server
 from cloud.migrate import upgrade
 from cloud.sync.models import GatePassage
 from drivers.barrier import FakeBarrier
 from edge.config import parse_config
 from edge.daemon import GateDaemon
 from edge.store import GateStore
+from harness.cloud import live_server
 from sync.mosquitto import GateAccount, SiteRegistry
 from tests.cloud.conftest import Api
 from tests.conftest import KEY_ROOT, cloud_settings

@@ -1,4 +1,4 @@
-"""A real uvicorn server on a free loopback port, in a thread: for the demo and for tests with concurrent clients."""
+"""A served cloud: the app under a real uvicorn on a free loopback port, in a thread (`live_server`)."""
 
 from __future__ import annotations
 
