@@ -27,12 +27,12 @@ from bench.qr_decode import SHARED_TESTDATA, frame_decode_timings, photo_decode_
 from bench.stats import summary, time_async, time_sync
 from drivers.barrier import BarrierInputs, ModbusBarrier
 from drivers.qr import DEFAULT_DECODER
-from drivers.relay_sim import RelayBoardSim
 from edge.config import parse_config
 from edge.daemon import GateDaemon
 from edge.decision import History, decide
 from edge.gate import GateService
 from edge.store import GateStore
+from harness.relay_sim import RelayBoardSim
 from models import GateConfig, ProductKind
 from models.credential import issue, parse, public_key_b64
 

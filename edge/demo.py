@@ -139,7 +139,7 @@ def sell_through_cloud(cloud: DemoCloud) -> dict[str, str]:
 async def run_demo(duration_s: float, *, console: Console | None = None) -> int:
     """Run the scripted queue through one simulated gate; 0 when every decision was as expected."""
     from drivers.qr import DEFAULT_DECODER, make_decoder
-    from drivers.relay_sim import RelayBoardSim
+    from harness.relay_sim import RelayBoardSim
 
     console = console or Console(width=160)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -4,7 +4,7 @@ Each piece runs as in production, in its own process where the real system has o
 (uvicorn serving `cloud.app:create_app` on SQLite, with its MQTT loop), the cloud broker and the
 site broker bridged to it (Mosquitto, `sync.mosquitto`), and one `starfish gate run` per gate,
 connected to the site broker only. The hardware is simulated in this process: per gate a relay
-board (Modbus TCP on loopback, `drivers.relay_sim`) and a serial scanner (a pty the gate opens as
+board (Modbus TCP on loopback, `harness.relay_sim`) and a serial scanner (a pty the gate opens as
 its scanner port). The resort is set up, and tickets are sold and refunded, through the cloud's
 API (`edge.demo_cloud`).
 
@@ -47,11 +47,11 @@ import httpx
 import yaml
 
 from cloud.settings import Settings
-from drivers.relay_sim import RelayBoardSim
 from edge.demo_cloud import GATES, DemoCloud, Sale, fresh_settings, resort_today
 from edge.store_sync import FEED_SEQ, REMOTE
 from harness.mosquitto import MosquittoProcess
 from harness.processes import free_port
+from harness.relay_sim import RelayBoardSim
 from models.credential import public_key_b64
 from sync.mosquitto import BridgeTo, GateAccount, SiteRegistry
 

@@ -11,7 +11,7 @@ import pytest
 
 from drivers.barrier import Barrier, BarrierInputs, FakeBarrier, ModbusBarrier
 from drivers.errors import DriverConnectionError, DriverError, DriverProtocolError, DriverTimeoutError
-from drivers.relay_sim import RelayBoardSim, VirtualSerialCable
+from harness.relay_sim import RelayBoardSim, VirtualSerialCable
 
 TRANSPORTS = [pytest.param("tcp", id="tcp"), pytest.param("rtu", id="rtu-over-pty")]
 

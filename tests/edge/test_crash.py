@@ -22,7 +22,7 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from drivers.relay_sim import RelayBoardSim
+from harness.relay_sim import RelayBoardSim
 from models import ProductKind
 from models.credential import public_key_b64
 from tests.conftest import make_ticket, sign

@@ -13,11 +13,11 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from drivers.barrier import FakeBarrier, ModbusBarrier
-from drivers.relay_sim import RelayBoardSim
 from drivers.scanner import FakeScanner
 from edge.config import EdgeConfig, parse_config
 from edge.daemon import Debouncer, GateDaemon, Handled, Scan
 from edge.store import GateStore
+from harness.relay_sim import RelayBoardSim
 from models import ProductKind, TicketStatus
 from models.credential import public_key_b64
 from tests.conftest import NOW, make_ticket, sign

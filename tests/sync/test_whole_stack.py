@@ -24,11 +24,11 @@ import httpx
 import pytest
 
 from cloud.settings import Settings
-from drivers.relay_sim import RelayBoardSim
 from edge.store import GateStore
 from edge.store_sync import ticket_checksum
 from harness.mosquitto import MosquittoProcess
 from harness.processes import free_port
+from harness.relay_sim import RelayBoardSim
 from models import TicketStatus
 from models.sync import SnapshotHeader
 from sync.mosquitto import BridgeTo, GateAccount, SiteRegistry

@@ -7,6 +7,11 @@ False). The fire-alarm input is set by the caller.
 
 ``VirtualSerialCable`` joins two pseudo-terminals like a null-modem cable, so an RTU client and the
 simulator can each open a real tty path.
+
+Why here and not in drivers/: this is the peer at the other end of the wire, a stand-in for the relay
+board, and it never runs on a gate. drivers/ holds the libraries a gate uses to talk to real devices
+(with their in-memory fakes such as `FakeBarrier`); a driver's real-protocol test speaks to this board
+through pymodbus, as it would to the hardware.
 """
 
 from __future__ import annotations
