@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.addresses import is_loopback
 from models.credential import load_public_key
-from sync.addresses import is_loopback
 
 DEV_JWT_SECRET = "development-only-jwt-secret-do-not-use"
 # A fixed development signing key, so tickets survive a restart of the dev server. Refused in production.

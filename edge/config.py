@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from models import GateConfig
 from models.credential import load_public_key
-from sync.gate import SyncConfig
+from models.sync_config import SyncConfig
 
 
 class _Section(BaseModel):

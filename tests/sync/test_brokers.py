@@ -21,8 +21,9 @@ from edge.store import GateStore
 from harness.mosquitto import MosquittoNotFound, MosquittoProcess, find_mosquitto
 from harness.processes import free_port
 from models.sync import GateStatus
+from models.sync_config import SyncConfig
 from sync import topics
-from sync.gate import GateSync, SyncConfig
+from sync.gate import GateSync
 from sync.mosquitto import BridgeTo, SiteRegistry, bridge_state_topic, broker_accounts, render_acl, write_broker_config
 from sync.mosquitto_passwd import hash_password, verify_password
 from tests.conftest import KEY_ROOT

@@ -60,8 +60,9 @@ from models.sync import (
     parse_events,
     ticket_set_checksum,
 )
+from models.sync_config import SyncConfig, stale_feed
 from sync import topics
-from sync.gate import GateSync, SyncConfig, stale_feed
+from sync.gate import GateSync
 from sync.snapshot_client import TicketLines, fetch_snapshot, snapshot_url
 from tests.conftest import KEY_ROOT, KEYSET_ROOT, NOW, make_ticket, sign
 
@@ -745,7 +746,8 @@ GATE_PROCESS = textwrap.dedent(
     import asyncio, sys
     from edge.store import GateStore
     from edge.store_sync import save_fresh_at
-    from sync.gate import GateSync, SyncConfig
+    from models.sync_config import SyncConfig
+    from sync.gate import GateSync
     from datetime import datetime, UTC
 
     store = GateStore(sys.argv[1])

@@ -41,8 +41,9 @@ from models.sync import (
     event_batch_json,
     parse_events,
 )
+from models.sync_config import SyncConfig
 from sync import topics
-from sync.gate import GateSync, SyncConfig
+from sync.gate import GateSync
 from sync.mosquitto import (
     MAX_PACKET_BYTES,
     BridgeTo,

@@ -17,7 +17,7 @@ from models import GateConfig
 from models.credential import public_key_b64
 from models.keyset import sign_key_set
 from models.sync import KeySet
-from sync.gate import SyncConfig
+from models.sync_config import SyncConfig
 from tests.conftest import KEY_ROOT, KEYSET_ROOT, NOW, make_ticket, sign
 from tests.sync.test_gate_sync import (
     SITE,
