@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from sync.cli import app as sync_app
 
 from cloud.cli import app as cloud_app
 from edge.config import ConfigError, EdgeConfig, load_config
-from sync.cli import app as sync_app
 
 app = typer.Typer(help="Starfish Gate: ski-resort turnstiles that decide offline.", no_args_is_help=True)
 gate_app = typer.Typer(help="Run or query one gate.", no_args_is_help=True)
@@ -199,7 +199,7 @@ def demo(
 ) -> None:
     """The whole resort on one machine: cloud, brokers, two gates and a stream of skiers, in a live table."""
     if single:
-        from edge.demo import run_demo
+        from demo.single_gate import run_demo
 
         sys.exit(asyncio.run(run_demo(duration)))
     if skiers_per_second <= 0 or duration <= 0:
@@ -208,7 +208,7 @@ def demo(
     if restore_at is not None and (cut_at is None or restore_at <= cut_at):
         typer.echo("error: --restore-at needs an earlier --cut-at", err=True)
         raise typer.Exit(2)
-    from edge.demo_resort import Options, run_resort_demo
+    from demo.resort import Options, run_resort_demo
 
     options = Options(duration, cut_at, restore_at, skiers_per_second, workdir, seed)
     sys.exit(run_resort_demo(options))

@@ -36,7 +36,7 @@ from cloud.deps import Role
 from cloud.migrate import upgrade
 from cloud.settings import Settings
 from harness.processes import free_port
-from sync.resort import query
+from harness.resort import query
 from tests.cloud.conftest import Api
 from tests.sync.conftest import wait_until
 

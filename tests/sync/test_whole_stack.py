@@ -29,10 +29,10 @@ from edge.store_sync import ticket_checksum
 from harness.mosquitto import MosquittoProcess
 from harness.processes import free_port
 from harness.relay_sim import RelayBoardSim
+from harness.resort import RelayBoards
 from models import TicketStatus
 from models.sync import SnapshotHeader
 from sync.mosquitto import BridgeTo, GateAccount, SiteRegistry
-from sync.resort import RelayBoards
 from tests.conftest import KEY_ROOT, KEYSET_ROOT_B64
 from tests.sync.conftest import MosquittoFactory, wait_until
 from tests.sync.stack import API, Cashier, CloudServer, GateProcess, read_rows, seed_cloud, tail

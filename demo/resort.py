@@ -1,6 +1,6 @@
 """`starfish demo`: the whole resort on one machine, a stream of skiers, and a live table.
 
-The resort (`sync.resort.Resort`): the cloud on SQLite with its MQTT loop, the cloud broker, the
+The resort (`harness.resort.Resort`): the cloud on SQLite with its MQTT loop, the cloud broker, the
 site broker bridged to it, and two gate daemons with simulated relay boards and scanners, each in
 its own process. A ticket window sells day, 4-hour, 10-entry, single-entry and season tickets
 through the cloud's API (and refunds some); skiers present them at either gate, come back after a
@@ -44,9 +44,9 @@ from rich.table import Table
 from rich.text import Text
 
 from edge.reasons import reason
+from harness.resort import CloudView, Decision, ExactlyOnce, GateView, Resort
 from models import ProductKind
 from models.credential import issue
-from sync.resort import CloudView, Decision, ExactlyOnce, GateView, Resort
 
 OK = frozenset({"ok"})
 LAP_S = (15.0, 25.0)  # a run and the lift back up: longer than the demo gates' passback time (10 s)

@@ -6,7 +6,7 @@ site broker bridged to it (Mosquitto, `sync.mosquitto`), and one `starfish gate 
 connected to the site broker only. The hardware is simulated in this process: per gate a relay
 board (Modbus TCP on loopback, `harness.relay_sim`) and a serial scanner (a pty the gate opens as
 its scanner port). The resort is set up, and tickets are sold and refunded, through the cloud's
-API (`edge.demo_cloud`).
+API (`harness.cloud_api`).
 
 Cutting the cloud link stops the cloud broker (its persistence saved); restoring starts it again
 on the same port with the same data, and the bridge and the cloud reconnect by themselves.
@@ -47,8 +47,8 @@ import httpx
 import yaml
 
 from cloud.settings import Settings
-from edge.demo_cloud import GATES, DemoCloud, Sale, fresh_settings, resort_today
 from edge.store_sync import FEED_SEQ, REMOTE
+from harness.cloud_api import GATES, DemoCloud, Sale, fresh_settings, resort_today
 from harness.mosquitto import MosquittoProcess
 from harness.processes import free_port
 from harness.relay_sim import RelayBoardSim

@@ -3,7 +3,7 @@
 `DemoCloud` holds the admin's and a cashier's logins and works against any server of one cloud
 (same database, same JWT secret): the in-process server of the single-gate demo (`demo_cloud`,
 which hands the gate the cloud's data by direct call) or the cloud process of the whole resort
-(`sync.resort`). The signing key is made fresh for each run: a demo never uses a key that could
+(`harness.resort`). The signing key is made fresh for each run: a demo never uses a key that could
 sign a real ticket.
 """
 

@@ -27,10 +27,10 @@ from rich.table import Table
 
 from edge.config import EdgeConfig, parse_config
 from edge.daemon import GateDaemon, Handled
-from edge.demo_cloud import DemoCloud, demo_cloud, resort_today
 from edge.hardware import Barrier
 from edge.reasons import reason
 from edge.store import GateStore
+from harness.cloud_api import DemoCloud, demo_cloud, resort_today
 from models import ProductKind, Ticket
 from models.credential import issue
 
