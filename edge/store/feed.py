@@ -1,0 +1,114 @@
+"""The cloud's ticket feed at the gate: its position, applying one change, keys, gate config, roster.
+
+Functions over a `GateStore`, called only by the store's owner (the daemon's event loop). Each
+that changes the store commits exactly once, so the caller can acknowledge the MQTT message that
+carried the change right after it returns (acknowledge after commit).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+
+from edge.store import tickets
+from edge.store.gate_store import GateStore
+from edge.store.schema import iso, set_meta
+from models.credential import load_public_key
+from models.sync import Change, GateConfigChange, GateRoster, KeySet, StatusChange, TicketUpsert
+
+FEED_SEQ = "sync.feed_seq"
+FEED_EPOCH = "sync.feed_epoch"
+FRESH_AT = "sync.fresh_at"
+GATE_CONFIG = "sync.gate_config"
+GATE_ROSTER = "sync.gate_roster"
+SNAPSHOT_CHECKSUM = "sync.snapshot_checksum"
+
+
+class KeySetError(ValueError):
+    """A key set that cannot be trusted (a key does not load)."""
+
+
+def feed_seq(store: GateStore) -> int:
+    """The last feed sequence applied (0: never synced)."""
+    value = store.get_meta(FEED_SEQ)
+    return 0 if value is None else int(value)
+
+
+def feed_epoch(store: GateStore) -> str | None:
+    """The run of the cloud's feed this store follows (None: not known, e.g. synced before epochs)."""
+    return store.get_meta(FEED_EPOCH)
+
+
+def has_feed_position(store: GateStore) -> bool:
+    """Has this store ever been synced (from a snapshot or the feed)?"""
+    return store.get_meta(FEED_SEQ) is not None
+
+
+def fresh_at(store: GateStore) -> datetime | None:
+    """When the feed was last confirmed fresh, as persisted."""
+    value = store.get_meta(FRESH_AT)
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def gate_roster(store: GateStore) -> frozenset[str] | None:
+    """The codes of the site's gates as the cloud last named them (None: never named, an older store)."""
+    value = store.get_meta(GATE_ROSTER)
+    return None if value is None else frozenset(json.loads(value))
+
+
+def set_roster(c: sqlite3.Connection, gates: Sequence[str]) -> None:
+    set_meta(c, GATE_ROSTER, json.dumps(sorted(gates)))
+
+
+def save_fresh_at(store: GateStore, at: datetime) -> None:
+    store.set_meta(FRESH_AT, iso(at))
+
+
+def check_keys(keys: dict[int, str]) -> None:
+    """Raise `KeySetError` unless every key loads (and there is at least one)."""
+    if not keys:
+        raise KeySetError("an empty key set would make every signed ticket unknown")
+    for key_id, b64 in keys.items():
+        try:
+            load_public_key(b64)
+        except ValueError as exc:
+            raise KeySetError(f"key {key_id}: {exc}") from exc
+
+
+def apply_change(store: GateStore, change: Change, seq: int, *, gate: str, fresh: datetime) -> None:
+    """Apply one feed change and record `seq` as applied, in one transaction.
+
+    A key set whose keys do not load raises `KeySetError` before anything is written.
+    `gate` names this gate: only its own gate config is kept.
+    """
+    if isinstance(change, KeySet):
+        check_keys(change.keys)
+    with store.conn as c:
+        if isinstance(change, TicketUpsert):
+            tickets.put(c, change.ticket)
+            tickets.set_status(c, change.ticket.ticket_id, change.ticket.status, None)
+        elif isinstance(change, StatusChange):
+            tickets.set_status(c, change.ticket_id, change.status, change.reason)
+            tickets.set_body_status(c, change.ticket_id, change.status)
+        elif isinstance(change, KeySet):
+            tickets.replace_keys(c, change.keys)
+        elif isinstance(change, GateConfigChange) and change.gate_id == gate:
+            set_meta(c, GATE_CONFIG, change.config.model_dump_json())
+        elif isinstance(change, GateRoster):
+            set_roster(c, change.gates)
+        set_meta(c, FEED_SEQ, str(seq))
+        set_meta(c, FRESH_AT, iso(fresh))
+
+
+def skip_change(store: GateStore, seq: int, *, fresh: datetime) -> None:
+    """Record `seq` as applied without applying its change (one that cannot be applied)."""
+    with store.conn as c:
+        set_meta(c, FEED_SEQ, str(seq))
+        set_meta(c, FRESH_AT, iso(fresh))
+
+
+def ticket_checksum(store: GateStore) -> str:
+    """`models.sync.ticket_set_checksum` of the cached tickets with their effective status."""
+    return tickets.checksum(store.conn)

@@ -1,0 +1,80 @@
+"""The gate store's SQLite schema and how its file is opened (WAL, synchronous=FULL)."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tickets (
+    ticket_id TEXT PRIMARY KEY,
+    code TEXT UNIQUE,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS revocations (
+    ticket_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS keys (
+    key_id INTEGER PRIMARY KEY,
+    public_key TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS passages (
+    event_id TEXT PRIMARY KEY,
+    at TEXT NOT NULL,
+    gate_id TEXT NOT NULL,
+    site_id TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    ticket_id TEXT,
+    credential TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    code TEXT NOT NULL,
+    passed INTEGER,
+    counted INTEGER NOT NULL DEFAULT 0,
+    resolution TEXT
+);
+CREATE INDEX IF NOT EXISTS passages_ticket ON passages (ticket_id, at);
+CREATE INDEX IF NOT EXISTS passages_pending ON passages (passed) WHERE passed IS NULL;
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+class StoreError(Exception):
+    """The store file cannot be opened or is not a Starfish gate store."""
+
+
+def open_store(path: str) -> sqlite3.Connection:
+    """Open (creating if need be) the gate store at `path` for writing."""
+    try:
+        conn = sqlite3.connect(path, timeout=5.0)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.executescript(SCHEMA)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot open gate store {path}: {exc}") from exc
+    return conn
+
+
+def iso(dt: datetime) -> str:
+    """A time as the store keeps it: UTC, microseconds, so text order is time order."""
+    if dt.tzinfo is None:
+        raise ValueError("journal times must be timezone-aware")
+    return dt.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def set_meta(c: sqlite3.Connection, key: str, value: str) -> None:
+    c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+def get_meta(c: sqlite3.Connection, key: str) -> str | None:
+    row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
