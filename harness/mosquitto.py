@@ -17,12 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Protocol, Self
 
 from harness.processes import free_port
 from sync.mosquitto import (
     MAX_PACKET_BYTES,
+    BridgeTo,
     BrokerOptions,
+    GateAccount,
     Role,
     SiteRegistry,
     TlsFiles,
@@ -32,6 +34,7 @@ from sync.mosquitto import (
 
 APT_PACKAGE = "mosquitto"
 _SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+CLOUD_USER = "cloud"
 
 
 class MosquittoError(RuntimeError):
@@ -254,3 +257,57 @@ class MosquittoProcess:
     ) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+class Brokers:
+    """Brokers started from registries, each in `root`/<name>; `close()` stops them all."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.started: list[MosquittoProcess] = []
+
+    def start(
+        self,
+        sites: SiteRegistry | Sequence[SiteRegistry],
+        *,
+        role: Role = "site",
+        name: str | None = None,
+        port: int | None = None,
+        tls: TlsFiles | None = None,
+        tls_port: int | None = None,
+    ) -> MosquittoProcess:
+        """Start one broker (its name defaults to <role>-<n>); it answers once it accepts connections."""
+        name = name or f"{role}-{len(self.started)}"
+        broker = MosquittoProcess(sites, role=role, workdir=self.root / name, port=port, tls=tls, tls_port=tls_port)
+        self.started.append(broker)
+        return broker.start()
+
+    def close(self) -> None:
+        for b in self.started:
+            b.close()
+
+
+class MosquittoFactory(Protocol):
+    """`Brokers.start`, as the `mosquitto_factory` fixture hands it to a test."""
+
+    def __call__(
+        self,
+        sites: SiteRegistry | Sequence[SiteRegistry],
+        *,
+        role: Role = ...,
+        name: str | None = ...,
+        port: int | None = ...,
+        tls: TlsFiles | None = ...,
+        tls_port: int | None = ...,
+    ) -> MosquittoProcess: ...
+
+
+def password_of(username: str) -> str:
+    """The password `make_site` gives each account: tests log in without carrying secrets around."""
+    return f"pw-{username}-s3cret"
+
+
+def make_site(site: str, gates: Sequence[str] = ("g1", "g2"), *, bridge: BridgeTo | None = None) -> SiteRegistry:
+    """A registry for `site`: gate `<g>` logs in as `<site>-<g>` (the cloud uses gate-<id>)."""
+    accounts = [GateAccount(gate=g, username=f"{site}-{g}", password=password_of(f"{site}-{g}")) for g in gates]
+    return SiteRegistry(site, accounts, CLOUD_USER, password_of(CLOUD_USER), bridge=bridge)

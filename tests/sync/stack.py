@@ -35,10 +35,9 @@ from cloud.db import utcnow
 from cloud.deps import Role
 from cloud.migrate import upgrade
 from cloud.settings import Settings
-from harness.processes import free_port
+from harness.processes import free_port, wait_until
 from harness.resort import query
 from tests.cloud.conftest import Api
-from tests.sync.conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 API = "/api/v1"

@@ -18,7 +18,17 @@ import pytest
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from edge.store import GateStore
-from harness.mosquitto import MosquittoNotFound, MosquittoProcess, find_mosquitto
+from harness.mosquitto import (
+    CLOUD_USER,
+    MosquittoFactory,
+    MosquittoNotFound,
+    MosquittoProcess,
+    find_mosquitto,
+    make_site,
+    password_of,
+)
+from harness.mqtt import BrokerClient, ConnectRefused, MqttClientFactory
+from harness.pki import make_pki
 from harness.processes import free_port
 from models.sync import GateStatus
 from models.sync_config import SyncConfig
@@ -27,16 +37,6 @@ from sync.gate import GateSync
 from sync.mosquitto import BridgeTo, SiteRegistry, bridge_state_topic, broker_accounts, render_acl, write_broker_config
 from sync.mosquitto_passwd import hash_password, verify_password
 from tests.conftest import KEY_ROOT
-from tests.sync.conftest import (
-    CLOUD_USER,
-    BrokerClient,
-    ConnectRefused,
-    MosquittoFactory,
-    MqttClientFactory,
-    make_pki,
-    make_site,
-    password_of,
-)
 
 SITE = "nanshan"
 OTHER = "wanlong"

@@ -22,10 +22,11 @@ from cloud.migrate import upgrade
 from cloud.settings import Settings
 from cloud.sync.models import GatePassage
 from harness.cloud import live_server
+from harness.mosquitto import MosquittoFactory
+from harness.processes import wait_until
 from sync.mosquitto import GateAccount, SiteRegistry
 from tests.cloud.conftest import Api
 from tests.conftest import KEY_ROOT, KEYSET_ROOT_B64
-from tests.sync.conftest import MosquittoFactory, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 API = "/api/v1"

@@ -30,10 +30,11 @@ from edge.config import parse_config
 from edge.daemon import GateDaemon
 from edge.store import GateStore
 from harness.cloud import live_server
+from harness.mosquitto import MosquittoFactory
+from harness.processes import wait_until
 from sync.mosquitto import GateAccount, SiteRegistry
 from tests.cloud.conftest import Api
 from tests.conftest import KEY_ROOT, cloud_settings
-from tests.sync.conftest import MosquittoFactory, wait_until
 
 API = "/api/v1"
 SLOW = 15.0

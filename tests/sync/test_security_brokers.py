@@ -23,8 +23,9 @@ from cloud.migrate import upgrade
 from cloud.sync import service
 from cloud.sync.mqtt import CloudSync
 from edge.store import GateStore
-from harness.mosquitto import MosquittoProcess
-from harness.processes import free_port
+from harness.mosquitto import CLOUD_USER, MosquittoFactory, MosquittoProcess, make_site, password_of
+from harness.mqtt import TIMEOUT, MqttClientFactory
+from harness.processes import free_port, wait_until
 from models.credential import public_key_b64
 from models.messages import Direction, GateConfig, Outcome, PassageEvent, TicketStatus
 from models.sync import (
@@ -52,15 +53,6 @@ from sync.mosquitto import (
     bridge_clientid,
     bridge_state_topic,
     write_broker_config,
-)
-from tests.sync.conftest import (
-    CLOUD_USER,
-    TIMEOUT,
-    MosquittoFactory,
-    MqttClientFactory,
-    make_site,
-    password_of,
-    wait_until,
 )
 
 pytestmark = pytest.mark.security
