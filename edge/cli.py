@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sync.cli import app as sync_app
 
 from cloud.cli import app as cloud_app
+from cloud.sync.broker_cli import app as sync_app
 from edge.config import ConfigError, EdgeConfig, load_config
 
 app = typer.Typer(help="Starfish Gate: ski-resort turnstiles that decide offline.", no_args_is_help=True)

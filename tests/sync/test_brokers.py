@@ -18,7 +18,6 @@ import pytest
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from edge.store import GateStore
-from harness.keys import KEY_ROOT
 from harness.mosquitto import (
     CLOUD_USER,
     MosquittoFactory,
@@ -37,6 +36,7 @@ from sync import topics
 from sync.gate import GateSync
 from sync.mosquitto import BridgeTo, SiteRegistry, bridge_state_topic, broker_accounts, render_acl, write_broker_config
 from sync.mosquitto_passwd import hash_password, verify_password
+from tests.conftest import KEY_ROOT
 
 SITE = "nanshan"
 OTHER = "wanlong"

@@ -26,7 +26,6 @@ import pytest
 from cloud.settings import Settings
 from edge.store import GateStore
 from edge.store_sync import ticket_checksum
-from harness.keys import KEY_ROOT, KEYSET_ROOT_B64
 from harness.mosquitto import MosquittoFactory, MosquittoProcess
 from harness.processes import free_port, wait_until
 from harness.relay_sim import RelayBoardSim
@@ -34,6 +33,7 @@ from harness.resort import RelayBoards
 from models import TicketStatus
 from models.sync import SnapshotHeader
 from sync.mosquitto import BridgeTo, GateAccount, SiteRegistry
+from tests.conftest import KEY_ROOT, KEYSET_ROOT_B64
 from tests.sync.stack import API, Cashier, CloudServer, GateProcess, read_rows, seed_cloud, tail
 
 SITE = "nanshan"

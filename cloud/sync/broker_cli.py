@@ -1,4 +1,7 @@
-"""`starfish sync broker-config`: a Mosquitto config, password file and ACL from the cloud's registry."""
+"""`starfish sync broker-config`: a Mosquitto config, password file and ACL from the cloud's registry.
+
+It reads the cloud's database, so it lives with the cloud; `starfish.cli` mounts it as `sync`.
+"""
 
 from __future__ import annotations
 
