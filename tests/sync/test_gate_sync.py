@@ -36,7 +36,7 @@ from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
 from drivers.barrier import FakeBarrier
-from edge import store_sync
+from edge import store as edge_store
 from edge.config import parse_config
 from edge.daemon import GateDaemon
 from edge.gate import GateService
@@ -344,13 +344,13 @@ def test_feed_changes_apply_in_order_and_each_is_acknowledged_after_its_commit(
             cloud.feed(7, StatusChange(ticket_id="1002", status=TicketStatus.REVOKED))
 
     asyncio.run(scenario())
-    assert store_sync.feed_seq(store) == 6
+    assert edge_store.feed_seq(store) == 6
     assert store.status("1001") is TicketStatus.BLOCKED
     blocked = store.ticket_by_code("VOUCHER-1001")
     assert blocked is not None and blocked.status is TicketStatus.BLOCKED
     assert store.ticket("1002") is not None
     assert list(store.keys()) == [7]
-    assert GateConfig.model_validate_json(store.get_meta(store_sync.GATE_CONFIG) or "") == config
+    assert GateConfig.model_validate_json(store.get_meta(edge_store.GATE_CONFIG) or "") == config
     # Everything applied was acknowledged: the session hands the next client only what came later.
     with peer(broker, client_id="gate-nanshan-g1", persistent=True) as same_gate:
         until(lambda: bool(same_gate.messages), "the session's queued message")
@@ -444,7 +444,7 @@ def test_a_gap_fetches_a_verified_snapshot_and_the_feed_resumes_after_it(
         tickets=[*snapshots.state.tickets, voucher("1006", "VOUCHER-1006")],
         statuses={"1003": TicketStatus.REVOKED, "1004": TicketStatus.BLOCKED},
     )
-    assert store_sync.ticket_checksum(store) == expected.checksum()
+    assert edge_store.ticket_checksum(store) == expected.checksum()
     store.close()
 
 
@@ -538,7 +538,7 @@ def test_a_feed_started_again_under_a_new_epoch_sends_the_gate_to_a_snapshot_of_
         "1003",
         "1004",
     ], "the old run's tickets after the backup are gone, as in the cloud"
-    assert store_sync.feed_epoch(store) == "b"
+    assert edge_store.feed_epoch(store) == "b"
     store.close()
 
 
@@ -557,7 +557,7 @@ def test_a_snapshot_whose_checksum_does_not_match_is_refused_and_fetched_again(
 
     asyncio.run(scenario())
     assert store.ticket("1001") is not None
-    assert store_sync.ticket_checksum(store) == snapshots.state.checksum()
+    assert edge_store.ticket_checksum(store) == snapshots.state.checksum()
     store.close()
 
 
@@ -582,7 +582,7 @@ def test_an_empty_gate_loads_the_snapshot_then_follows_the_feed(
     assert store.status("1001") is None and store.status("1002") is TicketStatus.BLOCKED
     assert store.status("1007") is TicketStatus.REVOKED
     assert list(store.keys()) == [3]
-    assert store.get_meta(store_sync.SNAPSHOT_CHECKSUM) == snapshots.state.checksum()
+    assert store.get_meta(edge_store.SNAPSHOT_CHECKSUM) == snapshots.state.checksum()
     store.close()
 
 
@@ -733,7 +733,7 @@ def test_a_single_use_ticket_passed_at_gate_a_is_denied_used_up_at_gate_b_withou
 
     asyncio.run(scenario())
     remote = stores["b"].entries()
-    assert [(e.gate_id, e.passed, e.resolution) for e in remote] == [("a", True, store_sync.REMOTE)]
+    assert [(e.gate_id, e.passed, e.resolution) for e in remote] == [("a", True, edge_store.REMOTE)]
     assert stores["b"].outbox_depth() == 0, "another gate's passage is never uploaded from here"
     for s in stores.values():
         s.close()
@@ -745,7 +745,7 @@ GATE_PROCESS = textwrap.dedent(
     """
     import asyncio, sys
     from edge.store import GateStore
-    from edge.store_sync import save_fresh_at
+    from edge.store import save_fresh_at
     from models.sync_config import SyncConfig
     from sync.gate import GateSync
     from datetime import datetime, UTC
@@ -817,7 +817,7 @@ def test_the_status_carries_the_ticket_set_checksum_and_the_feed_seq_it_was_take
                 cloud.feed(6, StatusChange(ticket_id="1001", status=TicketStatus.REVOKED))
                 await eventually(lambda: last_status(watcher).checksum_seq == 6, "summed again after the changes")
                 assert sync.feed_seq == 6
-                assert last_status(watcher).checksum == store_sync.ticket_checksum(store)
+                assert last_status(watcher).checksum == edge_store.ticket_checksum(store)
                 assert last_status(watcher).checksum != snapshots.state.checksum()
 
     asyncio.run(scenario())
@@ -882,7 +882,7 @@ def test_a_gate_daemon_uploads_its_passages_and_refuses_plain_codes_once_its_fee
             cloud.auto_ack_events = True
             task = asyncio.create_task(daemon.run())
             try:
-                await eventually(lambda: store_sync.has_feed_position(store), "the snapshot installed")
+                await eventually(lambda: edge_store.has_feed_position(store), "the snapshot installed")
                 admitted = await daemon.handle(b"VOUCHER-1001", "scanner")
                 assert (admitted.entry.code, admitted.entry.passed) == ("ok", True)
                 await eventually(lambda: len(cloud.on(events)) == 1, "the passage uploaded")
@@ -920,11 +920,11 @@ def test_stale_feed(last_fresh: datetime | None, now: datetime, stale: bool) -> 
 def test_the_store_checksum_is_the_contracts_checksum(store: GateStore) -> None:
     tickets = [voucher(tid, f"CODE-{i:04d}") for i, tid in enumerate(["b", "a", "Ä", "a-1", "10", "9"])]
     for seq, t in enumerate(tickets, start=1):
-        store_sync.apply_change(store, TicketUpsert(ticket=t), seq, gate="g1", fresh=NOW)
-    store_sync.apply_change(store, StatusChange(ticket_id="Ä", status=TicketStatus.REVOKED), 7, gate="g1", fresh=NOW)
+        edge_store.apply_change(store, TicketUpsert(ticket=t), seq, gate="g1", fresh=NOW)
+    edge_store.apply_change(store, StatusChange(ticket_id="Ä", status=TicketStatus.REVOKED), 7, gate="g1", fresh=NOW)
     store.set_status("9", TicketStatus.BLOCKED)  # a block the store took outside the feed still counts
     expected = {t.ticket_id: t.status for t in tickets} | {"Ä": TicketStatus.REVOKED, "9": TicketStatus.BLOCKED}
-    assert store_sync.ticket_checksum(store) == ticket_set_checksum(expected.items())
+    assert edge_store.ticket_checksum(store) == ticket_set_checksum(expected.items())
 
 
 # --- snapshots: staging and install -------------------------------------------------------------
@@ -955,10 +955,10 @@ def test_a_staged_snapshot_is_verified_and_installed_whatever_the_order_of_its_l
 ) -> None:
     snapshots.state = state
     header = fetch(snapshots, tmp_path / "staging.db")
-    store_sync.install_snapshot(
+    edge_store.install_snapshot(
         store, tmp_path / "staging.db", seq=header.seq, keys={}, checksum=header.checksum, fresh=NOW
     )
-    assert store_sync.ticket_checksum(store) == header.checksum == state.checksum()
+    assert edge_store.ticket_checksum(store) == header.checksum == state.checksum()
     assert store.ticket_count() == len(state.tickets)
     if "1001" in state.statuses:
         ticket = store.ticket("1001")
@@ -967,23 +967,23 @@ def test_a_staged_snapshot_is_verified_and_installed_whatever_the_order_of_its_l
 
 def test_a_snapshot_listing_a_ticket_twice_is_refused_before_install(tmp_path: Path, snapshots: SnapshotServer) -> None:
     snapshots.state = SnapshotState(tickets=[voucher("1001", "V-0001"), voucher("1001", "V-0002")], corrupt=True)
-    with pytest.raises(store_sync.SnapshotError, match="ticket id twice"):
+    with pytest.raises(edge_store.SnapshotError, match="ticket id twice"):
         fetch(snapshots, tmp_path / "staging.db")
 
 
 def test_a_snapshot_listing_a_code_twice_is_refused_at_install_and_the_store_keeps_its_tickets(
     tmp_path: Path, store: GateStore, snapshots: SnapshotServer
 ) -> None:
-    store_sync.apply_change(store, TicketUpsert(ticket=voucher("900", "V-900")), 1, gate="g1", fresh=NOW)
-    before = store_sync.ticket_checksum(store)
+    edge_store.apply_change(store, TicketUpsert(ticket=voucher("900", "V-900")), 1, gate="g1", fresh=NOW)
+    before = edge_store.ticket_checksum(store)
     snapshots.state = SnapshotState(seq=5, tickets=[voucher("1001", "V-SAME"), voucher("1002", "V-SAME")])
     header = fetch(snapshots, tmp_path / "staging.db")
-    with pytest.raises(store_sync.SnapshotError, match="ticket id or code twice"):
-        store_sync.install_snapshot(
+    with pytest.raises(edge_store.SnapshotError, match="ticket id or code twice"):
+        edge_store.install_snapshot(
             store, tmp_path / "staging.db", seq=header.seq, keys={}, checksum=header.checksum, fresh=NOW
         )
-    assert store_sync.ticket_checksum(store) == before
-    assert store_sync.feed_seq(store) == 1
+    assert edge_store.ticket_checksum(store) == before
+    assert edge_store.feed_seq(store) == 1
 
 
 BASE_LINE = make_ticket(ticket_id="1001").model_dump_json()

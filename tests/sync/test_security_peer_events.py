@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from edge import store_sync
+from edge import store as edge_store
 from edge.gate import GateService
 from edge.store import GateStore
 from models import GateConfig, PassageEvent, Ticket
@@ -159,7 +159,7 @@ def test_a_genuine_peer_passage_still_makes_a_single_entry_ticket_used_up_and_a_
     asyncio.run(scenario())
     denied = services["b"].evaluate("VOUCHER-3001", NOW + timedelta(seconds=2))
     assert (denied.decision.admit, denied.decision.code) == (False, "used_up")
-    assert store_sync.gate_roster(stores["b"]) == {"a", "b", "c"}, "kept for the next start"
+    assert edge_store.gate_roster(stores["b"]) == {"a", "b", "c"}, "kept for the next start"
     for s in stores.values():
         s.close()
 

@@ -24,8 +24,7 @@ import httpx
 import pytest
 
 from cloud.settings import Settings
-from edge.store import GateStore
-from edge.store_sync import ticket_checksum
+from edge.store import GateStore, ticket_checksum
 from harness.mosquitto import MosquittoFactory, MosquittoProcess
 from harness.processes import free_port, wait_until
 from harness.relay_sim import RelayBoardSim
