@@ -13,7 +13,7 @@ from cloud.deps import Role
 from cloud.fulfilment import on_paid
 from cloud.orders.models import Order
 from cloud.staff.service import issue_token
-from tests.cloud.conftest import Api, AuthedClient
+from harness.api import Api, AuthedClient
 
 
 def sell(

@@ -15,8 +15,9 @@ from fastapi.testclient import TestClient
 from cloud.app import API_PREFIX, create_app
 from cloud.deps import Role, public, require
 from cloud.sync.routes import authenticated_gate
-from tests.cloud.conftest import Api, build_schema
-from tests.conftest import cloud_settings
+from harness.api import Api
+from harness.keys import cloud_settings
+from tests.cloud.api import build_schema
 
 # The access policy, reviewed by hand: a change to who may call what shows up here in review.
 EXPECTED: dict[tuple[str, str], str] = {

@@ -20,9 +20,9 @@ from cloud.app import create_app
 from cloud.customers.routes import get_wechat_login
 from cloud.customers.wechat import StaticWeChatLogin
 from cloud.deps import Role
+from harness.api import Api
+from harness.keys import cloud_settings
 from harness.postgres import ThrowawayPostgres
-from tests.cloud.conftest import Api
-from tests.conftest import cloud_settings
 
 EXAMPLES = int(os.environ.get("STARFISH_FUZZ_EXAMPLES", "12"))
 # WeChat Pay is not configured in this test: its endpoints answer 503 on purpose, with a stable code.

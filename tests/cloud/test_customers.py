@@ -33,8 +33,8 @@ from cloud.customers.wechat import (
 )
 from cloud.deps import Role
 from cloud.settings import Settings
+from harness.api import Api
 from harness.processes import free_port
-from tests.cloud.conftest import Api
 
 APPID = "wx-starfish-test"
 APP_SECRET = "stand-in-app-secret"

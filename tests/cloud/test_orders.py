@@ -15,8 +15,9 @@ from cloud.deps import Role
 from cloud.errors import Conflict
 from cloud.orders.models import Order, OrderStatus
 from cloud.orders.service import expire_pending, transition
+from harness.api import Api
 from harness.cloud import live_server
-from tests.cloud.conftest import Api, make_product, next_weekday
+from tests.cloud.api import make_product, next_weekday
 
 ORDERS = "/api/v1/orders"
 

@@ -16,8 +16,9 @@ from cloud.db import utcnow
 from cloud.deps import Role
 from cloud.orders.models import Order
 from cloud.tickets.models import Ticket
+from harness.api import Api
 from harness.cloud import live_server
-from tests.cloud.conftest import Api, next_weekday
+from tests.cloud.api import next_weekday
 
 
 def counter_order(api: Api, product: dict[str, Any], quantity: int = 2) -> dict[str, Any]:

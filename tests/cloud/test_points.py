@@ -21,7 +21,7 @@ from cloud.orders.models import Order, OrderStatus
 from cloud.points import service
 from cloud.points.models import PointsEntry, PointsKind, SignIn
 from cloud.settings import Settings
-from tests.cloud.conftest import Api
+from harness.api import Api
 
 # 2026-12-20 09:00 in Beijing (01:00 UTC), a Sunday in the season.
 NOW = datetime(2026, 12, 20, 1, 0, tzinfo=UTC)

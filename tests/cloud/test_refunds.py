@@ -22,7 +22,8 @@ from cloud.refunds.rules import assess, refund_deadline
 from cloud.refunds.service import refund
 from cloud.tickets.models import Ticket
 from cloud.tickets.service import wire_ticket
-from tests.cloud.conftest import Api, AuthedClient, make_product, next_weekday
+from harness.api import Api, AuthedClient
+from tests.cloud.api import make_product, next_weekday
 from tests.cloud.paid_orders import another_customer, pay, sell_paid
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

@@ -21,11 +21,12 @@ from cloud.sites.models import Gate
 from cloud.sync import service
 from cloud.sync.models import GatePassage, QuarantinedEvent
 from cloud.tickets.models import Ticket
+from harness.api import Api
+from harness.tickets import counted_passage
 from models import PassageEvent
 from sync import topics
-from tests.cloud.conftest import Api, make_product, next_weekday
+from tests.cloud.api import make_product, next_weekday
 from tests.cloud.paid_orders import sell_paid
-from tests.conftest import counted_passage
 
 pytestmark = pytest.mark.security
 

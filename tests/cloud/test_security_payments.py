@@ -24,7 +24,8 @@ from cloud.payments.wechat import WechatPay
 from cloud.settings import Settings
 from cloud.tickets import service as tickets
 from cloud.tickets.models import Ticket
-from tests.cloud.conftest import Api, next_weekday
+from harness.api import Api
+from tests.cloud.api import next_weekday
 from tests.cloud.wechat_platform import WechatPlatform
 
 pytestmark = pytest.mark.security

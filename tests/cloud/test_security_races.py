@@ -37,8 +37,9 @@ from cloud.sites import service as sites
 from cloud.sites.models import Gate, Site
 from cloud.staff import service as staff
 from cloud.staff.models import Staff
+from harness.api import Api
 from harness.cloud import live_server
-from tests.cloud.conftest import Api, make_product, next_weekday
+from tests.cloud.api import make_product, next_weekday
 from tests.cloud.wechat_platform import WechatPlatform
 
 pytestmark = pytest.mark.security

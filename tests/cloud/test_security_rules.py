@@ -28,8 +28,9 @@ from cloud.points import service as points
 from cloud.products.models import Product
 from cloud.refunds.rules import refund_deadline
 from cloud.tickets.models import Ticket
+from harness.api import Api, AuthedClient
 from harness.cloud import live_server
-from tests.cloud.conftest import Api, AuthedClient, make_product, next_weekday
+from tests.cloud.api import make_product, next_weekday
 from tests.cloud.paid_orders import add_holder, another_customer, pay, sell_paid
 from tests.cloud.wechat_platform import WechatPlatform
 

@@ -13,9 +13,10 @@ from cloud.deps import Role
 from cloud.sync.feed import trusted_keys
 from edge.gate import GateService
 from edge.store import GateStore
+from harness.api import Api
 from models import GateConfig
 from models.credential import SignedCredential, load_public_key, parse, site_tag
-from tests.cloud.conftest import Api, make_product, next_weekday
+from tests.cloud.api import make_product, next_weekday
 from tests.cloud.paid_orders import sell_paid
 
 pytestmark = pytest.mark.security

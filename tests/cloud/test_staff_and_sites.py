@@ -12,7 +12,7 @@ from cloud.deps import Role
 from cloud.settings import DEV_JWT_SECRET, Settings
 from cloud.sites.service import verify_gate
 from cloud.staff.service import create_staff
-from tests.cloud.conftest import Api
+from harness.api import Api
 
 
 def test_staff_signs_in_with_password_and_gets_a_working_token(api: Api, app: FastAPI) -> None:

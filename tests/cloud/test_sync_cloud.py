@@ -42,8 +42,10 @@ from cloud.sync.models import FeedChange, GatePassage, QuarantinedEvent
 from cloud.sync.mqtt import CloudSync
 from cloud.tickets.models import Ticket
 from cloud.tickets.service import wire_ticket
+from harness.api import Api
 from harness.mosquitto import find_mosquitto
 from harness.processes import free_port
+from harness.tickets import counted_passage
 from models import PassageEvent, TicketStatus
 from models import Ticket as WireTicket
 from models.credential import public_key_b64
@@ -62,9 +64,8 @@ from models.sync import (
     ticket_set_checksum,
 )
 from sync import topics
-from tests.cloud.conftest import Api, make_product, next_weekday
+from tests.cloud.api import make_product, next_weekday
 from tests.cloud.paid_orders import add_holder, another_customer, pay, sell, sell_paid
-from tests.conftest import counted_passage
 
 T = TypeVar("T")
 SITE = "nanshan"  # the conftest site's code

@@ -21,9 +21,10 @@ from cloud.tickets.models import Ticket
 from cloud.tickets.render import PaperTicket, paper_pdf
 from cloud.tickets.service import issue_for_order, validity, wire_ticket
 from drivers.qr import make_decoder
+from harness.api import Api
 from models import ProductKind
 from models.credential import SignedCredential, parse
-from tests.cloud.conftest import Api, make_product, next_weekday
+from tests.cloud.api import make_product, next_weekday
 from tests.cloud.paid_orders import add_holder, another_customer, sell, sell_paid
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

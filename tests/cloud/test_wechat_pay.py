@@ -26,8 +26,9 @@ from cloud.payments.routes import wechat_pay
 from cloud.payments.wechat import MAX_NOTIFY_BYTES, WechatPay, WechatPayConfig
 from cloud.settings import Settings
 from cloud.tickets.models import Ticket
+from harness.api import Api
 from harness.cloud import live_server
-from tests.cloud.conftest import Api, next_weekday
+from tests.cloud.api import next_weekday
 from tests.cloud.wechat_platform import Notify, WechatPlatform, rsa_verifies
 
 NOTIFY = "/api/v1/payments/wechat/notify"

@@ -23,7 +23,7 @@ from drivers.qr import (
     load_image,
     make_decoder,
 )
-from tests.conftest import SHARED_TESTDATA as TESTDATA
+from harness.testdata import SHARED_TESTDATA as TESTDATA
 
 SINGLE_DECODERS = ("zxing", "pyzbar", "opencv")
 # Sharp, front-on codes in each file format that every decoder reads.

@@ -23,9 +23,9 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from harness.relay_sim import RelayBoardSim
+from harness.tickets import make_ticket, sign
 from models import ProductKind
 from models.credential import public_key_b64
-from tests.conftest import make_ticket, sign
 
 REPO = Path(__file__).resolve().parents[2]
 

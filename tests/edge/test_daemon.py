@@ -18,9 +18,9 @@ from edge.config import EdgeConfig, parse_config
 from edge.daemon import Debouncer, GateDaemon, Handled, Scan
 from edge.store import GateStore
 from harness.relay_sim import RelayBoardSim
+from harness.tickets import NOW, make_ticket, sign
 from models import ProductKind, TicketStatus
 from models.credential import public_key_b64
-from tests.conftest import NOW, make_ticket, sign
 
 
 def config(tmp_path: Path, key: Ed25519PrivateKey, gate: dict[str, Any] | None = None, **barrier: Any) -> EdgeConfig:

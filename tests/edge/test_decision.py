@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from edge.decision import Decision, History, Passage, PriorScan, decide
 from edge.reasons import CATALOG, reason
+from harness.tickets import NOW, make_ticket, sign
 from models import Direction, GateConfig, ProductKind, TicketStatus
 from models.credential import Invalid, PlainCode, parse
-from tests.conftest import NOW, make_ticket, sign
 
 IN = Direction.IN
 

@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.gate import GateService
 from edge.store import GateStore
+from harness.tickets import NOW, make_ticket, sign
 from models import GateConfig
 from models.credential import DOMAIN, Invalid, SignedCredential, parse, public_key_b64, site_tag
-from tests.conftest import NOW, make_ticket, sign
 
 pytestmark = pytest.mark.security
 

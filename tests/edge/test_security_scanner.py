@@ -33,8 +33,8 @@ from edge.config import parse_config
 from edge.daemon import Debouncer, GateDaemon, Handled
 from edge.intake import Intake, Scan
 from edge.store import GateStore
+from harness.tickets import NOW, make_ticket, sign
 from models.credential import _MAX_INPUT, Invalid, could_be_credential, parse, public_key_b64
-from tests.conftest import NOW, make_ticket, sign
 
 pytestmark = pytest.mark.security
 

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from edge.gate import GateService
 from edge.store import GateStore, StoreError
+from harness.tickets import NOW, make_ticket, sign
 from models import GateConfig, Outcome, ProductKind, TicketStatus
 from models.credential import public_key_b64
-from tests.conftest import NOW, make_ticket, sign
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harness.tickets import NOW
 from models import ProductKind
 from models.credential import (
     Invalid,
@@ -21,7 +22,6 @@ from models.credential import (
     parse,
     public_key_b64,
 )
-from tests.conftest import NOW
 
 
 def _day_token(key: Ed25519PrivateKey, key_id: int = 1) -> str:

@@ -7,9 +7,9 @@ import uuid
 import pytest
 from pydantic import ValidationError
 
+from harness.tickets import NOW
 from models import Direction, Outcome, PassageEvent
 from models.sync import EVENT_BATCH_MAX, EventBatch, event_batch_json, parse_events
-from tests.conftest import NOW
 
 
 def event(code: str = "ok", **kw: object) -> PassageEvent:

@@ -12,9 +12,9 @@ from cloud.app import create_app
 from cloud.deps import Role
 from cloud.migrate import upgrade
 from edge.cli import app as cli
+from harness.api import Api
+from harness.keys import cloud_settings
 from sync.mosquitto_passwd import verify_password
-from tests.cloud.conftest import Api
-from tests.conftest import cloud_settings
 
 
 def test_broker_config_from_the_registry_lets_each_gate_in_with_its_own_secret(

@@ -18,6 +18,7 @@ import pytest
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from edge.store import GateStore
+from harness.keys import KEY_ROOT
 from harness.mosquitto import (
     CLOUD_USER,
     MosquittoFactory,
@@ -36,7 +37,6 @@ from sync import topics
 from sync.gate import GateSync
 from sync.mosquitto import BridgeTo, SiteRegistry, bridge_state_topic, broker_accounts, render_acl, write_broker_config
 from sync.mosquitto_passwd import hash_password, verify_password
-from tests.conftest import KEY_ROOT
 
 SITE = "nanshan"
 OTHER = "wanlong"

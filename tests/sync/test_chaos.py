@@ -21,12 +21,12 @@ from cloud.deps import Role
 from cloud.migrate import upgrade
 from cloud.settings import Settings
 from cloud.sync.models import GatePassage
+from harness.api import Api
 from harness.cloud import live_server
+from harness.keys import KEY_ROOT, KEYSET_ROOT_B64
 from harness.mosquitto import MosquittoFactory
 from harness.processes import wait_until
 from sync.mosquitto import GateAccount, SiteRegistry
-from tests.cloud.conftest import Api
-from tests.conftest import KEY_ROOT, KEYSET_ROOT_B64
 
 REPO = Path(__file__).resolve().parents[2]
 API = "/api/v1"

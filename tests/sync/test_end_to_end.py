@@ -29,12 +29,12 @@ from drivers.barrier import FakeBarrier
 from edge.config import parse_config
 from edge.daemon import GateDaemon
 from edge.store import GateStore
+from harness.api import Api
 from harness.cloud import live_server
+from harness.keys import KEY_ROOT, cloud_settings
 from harness.mosquitto import MosquittoFactory
 from harness.processes import wait_until
 from sync.mosquitto import GateAccount, SiteRegistry
-from tests.cloud.conftest import Api
-from tests.conftest import KEY_ROOT, cloud_settings
 
 API = "/api/v1"
 SLOW = 15.0

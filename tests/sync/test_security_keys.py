@@ -13,12 +13,13 @@ from pydantic import ValidationError
 
 from edge.gate import GateService
 from edge.store import GateStore
+from harness.keys import KEY_ROOT, KEYSET_ROOT
+from harness.tickets import NOW, make_ticket, sign
 from models import GateConfig
 from models.credential import public_key_b64
 from models.keyset import sign_key_set
 from models.sync import KeySet
 from models.sync_config import SyncConfig
-from tests.conftest import KEY_ROOT, KEYSET_ROOT, NOW, make_ticket, sign
 from tests.sync.test_gate_sync import (
     SITE,
     Broker,

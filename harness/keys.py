@@ -1,0 +1,49 @@
+"""Development key material and cloud settings for tests and bench: never a production secret.
+
+The key-set root here is published in this repository, so a cloud signing with it is a test
+cloud; `cloud_secrets_env()` makes fresh secrets for a cloud run as production (bench).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cloud.settings import Settings
+from models.credential import public_key_b64
+
+# The key-set root the tests' clouds sign key sets with, and the public half their gates pin.
+KEYSET_ROOT_B64 = "dGVzdC1rZXlzZXQtcm9vdC1rZXktb2YtMzItYnl0ZXM="
+KEYSET_ROOT = Ed25519PrivateKey.from_private_bytes(base64.b64decode(KEYSET_ROOT_B64))
+
+
+def key_root_of(root_key_b64: str) -> str:
+    """The public half a gate pins (`sync.key_root`) of a cloud's key-set root private key (base64)."""
+    return public_key_b64(Ed25519PrivateKey.from_private_bytes(base64.b64decode(root_key_b64)).public_key())
+
+
+KEY_ROOT = key_root_of(KEYSET_ROOT_B64)
+
+
+def cloud_secrets_env() -> dict[str, str]:
+    """Fresh secrets for a cloud process, as its STARFISH_ environment variables: JWT, ticket signing, key-set root."""
+    return {
+        "STARFISH_JWT_SECRET": base64.b64encode(os.urandom(36)).decode(),
+        "STARFISH_SIGNING_KEY_B64": base64.b64encode(os.urandom(32)).decode(),
+        "STARFISH_KEYSET_ROOT_KEY_B64": base64.b64encode(os.urandom(32)).decode(),
+    }
+
+
+def cloud_settings(database_url: str, **overrides: Any) -> Settings:
+    """The cloud's settings as the tests run it: environment `test`, fresh secrets, the tests' key-set root."""
+    fields: dict[str, Any] = {
+        "environment": "test",
+        "database_url": database_url,
+        "jwt_secret": base64.b64encode(os.urandom(36)).decode(),
+        "signing_key_b64": base64.b64encode(os.urandom(32)).decode(),
+        "keyset_root_key_b64": KEYSET_ROOT_B64,
+    }
+    return Settings(**{**fields, **overrides})
