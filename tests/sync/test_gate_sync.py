@@ -41,8 +41,10 @@ from edge.config import parse_config
 from edge.daemon import GateDaemon
 from edge.gate import GateService
 from edge.store import GateStore, JournalEntry
+from harness.keys import KEY_ROOT, KEYSET_ROOT
 from harness.mosquitto import find_mosquitto
 from harness.processes import free_port
+from harness.tickets import NOW, make_ticket, sign
 from models import Direction, GateConfig, Outcome, PassageEvent, ProductKind, Ticket, TicketStatus
 from models.credential import public_key_b64
 from models.keyset import sign_key_set
@@ -64,7 +66,6 @@ from models.sync_config import SyncConfig, stale_feed
 from sync import topics
 from sync.gate import GateSync
 from sync.snapshot_client import TicketLines, fetch_snapshot, snapshot_url
-from tests.conftest import KEY_ROOT, KEYSET_ROOT, NOW, make_ticket, sign
 
 SITE = "nanshan"
 USER, PASSWORD = "nanshan-g1", "gate-s3cret"

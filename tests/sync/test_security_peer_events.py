@@ -18,10 +18,10 @@ import pytest
 from edge import store as edge_store
 from edge.gate import GateService
 from edge.store import GateStore
+from harness.tickets import NOW, counted_passage
 from models import GateConfig, PassageEvent, Ticket
 from models.sync import GateRoster, SnapshotHeader
 from sync import topics
-from tests.conftest import NOW, counted_passage
 from tests.sync.test_gate_sync import (
     SITE,
     Broker,

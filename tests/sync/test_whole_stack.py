@@ -25,6 +25,7 @@ import pytest
 
 from cloud.settings import Settings
 from edge.store import GateStore, ticket_checksum
+from harness.keys import KEY_ROOT, KEYSET_ROOT_B64
 from harness.mosquitto import MosquittoFactory, MosquittoProcess
 from harness.processes import free_port, wait_until
 from harness.relay_sim import RelayBoardSim
@@ -32,7 +33,6 @@ from harness.resort import RelayBoards
 from models import TicketStatus
 from models.sync import SnapshotHeader
 from sync.mosquitto import BridgeTo, GateAccount, SiteRegistry
-from tests.conftest import KEY_ROOT, KEYSET_ROOT_B64
 from tests.sync.stack import API, Cashier, CloudServer, GateProcess, read_rows, seed_cloud, tail
 
 SITE = "nanshan"
