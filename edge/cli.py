@@ -1,4 +1,8 @@
-"""`starfish` command line: the gate daemon and the technician's tools."""
+"""The gate's tools: `gate run` (the daemon), `gate check`, `decode`, `keys generate`, `ticket issue`.
+
+`starfish.cli` mounts them under the `starfish` command; `python -m edge.cli gate run` runs a gate
+without the rest of the command.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +10,21 @@ import asyncio
 import json
 import logging
 import os
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cloud.cli import app as cloud_app
-from cloud.sync.broker_cli import app as sync_app
 from edge.config import ConfigError, EdgeConfig, load_config
 
-app = typer.Typer(help="Starfish Gate: ski-resort turnstiles that decide offline.", no_args_is_help=True)
+app = typer.Typer(help="The gate's tools.", no_args_is_help=True)
 gate_app = typer.Typer(help="Run or query one gate.", no_args_is_help=True)
 keys_app = typer.Typer(help="Ticket-signing keys.", no_args_is_help=True)
 ticket_app = typer.Typer(help="Issue signed tickets (needs the private key).", no_args_is_help=True)
 app.add_typer(gate_app, name="gate")
 app.add_typer(keys_app, name="keys")
 app.add_typer(ticket_app, name="ticket")
-app.add_typer(cloud_app, name="cloud")
-app.add_typer(sync_app, name="sync")
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Gate configuration (YAML)")]
 
@@ -181,37 +180,6 @@ def ticket_issue(
 
         segno.make(token, error="M", micro=False).save(str(png), scale=6, border=4)
     typer.echo(token)
-
-
-@app.command("demo")
-def demo(
-    duration: Annotated[float, typer.Option(help="Run the skier stream this many seconds")] = 60.0,
-    cut_at: Annotated[float | None, typer.Option(help="Cut the cloud link this many seconds in")] = None,
-    restore_at: Annotated[float | None, typer.Option(help="Restore the cloud link this many seconds in")] = None,
-    skiers_per_second: Annotated[float, typer.Option(help="Skiers buying a ticket per second")] = 1.5,
-    workdir: Annotated[
-        Path | None, typer.Option(help="Keep the resort's databases, logs and broker data here (else a temp dir)")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the skier stream, to repeat a run")] = None,
-    single: Annotated[
-        bool, typer.Option("--single", help="The first demo instead: one gate, a camera, a scripted queue, no sync")
-    ] = False,
-) -> None:
-    """The whole resort on one machine: cloud, brokers, two gates and a stream of skiers, in a live table."""
-    if single:
-        from demo.single_gate import run_demo
-
-        sys.exit(asyncio.run(run_demo(duration)))
-    if skiers_per_second <= 0 or duration <= 0:
-        typer.echo("error: --duration and --skiers-per-second must be positive", err=True)
-        raise typer.Exit(2)
-    if restore_at is not None and (cut_at is None or restore_at <= cut_at):
-        typer.echo("error: --restore-at needs an earlier --cut-at", err=True)
-        raise typer.Exit(2)
-    from demo.resort import Options, run_resort_demo
-
-    options = Options(duration, cut_at, restore_at, skiers_per_second, workdir, seed)
-    sys.exit(run_resort_demo(options))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from cloud.deps import Principal, Role
 from cloud.settings import Settings
 from cloud.sites.service import create_site
 from cloud.sync import feed
-from edge.cli import app
+from starfish.cli import app
 
 ADMIN = Principal(role=Role.ADMIN, subject_id=1, name="admin")
 

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from cloud.settings import DEV_JWT_SECRET, DEV_KEYSET_ROOT_KEY_B64, DEV_SIGNING_KEY_B64, Settings
-from edge.cli import app
+from starfish.cli import app
 
 pytestmark = pytest.mark.security
 

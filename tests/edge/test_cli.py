@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from demo.single_gate import run_demo
-from edge.cli import app
 from edge.store import GateStore
 from models.credential import SignedCredential, load_public_key, parse, public_key_b64
+from starfish.cli import app
 
 runner = CliRunner()
 

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_resort_demo_keeps_admitting_while_the_cloud_link_is_cut_and_the_cloud_gets_every_passage_once() -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "demo", "--duration", "15", "--cut-at", "4", "--restore-at", "9"],
+        [sys.executable, "-m", "starfish", "demo", "--duration", "15", "--cut-at", "4", "--restore-at", "9"],
         cwd=REPO,
         capture_output=True,
         text=True,

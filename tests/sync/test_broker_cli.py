@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 from cloud.app import create_app
 from cloud.deps import Role
 from cloud.migrate import upgrade
-from edge.cli import app as cli
 from harness.api import Api
 from harness.keys import cloud_settings
+from starfish.cli import app as cli
 from sync.mosquitto_passwd import verify_password
 
 

@@ -1,0 +1,5 @@
+"""`python -m starfish ...` runs the `starfish` command."""
+
+from starfish.cli import app
+
+app()
