@@ -23,7 +23,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bench.qr_decode import SHARED_TESTDATA, frame_decode_timings, photo_decode_rates
+from bench.qr_decode import frame_decode_timings, photo_decode_rates
 from bench.stats import summary, time_async, time_sync
 from drivers.barrier import BarrierInputs, ModbusBarrier
 from drivers.qr import DEFAULT_DECODER
@@ -33,21 +33,21 @@ from edge.decision import History, decide
 from edge.gate import GateService
 from edge.store import GateStore
 from harness.relay_sim import RelayBoardSim
-from models import GateConfig, ProductKind
-from models.credential import issue, parse, public_key_b64
+from harness.testdata import SHARED_TESTDATA
+from harness.tickets import make_ticket, sign
+from models import GateConfig
+from models.credential import parse, public_key_b64
 
 NOW = datetime.now(UTC)
 
 
 def _tokens(key: Ed25519PrivateKey, n: int) -> list[bytes]:
     return [
-        issue(
+        sign(
             key,
-            key_id=1,
-            kind=ProductKind.DAY,
-            ticket_no=10_000 + i,
-            valid_from=NOW - timedelta(hours=1),
-            valid_until=NOW + timedelta(hours=10),
+            make_ticket(
+                ticket_id=str(10_000 + i), valid_from=NOW - timedelta(hours=1), valid_until=NOW + timedelta(hours=10)
+            ),
             site="bench",
         ).encode()
         for i in range(n)

@@ -21,8 +21,8 @@ import numpy as np
 import segno
 
 from drivers.qr import DECODER_NAMES, QrDecoder, ZxingDecoder, load_image, make_decoder
+from harness.testdata import SHARED_TESTDATA
 
-SHARED_TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 FRAME_WIDTH, FRAME_HEIGHT = 640, 480
 
