@@ -110,3 +110,29 @@ class QuarantinedEvent(Base):
     received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     reason: Mapped[str] = mapped_column(String(20), index=True)
     event: Mapped[str] = mapped_column(Text)  # the event's JSON as received, cut at QUARANTINE_EVENT_MAX characters
+
+
+class DeadLetter(Base):
+    """What a gate sent that the cloud refused unread: malformed, over its bounds, on the wrong topic.
+
+    Not a quarantined event (well formed, judged impossible): there is no event here, only the raw text,
+    cut at `cloud.sync.dead_letters.RAW_MAX` characters. `site_code`/`gate_code` are the topic's.
+    One row per (topic's site, gate, `fingerprint`): the event id when one could be read, else a hash
+    of the raw text; the same again counts in `times`.
+    """
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (UniqueConstraint("site_code", "gate_code", "fingerprint"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), index=True)
+    site_code: Mapped[str] = mapped_column(String(32))
+    gate_code: Mapped[str] = mapped_column(String(32))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    reason: Mapped[str] = mapped_column(String(32), index=True)
+    detail: Mapped[str] = mapped_column(String(200))
+    raw: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)  # the first time
+    last_received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    times: Mapped[int] = mapped_column(Integer, default=1)

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import utcnow
 from cloud.settings import Settings
-from cloud.sync import feed, service
+from cloud.sync import dead_letters, feed, service
 from models.sync import EVENT_BATCH_MAX, MAX_MESSAGE_BYTES, EventAck, FeedHead, FeedMessage
 from sync import topics
 
@@ -321,9 +321,10 @@ class CloudSync:
         for r in batch:
             if r.qos > 0 and r.connection == connection:
                 self._client.ack(r.mid, r.qos)
-        for (site, gate), ids in stored.acks.items():
-            for i in range(0, len(ids), ACK_CHUNK):
-                ack = EventAck(event_ids=ids[i : i + ACK_CHUNK])
+        for site, gate in {**stored.acks, **stored.refused}:
+            ids, refused = stored.acks.get((site, gate), []), stored.refused.get((site, gate), [])
+            for i in range(0, max(len(ids), len(refused)), ACK_CHUNK):
+                ack = EventAck(event_ids=ids[i : i + ACK_CHUNK], refused=refused[i : i + ACK_CHUNK])
                 self._client.publish(topics.acks(site, gate), ack.model_dump_json(), qos=1)
 
     def _store_until_done(self, items: list[service.Inbound]) -> service.Stored | None:
@@ -353,12 +354,16 @@ class CloudSync:
             one = self._store_isolating([item])
             for key, ids in one.acks.items():
                 merged.acks[key].extend(ids)
+            for key, refused in one.refused.items():
+                merged.refused[key].extend(refused)
         return merged
 
 
 def _parse(r: _Received) -> list[service.Inbound]:
+    """The message's events or status, and its dead letters (stored with them, `cloud.sync.dead_letters`)."""
+    refused: list[dead_letters.Refused] = []
     try:
-        return service.parse(r.topic, r.payload)
+        return [*service.parse(r.topic, r.payload, refused), *refused]
     except Exception:
         log.exception("dropped a message on %s that could not be parsed", r.topic)
         return []

@@ -12,9 +12,9 @@ from cloud.errors import Unauthorized
 from cloud.sites.models import Gate, Site
 from cloud.sites.schemas import CODE
 from cloud.sites.service import verify_gate
-from cloud.sync import service, snapshot
+from cloud.sync import dead_letters, service, snapshot
 from cloud.sync.feed import trusted_key_set
-from cloud.sync.schemas import QuarantinedEventOut, SiteSyncOut
+from cloud.sync.schemas import DeadLetterOut, QuarantinedEventOut, SiteSyncOut
 
 router = APIRouter(tags=["sync"], route_class=TransactionScopedRoute)
 GateWatchers = Annotated[Principal, Depends(require(Role.ADMIN, Role.GATE_TECH))]
@@ -62,6 +62,19 @@ def quarantine(
     """Passage events the site's gates sent that cannot be true (another site's ticket, a gate not
     registered, a time out of bounds...), newest first: kept as evidence, never applied."""
     return service.quarantined_events(session, site_id, limit=limit)
+
+
+@router.get("/sync/sites/{site_id}/dead-letters")
+def dead_letter_list(
+    site_id: IdPath,
+    session: SessionDep,
+    _: Admin,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[DeadLetterOut]:
+    """What the site's gates sent that the cloud refused unread (malformed, over its bounds, a status
+    naming another gate, the wrong topic), raw, the most recently received first. Not the quarantine:
+    those are well-formed events judged impossible. A gate is told its refused event ids and drops them."""
+    return dead_letters.listed(session, site_id, limit=limit)
 
 
 @router.get(

@@ -50,3 +50,19 @@ class QuarantinedEventOut(BaseModel):
         "is not one of the site's (e.g. another site's); before_sale: dated before its ticket was issued"
     )
     event: str = Field(description="The event's JSON as received (cut at 4000 characters)")
+
+
+class DeadLetterOut(BaseModel):
+    event_id: uuid.UUID | None = Field(description="The event's id, when one could be read from the raw text")
+    site_code: str = Field(description="The site of the topic it came on (what the broker authenticated)")
+    gate_code: str = Field(description="The gate of the topic it came on")
+    reason: Literal["malformed", "too_long", "out_of_range", "wrong_gate", "wrong_topic"] = Field(
+        description="malformed: not JSON, or not a valid event or status; too_long: a field or a list over "
+        "its bound; out_of_range: a figure out of its range; wrong_gate: a status naming another site or "
+        "gate than its topic; wrong_topic: a message on a gate topic that is neither events nor status"
+    )
+    detail: str = Field(description="What was wrong, in short")
+    raw: str = Field(description="The message or batch item as received (cut at 4096 characters)")
+    received_at: datetime = Field(description="When it first came")
+    last_received_at: datetime = Field(description="When it last came")
+    times: int = Field(description="How often it came")

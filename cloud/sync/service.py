@@ -1,8 +1,9 @@
 """What gates send up: passage events stored once per sending gate and gate-made id, and each gate's last status.
 
-Messages are parsed here, without a database, so a malformed one is dropped (and logged) before any
-transaction; `store` then takes a batch in one transaction and commits it. The MQTT layer acknowledges
-the broker's messages and publishes the EventAcks only after `store` returned.
+Messages are parsed here, without a database, so a malformed one is refused (logged, and handed back
+as a dead letter, `cloud.sync.dead_letters`) before any transaction; `store` then takes a batch in one
+transaction and commits it. The MQTT layer acknowledges the broker's messages and publishes the
+EventAcks only after `store` returned.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from cloud.db import utcnow
 from cloud.deps import MAX_ID
 from cloud.sites.models import Gate, Site
 from cloud.sites.service import get_site
-from cloud.sync import snapshot
+from cloud.sync import dead_letters, snapshot
+from cloud.sync.dead_letters import Refused
 from cloud.sync.feed import head_seq
 from cloud.sync.models import GatePassage, GateStatusRecord, QuarantinedEvent
 from cloud.sync.schemas import GateSyncOut, QuarantinedEventOut, SiteSyncOut
 from cloud.tickets.models import Ticket, TicketState
 from models import CredentialKind, Direction, Outcome, PassageEvent
-from models.sync import EVENT_CLOCK_SKEW, GateStatus, implausible_time, parse_events
+from models.sync import EVENT_CLOCK_SKEW, GateStatus, RefusedEvent, implausible_time, parse_events
 from sync import topics
 from sync.topics import parse_gate_topic
 
@@ -55,24 +57,32 @@ class StatusIn:
     status: GateStatus | None  # None: a bare "offline" Last Will, with no figures
 
 
-Inbound = EventIn | StatusIn
+Inbound = EventIn | StatusIn | Refused
 
 
-def parse(topic: str, payload: bytes) -> list[Inbound]:
+def parse(topic: str, payload: bytes, refused: list[Refused] | None = None) -> list[EventIn | StatusIn]:
     """What a gate sent on `topic`: its events (one, or an `EventBatch`) or its status. Malformed
-    messages are dropped here (logged): [] or fewer. Well-formed events that are not the gate's to
-    send are kept for `store`, which quarantines them."""
+    messages, and malformed events of a batch, are left out here (logged) and go into `refused` as
+    dead letters when the topic names a gate. Well-formed events that are not the gate's to send are
+    kept for `store`, which quarantines them."""
     where = parse_gate_topic(topic)
-    if where is None or where[2] == "acks":
+    if where is None:
         log.warning("dropped a message on %r: not a gate's events or status topic", topic)
         return []
     site, gate, leaf = where
+    dead = refused if refused is not None else []
+    if leaf == "acks":
+        log.warning("dropped a message on %r: not a gate's events or status topic", topic)
+        dead.append(dead_letters.refused(site, gate, "wrong_topic", f"a message on {topic}", payload))
+        return []
     try:
         if leaf == "events":
-            refused: list[str] = []
-            events = parse_events(payload, refused)
-            for why in refused:
+            why_not: list[str] = []
+            events = parse_events(payload, why_not)
+            for why in why_not:
                 log.warning("dropped a malformed event on %s: %s", topic, why)
+            if why_not:
+                dead.extend(dead_letters.batch_items(site, gate, payload))
             return [EventIn(site, gate, event) for event in events]  # the model bounds every field's length
         if payload.strip() in (b"offline", b'"offline"'):
             return [StatusIn(site, gate, "offline", None)]
@@ -80,42 +90,44 @@ def parse(topic: str, payload: bytes) -> list[Inbound]:
             return []  # a retained status being cleared
         return [_status(site, gate, GateStatus.model_validate_json(payload))]
     except ValidationError as exc:
-        log.warning("dropped a malformed message on %s: %s", topic, _short(exc))
+        log.warning("dropped a malformed message on %s: %s", topic, dead_letters.short(exc))
+        dead.append(dead_letters.refused(site, gate, dead_letters.reason_of(exc), dead_letters.short(exc), payload))
         return []
     except _Refused as exc:
         log.warning("dropped a message on %s: %s", topic, exc)
+        dead.append(dead_letters.refused(site, gate, exc.reason, str(exc), payload))
         return []
 
 
 class _Refused(Exception):
-    pass
+    def __init__(self, reason: dead_letters.Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 def _status(site: str, gate: str, status: GateStatus) -> StatusIn:
     if (status.site, status.gate) != (site, gate):
-        raise _Refused(f"status says site {status.site!r} gate {status.gate!r}")
+        raise _Refused("wrong_gate", f"status says site {status.site!r} gate {status.gate!r}")
     figures = (status.feed_seq, status.outbox_depth, status.checksum_seq or 0)
     if not all(0 <= n <= MAX_ID for n in figures):
-        raise _Refused("status figures out of range")
+        raise _Refused("out_of_range", "status figures out of range")
     return StatusIn(site, gate, status.state, status)
-
-
-def _short(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}" for e in exc.errors()[:3])
 
 
 @dataclass(slots=True)
 class Stored:
     """What a batch did; `acks` lists, per (site, gate) code, the event ids now safely kept (stored,
-    quarantined or known already)."""
+    quarantined or known already), `refused` the dead letters' event ids to name as refused."""
 
     acks: dict[tuple[str, str], list[uuid.UUID]] = field(default_factory=lambda: defaultdict(list))
+    refused: dict[tuple[str, str], list[RefusedEvent]] = field(default_factory=lambda: defaultdict(list))
     new: int = 0
     duplicates: int = 0
     conflicts: int = 0
     quarantined: int = 0
     statuses: int = 0
     unknown_gates: int = 0
+    dead_letters: int = 0
 
 
 def store(session: Session, batch: Sequence[Inbound], *, now: datetime | None = None) -> Stored:
@@ -127,10 +139,14 @@ def store(session: Session, batch: Sequence[Inbound], *, now: datetime | None = 
     its event id: the same again from that gate is a no-op acknowledged again, and one gate's events
     cannot make another's duplicates. An id sent by two gates is one gate copying the other's event;
     `_settle_reused_ids` says which passage stays and quarantines the others as `id_reused`.
+    Dead letters (`Refused`, from `parse`) are kept in the same transaction (`dead_letters.store`).
     """
     now = now or utcnow()
     out = Stored()
-    gates = _gates(session, {(m.site, m.gate) for m in batch})
+    letters = [m for m in batch if isinstance(m, Refused)]
+    out.refused.update(dead_letters.store(session, letters, now))
+    out.dead_letters = len(letters)
+    gates = _gates(session, {(m.site, m.gate) for m in batch if not isinstance(m, Refused)})
     _store_events(session, [m for m in batch if isinstance(m, EventIn)], gates, out, now)
     for m in batch:
         if not isinstance(m, StatusIn):

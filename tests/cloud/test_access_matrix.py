@@ -65,6 +65,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/audit"): "admin finance",
     ("GET", "/api/v1/sites/{site_id}/gates/status"): "admin gate_tech",
     ("GET", "/api/v1/sync/sites/{site_id}/quarantine"): "admin",
+    ("GET", "/api/v1/sync/sites/{site_id}/dead-letters"): "admin",
     # "gate": HTTP Basic with a gate's own credentials; no staff or customer token opens it.
     ("GET", "/api/v1/sync/sites/{site_code}/snapshot"): "gate",
     ("GET", "/api/v1/health"): "public",

@@ -38,7 +38,7 @@ from cloud.deps import Role
 from cloud.settings import Settings
 from cloud.sync import feed, service, snapshot
 from cloud.sync.feed import trusted_key_set, trusted_keys
-from cloud.sync.models import FeedChange, GatePassage, QuarantinedEvent
+from cloud.sync.models import DeadLetter, FeedChange, GatePassage, QuarantinedEvent
 from cloud.sync.mqtt import CloudSync
 from cloud.tickets.models import Ticket
 from cloud.tickets.service import wire_ticket
@@ -56,6 +56,7 @@ from models.sync import (
     FeedMessage,
     GateStatus,
     KeySet,
+    RefusedEvent,
     SnapshotHeader,
     SnapshotStatus,
     StatusChange,
@@ -658,6 +659,24 @@ def test_malformed_messages_are_dropped_and_the_consumer_carries_on(
     with app.state.sessionmaker() as session:
         assert [p.event_id for p in passages(session)] == [good.event_id]
     assert sum("dropped" in r.getMessage() for r in caplog.records) >= 8
+
+
+def test_a_malformed_event_in_a_batch_is_kept_as_a_dead_letter_and_acknowledged_as_refused_with_the_good_ones(
+    app: FastAPI, api: Api, sync: CloudSync, site: dict[str, Any], peers: Any
+) -> None:
+    add_gate(api, site["id"], "g1")
+    good, bad = [passage("T-1"), passage("T-2")], passage("T-3")
+    bodies = [good[0].model_dump_json(), bad.model_dump_json().replace('"in"', '"up"'), good[1].model_dump_json()]
+    gate = peers(topics.acks(SITE, "g1"))
+
+    gate.publish(topics.events(SITE, "g1"), event_batch_json(bodies))
+    ack = EventAck.model_validate_json(gate.next().payload)
+
+    assert ack.event_ids == [good[0].event_id, good[1].event_id]
+    assert ack.refused == [RefusedEvent(event_id=bad.event_id, reason="malformed")]
+    with app.state.sessionmaker() as session:  # the ack came after the commit of both
+        assert {p.event_id for p in passages(session)} == {e.event_id for e in good}
+        assert list(session.scalars(select(DeadLetter.event_id))) == [bad.event_id]
 
 
 def test_events_are_not_acknowledged_before_their_commit_and_come_again_after_a_crash(

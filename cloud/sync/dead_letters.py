@@ -1,0 +1,160 @@
+"""Dead letters: what gates send that the cloud refuses unread, kept raw for the back office.
+
+A dead letter is a message, or one event of an `EventBatch`, that is not what its topic carries:
+not JSON, not a valid event or status, a field or list over its bound (`too_long`), a figure out of
+range, a status naming another site or gate than its topic (`wrong_gate`), a message on a gate
+topic that is neither events nor status (`wrong_topic`). It is not a quarantined event: that one
+is well formed and judged impossible (`service._refusal`), kept as an event; a dead letter has no
+event, only its raw text, cut at `RAW_MAX`.
+
+It is stored in the same transaction as the good events of its message; then the broker's message
+is acknowledged and the gate's `EventAck` names each dead letter's event id (when one could be
+read) under `refused`, so the gate drops it from its outbox instead of resending it for ever.
+A message whose topic names no gate (`sync.topics.parse_gate_topic`) has nowhere to be filed or
+answered: it is only logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cloud.sites.models import Site
+from cloud.sites.service import get_site
+from cloud.sync.models import DeadLetter
+from cloud.sync.schemas import DeadLetterOut
+from models import PassageEvent
+from models.sync import RefusedEvent
+
+RAW_MAX = 4096  # characters of the raw text kept
+DETAIL_MAX = 200
+
+Reason = Literal["malformed", "too_long", "out_of_range", "wrong_gate", "wrong_topic"]
+_TOO_LONG = {"string_too_long", "too_long", "bytes_too_long"}
+_RANGE = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """One dead letter from the gate of topic (`site`, `gate`), not yet stored."""
+
+    site: str
+    gate: str
+    reason: Reason
+    detail: str
+    raw: str  # cut at RAW_MAX
+    event_id: uuid.UUID | None
+    fingerprint: str  # the event id, or a hash of the whole raw text: what makes a repeat one row
+
+
+def refused(site: str, gate: str, reason: Reason, detail: str, raw: bytes | str, doc: Any = None) -> Refused:
+    """A dead letter of `raw` (a message, or one batch item as JSON; `doc` its decoded JSON if known)."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    if doc is None:
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            doc = None
+    value = doc.get("event_id") if isinstance(doc, dict) else None
+    event_id = uuid.UUID(value) if isinstance(value, str) and _UUID.fullmatch(value) else None
+    fingerprint = str(event_id) if event_id is not None else hashlib.sha256(data).hexdigest()
+    # PostgreSQL's text holds no NUL character; a backslash escape keeps what was there readable.
+    text = data[:RAW_MAX].decode("utf-8", "backslashreplace").replace("\x00", "\\x00")[:RAW_MAX]
+    return Refused(site, gate, reason, detail[:DETAIL_MAX], text, event_id, fingerprint)
+
+
+def reason_of(exc: ValidationError) -> Reason:
+    """`too_long` or `out_of_range` when that is what is wrong, else `malformed`."""
+    kinds = {e["type"] for e in exc.errors()}
+    if kinds & _TOO_LONG:
+        return "too_long"
+    if kinds & _RANGE:
+        return "out_of_range"
+    return "malformed"
+
+
+def short(exc: ValidationError) -> str:
+    """The first errors of `exc`, on one line."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}" for e in exc.errors()[:3])
+
+
+def batch_items(site: str, gate: str, payload: bytes) -> list[Refused]:
+    """The events of a batch that are not valid `PassageEvent`s (`models.sync.parse_events` left them out)."""
+    try:
+        items = json.loads(payload).get("events")
+    except (ValueError, AttributeError):
+        return []
+    out = []
+    for i, item in enumerate(items if isinstance(items, list) else []):
+        text = json.dumps(item)
+        try:
+            PassageEvent.model_validate_json(text)
+        except ValidationError as exc:
+            out.append(refused(site, gate, reason_of(exc), f"event {i + 1} of {len(items)}: {short(exc)}", text, item))
+    return out
+
+
+def store(session: Session, letters: Sequence[Refused], now: datetime) -> dict[tuple[str, str], list[RefusedEvent]]:
+    """Keep each dead letter (one row per topic gate and fingerprint, counted); no commit.
+
+    Returns, per (site, gate) code, the refused event ids to name in that gate's `EventAck`.
+    """
+    named: dict[tuple[str, str], dict[uuid.UUID, RefusedEvent]] = defaultdict(dict)
+    if not letters:
+        return {}
+    codes = {d.site for d in letters}
+    sites = {code: site_id for code, site_id in session.execute(select(Site.code, Site.id).where(Site.code.in_(codes)))}
+    rows = {
+        (row.site_code, row.gate_code, row.fingerprint): row
+        for row in session.scalars(
+            select(DeadLetter).where(DeadLetter.fingerprint.in_({d.fingerprint for d in letters}))
+        )
+    }
+    for d in letters:
+        key = (d.site, d.gate, d.fingerprint)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = DeadLetter(
+                site_id=sites.get(d.site),
+                site_code=d.site,
+                gate_code=d.gate,
+                fingerprint=d.fingerprint,
+                event_id=d.event_id,
+                reason=d.reason,
+                detail=d.detail,
+                raw=d.raw,
+                received_at=now,
+                last_received_at=now,
+                times=1,
+            )
+            session.add(row)
+        else:
+            row.times += 1
+            row.last_received_at = now
+        if d.event_id is not None:
+            named[(d.site, d.gate)][d.event_id] = RefusedEvent(event_id=d.event_id, reason=d.reason)
+    return {key: list(by_id.values()) for key, by_id in named.items()}
+
+
+def listed(session: Session, site_id: int, *, limit: int = 100) -> list[DeadLetterOut]:
+    """The site's dead letters, the most recently received first."""
+    get_site(session, site_id)
+    rows = session.scalars(
+        select(DeadLetter)
+        .where(DeadLetter.site_id == site_id)
+        .order_by(DeadLetter.last_received_at.desc(), DeadLetter.id.desc())
+        .limit(limit)
+    )
+    return [DeadLetterOut.model_validate(row, from_attributes=True) for row in rows]
