@@ -21,15 +21,13 @@ gate's SQLite file (read-only, polled every 0.5 ms).
 from __future__ import annotations
 
 import argparse
-import base64
 import json
-import os
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import ExitStack
 from datetime import UTC, date, datetime, timedelta
@@ -38,12 +36,12 @@ from typing import Any
 
 import httpx
 import yaml
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.cloud import _serve
 from bench.stats import summary
+from harness.keys import cloud_secrets_env, key_root_of
 from harness.mosquitto import MosquittoProcess
-from models.credential import public_key_b64
+from harness.processes import ChildProcess, wait_until
 from sync.mosquitto import GateAccount, SiteRegistry
 
 API = "/api/v1"
@@ -56,12 +54,7 @@ class World:
         self.tmp = tmp
         self.stack = stack
         self.url = f"sqlite:///{tmp / 'cloud.db'}"
-        self.env = {
-            "STARFISH_ENVIRONMENT": "production",
-            "STARFISH_JWT_SECRET": base64.b64encode(os.urandom(36)).decode(),
-            "STARFISH_SIGNING_KEY_B64": base64.b64encode(os.urandom(32)).decode(),
-            "STARFISH_KEYSET_ROOT_KEY_B64": base64.b64encode(os.urandom(32)).decode(),
-        }
+        self.env = {"STARFISH_ENVIRONMENT": "production", **cloud_secrets_env()}
         self._seed(gates)
         registry = SiteRegistry(
             "bench", [GateAccount(g, u, p) for g, (u, p) in self.gates.items()], "cloud", "cloud-pw-0123456"
@@ -78,7 +71,7 @@ class World:
                 "STARFISH_SYNC_POLL_SECONDS": "0.5",
             }
         )
-        self.base = _serve(self.url, self.env, 1, stack)
+        self.base = _serve(self.url, self.env, 1, stack, tmp / "cloud.log")
         self.cashier = httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
         stack.callback(self.cashier.close)
 
@@ -144,11 +137,7 @@ class World:
                 "username": self.gates[gate][0],
                 "password_file": str(folder / "password"),
                 "snapshot_url": self.base,
-                "key_root": public_key_b64(
-                    Ed25519PrivateKey.from_private_bytes(
-                        base64.b64decode(self.env["STARFISH_KEYSET_ROOT_KEY_B64"])
-                    ).public_key()
-                ),
+                "key_root": key_root_of(self.env["STARFISH_KEYSET_ROOT_KEY_B64"]),
                 "snapshot_timeout_s": 600,
             },
             "log_level": "WARNING",
@@ -157,22 +146,13 @@ class World:
         path.write_text(yaml.safe_dump(cfg))
         return path
 
-    def start_gate(self, gate: str) -> subprocess.Popen[bytes]:
+    def start_gate(self, gate: str) -> ChildProcess:
         config = self.gate_config(gate)
-        log = (self.tmp / gate / "gate.log").open("ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "gate", "run", "--config", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-        def stop() -> None:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(30)
-
-        self.stack.callback(stop)
-        return proc
+        argv = [sys.executable, "-m", "edge.cli", "gate", "run", "--config", str(config)]
+        process = ChildProcess(f"gate {gate}", argv, self.tmp / gate / "gate.log")
+        process.launch()
+        self.stack.callback(process.stop, 30)
+        return process
 
     def gate_db(self, gate: str) -> Path:
         return self.tmp / gate / "gate.db"
@@ -197,16 +177,16 @@ def _ro(db: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10, check_same_thread=False)
 
 
-def _wait(cond: Any, timeout: float, what: str, interval: float = 0.0005) -> None:
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
+def _wait(cond: Callable[[], bool], timeout: float, what: str, interval: float = 0.0005) -> None:
+    """`harness.processes.wait_until`, a missing table or file counting as not yet."""
+
+    def holds() -> bool:
         try:
-            if cond():
-                return
+            return cond()
         except sqlite3.OperationalError:
-            pass
-        time.sleep(interval)
-    raise TimeoutError(what)
+            return False
+
+    wait_until(holds, what, timeout, interval=interval)
 
 
 def sale_to_gate(world: World, sales: int) -> dict[str, Any]:
