@@ -440,9 +440,11 @@ class GateDaemon:
             self.store.set_keys(self.config.trusted_keys)
             self.service.reload_keys()
         if self.config.sync is not None:
+            from edge.sync_port import StorePort
             from sync.gate import GateSync
 
-            self.sync = GateSync.for_daemon(self, self.config.sync)
+            port = StorePort(self.store, gate_id=self.config.gate.gate_id, service=self.service)
+            self.sync = GateSync(self.config.sync, port=port, clock=self.clock)
             self.service.feed_stale = self.sync.feed_stale
             self.sync.start()
         loop = asyncio.get_running_loop()

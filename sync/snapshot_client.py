@@ -1,22 +1,47 @@
-"""A site snapshot over HTTP (streamed NDJSON) into a staging file: blocking, for a worker thread.
+"""A site snapshot over HTTP (streamed NDJSON) into the gate's staging: blocking, for a worker thread.
 
 Lines: one `SnapshotHeader`, then `header.tickets` `Ticket` lines, then `SnapshotStatus`
-lines. Nothing is trusted until the staged set's checksum equals the header's.
+lines. Nothing is trusted until the staged set's checksum equals the header's. Where the
+lines go is the gate's business: a `SnapshotSink` it opens (`GatePort.open_staging`).
 """
 
 from __future__ import annotations
 
 import ssl
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
-from edge.store_sync import SnapshotError, SnapshotStaging
 from models import Ticket
 from models.sync import SnapshotHeader, SnapshotStatus
+from sync.errors import SnapshotError
+
+
+class SnapshotSink(Protocol):
+    """Takes a snapshot's validated lines, in order, from one worker thread; `SnapshotError` when it cannot."""
+
+    BATCH: int  # tickets per `add_tickets`
+    tickets: int  # tickets taken so far
+
+    def add_tickets(self, rows: list[tuple[str, str | None, str, str]]) -> None:
+        """Take tickets: (ticket id, code, status, the line as received), each a valid `Ticket`."""
+        ...
+
+    def add_status(self, status: SnapshotStatus) -> None:
+        """Take one status line (it overrides the status in its ticket's line)."""
+        ...
+
+    def finish(self) -> str:
+        """All lines are in: the checksum of the ticket set taken."""
+        ...
+
+    def close(self) -> None:
+        """Release what the sink holds, whatever happened."""
+        ...
 
 
 def snapshot_url(base: str, site: str) -> str:
@@ -33,13 +58,14 @@ def fetch_snapshot(
     *,
     url: str,
     site: str,
-    staging: Path,
+    open_sink: Callable[[], SnapshotSink],
     auth: tuple[str, str] | None,
     ca_file: Path | None = None,
     timeout_s: float = 60.0,
     abort: threading.Event | None = None,
 ) -> SnapshotHeader:
-    """Download a snapshot into `staging` (a new SQLite file) and verify it; returns its header."""
+    """Download a snapshot into the sink `open_sink` opens (once the header is read) and verify it;
+    returns its header."""
     verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
     timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
     try:
@@ -49,7 +75,7 @@ def fetch_snapshot(
         ):
             if resp.status_code != 200:
                 raise SnapshotError(f"GET {url}: HTTP {resp.status_code}")
-            return _stage(_lines(resp.iter_bytes(), abort), site=site, staging=staging)
+            return _stage(_lines(resp.iter_bytes(), abort), site=site, open_sink=open_sink)
     except httpx.HTTPError as exc:
         raise SnapshotError(f"GET {url}: {exc}") from exc
 
@@ -130,7 +156,7 @@ class TicketLines:
         return ticket.ticket_id, ticket.code, ticket.status.value, line.decode()
 
 
-def _stage(lines: Iterable[bytes], *, site: str, staging: Path) -> SnapshotHeader:
+def _stage(lines: Iterable[bytes], *, site: str, open_sink: Callable[[], SnapshotSink]) -> SnapshotHeader:
     it = iter(lines)
     first = next((line for line in it if line.strip()), None)
     if first is None:
@@ -141,7 +167,7 @@ def _stage(lines: Iterable[bytes], *, site: str, staging: Path) -> SnapshotHeade
         raise SnapshotError(f"snapshot header: {_first_error(exc)}") from exc
     if header.site != site:
         raise SnapshotError(f"snapshot is for site {header.site!r}, not {site!r}")
-    stage = SnapshotStaging(staging)
+    stage = open_sink()
     try:
         numbered = enumerate(it, start=2)
         _stage_tickets(numbered, header.tickets, stage)
@@ -161,7 +187,7 @@ def _stage(lines: Iterable[bytes], *, site: str, staging: Path) -> SnapshotHeade
     return header
 
 
-def _stage_tickets(numbered: Iterator[tuple[int, bytes]], count: int, stage: SnapshotStaging) -> None:
+def _stage_tickets(numbered: Iterator[tuple[int, bytes]], count: int, stage: SnapshotSink) -> None:
     """Stage the next `count` lines (fewer if the stream ends) as tickets, a batch at a time."""
     row = TicketLines().row
     left = count

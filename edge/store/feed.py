@@ -17,6 +17,7 @@ from edge.store.gate_store import GateStore
 from edge.store.schema import iso, set_meta
 from models.credential import load_public_key
 from models.sync import Change, GateConfigChange, GateRoster, KeySet, StatusChange, TicketUpsert
+from sync.errors import KeySetError
 
 FEED_SEQ = "sync.feed_seq"
 FEED_EPOCH = "sync.feed_epoch"
@@ -24,10 +25,6 @@ FRESH_AT = "sync.fresh_at"
 GATE_CONFIG = "sync.gate_config"
 GATE_ROSTER = "sync.gate_roster"
 SNAPSHOT_CHECKSUM = "sync.snapshot_checksum"
-
-
-class KeySetError(ValueError):
-    """A key set that cannot be trusted (a key does not load)."""
 
 
 def feed_seq(store: GateStore) -> int:

@@ -19,6 +19,7 @@ from edge.store.feed import FEED_EPOCH, FEED_SEQ, FRESH_AT, SNAPSHOT_CHECKSUM, c
 from edge.store.gate_store import GateStore
 from edge.store.schema import iso, set_meta
 from models.sync import SnapshotStatus, TicketSetChecksum
+from sync.errors import SnapshotError
 
 
 def read_checksum(db: Path) -> tuple[int, str] | None:
@@ -29,10 +30,6 @@ def read_checksum(db: Path) -> tuple[int, str] | None:
         conn.execute("BEGIN")
         row = conn.execute("SELECT value FROM meta WHERE key = ?", (FEED_SEQ,)).fetchone()
         return None if row is None else (int(row[0]), tickets.checksum(conn))
-
-
-class SnapshotError(Exception):
-    """A snapshot that cannot be used: malformed, inconsistent with its header, or not received."""
 
 
 class SnapshotStaging:

@@ -18,6 +18,7 @@ import pytest
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from edge.store import GateStore
+from edge.sync_port import StorePort
 from harness.keys import KEY_ROOT
 from harness.mosquitto import (
     CLOUD_USER,
@@ -478,7 +479,7 @@ def test_a_gates_sync_client_speaks_tls_to_its_site_broker_and_trusts_only_the_s
     store = GateStore(tmp_path / "gate.db")
 
     async def scenario() -> None:
-        sync = GateSync(config, store=store, password=password, tick_s=0.1)
+        sync = GateSync(config, port=StorePort(store, gate_id="g1"), password=password, tick_s=0.1)
         sync.start()
         try:
             if ca == "right":

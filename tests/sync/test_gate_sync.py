@@ -41,6 +41,7 @@ from edge.config import parse_config
 from edge.daemon import GateDaemon
 from edge.gate import GateService
 from edge.store import GateStore, JournalEntry
+from edge.sync_port import StorePort
 from harness.keys import KEY_ROOT, KEYSET_ROOT
 from harness.mosquitto import find_mosquitto
 from harness.processes import free_port
@@ -305,8 +306,7 @@ def gate_sync(store: GateStore, broker: Broker, snapshots: SnapshotServer | str,
     clock = kw.pop("clock", None)
     return GateSync(
         sync_config(broker, base, gate, **kw),
-        store=store,
-        service=service,
+        port=StorePort(store, gate_id=gate, service=service),
         password=PASSWORD,
         tick_s=0.1,
         **({} if clock is None else {"clock": clock}),
@@ -747,6 +747,7 @@ GATE_PROCESS = textwrap.dedent(
     import asyncio, sys
     from edge.store import GateStore
     from edge.store import save_fresh_at
+    from edge.sync_port import StorePort
     from models.sync_config import SyncConfig
     from sync.gate import GateSync
     from datetime import datetime, UTC
@@ -757,7 +758,7 @@ GATE_PROCESS = textwrap.dedent(
                         snapshot_url="http://127.0.0.1:9/", keepalive_s=5, key_root=sys.argv[3])
 
     async def main():
-        sync = GateSync(config, store=store, tick_s=0.1)
+        sync = GateSync(config, port=StorePort(store, gate_id="g1"), tick_s=0.1)
         await sync.run()
 
     asyncio.run(main())
@@ -933,7 +934,11 @@ def test_the_store_checksum_is_the_contracts_checksum(store: GateStore) -> None:
 
 def fetch(snapshots: SnapshotServer, staging: Path) -> SnapshotHeader:
     return fetch_snapshot(
-        url=snapshot_url(snapshots.base, SITE), site=SITE, staging=staging, auth=(USER, PASSWORD), timeout_s=DEADLINE
+        url=snapshot_url(snapshots.base, SITE),
+        site=SITE,
+        open_sink=lambda: edge_store.SnapshotStaging(staging),
+        auth=(USER, PASSWORD),
+        timeout_s=DEADLINE,
     )
 
 

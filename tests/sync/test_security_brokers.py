@@ -23,6 +23,7 @@ from cloud.migrate import upgrade
 from cloud.sync import service
 from cloud.sync.mqtt import CloudSync
 from edge.store import GateStore
+from edge.sync_port import StorePort
 from harness.mosquitto import CLOUD_USER, MosquittoFactory, MosquittoProcess, make_site, password_of
 from harness.mqtt import TIMEOUT, MqttClientFactory
 from harness.processes import free_port, wait_until
@@ -330,7 +331,8 @@ def test_a_20_mb_code_in_a_peer_event_never_reaches_the_gates_journal(
     huge, long, fine = passage("g2", ticket_id="T-HUGE"), passage("g2", ticket_id="T-LONG"), passage("g2")
 
     async def scenario() -> None:
-        sync = GateSync(config, store=store, password=password_of(f"{SITE}-g1"), clock=lambda: NOW, tick_s=0.1)
+        port = StorePort(store, gate_id="g1")
+        sync = GateSync(config, port=port, password=password_of(f"{SITE}-g1"), clock=lambda: NOW, tick_s=0.1)
         sync.start()
         try:
             await asyncio.to_thread(watcher.expect, topics.status(SITE, "g1"))  # online: its subscriptions are in

@@ -2,9 +2,9 @@
 
 One MQTT v5 client (paho) with a persistent session (client id ``gate-<site>-<gate>``,
 ``clean_start`` false, a session expiry) and QoS 1 everywhere, acknowledging by hand. paho's
-network thread never touches the store: it hands every message to the store's owner, the
-asyncio task `GateSync.run`, which commits what the message carries and only then sends the
-PUBACK. A message that was not acknowledged comes back after a reconnect.
+network thread never touches the gate: it hands every message to the gate store's owner, the
+asyncio task `GateSync.run`, which commits what the message carries (through its `GatePort`)
+and only then sends the PUBACK. A message that was not acknowledged comes back after a reconnect.
 
 Down: feed messages apply in strict sequence order; a gap, a fresh gate or a lost broker
 session fetch a snapshot (`sync.snapshot_client`) and the feed resumes after its sequence.
@@ -24,16 +24,14 @@ import asyncio
 import collections
 import contextlib
 import enum
+import functools
 import logging
-import os
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import paho.mqtt.client as mqtt
@@ -44,8 +42,6 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import ValidationError
 
-from edge import store_sync
-from edge.store import GateStore
 from models import PassageEvent
 from models.credential import load_public_key
 from models.keyset import KeySetSignatureError, verify_key_set
@@ -63,11 +59,11 @@ from models.sync import (
 )
 from models.sync_config import SyncConfig, stale_feed
 from sync import topics
+from sync.errors import KeySetError, SnapshotError
 from sync.snapshot_client import fetch_snapshot, snapshot_url
 
 if TYPE_CHECKING:
-    from edge.daemon import GateDaemon
-    from edge.gate import GateService
+    from sync.gate.port import GatePort
 
 log = logging.getLogger("starfish.sync")
 
@@ -119,15 +115,15 @@ class GateSync:
         self,
         config: SyncConfig,
         *,
-        store: GateStore,
-        service: GateService | None = None,
+        port: GatePort,
         clock: Callable[[], datetime] = utc_now,
         password: str | None = None,
         tick_s: float = 1.0,
     ) -> None:
         self.config = config
-        self.store = store
-        self.service = service
+        if port.gate_id != config.gate:
+            raise ValueError(f"the sync config is gate {config.gate!r}'s, the gate is {port.gate_id!r}")
+        self.port = port
         self.clock = clock
         self.tick_s = tick_s
         self._password = password if password is not None else config.load_password()
@@ -177,11 +173,6 @@ class GateSync:
         self._net_gen = 0
         self._last_refusal = ""
 
-    @classmethod
-    def for_daemon(cls, daemon: GateDaemon, config: SyncConfig) -> GateSync:
-        """A GateSync sharing the daemon's store, service and clock (all used on its event loop)."""
-        return cls(config, store=daemon.store, service=daemon.service, clock=daemon.clock)
-
     # --- public API, called on the event loop ------------------------------------------------
 
     def start(self) -> asyncio.Task[None]:
@@ -212,14 +203,14 @@ class GateSync:
     async def run(self) -> None:
         """Own the sync state until `stop`: connect, apply, publish, reconnect as needed."""
         self._loop = asyncio.get_running_loop()
-        self.feed_seq = store_sync.feed_seq(self.store)
-        self.epoch = store_sync.feed_epoch(self.store)
-        self.roster = store_sync.gate_roster(self.store)
+        self.feed_seq = self.port.feed_seq()
+        self.epoch = self.port.feed_epoch()
+        self.roster = self.port.gate_roster()
         if self.roster is None:
             log.warning(
                 "sync: no gate roster yet: peers' passages are taken from any gate of site %s", self.config.site
             )
-        self.fresh_at = self._fresh_saved = store_sync.fresh_at(self.store)
+        self.fresh_at = self._fresh_saved = self.port.fresh_at()
         self._client = client = self._make_client()
         client.connect_async(
             self.config.broker_host,
@@ -230,7 +221,7 @@ class GateSync:
         )
         client.loop_start()
         ticker = asyncio.create_task(self._ticker(), name="sync-tick")
-        if not store_sync.has_feed_position(self.store):
+        if not self.port.has_feed_position():
             self._request_snapshot("this gate has never been synced")
         try:
             while (item := await self._inbox.get()) is not _Signal.STOP:
@@ -359,7 +350,7 @@ class GateSync:
         self._sent.clear()
         self._cursor = 0
         self._top_up()
-        if not item.session_present and store_sync.has_feed_position(self.store):
+        if not item.session_present and self.port.has_feed_position():
             self._request_snapshot("the broker had no session for this gate: feed messages may be lost")
 
     def _on_inbound(self, item: _Inbound) -> None:
@@ -480,10 +471,10 @@ class GateSync:
             try:
                 if isinstance(msg.change, KeySet):
                     self._verify_keys(msg.change.keys, msg.change.signature)
-                store_sync.apply_change(self.store, msg.change, msg.seq, gate=self.config.gate, fresh=now)
-            except store_sync.KeySetError as exc:
+                self.port.apply_change(msg.change, msg.seq, fresh=now)
+            except KeySetError as exc:
                 log.error("sync: feed %d: key set refused (%s); the gate keeps its current keys", msg.seq, exc)
-                store_sync.skip_change(self.store, msg.seq, fresh=now)
+                self.port.skip_change(msg.seq, fresh=now)
         except Exception:
             log.exception("sync: feed %d could not be applied; fetching a snapshot", msg.seq)
             self._hold(msg, delivery)
@@ -491,14 +482,12 @@ class GateSync:
             return False
         self.feed_seq = msg.seq
         self.fresh_at = self._fresh_saved = now
-        if isinstance(msg.change, KeySet) and self.service is not None:
-            self.service.reload_keys()
+        if isinstance(msg.change, KeySet):
+            self.port.reload_keys()
         if isinstance(msg.change, GateRoster):
             self.roster = frozenset(msg.change.gates)
         if isinstance(msg.change, GateConfigChange) and msg.change.gate_id == self.config.gate:
-            log.info(
-                "sync: the cloud changed this gate's config: stored as %s, not applied live", store_sync.GATE_CONFIG
-            )
+            log.info("sync: the cloud changed this gate's config: stored, not applied live")
         self._ack(delivery)
         return True
 
@@ -515,7 +504,7 @@ class GateSync:
         try:
             verify_key_set(self._key_root, keys, signature)
         except KeySetSignatureError as exc:
-            raise store_sync.KeySetError(str(exc)) from exc
+            raise KeySetError(str(exc)) from exc
 
     def _request_snapshot(self, why: str) -> None:
         if self._snapshot_task is not None:
@@ -538,41 +527,28 @@ class GateSync:
         return True
 
     async def _snapshot_once(self) -> bool:
-        parent = Path(self.store.path).parent
-        fd, name = tempfile.mkstemp(prefix=".snapshot-", suffix=".db", dir=parent if parent.is_dir() else None)
-        os.close(fd)
-        staging = Path(name)
+        staging = self.port.snapshot_scratch()
         try:
             header = await asyncio.to_thread(
                 fetch_snapshot,
                 url=snapshot_url(self.config.snapshot_url, self.config.site),
                 site=self.config.site,
-                staging=staging,
+                open_sink=functools.partial(self.port.open_staging, staging),
                 auth=None if self.config.username is None else (self.config.username, self._password or ""),
                 ca_file=self.config.tls_ca,
                 timeout_s=self.config.snapshot_timeout_s,
                 abort=self._abort,
             )
-            keys = header.keys
             try:  # the cloud always sends its key set: a snapshot without one is no cloud's
-                self._verify_keys(keys, header.keys_signature)
-                store_sync.check_keys(keys)
-            except store_sync.KeySetError as exc:
+                self._verify_keys(header.keys, header.keys_signature)
+                self.port.check_keys(header.keys)
+            except KeySetError as exc:
                 # Whoever signs no key set with our root is not our cloud: none of its snapshot is taken.
-                raise store_sync.SnapshotError(f"snapshot refused: {exc}") from exc
+                raise SnapshotError(f"snapshot refused: {exc}") from exc
             now = self.clock()
             # Synchronous on the loop: nothing else touches the store during the swap.
-            store_sync.install_snapshot(
-                self.store,
-                staging,
-                seq=header.seq,
-                keys=keys,
-                checksum=header.checksum,
-                fresh=now,
-                epoch=header.epoch,
-                gates=header.gates,
-            )
-        except store_sync.SnapshotError as exc:
+            self.port.install_snapshot(staging, header, fresh=now)
+        except SnapshotError as exc:
             log.warning("sync: snapshot failed: %s", exc)
             return False
         except Exception:
@@ -599,8 +575,7 @@ class GateSync:
         if header.gates is not None:
             self.roster = frozenset(header.gates)
         self.head_seq = header.seq  # the snapshot is the cloud's latest word on the feed's head
-        if self.service is not None:
-            self.service.reload_keys()
+        self.port.reload_keys()
         log.info("sync: snapshot installed: %d tickets, feed at %d, checksum verified", header.tickets, header.seq)
         return True
 
@@ -613,7 +588,7 @@ class GateSync:
             return
         room = self.config.publish_window - len(self._sent)
         while room > 0:
-            rows = store_sync.outbox_after(self.store, self._cursor, min(room, 500))
+            rows = self.port.outbox_after(self._cursor, min(room, 500))
             if not rows:
                 return
             now = time.monotonic()
@@ -640,7 +615,7 @@ class GateSync:
         """Another gate's events, on its own topic (the broker lets a gate's login write only there).
 
         Taken only from a gate on the site's roster, and only those naming this site and that very
-        gate; the time bounds are `store_sync.apply_batch`'s. Until the cloud sent a roster (a store
+        gate; the time bounds are the port's (`GatePort.apply_batch`). Until the cloud sent a roster (a store
         synced before rosters; the cloud sends one at its start) any gate of the site is believed.
         """
         refused: list[str] = []
@@ -694,7 +669,7 @@ class GateSync:
         acked, remote, deliveries = self._batch_acked, self._batch_remote, self._batch_deliveries
         self._batch_acked, self._batch_remote, self._batch_deliveries = [], [], []
         try:
-            dropped = store_sync.apply_batch(self.store, acknowledged=acked, remote=remote, now=self.clock())
+            dropped = self.port.apply_batch(acknowledged=acked, remote=remote, now=self.clock())
         except Exception:
             log.exception(
                 "sync: could not commit %d event ack(s) and peer passage(s); they come again", len(deliveries)
@@ -728,14 +703,14 @@ class GateSync:
             self._sent.clear()
             self._cursor = 0
         self._top_up()  # also picks up events journaled without a nudge
-        depth = self.store.outbox_depth()
+        depth = self.port.outbox_depth()
         if (
             self.feed_seq,
             depth,
         ) != self._status_sent or time.monotonic() - self._status_at >= self.config.status_interval_s:
             self._publish_status(depth)
         if self.fresh_at is not None and self.fresh_at != self._fresh_saved:
-            store_sync.save_fresh_at(self.store, self.fresh_at)
+            self.port.save_fresh_at(self.fresh_at)
             self._fresh_saved = self.fresh_at
 
     def _maybe_sum_tickets(self) -> None:
@@ -753,7 +728,7 @@ class GateSync:
 
     async def _sum_tickets(self) -> None:
         try:
-            summed = await asyncio.to_thread(store_sync.read_checksum, Path(self.store.path))
+            summed = await asyncio.to_thread(self.port.read_checksum)
         except Exception as exc:
             log.warning("sync: could not sum the ticket set for the status: %s", exc)
             summed = None
@@ -779,7 +754,7 @@ class GateSync:
     def _publish_status(self, depth: int | None = None) -> None:
         if not self.connected or self._client is None:
             return
-        depth = self.store.outbox_depth() if depth is None else depth
+        depth = self.port.outbox_depth() if depth is None else depth
         online = self._status("online", depth)
         self._client.publish(self._status_topic, online.model_dump_json(), qos=1, retain=True)
         # The Will carries the last numbers, so `offline` still says how far the gate got.
@@ -798,9 +773,9 @@ class GateSync:
         if self._checksum_task is not None:
             await asyncio.gather(self._checksum_task, return_exceptions=True)
         if self.fresh_at is not None and self.fresh_at != self._fresh_saved:
-            store_sync.save_fresh_at(self.store, self.fresh_at)
+            self.port.save_fresh_at(self.fresh_at)
         if self.connected:
-            offline = self._status("offline", self.store.outbox_depth())
+            offline = self._status("offline", self.port.outbox_depth())
             info = client.publish(self._status_topic, offline.model_dump_json(), qos=1, retain=True)
             try:
                 await asyncio.to_thread(info.wait_for_publish, 2.0)

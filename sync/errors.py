@@ -1,0 +1,11 @@
+"""What the gate's sync client and the gate's store both raise: a key set or a snapshot not to be taken."""
+
+from __future__ import annotations
+
+
+class KeySetError(ValueError):
+    """A key set that cannot be trusted (a key does not load, or the pinned root did not sign it)."""
+
+
+class SnapshotError(Exception):
+    """A snapshot that cannot be used: malformed, inconsistent with its header, or not received."""
