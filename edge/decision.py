@@ -1,28 +1,31 @@
 """The admission decision: a pure function of credential, ticket, history, gate config and now.
 
-No clock, database or network in here. Rules, in the order they are applied:
+No clock, database or network in here. Each rule denies with its own code (`edge.reasons.Reason`).
+Rules, in the order they are applied:
 
 1. Emergency / keep-open mode (or a fire alarm) admits everyone, counting nothing; the barrier
    is held open, so nothing is pulsed.
 2. A credential that failed to parse or verify is denied with its own code; a signed token of
    another site: ``wrong_site`` (see `models.credential`).
-3. Rescan suppression: the same ticket at this reader within ``rescan_seconds`` repeats the
+3. A plain code the cache does not know: ``unknown_ticket``. A signed credential naming this
+   site is enough on its own (a ticket sold after the last sync still admits); the cache only
+   adds status. A version 1 token names no site, so it needs the site's cache: ``unknown_ticket``.
+4. Rescan suppression: the same ticket at this reader within ``rescan_seconds`` repeats the
    earlier answer and counts nothing. A repeated admission whose passage was completed does
    not open the barrier again (it was a double read, or a second person); an admission that
    ended with nobody passing counted nothing, so it is simply evaluated afresh.
-4. A plain code the cache does not know: ``unknown_ticket``. A signed credential naming this
-   site is enough on its own (a ticket sold after the last sync still admits); the cache only
-   adds status. A version 1 token names no site, so it needs the site's cache: ``unknown_ticket``.
-   Exit gates (direction ``out``) then let any recognised ticket out, whatever its state,
-   counting nothing: never trap anybody.
-5. Revoked, then blocked.
-6. Product kind / product id allowed at this gate: ``wrong_gate``.
+5. Exit gates (direction ``out``) let any recognised ticket out, whatever its state, counting
+   nothing (``ok_exit``): never trap anybody.
+6. Revoked, then blocked.
+7. Product kind / product id allowed at this gate: ``wrong_gate``.
 8. Validity window (``not_yet_valid``, ``expired``); time-window tickets also expire
    ``window_minutes`` after their first counted entry.
 9. Entries: ``used_up`` when all entries are counted.
 10. Daily limit (the ticket's or the gate's, the smaller): ``daily_limit``.
 11. Anti-passback: an entry within ``passback_seconds`` of the last counted entry, with no
     exit between them: ``passback``.
+
+Past all of them: ``ok``, counting one entry.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from edge.reasons import Reason
 from models import Direction, GateConfig, ProductKind, Ticket, TicketStatus
 from models.credential import Credential, Invalid, PlainCode, SignedCredential, site_tag
 
@@ -78,6 +82,7 @@ class Decision:
 
 
 def _deny(code: str, ticket_id: str | None = None) -> Decision:
+    """A denial with its code: a `Reason`, or a failed credential's own (`models.credential.Invalid`)."""
     return Decision(admit=False, code=code, ticket_id=ticket_id)
 
 
@@ -109,7 +114,7 @@ def decide(
 ) -> Decision:
     """Admit or deny one presented credential; pure."""
     if gate.emergency_open:
-        return Decision(admit=True, code="emergency")  # the barrier is held open; nothing to pulse
+        return Decision(admit=True, code=Reason.EMERGENCY)  # the barrier is held open; nothing to pulse
     if isinstance(credential, Invalid):
         return _deny(credential.code)
     if (
@@ -117,11 +122,11 @@ def decide(
         and credential.site is not None
         and credential.site != _site_tag(gate.site_id)
     ):
-        return _deny("wrong_site", credential.ticket_id)
+        return _deny(Reason.WRONG_SITE, credential.ticket_id)
 
     if ticket is None:
         if isinstance(credential, PlainCode) or credential.site is None:
-            return _deny("unknown_ticket")
+            return _deny(Reason.UNKNOWN_TICKET)
         ticket = ticket_from_credential(credential)
     tid = ticket.ticket_id
 
@@ -135,21 +140,21 @@ def decide(
 
     if gate.direction is Direction.OUT:
         # Never trap anybody inside: any ticket the gate recognises may leave, whatever its state.
-        return Decision(admit=True, code="ok_exit", ticket_id=tid, open_barrier=True)
+        return Decision(admit=True, code=Reason.OK_EXIT, ticket_id=tid, open_barrier=True)
 
     if ticket.status is TicketStatus.REVOKED:
-        return _deny("revoked", tid)
+        return _deny(Reason.REVOKED, tid)
     if ticket.status is TicketStatus.BLOCKED:
-        return _deny("blocked", tid)
+        return _deny(Reason.BLOCKED, tid)
     if ticket.kind not in gate.allowed_kinds:
-        return _deny("wrong_gate", tid)
+        return _deny(Reason.WRONG_GATE, tid)
     if gate.allowed_products is not None and ticket.product_id not in gate.allowed_products:
-        return _deny("wrong_gate", tid)
+        return _deny(Reason.WRONG_GATE, tid)
 
     if now < ticket.valid_from:
-        return _deny("not_yet_valid", tid)
+        return _deny(Reason.NOT_YET_VALID, tid)
     if now >= ticket.valid_until:
-        return _deny("expired", tid)
+        return _deny(Reason.EXPIRED, tid)
 
     entries = [p for p in history.passages if p.direction is Direction.IN and p.counted]
     if ticket.kind is ProductKind.TIME_WINDOW and ticket.window_minutes is not None:
@@ -157,18 +162,18 @@ def decide(
         if ticket.first_entry_at is not None:
             firsts.append(ticket.first_entry_at)
         if firsts and now >= min(firsts) + timedelta(minutes=ticket.window_minutes):
-            return _deny("expired", tid)
+            return _deny(Reason.EXPIRED, tid)
 
     used = max(len(entries), ticket.entries_used)
     if ticket.entries is not None and used >= ticket.entries:
-        return _deny("used_up", tid)
+        return _deny(Reason.USED_UP, tid)
 
     limits = [x for x in (ticket.daily_limit, gate.daily_limit) if x is not None]
     if limits:
         tz = ZoneInfo(gate.timezone)
         today = now.astimezone(tz).date()
         if sum(1 for p in entries if p.at.astimezone(tz).date() == today) >= min(limits):
-            return _deny("daily_limit", tid)
+            return _deny(Reason.DAILY_LIMIT, tid)
 
     if gate.passback_seconds > 0:
         last = max(history.passages, key=lambda p: p.at, default=None)
@@ -178,7 +183,7 @@ def decide(
             and last.counted
             and now - last.at < timedelta(seconds=gate.passback_seconds)
         ):
-            return _deny("passback", tid)
+            return _deny(Reason.PASSBACK, tid)
 
     left = None if ticket.entries is None else ticket.entries - used - 1
-    return Decision(admit=True, code="ok", ticket_id=tid, counts=True, open_barrier=True, entries_left=left)
+    return Decision(admit=True, code=Reason.OK, ticket_id=tid, counts=True, open_barrier=True, entries_left=left)
