@@ -11,21 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from bench.stats import summary
+from harness.cloud import CloudServer
 from harness.keys import cloud_secrets_env
 from harness.postgres import ThrowawayPostgres
-from harness.processes import free_port
 
 
 def _seed(url: str, env: dict[str, str]) -> tuple[str, int, int]:
@@ -65,35 +61,17 @@ def _seed(url: str, env: dict[str, str]) -> tuple[str, int, int]:
     return token, ids[0], ids[1]
 
 
-def _serve(url: str, env: dict[str, str], workers: int, stack: ExitStack) -> str:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "cloud.app:create_app", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
-        env={**os.environ, **env, "STARFISH_DATABASE_URL": url},
-    )  # fmt: skip
-
-    def stop() -> None:
-        proc.terminate()
-        proc.wait(15)
-
-    stack.callback(stop)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200:
-                return base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("the cloud server did not start")
+def _serve(url: str, env: dict[str, str], workers: int, stack: ExitStack, log: Path) -> str:
+    """The cloud in its own process (uvicorn with `workers` processes); stopped when `stack` closes."""
+    server = CloudServer({**env, "STARFISH_DATABASE_URL": url}, log, workers=workers)
+    stack.callback(server.stop)
+    return server.start().base
 
 
 def _measure(url: str, env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
     token, site_id, product_id = _seed(url, env)
     with ExitStack() as stack:
-        base = _serve(url, env, args.workers, stack)
+        base = _serve(url, env, args.workers, stack, Path(tempfile.gettempdir()) / "starfish-bench-cloud.log")
         out = subprocess.run(
             [sys.executable, "-m", "bench.cloud_load", "--base", base, "--token", token,
              "--site-id", str(site_id), "--product-id", str(product_id),

@@ -23,11 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import ExitStack
 from datetime import UTC, date, datetime, timedelta
@@ -41,6 +41,7 @@ from bench.cloud import _serve
 from bench.stats import summary
 from harness.keys import cloud_secrets_env, key_root_of
 from harness.mosquitto import MosquittoProcess
+from harness.processes import ChildProcess, wait_until
 from sync.mosquitto import GateAccount, SiteRegistry
 
 API = "/api/v1"
@@ -70,7 +71,7 @@ class World:
                 "STARFISH_SYNC_POLL_SECONDS": "0.5",
             }
         )
-        self.base = _serve(self.url, self.env, 1, stack)
+        self.base = _serve(self.url, self.env, 1, stack, tmp / "cloud.log")
         self.cashier = httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
         stack.callback(self.cashier.close)
 
@@ -145,22 +146,13 @@ class World:
         path.write_text(yaml.safe_dump(cfg))
         return path
 
-    def start_gate(self, gate: str) -> subprocess.Popen[bytes]:
+    def start_gate(self, gate: str) -> ChildProcess:
         config = self.gate_config(gate)
-        log = (self.tmp / gate / "gate.log").open("ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "gate", "run", "--config", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-        def stop() -> None:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(30)
-
-        self.stack.callback(stop)
-        return proc
+        argv = [sys.executable, "-m", "edge.cli", "gate", "run", "--config", str(config)]
+        process = ChildProcess(f"gate {gate}", argv, self.tmp / gate / "gate.log")
+        process.launch()
+        self.stack.callback(process.stop, 30)
+        return process
 
     def gate_db(self, gate: str) -> Path:
         return self.tmp / gate / "gate.db"
@@ -185,16 +177,16 @@ def _ro(db: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10, check_same_thread=False)
 
 
-def _wait(cond: Any, timeout: float, what: str, interval: float = 0.0005) -> None:
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
+def _wait(cond: Callable[[], bool], timeout: float, what: str, interval: float = 0.0005) -> None:
+    """`harness.processes.wait_until`, a missing table or file counting as not yet."""
+
+    def holds() -> bool:
         try:
-            if cond():
-                return
+            return cond()
         except sqlite3.OperationalError:
-            pass
-        time.sleep(interval)
-    raise TimeoutError(what)
+            return False
+
+    wait_until(holds, what, timeout, interval=interval)
 
 
 def sale_to_gate(world: World, sales: int) -> dict[str, Any]:
@@ -210,10 +202,9 @@ def sale_to_gate(world: World, sales: int) -> dict[str, Any]:
     with _ro(db) as conn:
         for i in range(sales + 5):
             tid, committed = world.sell()
+            t = str(tid)
             _wait(
-                lambda t=str(tid): (
-                    conn.execute("SELECT 1 FROM tickets WHERE ticket_id = ?", (t,)).fetchone() is not None
-                ),
+                lambda: conn.execute("SELECT 1 FROM tickets WHERE ticket_id = ?", (t,)).fetchone() is not None,  # noqa: B023
                 30,
                 "ticket at gate",
             )

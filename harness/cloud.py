@@ -1,16 +1,31 @@
-"""A served cloud: the app under a real uvicorn on a free loopback port, in a thread (`live_server`)."""
+"""A served cloud: the app under a real uvicorn on a free loopback port, in a thread (`live_server`) or in
+its own process as deployed (`CloudServer`, for the whole stack, the demo and the benchmarks).
+"""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Self
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from harness.processes import free_port
+from harness.processes import ChildProcess, free_port
+
+API = "/api/v1"
+# uvicorn as `python -m uvicorn --factory` runs it, with the app's own INFO logs kept (sync connects, sessions).
+_SERVE = (
+    "import logging, sys, uvicorn; "
+    "logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s'); "
+    "uvicorn.run('cloud.app:create_app', factory=True, host='127.0.0.1', port=int(sys.argv[1]), "
+    "workers=int(sys.argv[2]), log_level='warning', access_log=False)"
+)
 
 
 @contextmanager
@@ -29,3 +44,27 @@ def live_server(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+class CloudServer(ChildProcess):
+    """The cloud service in its own process (uvicorn, its MQTT loop), configured by `STARFISH_*` variables in
+    `env`; it keeps its port across restarts. `workers` > 1: uvicorn's worker processes (the benchmark).
+    """
+
+    def __init__(self, env: Mapping[str, str], log: Path, *, workers: int = 1, own_session: bool = False) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        argv = [sys.executable, "-c", _SERVE, str(self.port), str(workers)]
+        super().__init__("the cloud server", argv, log, env, own_session=own_session)
+
+    def start(self, timeout: float = 30.0) -> Self:
+        """Launch it and return once its health check answers."""
+        self.launch()
+        self.wait_until(self.answers, f"answering on {self.base}", timeout, interval=0.1)
+        return self
+
+    def answers(self) -> bool:
+        try:
+            return httpx.get(f"{self.base}{API}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False

@@ -12,7 +12,9 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -127,35 +129,44 @@ class DemoCloud:
         self._clients.clear()
 
     def set_up_resort(self, site: str = "demo", gates: tuple[tuple[str, str], ...] = GATES) -> None:
-        """A site, its gates, the products and a cashier, as the resort's admin would through the API."""
-        self.site_code = site
-        self.site_id = _ok(self.admin.post(f"{API}/sites", json={"code": site, "name": "演示滑雪场"}))["id"]
-        for code, name in gates:
-            g = _ok(self.admin.post(f"{API}/sites/{self.site_id}/gates", json={"code": code, "name": name}))
-            self.gates[code] = GateAccount(code, g["username"], g["secret"])
+        """The demo's resort: its products, and a customer club whose members hold season passes."""
         today = resort_today()
         prices = {"weekday_price_fen": 28000, "weekend_price_fen": 38000, "holiday_price_fen": 45000}
         season = {
             "season_start": (today - timedelta(days=30)).isoformat(),
             "season_end": (today + timedelta(days=90)).isoformat(),
         }
-        for code, name, extra in (
-            ("day", "全天票", {"kind": "day"}),
-            ("punch10", "十次卡", {"kind": "punch", "entries": 10}),
-            ("single", "单次票", {"kind": "punch", "entries": 1}),
-            ("4h", "四小时票", {"kind": "time_window", "window_minutes": 240}),
-            ("season", "季卡", {"kind": "season", **season}),
-        ):
-            body = {"code": code, "name": name, **extra, **prices}
-            self.products[code] = _ok(self.admin.post(f"{API}/sites/{self.site_id}/products", json=body))["id"]
+        products = [
+            {"code": code, "name": name, **extra, **prices}
+            for code, name, extra in (
+                ("day", "全天票", {"kind": "day"}),
+                ("punch10", "十次卡", {"kind": "punch", "entries": 10}),
+                ("single", "单次票", {"kind": "punch", "entries": 1}),
+                ("4h", "四小时票", {"kind": "time_window", "window_minutes": 240}),
+                ("season", "季卡", {"kind": "season", **season}),
+            )
+        ]
+        self.set_up_site(site, "演示滑雪场", gates, products)
+        self.customer_id = _ok(
+            self.cashier.post(f"{API}/customers", json={"phone": "13800138000", "nickname": "雪友俱乐部"})
+        )["id"]
+
+    def set_up_site(
+        self, site: str, name: str, gates: Sequence[tuple[str, str]], products: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """A site, its gates (code, name), its products and a cashier, as the resort's admin would through the API."""
+        self.site_code = site
+        self.site_id = _ok(self.admin.post(f"{API}/sites", json={"code": site, "name": name}))["id"]
+        for code, gate_name in gates:
+            g = _ok(self.admin.post(f"{API}/sites/{self.site_id}/gates", json={"code": code, "name": gate_name}))
+            self.gates[code] = GateAccount(code, g["username"], g["secret"])
+        for body in products:
+            self.products[body["code"]] = _ok(self.admin.post(f"{API}/sites/{self.site_id}/products", json=body))["id"]
         password = secrets.token_urlsafe(12)
         staff = {"username": "demo.cashier", "password": password, "role": "cashier"}
         _ok(self.admin.post(f"{API}/staff", json=staff))
         token = _ok(self.admin.post(f"{API}/auth/token", data={"username": "demo.cashier", "password": password}))
         self.cashier_token = token["access_token"]
-        self.customer_id = _ok(
-            self.cashier.post(f"{API}/customers", json={"phone": "13800138000", "nickname": "雪友俱乐部"})
-        )["id"]
 
     def sell(self, product: str, visit: date | None = None, *, holder_id: int | None = None) -> Sale:
         """A ticket-window sale, paid in cash (a season pass names its holder)."""
@@ -217,3 +228,89 @@ def demo_cloud(folder: Path) -> Iterator[InProcessCloud]:
             yield InProcessCloud(api, app, settings)
         finally:
             api.close()
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """What `seed_cloud` created: ids, each gate's login (broker and snapshot) and a cashier's token."""
+
+    site_id: int
+    gates: dict[str, tuple[str, str]]  # gate code -> (username, secret)
+    products: dict[str, int]  # product code -> id
+    cashier_token: str
+
+
+def seed_cloud(settings: Settings, site: str, gates: Sequence[str], products: Sequence[Mapping[str, Any]]) -> Seeded:
+    """Migrate the database, then create the site, its gates and products as an admin would, through the API."""
+    upgrade(settings.database_url)
+    app = create_app(settings, expiry_every_s=0)
+    with live_server(app) as base:
+        api = DemoCloud.bootstrap(app, base)
+        try:
+            api.set_up_site(site, site.title(), [(g, g) for g in gates], products)
+        finally:
+            api.close()
+    logins = {code: (a.username, a.password) for code, a in api.gates.items()}
+    return Seeded(api.site_id, logins, dict(api.products), api.cashier_token)
+
+
+class Cashier:
+    """The ticket window, selling through the cloud's API.
+
+    A sale survives the cloud going away mid-request: the order is created under an Idempotency-Key
+    and paid only while it is pending, so a retry never sells twice.
+    """
+
+    def __init__(self, base: str, token: str, site_id: int) -> None:
+        self.http = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        self.site_id = site_id
+
+    def close(self) -> None:
+        self.http.close()
+
+    def sell(
+        self, product_id: int, quantity: int = 1, *, days_ahead: int = 0, patience: float = 0.0
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """(order id, its tickets); retries for `patience` seconds while the cloud does not answer."""
+        day = resort_today() + timedelta(days=days_ahead)
+        body = {
+            "site_id": self.site_id,
+            "channel": "counter",
+            "items": [{"product_id": product_id, "visit_date": day.isoformat(), "quantity": quantity}],
+        }
+        key = f"sale-{uuid.uuid4()}"
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                return self._sell_once(body, key)
+            except (httpx.TransportError, _Unavailable):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _sell_once(self, body: dict[str, Any], key: str) -> tuple[int, list[dict[str, Any]]]:
+        order = _answer(self.http.post(f"{API}/orders", json=body, headers={"Idempotency-Key": key}))
+        if order["status"] == "pending":
+            paid = self.http.post(
+                f"{API}/orders/{order['id']}/payments/counter",
+                json={"method": "cash", "amount_fen": order["total_fen"]},
+            )
+            if paid.status_code != 409:  # 409: paid by the attempt whose answer was lost
+                _answer(paid)
+        tickets: list[dict[str, Any]] = _answer(self.http.get(f"{API}/orders/{order['id']}/tickets"))
+        assert len(tickets) == body["items"][0]["quantity"], tickets
+        return order["id"], tickets
+
+    def refund(self, order_id: int, ticket_ids: Sequence[int]) -> None:
+        _answer(self.http.post(f"{API}/orders/{order_id}/refunds", json={"ticket_ids": list(ticket_ids)}))
+
+
+class _Unavailable(Exception):
+    """The cloud answered 5xx (it is starting or stopping): try again."""
+
+
+def _answer(r: httpx.Response) -> Any:
+    if r.status_code >= 500:
+        raise _Unavailable(f"{r.status_code}: {r.text[:200]}")
+    assert r.status_code in (200, 201), f"{r.request.method} {r.request.url}: {r.status_code} {r.text}"
+    return r.json()

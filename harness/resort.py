@@ -24,18 +24,9 @@ leaving the `with`), also when `start()` fails half-way.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import secrets
-import sqlite3
-import subprocess
-import sys
 import threading
-import time
-import tty
 import uuid
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -44,18 +35,18 @@ from types import TracebackType
 from typing import Any, Self
 
 import httpx
-import yaml
 
 from cloud.settings import Settings
 from edge.store_sync import FEED_SEQ, REMOTE
+from harness.cloud import CloudServer
 from harness.cloud_api import GATES, DemoCloud, Sale, fresh_settings, resort_today
+from harness.gate_db import query, read_rows
+from harness.gates import GateProcess, RelayBoards, ScannerPty
 from harness.mosquitto import MosquittoProcess
-from harness.processes import free_port
-from harness.relay_sim import RelayBoardSim
+from harness.processes import free_port, poll_until
 from models.credential import public_key_b64
 from sync.mosquitto import BridgeTo, GateAccount, SiteRegistry
 
-ROOT = Path(__file__).resolve().parents[1]
 _OWN = f"resolution IS NOT '{REMOTE}'"  # this gate's own decisions, not the peers' passages it learnt
 _DECISION = "rowid, event_id, outcome, code, passed, ticket_id"
 _DECISION_AFTER = f"SELECT {_DECISION} FROM passages WHERE rowid > ? AND {_OWN} ORDER BY rowid LIMIT 1"
@@ -63,30 +54,6 @@ _COUNTS = (
     f"SELECT sum(outcome = 'admit' AND {_OWN}), sum(outcome = 'deny' AND {_OWN}), sum(resolution IS '{REMOTE}'),"
     " (SELECT count(*) FROM outbox), (SELECT value FROM meta WHERE key = ?) FROM passages"
 )
-
-
-def query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Rows from a SQLite file another process writes, opened read-only (in WAL mode the writer goes on)."""
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as c:
-        return c.execute(sql, params).fetchall()
-
-
-def read_rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """`query` for watching: [] while the file or its tables are not there yet."""
-    try:
-        return query(db, sql, params) if db.exists() else []
-    except sqlite3.OperationalError:
-        return []
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, *, poll_s: float = 0.05) -> bool:
-    """Poll until `condition` holds; False once `timeout` seconds passed without it."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(poll_s)
-    return True
 
 
 @dataclass(frozen=True)
@@ -158,110 +125,19 @@ class ExactlyOnce:
         )
 
 
-class ChildProcess:
-    """A child process of the resort with its output in a log file; SIGTERM stops it, SIGKILL if it hangs."""
-
-    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
-        self.name = name
-        self.argv = argv
-        self.log = log
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv,
-                cwd=ROOT,
-                env={**os.environ, **(self.env or {})},
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches only the harness, which stops everything in order
-            )
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def log_text(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def wait_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
-        """Wait for `condition`; raise with the end of the log if the process exits or time runs out."""
-        if not wait_for(lambda: condition() or not self.running, timeout) or not self.running:
-            raise RuntimeError(f"{self.name}: {what} did not happen; its log ends:\n{self.log_text()[-3000:]}")
-
-
-class RelayBoards:
-    """Simulated relay boards (real pymodbus servers on loopback), served on one event loop in a thread."""
-
-    def __init__(self) -> None:
-        self.boards: list[RelayBoardSim] = []
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="relay-boards", daemon=True)
-        self.thread.start()
-
-    def add(self, **options: Any) -> RelayBoardSim:
-        """A board serving Modbus TCP on a free loopback port (`board.port`); options as `RelayBoardSim`'s."""
-        board = RelayBoardSim(**options)
-        asyncio.run_coroutine_threadsafe(board.start_tcp(), self.loop).result(10)
-        self.boards.append(board)
-        return board
-
-    def close(self) -> None:
-        for board in self.boards:
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(board.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
-
-
-class ScannerPty:
-    """A serial scanner: the gate opens the pty's slave path as its scanner port, codes go in at the master."""
-
-    def __init__(self) -> None:
-        self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)  # no echo or line editing before the gate opens it
-        os.set_blocking(self.master, False)
-        self.path = os.ttyname(self.slave)
-
-    def scan(self, code: str) -> None:
-        """Send one code; dropped when the gate has stopped reading and the line is full."""
-        with contextlib.suppress(BlockingIOError):
-            os.write(self.master, code.encode() + b"\r\n")
-
-    def close(self) -> None:
-        for fd in (self.master, self.slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
 @dataclass
 class _Gate:
     login: GateAccount
-    folder: Path
-    scanner: ScannerPty
-    process: ChildProcess
+    process: GateProcess
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def db(self) -> Path:
-        return self.folder / "gate.db"
+        return self.process.db
+
+    @property
+    def scanner(self) -> ScannerPty:
+        return self.process.scanner
 
     def ready(self) -> bool:
         """Synced from the cloud once, and reading its scanner."""
@@ -297,7 +173,7 @@ class Resort:
         self._cloud_base = ""
         self._key_root = ""
         self.api: DemoCloud
-        self.cloud: ChildProcess
+        self.cloud: CloudServer
         self.cloud_broker: MosquittoProcess
         self.site_broker: MosquittoProcess
 
@@ -354,7 +230,7 @@ class Resort:
         self.site_broker = MosquittoProcess(registry, role="site", workdir=self.workdir / "site-broker")
         self._stack.callback(self.site_broker.close)
         self.site_broker.start()
-        self.cloud.wait_until(self._cloud_healthy, self.startup_timeout, "health check")
+        self.cloud.wait_until(self.cloud.answers, "health check", self.startup_timeout)
         self.api = setup.at(self._cloud_base)
         self._stack.callback(self.api.close)
         boards = RelayBoards()
@@ -365,7 +241,7 @@ class Resort:
             assert board.port is not None
             self._start_gate(login, board.port)
         for gate in self._gates.values():
-            gate.process.wait_until(gate.ready, self.startup_timeout, "snapshot applied and scanner port opened")
+            gate.process.wait_until(gate.ready, "snapshot applied and scanner port opened", self.startup_timeout)
 
     def _set_up_cloud(self, settings: Settings) -> DemoCloud:
         """Admin, site, gates, products, cashier and season-pass holders, through a short-lived server here."""
@@ -388,8 +264,6 @@ class Resort:
         return setup
 
     def _start_cloud(self, settings: Settings, broker_port: int, mqtt_password: str) -> None:
-        port = free_port()
-        self._cloud_base = f"http://127.0.0.1:{port}"
         env = {
             "STARFISH_ENVIRONMENT": settings.environment,
             "STARFISH_DATABASE_URL": self.url,
@@ -402,17 +276,10 @@ class Resort:
             "STARFISH_MQTT_PASSWORD": mqtt_password,
             "STARFISH_SYNC_POLL_SECONDS": "0.5",
         }
-        argv = [sys.executable, "-m", "uvicorn", "--factory", "cloud.app:create_app", "--host", "127.0.0.1",
-                "--port", str(port), "--log-level", "warning", "--no-access-log"]  # fmt: skip
-        self.cloud = ChildProcess("cloud", argv, self.workdir / "cloud.log", env)
+        self.cloud = CloudServer(env, self.workdir / "cloud.log", own_session=True)
+        self._cloud_base = self.cloud.base
         self._stack.callback(self.cloud.stop)
-        self.cloud.start()
-
-    def _cloud_healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self._cloud_base}/api/v1/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+        self.cloud.launch()
 
     def _start_gate(self, login: GateAccount, board_port: int) -> None:
         from edge.config import parse_config
@@ -422,16 +289,13 @@ class Resort:
         password = folder / "password"
         password.touch(mode=0o600)
         password.write_text(login.password)
-        scanner = ScannerPty()
-        self._stack.callback(scanner.close)
-        config = {
+        config: dict[str, Any] = {
             "gate": {
                 "gate_id": login.gate,
                 "site_id": self.site,
                 "passback_seconds": self.passback_seconds,
                 "rescan_seconds": 3,
             },
-            "store": {"path": str(folder / "gate.db")},
             "barrier": {
                 "type": "modbus_tcp",
                 "host": "127.0.0.1",
@@ -440,7 +304,6 @@ class Resort:
                 "fire_alarm_input": 1,
                 "passage_timeout_s": 3,
             },
-            "scanner": {"port": scanner.path},
             "sync": {
                 "site": self.site,
                 "gate": login.gate,
@@ -457,14 +320,11 @@ class Resort:
             "input_debounce_s": 0,
             "log_level": "INFO",
         }
-        parse_config(config, f"gate {login.gate}")  # a mistake here is ours: say so before starting a process
-        path = folder / "gate.yaml"
-        path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-        argv = [sys.executable, "-m", "edge.cli", "gate", "run", "--config", str(path)]
-        process = ChildProcess(f"gate {login.gate}", argv, folder / "gate.log")
-        self._gates[login.gate] = _Gate(login, folder, scanner, process)
-        self._stack.callback(process.stop)
-        process.start()
+        process = GateProcess(folder, config, own_session=True)  # it adds the store and the scanner's pty
+        self._stack.callback(process.close)
+        parse_config(process.config, f"gate {login.gate}")  # a mistake here is ours: say so before starting it
+        self._gates[login.gate] = _Gate(login, process)
+        process.launch()
 
     def stop_gates(self) -> None:
         """Stop the gate daemons (SIGTERM: each finishes the passage in progress and says `offline`)."""
@@ -517,7 +377,7 @@ class Resort:
                 found[:] = read_rows(g.db, _DECISION_AFTER, (before,))
                 return bool(found) and found[0][4] is not None  # an admission is final once the passage is
 
-            if not wait_for(decided, timeout, poll_s=0.02):
+            if not poll_until(decided, timeout, interval=0.02):
                 return None
             return Decision.from_row(gate, found[0])
 
@@ -570,7 +430,7 @@ class Resort:
             views = [self.gate_view(g) for g in self._gates]
             return all(v.outbox == 0 and stored.get(v.gate, 0) == v.journaled for v in views)
 
-        return wait_for(drained, timeout, poll_s=0.25)
+        return poll_until(drained, timeout, interval=0.25)
 
     def exactly_once(self) -> ExactlyOnce:
         """Compare every gate's journal with the passages the cloud stored, by the gate-made event id."""

@@ -25,15 +25,17 @@ import pytest
 
 from cloud.settings import Settings
 from edge.store import GateStore, ticket_checksum
+from harness.cloud import API, CloudServer
+from harness.cloud_api import Cashier, seed_cloud
+from harness.gate_db import query
+from harness.gates import GateProcess, RelayBoards
 from harness.keys import KEY_ROOT, KEYSET_ROOT_B64
 from harness.mosquitto import MosquittoFactory, MosquittoProcess
-from harness.processes import free_port, wait_until
+from harness.processes import free_port, tail, wait_until
 from harness.relay_sim import RelayBoardSim
-from harness.resort import RelayBoards
 from models import TicketStatus
 from models.sync import SnapshotHeader
 from sync.mosquitto import BridgeTo, GateAccount, SiteRegistry
-from tests.sync.stack import API, Cashier, CloudServer, GateProcess, read_rows, seed_cloud, tail
 
 SITE = "nanshan"
 GATES = ("g1", "g2")
@@ -62,7 +64,7 @@ class Stack:
     logins: dict[str, tuple[str, str]]
 
     def cloud_rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return read_rows(self.cloud_db, sql, params)
+        return query(self.cloud_db, sql, params)
 
     def cloud_head(self) -> SnapshotHeader:
         """The cloud's snapshot header, as a gate fetches it: feed head, ticket count, ticket-set checksum."""

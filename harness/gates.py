@@ -1,0 +1,124 @@
+"""A gate for real: the daemon (`starfish gate run`) in its own process, its serial scanner a pty, its
+relay board a pymodbus server on loopback (`harness.relay_sim`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import select
+import sys
+import threading
+import time
+import tty
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+
+from harness.gate_db import query
+from harness.processes import ChildProcess
+from harness.relay_sim import RelayBoardSim
+
+
+class ScannerPty:
+    """A serial scanner: the gate opens the pty's slave path as its scanner port, codes go in at the master.
+
+    The slave end stays open here too, so a gate restarting sees no hang-up between runs.
+    """
+
+    def __init__(self) -> None:
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)  # no echo or line editing before the gate opens it
+        os.set_blocking(self.master, False)
+        self.path = os.ttyname(self.slave)
+
+    def scan(self, code: str) -> None:
+        """Send one code; dropped when the gate has stopped reading and the line is full."""
+        with contextlib.suppress(BlockingIOError):
+            os.write(self.master, code.encode() + b"\r\n")
+
+    def feed(self, codes: Iterable[str], *, timeout: float, reading: Callable[[], bool], who: str) -> None:
+        """Send codes one line each, as fast as the gate reads them; `reading` raises once the gate is gone."""
+        data = b"".join(code.encode() + b"\r" for code in codes)
+        deadline = time.monotonic() + timeout
+        while data:
+            if select.select([], [self.master], [], 0.2)[1]:
+                with contextlib.suppress(BlockingIOError):
+                    data = data[os.write(self.master, data) :]
+            elif reading() and time.monotonic() > deadline:
+                raise AssertionError(f"{who} stopped reading its scanner")
+
+    def close(self) -> None:
+        for fd in (self.master, self.slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class RelayBoards:
+    """Simulated relay boards (real pymodbus servers on loopback), served on one event loop in a thread."""
+
+    def __init__(self) -> None:
+        self.boards: list[RelayBoardSim] = []
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="relay-boards", daemon=True)
+        self.thread.start()
+
+    def add(self, **options: Any) -> RelayBoardSim:
+        """A board serving Modbus TCP on a free loopback port (`board.port`); options as `RelayBoardSim`'s."""
+        board = RelayBoardSim(**options)
+        asyncio.run_coroutine_threadsafe(board.start_tcp(), self.loop).result(10)
+        self.boards.append(board)
+        return board
+
+    def close(self) -> None:
+        for board in self.boards:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(board.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+class GateProcess(ChildProcess):
+    """A gate daemon (`starfish gate run`) in its own process; scans go in through a pty, as from a serial scanner.
+
+    `config` is the gate's YAML tree but for `store` and `scanner`, which live in `folder`.
+    """
+
+    def __init__(self, folder: Path, config: Mapping[str, Any], *, own_session: bool = False) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.db = folder / "gate.db"
+        self.scanner = ScannerPty()
+        self.config = {**config, "store": {"path": str(self.db)}, "scanner": {"port": self.scanner.path}}
+        (folder / "gate.yaml").write_text(yaml.safe_dump(self.config, allow_unicode=True), encoding="utf-8")
+        argv = [sys.executable, "-m", "edge.cli", "gate", "run", "--config", str(folder / "gate.yaml")]
+        super().__init__(f"gate {config['gate']['gate_id']}", argv, folder / "gate.log", own_session=own_session)
+        self._runs = 0
+
+    def launch(self) -> None:
+        """Start the daemon and return at once (start several side by side, then `wait_running`)."""
+        super().launch()
+        self._runs += 1
+
+    def start(self, timeout: float = 30.0) -> Self:
+        self.launch()
+        return self.wait_running(timeout)
+
+    def wait_running(self, timeout: float = 30.0) -> Self:
+        """Until the daemon runs: its inputs, barrier and sync started."""
+        self.wait_until(lambda: self.said(") running") >= self._runs, "running", timeout)
+        return self
+
+    def scan(self, *codes: str, timeout: float = 30.0) -> None:
+        """Present codes at the scanner, one line each, as fast as the gate reads them."""
+        self.scanner.feed(codes, timeout=timeout, reading=self.alive, who=self.name)
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return query(self.db, sql, params)
+
+    def close(self) -> None:
+        self.stop()
+        self.scanner.close()
