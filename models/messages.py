@@ -134,8 +134,13 @@ class GateConfig(Message):
     emergency_open: bool = Field(default=False, description="Keep-open mode: free passage, nothing counted")
 
 
-class PassageEvent(Message):
-    """One decision at a gate, made and identified at the gate; the cloud stores it once."""
+class PassageRecord(Message):
+    """One decision at a gate, made and identified at the gate, as the gate's journal keeps it.
+
+    The one passage type from journal to outbox to the wire: the journal holds records whose
+    ``passed`` is None while an admission waits for its passage; a `PassageEvent` is a record
+    whose passage is known, and only those are sent.
+    """
 
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
     gate_id: str = Field(min_length=1, max_length=ID_MAX)
@@ -147,6 +152,12 @@ class PassageEvent(Message):
         max_length=CODE_MAX, description="Stable reason code: ok, expired, revoked, used_up, passback, ..."
     )
     ticket_id: str | None = Field(default=None, max_length=ID_MAX)
-    passed: bool = Field(description="Did somebody pass the barrier (confirmed by sensor, or on open)")
+    passed: bool | None = Field(description="Did somebody pass the barrier; None while the gate waits to know")
     counted: bool = Field(default=False, description="Did this passage use up an entry")
     credential: CredentialKind = "none"
+
+
+class PassageEvent(PassageRecord):
+    """One decision at a gate, made and identified at the gate; the cloud stores it once."""
+
+    passed: bool = Field(description="Did somebody pass the barrier (confirmed by sensor, or on open)")
