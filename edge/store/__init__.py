@@ -25,6 +25,7 @@ from edge.store.feed import (
 )
 from edge.store.gate_store import GateStore
 from edge.store.journal import JournalEntry
+from edge.store.reader import GateStoreReader
 from edge.store.schema import SCHEMA, StoreError
 from edge.store.snapshot import SnapshotError, SnapshotStaging, install_snapshot, read_checksum
 from edge.store.upload import REMOTE, apply_batch, outbox_after
@@ -39,6 +40,7 @@ __all__ = [
     "SCHEMA",
     "SNAPSHOT_CHECKSUM",
     "GateStore",
+    "GateStoreReader",
     "JournalEntry",
     "KeySetError",
     "SnapshotError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.gate import GateService
-from edge.store import GateStore, StoreError
+from edge.store import GateStore, GateStoreReader, StoreError
 from harness.tickets import NOW, make_ticket, sign
 from models import GateConfig, Outcome, ProductKind, TicketStatus
 from models.credential import public_key_b64
@@ -177,3 +178,19 @@ def test_random_bytes_through_a_stocked_gate_never_admit_and_never_raise(
         )
     ev = service.evaluate(data, NOW)
     assert not ev.decision.admit or data.strip() in (b"DAY000001", b"PUNCH0001")
+
+
+def test_a_reader_watches_the_journal_while_the_gate_writes_and_never_writes_itself(
+    service: GateService, store: GateStore, tmp_path: Path
+) -> None:
+    assert GateStoreReader(tmp_path / "not-yet.db").entries() == []
+    reader = GateStoreReader(store.path)
+    store.upsert_tickets([make_ticket(ProductKind.PUNCH, code="PUNCH0001")])
+    mark = reader.journal_mark()
+    entry = service.journal(service.evaluate(b"PUNCH0001", NOW), NOW)
+    assert [(e.event_id, e.passed) for e in reader.pending()] == [(entry.event_id, None)]
+    service.complete(entry, passed=True, how="sensor")
+    assert [(e.code, e.passed, e.counted) for e in reader.decisions_since(mark)] == [("ok", True, True)]
+    assert (reader.outbox_ids(), reader.ticket_count()) == ([entry.event_id], 1)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"), reader._connect() as c:
+        c.execute("DELETE FROM outbox")
