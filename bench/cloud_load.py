@@ -10,19 +10,21 @@ from datetime import date
 
 import httpx
 
+from models.api import API_PREFIX
+
 
 async def _worker(
     client: httpx.AsyncClient, body: dict[str, object], until: float, lat: list[float], errors: list[str]
 ) -> None:
     while time.perf_counter() < until:
         t0 = time.perf_counter()
-        r = await client.post("/api/v1/orders", json=body)
+        r = await client.post(f"{API_PREFIX}/orders", json=body)
         if r.status_code != 201:
             errors.append(f"order {r.status_code} {r.text[:120]}")
             continue
         order = r.json()
         p = await client.post(
-            f"/api/v1/orders/{order['id']}/payments/counter",
+            f"{API_PREFIX}/orders/{order['id']}/payments/counter",
             json={"method": "cash", "amount_fen": order["total_fen"]},
         )
         if p.status_code not in (200, 201):

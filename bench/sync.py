@@ -42,9 +42,10 @@ from bench.stats import summary
 from harness.keys import cloud_secrets_env, key_root_of
 from harness.mosquitto import MosquittoProcess
 from harness.processes import ChildProcess, wait_until
+from models.api import API_PREFIX
 from sync.mosquitto import GateAccount, SiteRegistry
 
-API = "/api/v1"
+API = API_PREFIX
 
 
 class World:

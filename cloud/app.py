@@ -15,10 +15,9 @@ from cloud.db import make_engine, make_sessionmaker, utcnow
 from cloud.deps import public
 from cloud.errors import install_handlers
 from cloud.settings import Settings
+from models.api import API_PREFIX
 
 log = logging.getLogger("starfish.cloud")
-
-API_PREFIX = "/api/v1"
 
 
 def _routers() -> list[APIRouter]:

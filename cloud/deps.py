@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from cloud.errors import Forbidden, Unauthorized
 from cloud.settings import Settings
+from models.api import API_PREFIX
 
 
 class Role(StrEnum):
@@ -81,7 +82,7 @@ MAX_ID = 2**31 - 1  # ids are 32-bit integer columns on PostgreSQL
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
-oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+oauth2 = OAuth2PasswordBearer(tokenUrl=f"{API_PREFIX}/auth/token", auto_error=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.addresses import is_loopback
+from models.api import API_PREFIX
 from models.credential import load_public_key
 
 DEV_JWT_SECRET = "development-only-jwt-secret-do-not-use"
@@ -68,7 +69,7 @@ class Settings(BaseSettings):
     wechat_merchant_key_file: str | None = None
     wechat_merchant_serial: str = ""
     wechat_platform_cert_file: str | None = None
-    wechat_notify_url: str = "https://example.invalid/api/v1/payments/wechat/notify"
+    wechat_notify_url: str = f"https://example.invalid{API_PREFIX}/payments/wechat/notify"
     # Points
     points_per_yuan: int = Field(default=1, ge=0, description="Points earned per whole yuan paid")
     signin_points: int = Field(default=5, ge=0)

@@ -17,8 +17,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from harness.processes import ChildProcess, free_port
+from models.api import API_PREFIX
 
-API = "/api/v1"
+API = API_PREFIX
 # uvicorn as `python -m uvicorn --factory` runs it, with the app's own INFO logs kept (sync connects, sessions).
 _SERVE = (
     "import logging, sys, uvicorn; "

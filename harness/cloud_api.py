@@ -33,10 +33,11 @@ from cloud.staff.service import create_staff
 from edge.store import GateStore
 from harness.cloud import live_server
 from models import TicketStatus
+from models.api import API_PREFIX
 from models.credential import public_key_b64
 from sync.mosquitto import GateAccount
 
-API = "/api/v1"
+API = API_PREFIX
 TIMEZONE = ZoneInfo("Asia/Shanghai")
 GATES = (("north-1", "北门1号"), ("north-2", "北门2号"))
 

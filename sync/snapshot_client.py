@@ -17,6 +17,7 @@ import httpx
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
 from models import Ticket
+from models.api import snapshot_path
 from models.sync import SnapshotHeader, SnapshotStatus
 from sync.errors import SnapshotError
 
@@ -45,7 +46,7 @@ class SnapshotSink(Protocol):
 
 
 def snapshot_url(base: str, site: str) -> str:
-    return f"{base.rstrip('/')}/api/v1/sync/sites/{site}/snapshot"
+    return base.rstrip("/") + snapshot_path(site)
 
 
 def _first_error(exc: ValidationError) -> str:

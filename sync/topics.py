@@ -43,6 +43,15 @@ def all_status(site: str) -> str:
     return f"{ROOT}/{_check(site)}/gate/+/status"
 
 
+def all_acks(site: str) -> str:
+    return f"{ROOT}/{_check(site)}/gate/+/acks"
+
+
+# What the cloud reads: every gate's events and status, of every site.
+ANY_SITE_EVENTS = f"{ROOT}/+/gate/+/events"
+ANY_SITE_STATUS = f"{ROOT}/+/gate/+/status"
+
+
 def parse_gate_topic(topic: str) -> tuple[str, str, str] | None:
     """(site, gate, leaf) of a per-gate topic, or None when it is not one."""
     parts = topic.split("/")

@@ -43,8 +43,8 @@ from sync import topics
 
 log = logging.getLogger("starfish.cloud.sync")
 
-EVENTS = f"{topics.ROOT}/+/gate/+/events"
-STATUS = f"{topics.ROOT}/+/gate/+/status"
+EVENTS = topics.ANY_SITE_EVENTS
+STATUS = topics.ANY_SITE_STATUS
 ACK_CHUNK = EVENT_BATCH_MAX  # event ids per EventAck message (the most one may carry)
 
 Store = Callable[[Session, Sequence[service.Inbound]], service.Stored]

@@ -12,11 +12,12 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from cloud.app import API_PREFIX, create_app
+from cloud.app import create_app
 from cloud.deps import Role, public, require
 from cloud.sync.routes import authenticated_gate
 from harness.api import Api
 from harness.keys import cloud_settings
+from models.api import API_PREFIX
 from tests.cloud.api import build_schema
 
 # The access policy, reviewed by hand: a change to who may call what shows up here in review.

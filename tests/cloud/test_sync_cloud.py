@@ -472,7 +472,7 @@ def test_a_single_use_ticket_admitted_offline_at_two_gates_is_stored_twice_and_t
     for code in ("g1", "g2"):
         add_gate(api, site["id"], code)
     (ticket,) = ticket_ids(api, sell_paid(app, api, site["id"], single["id"], next_weekday())["id"])
-    acks = peers(f"sf/{SITE}/gate/+/acks")
+    acks = peers(topics.all_acks(SITE))
     at_a, at_b = passage(ticket, "g1", minutes_ago=5), passage(ticket, "g2", minutes_ago=4)
 
     # The later passage arrives first (gate B's link came back first): the later scan is still the conflict.

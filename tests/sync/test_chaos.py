@@ -26,10 +26,11 @@ from harness.cloud import live_server
 from harness.keys import KEY_ROOT, KEYSET_ROOT_B64
 from harness.mosquitto import MosquittoFactory
 from harness.processes import wait_until
+from models.api import API_PREFIX
 from sync.mosquitto import GateAccount, SiteRegistry
 
 REPO = Path(__file__).resolve().parents[2]
-API = "/api/v1"
+API = API_PREFIX
 
 
 def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:

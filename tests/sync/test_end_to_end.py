@@ -34,9 +34,10 @@ from harness.cloud import live_server
 from harness.keys import KEY_ROOT, cloud_settings
 from harness.mosquitto import MosquittoFactory
 from harness.processes import wait_until
+from models.api import API_PREFIX
 from sync.mosquitto import GateAccount, SiteRegistry
 
-API = "/api/v1"
+API = API_PREFIX
 SLOW = 15.0
 
 
