@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge.store import GateStoreReader
 from harness.relay_sim import RelayBoardSim
 from harness.tickets import make_ticket, sign
 from models import ProductKind
@@ -101,16 +101,6 @@ def start_gate(config: Path, log: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    if not db.exists():
-        return []
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
-        try:
-            return c.execute(sql).fetchall()
-        except sqlite3.OperationalError:
-            return []
-
-
 def wait_for(what: Callable[[], bool], timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -134,11 +124,11 @@ def test_kill_between_journal_and_sensor_then_restart_counts_exactly(
         wait_for(lambda: "running" in log.read_text())
         time.sleep(0.5)  # the scanner opens its port lazily on the first read
         os.write(master, token)
-        wait_for(lambda: rows(db, "SELECT count(*) FROM passages WHERE counted = 1 AND passed = 1") == [(1,)])
+        wait_for(lambda: sum(bool(e.counted and e.passed) for e in GateStoreReader(db).entries()) == 1)
 
         relay.sim.skier_passes = False  # the next skier stops in the turnstile...
         os.write(master, token)
-        wait_for(lambda: rows(db, "SELECT count(*) FROM passages WHERE passed IS NULL") == [(1,)])
+        wait_for(lambda: len(GateStoreReader(db).pending()) == 1)
         gate.send_signal(signal.SIGKILL)  # ...and the gate dies before the sensor fires
         gate.wait(10)
     finally:
@@ -148,24 +138,25 @@ def test_kill_between_journal_and_sensor_then_restart_counts_exactly(
     relay.sim.skier_passes = True
     gate = start_gate(config, log)
     try:
-        wait_for(lambda: rows(db, "SELECT count(*) FROM passages WHERE passed IS NULL") == [(0,)])
+        wait_for(lambda: len(GateStoreReader(db).pending()) == 0)
         wait_for(lambda: log.read_text().count("running") == 2)
         time.sleep(0.5)
         os.write(master, token)
-        wait_for(lambda: rows(db, "SELECT count(*) FROM passages WHERE counted = 1") == [(2,)])
+        wait_for(lambda: sum(e.counted for e in GateStoreReader(db).entries()) == 2)
         gate.send_signal(signal.SIGTERM)
         assert gate.wait(10) == 0
     finally:
         if gate.poll() is None:
             gate.kill()
 
-    journal = rows(db, "SELECT code, passed, counted, resolution FROM passages ORDER BY at")
+    journal = [(e.code, e.passed, e.counted, e.resolution) for e in GateStoreReader(db).entries()]
     assert journal == [
         ("ok", 1, 1, "sensor"),
         ("ok", 0, 0, "unconfirmed_after_restart"),
         ("ok", 1, 1, "sensor"),
     ]
-    assert rows(db, "SELECT count(*), count(DISTINCT event_id) FROM outbox") == [(3, 3)]
+    outbox = GateStoreReader(db).outbox_ids()
+    assert (len(outbox), len(set(outbox))) == (3, 3)
     assert "resolved 1 admission(s) left unconfirmed by a crash" in log.read_text()
     assert "stopped" in log.read_text()
 
@@ -185,7 +176,7 @@ def test_gate_with_dead_relay_board_keeps_running_and_denies_with_barrier_fault(
         wait_for(lambda: "running" in log.read_text())
         time.sleep(0.5)
         os.write(master, sign(signing_key, live_ticket()).encode() + b"\r\n")
-        wait_for(lambda: rows(db, "SELECT outcome, code FROM passages") == [("deny", "barrier_fault")])
+        wait_for(lambda: [(e.outcome, e.code) for e in GateStoreReader(db).entries()] == [("deny", "barrier_fault")])
         assert gate.poll() is None
         assert "barrier fault" in log.read_text()
         gate.send_signal(signal.SIGTERM)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -16,7 +15,7 @@ from drivers.barrier import FakeBarrier, ModbusBarrier
 from drivers.scanner import FakeScanner
 from edge.config import EdgeConfig, parse_config
 from edge.daemon import Debouncer, GateDaemon, Handled, Scan
-from edge.store import GateStore
+from edge.store import GateStore, GateStoreReader
 from harness.relay_sim import RelayBoardSim
 from harness.tickets import NOW, make_ticket, sign
 from models import ProductKind, TicketStatus
@@ -84,8 +83,7 @@ def test_valid_ticket_is_journaled_before_the_barrier_opens_and_counted_on_passa
     class WitnessBarrier(FakeBarrier):
         async def pulse_open(self) -> None:
             # Another connection sees the committed, still pending, admission.
-            with sqlite3.connect(tmp_path / "gate.db") as c:
-                seen_at_pulse.extend(c.execute("SELECT outcome, passed FROM passages").fetchall())
+            seen_at_pulse.extend((e.outcome, e.passed) for e in GateStoreReader(tmp_path / "gate.db").entries())
             await super().pulse_open()
 
     barrier = WitnessBarrier()
