@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from cloud.deps import Role
 from cloud.migrate import upgrade
 from cloud.settings import Settings
 from cloud.sync.models import GatePassage
+from edge.store import GateStoreReader
 from harness.api import Api
 from harness.cloud import live_server
 from harness.keys import KEY_ROOT, KEYSET_ROOT_B64
@@ -31,16 +31,6 @@ from sync.mosquitto import GateAccount, SiteRegistry
 
 REPO = Path(__file__).resolve().parents[2]
 API = API_PREFIX
-
-
-def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    if not db.exists():
-        return []
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
-            return c.execute(sql).fetchall()
-    except sqlite3.OperationalError:
-        return []
 
 
 @pytest.fixture
@@ -129,14 +119,14 @@ def test_kill_9_mid_burst_then_restart_loses_nothing_and_doubles_nothing(world: 
         for i in range(300):
             os.write(world["master"], b"UNKNOWN%05d\r" % i)
             if i == 150:
-                wait_until(lambda: rows(db, "SELECT count(*) FROM passages") != [(0,)], "first decisions", 15)
+                wait_until(lambda: GateStoreReader(db).entries() != [], "first decisions", 15)
         time.sleep(0.05)
         gate.send_signal(signal.SIGKILL)  # mid-burst: some decided, some queued, some in flight
         gate.wait(10)
     finally:
         if gate.poll() is None:
             gate.kill()
-    decided_before = rows(db, "SELECT count(*) FROM passages")[0][0]
+    decided_before = len(GateStoreReader(db).entries())
     assert decided_before > 0
 
     restarts = world["log"].read_text().count("running")
@@ -144,14 +134,14 @@ def test_kill_9_mid_burst_then_restart_loses_nothing_and_doubles_nothing(world: 
     try:
         # Its signal handlers are in place once it runs: a SIGTERM before that would just kill it.
         wait_until(lambda: world["log"].read_text().count("running") > restarts, "gate running again", 30)
-        wait_until(lambda: rows(db, "SELECT count(*) FROM outbox") == [(0,)], "outbox drained after restart", 30)
+        wait_until(lambda: GateStoreReader(db).outbox_depth() == 0, "outbox drained after restart", 30)
         gate.send_signal(signal.SIGTERM)
         assert gate.wait(20) == 0
     finally:
         if gate.poll() is None:
             gate.kill()
 
-    journal = {r[0] for r in rows(db, "SELECT event_id FROM passages WHERE resolution IS NOT 'remote'")}
+    journal = {str(e.event_id) for e in GateStoreReader(db).entries(own=True)}
     with world["app"].state.sessionmaker() as s:
         stored = [str(p.event_id) for p in s.query(GatePassage).all()]
     assert len(stored) == len(set(stored))  # nothing doubled

@@ -7,7 +7,6 @@ and leaves the gate's outbox; refund → denied at the gate.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from cloud.sync.models import GatePassage
 from drivers.barrier import FakeBarrier
 from edge.config import parse_config
 from edge.daemon import GateDaemon
-from edge.store import GateStore
+from edge.store import GateStore, GateStoreReader
 from harness.api import Api
 from harness.cloud import live_server
 from harness.keys import KEY_ROOT, cloud_settings
@@ -67,9 +66,9 @@ class Resort:
         [ticket] = self.cashier.get(f"{API}/orders/{order['id']}/tickets").json()
         return {"order": order, "ticket": ticket}
 
-    def gate_rows(self, sql: str) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(f"file:{self.gate_db}?mode=ro", uri=True, timeout=5) as c:
-            return c.execute(sql).fetchall()
+    @property
+    def gate(self) -> GateStoreReader:
+        return GateStoreReader(self.gate_db)
 
     def scan(self, text: str) -> Any:
         return asyncio.run_coroutine_threadsafe(self.daemon.handle(text.encode(), "test"), self.loop).result(30)
@@ -172,7 +171,7 @@ def test_sold_ticket_is_admissible_at_the_gate_and_its_passage_reaches_the_cloud
     sale = resort.sell()
     tid = str(sale["ticket"]["id"])
     wait_until(
-        lambda: resort.gate_rows(f"SELECT count(*) FROM tickets WHERE ticket_id = '{tid}'") == [(1,)],
+        lambda: resort.gate.ticket(tid) is not None,
         "ticket at the gate",
         SLOW,
     )
@@ -184,7 +183,7 @@ def test_sold_ticket_is_admissible_at_the_gate_and_its_passage_reaches_the_cloud
             return s.query(GatePassage).filter(GatePassage.event_id == handled.entry.event_id).count()
 
     wait_until(lambda: stored_in_cloud() == 1, "passage stored in the cloud", SLOW)
-    wait_until(lambda: resort.gate_rows("SELECT count(*) FROM outbox") == [(0,)], "outbox drained after the ack", SLOW)
+    wait_until(lambda: resort.gate.outbox_depth() == 0, "outbox drained after the ack", SLOW)
     assert stored_in_cloud() == 1
 
 
@@ -192,14 +191,14 @@ def test_refunded_ticket_is_denied_at_the_gate_after_the_revocation_arrives(reso
     sale = resort.sell(days_ahead=1)  # refunds close when the visit day starts
     tid = str(sale["ticket"]["id"])
     wait_until(
-        lambda: resort.gate_rows(f"SELECT count(*) FROM tickets WHERE ticket_id = '{tid}'") == [(1,)],
+        lambda: resort.gate.ticket(tid) is not None,
         "ticket at the gate",
         SLOW,
     )
     r = resort.cashier.post(f"{API}/orders/{sale['order']['id']}/refunds", json={"ticket_ids": [sale["ticket"]["id"]]})
     assert r.status_code == 201, r.text
     wait_until(
-        lambda: resort.gate_rows(f"SELECT status FROM revocations WHERE ticket_id = '{tid}'") == [("revoked",)],
+        lambda: resort.gate.status(tid) == "revoked",
         "revocation at the gate",
         SLOW,
     )
