@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class KeySetError(ValueError):
     """A key set that cannot be trusted (a key does not load, or the pinned root did not sign it)."""
@@ -9,3 +11,10 @@ class KeySetError(ValueError):
 
 class SnapshotError(Exception):
     """A snapshot that cannot be used: malformed, inconsistent with its header, or not received."""
+
+
+def first_error(exc: ValidationError) -> str:
+    """The first thing wrong with a message, for a log line: where, then what."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}" if where else str(err["msg"])

@@ -19,7 +19,7 @@ from pydantic import AwareDatetime, TypeAdapter, ValidationError
 from models import Ticket
 from models.api import snapshot_path
 from models.sync import SnapshotHeader, SnapshotStatus
-from sync.errors import SnapshotError
+from sync.errors import SnapshotError, first_error
 
 
 class SnapshotSink(Protocol):
@@ -47,12 +47,6 @@ class SnapshotSink(Protocol):
 
 def snapshot_url(base: str, site: str) -> str:
     return base.rstrip("/") + snapshot_path(site)
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"])
-    return f"{where}: {err['msg']}" if where else str(err["msg"])
 
 
 def fetch_snapshot(
@@ -165,7 +159,7 @@ def _stage(lines: Iterable[bytes], *, site: str, open_sink: Callable[[], Snapsho
     try:
         header = SnapshotHeader.model_validate_json(first)
     except ValidationError as exc:
-        raise SnapshotError(f"snapshot header: {_first_error(exc)}") from exc
+        raise SnapshotError(f"snapshot header: {first_error(exc)}") from exc
     if header.site != site:
         raise SnapshotError(f"snapshot is for site {header.site!r}, not {site!r}")
     stage = open_sink()
@@ -177,7 +171,7 @@ def _stage(lines: Iterable[bytes], *, site: str, open_sink: Callable[[], Snapsho
                 try:
                     stage.add_status(SnapshotStatus.model_validate_json(line))
                 except ValidationError as exc:
-                    raise SnapshotError(f"snapshot line {number}: {_first_error(exc)}") from exc
+                    raise SnapshotError(f"snapshot line {number}: {first_error(exc)}") from exc
         checksum = stage.finish()
     finally:
         stage.close()
@@ -201,7 +195,7 @@ def _stage_tickets(numbered: Iterator[tuple[int, bytes]], count: int, stage: Sna
             except ValidationError as exc:
                 if not line or line.isspace():
                     continue  # blank lines are no tickets (checked only here: they are rare)
-                raise SnapshotError(f"snapshot line {number}: {_first_error(exc)}") from exc
+                raise SnapshotError(f"snapshot line {number}: {first_error(exc)}") from exc
             if len(rows) == want:
                 break
         stage.add_tickets(rows)
