@@ -26,7 +26,6 @@ import sqlite3
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import ExitStack
@@ -39,9 +38,11 @@ import yaml
 
 from bench.cloud import _serve
 from bench.stats import summary
+from edge.store import GateStore, GateStoreReader, JournalEntry
 from harness.keys import cloud_secrets_env, key_root_of
 from harness.mosquitto import MosquittoProcess
 from harness.processes import ChildProcess, wait_until
+from models import Direction, Outcome
 from models.api import API_PREFIX
 from sync.mosquitto import GateAccount, SiteRegistry
 
@@ -174,10 +175,6 @@ class World:
         return int(ticket["id"]), committed
 
 
-def _ro(db: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10, check_same_thread=False)
-
-
 def _wait(cond: Callable[[], bool], timeout: float, what: str, interval: float = 0.0005) -> None:
     """`harness.processes.wait_until`, a missing table or file counting as not yet."""
 
@@ -194,60 +191,49 @@ def sale_to_gate(world: World, sales: int) -> dict[str, Any]:
     world.start_gate("g1")
     db = world.gate_db("g1")
     _wait(
-        lambda: db.exists() and _ro(db).execute("SELECT value FROM meta WHERE key LIKE '%seq%'").fetchone() is not None,
+        lambda: GateStoreReader(db).has_feed_position(),
         60,
         "gate synced",
         0.05,
     )
     samples = []
-    with _ro(db) as conn:
-        for i in range(sales + 5):
-            tid, committed = world.sell()
-            t = str(tid)
-            _wait(
-                lambda: conn.execute("SELECT 1 FROM tickets WHERE ticket_id = ?", (t,)).fetchone() is not None,  # noqa: B023
-                30,
-                "ticket at gate",
-            )
-            if i >= 5:
-                samples.append((time.perf_counter() - committed) * 1000)
+    gate = GateStoreReader(db)
+    for i in range(sales + 5):
+        tid, committed = world.sell()
+        t = str(tid)
+        _wait(lambda: gate.has_ticket(t), 30, "ticket at gate")  # noqa: B023
+        if i >= 5:
+            samples.append((time.perf_counter() - committed) * 1000)
     return summary(samples)
 
 
 def drain(world: World, events: int) -> dict[str, Any]:
     gate = "g2"
     cfg = world.gate_config(gate)
-    from edge.store import GateStore
-
-    store = GateStore(world.gate_db(gate))  # create the schema, then stuff the outbox while the gate is down
-    store.close()
+    # Stuff the outbox while the gate is down: denials journaled as the gate itself would, in one transaction.
     now = datetime.now(UTC)
-    rows = []
-    for i in range(events):
-        eid = str(uuid.uuid4())
-        body = {
-            "schema_version": 1,
-            "event_id": eid,
-            "gate_id": gate,
-            "site_id": "bench",
-            "at": (now + timedelta(microseconds=i)).isoformat(),
-            "direction": "in",
-            "outcome": "deny",
-            "code": "unreadable",
-            "ticket_id": None,
-            "passed": False,
-            "counted": False,
-            "credential": "none",
-        }
-        rows.append((eid, json.dumps(body)))
-    with sqlite3.connect(world.gate_db(gate)) as c:
-        c.executemany("INSERT INTO outbox (event_id, body) VALUES (?, ?)", rows)
+    store = GateStore(world.gate_db(gate))
+    store.record_all(
+        JournalEntry(
+            at=now + timedelta(microseconds=i),
+            gate_id=gate,
+            site_id="bench",
+            direction=Direction.IN,
+            outcome=Outcome.DENY,
+            code="unreadable",
+            passed=False,
+            counted=False,
+            resolution="denied",
+        )
+        for i in range(events)
+    )
+    store.close()
     del cfg
     online = _first_online(world, gate)
     start = time.perf_counter()
     world.start_gate(gate)
-    with _ro(world.gate_db(gate)) as conn:
-        _wait(lambda: conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0, 600, "outbox drained", 0.05)
+    reader = GateStoreReader(world.gate_db(gate))
+    _wait(lambda: reader.outbox_depth() == 0, 600, "outbox drained", 0.05)
     end = time.perf_counter()
     connected = online.result(timeout=0)
     elapsed = end - connected
@@ -360,9 +346,8 @@ def resync(world: World, tickets: int, *, used: bool = False) -> dict[str, Any]:
         except (OSError, StopIteration):
             pass
         try:
-            with _ro(db) as conn:
-                if conn.execute("SELECT count(*) FROM tickets").fetchone()[0] >= tickets:
-                    break
+            if GateStoreReader(db).ticket_count() >= tickets:
+                break
         except sqlite3.OperationalError:
             pass
         time.sleep(0.1)

@@ -95,6 +95,12 @@ class GateStore:
         with self._tx() as c:
             journal.record(c, entry)
 
+    def record_all(self, entries: Iterable[JournalEntry]) -> None:
+        """Commit many decisions in one transaction (imports, benchmarks); each as `record` would."""
+        with self._tx() as c:
+            for entry in entries:
+                journal.record(c, entry)
+
     def resolve(
         self,
         event_id: uuid.UUID,

@@ -99,6 +99,10 @@ class GateStoreReader:
     def ticket(self, ticket_id: str) -> Ticket | None:
         return self._read(lambda c: tickets.ticket(c, ticket_id), None)
 
+    def has_ticket(self, ticket_id: str) -> bool:
+        """Is this ticket in the cache (cheaper than reading it)?"""
+        return self._read(lambda c: tickets.has(c, ticket_id), False)
+
     def status(self, ticket_id: str) -> TicketStatus | None:
         """A ticket's revocation or block (None: valid as far as the gate knows)."""
         return self._read(lambda c: tickets.status(c, ticket_id), None)

@@ -29,6 +29,10 @@ def ticket_by_code(conn: sqlite3.Connection, code: str) -> Ticket | None:
     return None if row is None else Ticket.model_validate_json(row[0])
 
 
+def has(conn: sqlite3.Connection, ticket_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM tickets WHERE ticket_id = ?", (ticket_id,)).fetchone() is not None
+
+
 def count(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM tickets").fetchone()[0])
 
