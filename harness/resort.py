@@ -37,23 +37,16 @@ from typing import Any, Self
 import httpx
 
 from cloud.settings import Settings
-from edge.store_sync import FEED_SEQ, REMOTE
+from edge.store import GateStoreReader, JournalEntry
 from harness.cloud import CloudServer
 from harness.cloud_api import GATES, DemoCloud, Sale, fresh_settings, resort_today
 from harness.gate_db import query, read_rows
 from harness.gates import GateProcess, RelayBoards, ScannerPty
 from harness.mosquitto import MosquittoProcess
 from harness.processes import free_port, poll_until
+from models import Outcome
 from models.credential import public_key_b64
 from sync.mosquitto import BridgeTo, GateAccount, SiteRegistry
-
-_OWN = f"resolution IS NOT '{REMOTE}'"  # this gate's own decisions, not the peers' passages it learnt
-_DECISION = "rowid, event_id, outcome, code, passed, ticket_id"
-_DECISION_AFTER = f"SELECT {_DECISION} FROM passages WHERE rowid > ? AND {_OWN} ORDER BY rowid LIMIT 1"
-_COUNTS = (
-    f"SELECT sum(outcome = 'admit' AND {_OWN}), sum(outcome = 'deny' AND {_OWN}), sum(resolution IS '{REMOTE}'),"
-    " (SELECT count(*) FROM outbox), (SELECT value FROM meta WHERE key = ?) FROM passages"
-)
 
 
 @dataclass(frozen=True)
@@ -68,9 +61,10 @@ class Decision:
     ticket_id: str | None
 
     @classmethod
-    def from_row(cls, gate: str, row: tuple[Any, ...]) -> Decision:
-        _rowid, event_id, outcome, code, passed, ticket_id = row
-        return cls(gate, uuid.UUID(event_id), outcome == "admit", code, bool(passed), ticket_id)
+    def of(cls, gate: str, entry: JournalEntry) -> Decision:
+        return cls(
+            gate, entry.event_id, entry.outcome is Outcome.ADMIT, entry.code, bool(entry.passed), entry.ticket_id
+        )
 
 
 @dataclass(frozen=True)
@@ -141,8 +135,8 @@ class _Gate:
 
     def ready(self) -> bool:
         """Synced from the cloud once, and reading its scanner."""
-        synced = read_rows(self.db, "SELECT 1 FROM meta WHERE key = ?", (FEED_SEQ,))
-        return bool(synced) and f"scanner {self.scanner.path} opened" in self.process.log_text()
+        synced = GateStoreReader(self.db).has_feed_position()
+        return synced and f"scanner {self.scanner.path} opened" in self.process.log_text()
 
 
 class Resort:
@@ -368,35 +362,34 @@ class Resort:
         """Present a code at a gate's scanner; its decision from the journal once final (None: none in time)."""
         g = self._gates[gate]
         with g.lock:
-            last = read_rows(g.db, f"SELECT max(rowid) FROM passages WHERE {_OWN}")
-            before = (last[0][0] if last else None) or 0
+            journal = GateStoreReader(g.db)
+            before = journal.journal_mark()
             g.scanner.scan(code)
-            found: list[tuple[Any, ...]] = []
+            found: list[JournalEntry] = []
 
             def decided() -> bool:
-                found[:] = read_rows(g.db, _DECISION_AFTER, (before,))
-                return bool(found) and found[0][4] is not None  # an admission is final once the passage is
+                found[:] = journal.decisions_since(before)[:1]
+                return bool(found) and found[0].passed is not None  # an admission is final once the passage is
 
             if not poll_until(decided, timeout, interval=0.02):
                 return None
-            return Decision.from_row(gate, found[0])
+            return Decision.of(gate, found[0])
 
     # --- what each side knows --------------------------------------------------------------------
 
     def gate_view(self, gate: str) -> GateView:
         g = self._gates[gate]
-        counts = read_rows(g.db, _COUNTS, (FEED_SEQ,))
-        admitted, denied, peers, outbox, seq = counts[0] if counts else (0, 0, 0, 0, 0)
-        last = read_rows(g.db, f"SELECT {_DECISION} FROM passages WHERE {_OWN} ORDER BY rowid DESC LIMIT 1")
+        store = GateStoreReader(g.db)
+        own = store.decisions_since(0)
         return GateView(
             gate,
             g.process.running,
-            admitted or 0,
-            denied or 0,
-            peers or 0,
-            outbox or 0,
-            int(seq or 0),
-            Decision.from_row(gate, last[0]) if last else None,
+            sum(e.outcome is Outcome.ADMIT for e in own),
+            sum(e.outcome is Outcome.DENY for e in own),
+            len(store.entries(own=False)),
+            store.outbox_depth(),
+            store.feed_seq(),
+            Decision.of(gate, own[-1]) if own else None,
         )
 
     def _cloud_passages(self) -> list[tuple[str, str]]:
@@ -437,8 +430,9 @@ class Resort:
         journal: dict[str, set[uuid.UUID]] = {}
         outbox = 0
         for code, g in self._gates.items():
-            journal[code] = {uuid.UUID(r[0]) for r in query(g.db, f"SELECT event_id FROM passages WHERE {_OWN}")}
-            outbox += query(g.db, "SELECT count(*) FROM outbox")[0][0]
+            store = GateStoreReader(g.db)
+            journal[code] = {e.event_id for e in store.entries(own=True)}
+            outbox += store.outbox_depth()
         cloud = [(code, uuid.UUID(e)) for code, e in self._cloud_passages()]
         stored_ids = set(cloud)
         journaled_ids = {(code, e) for code, ids in journal.items() for e in ids}
