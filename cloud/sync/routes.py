@@ -12,7 +12,7 @@ from cloud.errors import Unauthorized
 from cloud.sites.models import Gate, Site
 from cloud.sites.schemas import CODE
 from cloud.sites.service import verify_gate
-from cloud.sync import dead_letters, service, snapshot
+from cloud.sync import dead_letters, gate_status, service, snapshot
 from cloud.sync.feed import trusted_key_set
 from cloud.sync.schemas import DeadLetterOut, QuarantinedEventOut, SiteSyncOut
 
@@ -49,7 +49,7 @@ def gates_status(
 ) -> SiteSyncOut:
     """Each gate's online state, applied feed sequence, outbox depth and ticket-set checksum, as it
     last reported them; with `verify`, whether its tickets agree with the cloud's."""
-    return service.site_sync_status(session, site_id, verify=verify)
+    return gate_status.site_sync_status(session, site_id, verify=verify)
 
 
 @router.get("/sync/sites/{site_id}/quarantine")

@@ -1,9 +1,8 @@
-"""What gates send up: passage events stored once per sending gate and gate-made id, and each gate's last status.
+"""What gates send up, stored: passage events once per sending gate and gate-made id, each gate's last status.
 
-Messages are parsed here, without a database, so a malformed one is refused (logged, and handed back
-as a dead letter, `cloud.sync.dead_letters`) before any transaction; `store` then takes a batch in one
-transaction and commits it. The MQTT layer acknowledges the broker's messages and publishes the
-EventAcks only after `store` returned.
+Messages are parsed first, without a database (`cloud.sync.inbound`), so a malformed one is refused
+before any transaction; `store` then takes a batch in one transaction and commits it. The MQTT layer
+acknowledges the broker's messages and publishes the EventAcks only after `store` returned.
 """
 
 from __future__ import annotations
@@ -14,9 +13,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, cast
+from typing import cast
 
-from pydantic import ValidationError
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
@@ -24,94 +22,22 @@ from cloud.db import utcnow
 from cloud.deps import MAX_ID
 from cloud.sites.models import Gate, Site
 from cloud.sites.service import get_site
-from cloud.sync import dead_letters, snapshot
+from cloud.sync import dead_letters
 from cloud.sync.dead_letters import Refused
-from cloud.sync.feed import head_seq
-from cloud.sync.models import GatePassage, GateStatusRecord, QuarantinedEvent
-from cloud.sync.schemas import GateSyncOut, QuarantinedEventOut, SiteSyncOut
+from cloud.sync.gate_status import store_status
+from cloud.sync.inbound import EventIn, Inbound, StatusIn
+from cloud.sync.models import GatePassage, QuarantinedEvent
+from cloud.sync.schemas import QuarantinedEventOut
 from cloud.tickets.models import Ticket, TicketState
 from models import CredentialKind, Direction, Outcome, PassageEvent
-from models.sync import EVENT_CLOCK_SKEW, GateStatus, RefusedEvent, implausible_time, parse_events
+from models.sync import EVENT_CLOCK_SKEW, RefusedEvent, implausible_time
 from sync import topics
-from sync.topics import parse_gate_topic
 
 log = logging.getLogger("starfish.cloud.sync")
 
 _REVOKED = (TicketState.REFUNDED.value, TicketState.REVOKED.value)
 _PASSAGES = GatePassage.metadata.tables[GatePassage.__tablename__]
 QUARANTINE_EVENT_MAX = 4000  # characters of a quarantined event's JSON kept as evidence
-
-
-@dataclass(frozen=True, slots=True)
-class EventIn:
-    site: str
-    gate: str
-    event: PassageEvent
-
-
-@dataclass(frozen=True, slots=True)
-class StatusIn:
-    site: str
-    gate: str
-    state: Literal["online", "offline"]
-    status: GateStatus | None  # None: a bare "offline" Last Will, with no figures
-
-
-Inbound = EventIn | StatusIn | Refused
-
-
-def parse(topic: str, payload: bytes, refused: list[Refused] | None = None) -> list[EventIn | StatusIn]:
-    """What a gate sent on `topic`: its events (one, or an `EventBatch`) or its status. Malformed
-    messages, and malformed events of a batch, are left out here (logged) and go into `refused` as
-    dead letters when the topic names a gate. Well-formed events that are not the gate's to send are
-    kept for `store`, which quarantines them."""
-    where = parse_gate_topic(topic)
-    if where is None:
-        log.warning("dropped a message on %r: not a gate's events or status topic", topic)
-        return []
-    site, gate, leaf = where
-    dead = refused if refused is not None else []
-    if leaf == "acks":
-        log.warning("dropped a message on %r: not a gate's events or status topic", topic)
-        dead.append(dead_letters.refused(site, gate, "wrong_topic", f"a message on {topic}", payload))
-        return []
-    try:
-        if leaf == "events":
-            why_not: list[str] = []
-            events = parse_events(payload, why_not)
-            for why in why_not:
-                log.warning("dropped a malformed event on %s: %s", topic, why)
-            if why_not:
-                dead.extend(dead_letters.batch_items(site, gate, payload))
-            return [EventIn(site, gate, event) for event in events]  # the model bounds every field's length
-        if payload.strip() in (b"offline", b'"offline"'):
-            return [StatusIn(site, gate, "offline", None)]
-        if not payload:
-            return []  # a retained status being cleared
-        return [_status(site, gate, GateStatus.model_validate_json(payload))]
-    except ValidationError as exc:
-        log.warning("dropped a malformed message on %s: %s", topic, dead_letters.short(exc))
-        dead.append(dead_letters.refused(site, gate, dead_letters.reason_of(exc), dead_letters.short(exc), payload))
-        return []
-    except _Refused as exc:
-        log.warning("dropped a message on %s: %s", topic, exc)
-        dead.append(dead_letters.refused(site, gate, exc.reason, str(exc), payload))
-        return []
-
-
-class _Refused(Exception):
-    def __init__(self, reason: dead_letters.Reason, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-
-
-def _status(site: str, gate: str, status: GateStatus) -> StatusIn:
-    if (status.site, status.gate) != (site, gate):
-        raise _Refused("wrong_gate", f"status says site {status.site!r} gate {status.gate!r}")
-    figures = (status.feed_seq, status.outbox_depth, status.checksum_seq or 0)
-    if not all(0 <= n <= MAX_ID for n in figures):
-        raise _Refused("out_of_range", "status figures out of range")
-    return StatusIn(site, gate, status.state, status)
 
 
 @dataclass(slots=True)
@@ -152,7 +78,7 @@ def store(session: Session, batch: Sequence[Inbound], *, now: datetime | None = 
         if not isinstance(m, StatusIn):
             continue
         if (m.site, m.gate) in gates:
-            _store_status(session, m, gates[(m.site, m.gate)], now)
+            store_status(session, m, gates[(m.site, m.gate)], now)
             out.statuses += 1
         else:
             out.unknown_gates += 1
@@ -476,72 +402,6 @@ def _count_entry(ticket: Ticket, at: datetime) -> str | None:
     if ticket.status == TicketState.VALID and ticket.entries is not None and ticket.entries_used >= ticket.entries:
         ticket.status = TicketState.USED.value
     return conflict
-
-
-def _store_status(session: Session, m: StatusIn, ids: tuple[int, int], now: datetime) -> None:
-    site_id, gate_id = ids
-    row = session.get(GateStatusRecord, gate_id)
-    if row is None:
-        row = GateStatusRecord(gate_id=gate_id, site_id=site_id, feed_seq=0, outbox_depth=0)
-        session.add(row)
-    row.state = m.state
-    row.updated_at = now
-    # A Last Will is composed when the gate connects, so its figures are older than the last online
-    # status's: an offline status brings figures only when it is newer (a clean shutdown's).
-    status = m.status
-    if status is None:
-        return
-    newer = status.at is not None and (row.reported_at is None or status.at > row.reported_at)
-    if m.state == "online" or newer:
-        row.feed_seq = status.feed_seq
-        row.outbox_depth = status.outbox_depth
-        row.reported_at = status.at or row.reported_at
-        if status.checksum is not None and status.checksum_seq is not None:
-            row.checksum, row.checksum_seq = status.checksum, status.checksum_seq
-
-
-def site_sync_status(session: Session, site_id: int, *, verify: bool = False) -> SiteSyncOut:
-    """Each gate of the site with its last reported status, against the site's feed head.
-
-    `verify` also sums the cloud's ticket set (one pass over the site's tickets) and says, of each
-    gate whose checksum was taken at the feed head, whether its ticket set equals the cloud's.
-    """
-    site = get_site(session, site_id)
-    cloud_checksum = None
-    if verify:
-        summed = snapshot.site_checksum(session, site.id)
-        head, cloud_checksum = summed.seq, summed.checksum
-    else:
-        head = head_seq(session, site.id)
-    rows = session.execute(
-        select(Gate, GateStatusRecord)
-        .outerjoin(GateStatusRecord, GateStatusRecord.gate_id == Gate.id)
-        .where(Gate.site_id == site_id)
-        .order_by(Gate.id)
-    )
-    gates = []
-    for gate, status in rows:
-        reported: dict[str, Any] = {
-            "state": "unknown",
-            "feed_seq": None,
-            "outbox_depth": None,
-            "last_seen": None,
-            "reported_at": None,
-        }
-        if status is not None:
-            compared = cloud_checksum is not None and status.checksum is not None and status.checksum_seq == head
-            reported = {
-                "state": status.state,
-                "feed_seq": status.feed_seq,
-                "outbox_depth": status.outbox_depth,
-                "last_seen": status.updated_at,
-                "reported_at": status.reported_at,
-                "checksum": status.checksum,
-                "checksum_seq": status.checksum_seq,
-                "in_step": status.checksum == cloud_checksum if compared else None,
-            }
-        gates.append(GateSyncOut(gate_id=gate.id, code=gate.code, name=gate.name, **reported))
-    return SiteSyncOut(site_id=site.id, site_code=site.code, feed_seq=head, checksum=cloud_checksum, gates=gates)
 
 
 def quarantined_events(session: Session, site_id: int, *, limit: int = 100) -> list[QuarantinedEventOut]:

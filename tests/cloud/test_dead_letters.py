@@ -1,6 +1,6 @@
 """Dead letters: what a gate sends that the cloud refuses unread is kept, raw, and named in its ack.
 
-Messages go through `service.parse` and `service.store` as the MQTT consumer's do, with the cloud's
+Messages go through `inbound.parse` and `service.store` as the MQTT consumer's do, with the cloud's
 clock passed in.
 """
 
@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from cloud.db import utcnow
 from cloud.deps import Role
-from cloud.sync import service
+from cloud.sync import inbound, service
 from cloud.sync.dead_letters import RAW_MAX, Refused
 from cloud.sync.models import DeadLetter, GatePassage
 from harness.api import Api
@@ -55,7 +55,7 @@ def send(app: FastAPI, topic: str, payload: str | bytes, *, seconds: float = 0) 
     """What the MQTT consumer does with one message: parse it, then store its items and dead letters."""
     refused: list[Refused] = []
     raw = payload.encode() if isinstance(payload, str) else payload
-    parsed = service.parse(topic, raw, refused)
+    parsed = inbound.parse(topic, raw, refused)
     with app.state.sessionmaker() as session:
         return service.store(session, [*parsed, *refused], now=utcnow() + timedelta(seconds=seconds))
 

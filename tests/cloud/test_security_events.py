@@ -1,7 +1,7 @@
 """Forged passage events from one gate's login: what the cloud believes and what it quarantines.
 
 A gate's broker login may publish only on its own events topic, so the topic is what the cloud
-trusts. These events go through `service.parse` and `service.store` as the MQTT consumer's do,
+trusts. These events go through `inbound.parse` and `service.store` as the MQTT consumer's do,
 with the cloud's clock passed in.
 """
 
@@ -18,7 +18,7 @@ from sqlalchemy import select
 from cloud.db import utcnow
 from cloud.deps import Role
 from cloud.sites.models import Gate
-from cloud.sync import service
+from cloud.sync import inbound, service
 from cloud.sync.models import GatePassage, QuarantinedEvent
 from cloud.tickets.models import Ticket
 from harness.api import Api
@@ -52,7 +52,7 @@ def passage(ticket_id: int | str, at: datetime, *, gate: str = "g1", site: str =
 
 def send(app: FastAPI, event: PassageEvent, now: datetime, *, topic_gate: str = "g1") -> service.Stored:
     """What the MQTT consumer does with `event` published on `topic_gate`'s events topic."""
-    parsed = service.parse(topics.events(SITE, topic_gate), event.model_dump_json().encode())
+    parsed = inbound.parse(topics.events(SITE, topic_gate), event.model_dump_json().encode())
     with app.state.sessionmaker() as session:
         return service.store(session, parsed, now=now)
 
@@ -247,7 +247,7 @@ def stolen_copy(genuine: PassageEvent, *, gate: str = "g3") -> PassageEvent:
 
 def send_batch(app: FastAPI, sent: list[tuple[str, PassageEvent]], now: datetime) -> service.Stored:
     """What the MQTT consumer does with one batch of messages, each (topic's gate, event)."""
-    parsed = [m for gate, e in sent for m in service.parse(topics.events(SITE, gate), e.model_dump_json().encode())]
+    parsed = [m for gate, e in sent for m in inbound.parse(topics.events(SITE, gate), e.model_dump_json().encode())]
     with app.state.sessionmaker() as session:
         return service.store(session, parsed, now=now)
 

@@ -36,7 +36,7 @@ from cloud.app import create_app
 from cloud.db import utcnow
 from cloud.deps import Role
 from cloud.settings import Settings
-from cloud.sync import feed, service, snapshot
+from cloud.sync import feed, inbound, service, snapshot
 from cloud.sync.feed import trusted_key_set, trusted_keys
 from cloud.sync.models import DeadLetter, FeedChange, GatePassage, QuarantinedEvent
 from cloud.sync.mqtt import CloudSync
@@ -499,7 +499,7 @@ def test_two_gates_in_one_batch_flag_the_later_scan(app: FastAPI, api: Api, site
     (ticket,) = ticket_ids(api, sell_paid(app, api, site["id"], single["id"], next_weekday())["id"])
     later, earlier = passage(ticket, "g2", minutes_ago=1), passage(ticket, "g1", minutes_ago=2)
     batch = [
-        m for e in (later, earlier) for m in service.parse(topics.events(SITE, e.gate_id), e.model_dump_json().encode())
+        m for e in (later, earlier) for m in inbound.parse(topics.events(SITE, e.gate_id), e.model_dump_json().encode())
     ]
 
     with app.state.sessionmaker() as session:
@@ -518,7 +518,7 @@ def test_passages_of_tickets_the_cloud_does_not_know_are_stored_and_count_nothin
 ) -> None:
     add_gate(api, site["id"], "g1")
     event = passage(ticket_id)
-    parsed = service.parse(topics.events(SITE, "g1"), event.model_dump_json().encode())
+    parsed = inbound.parse(topics.events(SITE, "g1"), event.model_dump_json().encode())
     assert len(parsed) == 1
     with app.state.sessionmaker() as session:
         stored = service.store(session, parsed)
@@ -623,15 +623,15 @@ MALFORMED = [
 @pytest.mark.parametrize(("topic", "payload"), MALFORMED)
 def test_malformed_messages_are_refused_before_any_database_work(topic: str, payload: str | bytes) -> None:
     raw = payload.encode() if isinstance(payload, str) else payload
-    assert service.parse(topic, raw) == []
+    assert inbound.parse(topic, raw) == []
 
 
 def test_a_malformed_event_in_a_batch_is_dropped_alone(caplog: pytest.LogCaptureFixture) -> None:
     good = [passage(1), passage(2)]
     bodies = [good[0].model_dump_json(), good[1].model_dump_json().replace('"in"', '"up"'), good[1].model_dump_json()]
     with caplog.at_level(logging.WARNING, logger="starfish.cloud.sync"):
-        parsed = service.parse(topics.events(SITE, "g1"), event_batch_json(bodies).encode())
-    assert [m.event for m in parsed if isinstance(m, service.EventIn)] == good
+        parsed = inbound.parse(topics.events(SITE, "g1"), event_batch_json(bodies).encode())
+    assert [m.event for m in parsed if isinstance(m, inbound.EventIn)] == good
     assert any("event 2 of 3" in r.getMessage() for r in caplog.records)
 
 
@@ -694,7 +694,7 @@ def test_events_are_not_acknowledged_before_their_commit_and_come_again_after_a_
     app.state.sync = None
     attempts: list[int] = []
 
-    def database_down(session: Session, batch: Sequence[service.Inbound]) -> service.Stored:
+    def database_down(session: Session, batch: Sequence[inbound.Inbound]) -> service.Stored:
         attempts.append(len(batch))
         raise OperationalError("INSERT INTO gate_passages", {}, Exception("connection refused"))
 

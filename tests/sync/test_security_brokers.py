@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from cloud.db import make_engine, make_sessionmaker
 from cloud.migrate import upgrade
-from cloud.sync import service
+from cloud.sync import inbound, service
 from cloud.sync.mqtt import CloudSync
 from edge.store import GateStore
 from edge.sync_port import StorePort
@@ -377,13 +377,13 @@ def test_the_cloud_consumer_drops_an_oversized_message_unread_and_stores_the_nex
     url = f"sqlite:///{tmp_path / 'cloud.db'}"
     upgrade(url)
     engine = make_engine(url)
-    stored: list[service.Inbound] = []
+    stored: list[inbound.Inbound] = []
 
-    def store(session: Session, batch: Sequence[service.Inbound]) -> service.Stored:
+    def store(session: Session, batch: Sequence[inbound.Inbound]) -> service.Stored:
         stored.extend(batch)
         out = service.Stored()
         for item in batch:
-            if isinstance(item, service.EventIn):
+            if isinstance(item, inbound.EventIn):
                 out.acks[(item.site, item.gate)].append(item.event.event_id)
         return out
 
@@ -405,12 +405,12 @@ def test_the_cloud_consumer_drops_an_oversized_message_unread_and_stores_the_nex
             g1 = mqtt_client(broker, *login(f"{SITE}-g1"))
             g1.publish(topics.events(SITE, "g1"), payload)
             g1.publish(topics.events(SITE, "g1"), fine.model_dump_json())
-            wait_until(lambda: any(isinstance(i, service.EventIn) for i in stored), "the next event stored")
+            wait_until(lambda: any(isinstance(i, inbound.EventIn) for i in stored), "the next event stored")
         finally:
             cloud.stop()
     engine.dispose()
 
-    assert [i.event.event_id for i in stored if isinstance(i, service.EventIn)] == [fine.event_id]
+    assert [i.event.event_id for i in stored if isinstance(i, inbound.EventIn)] == [fine.event_id]
     assert any(
         f"dropped a message of {len(payload)} bytes on {topics.events(SITE, 'g1')}" in r.getMessage()
         for r in caplog.records
