@@ -21,13 +21,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
@@ -37,9 +35,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import utcnow
 from cloud.settings import Settings
-from cloud.sync import dead_letters, feed, inbound, service
-from models.sync import EVENT_BATCH_MAX, MAX_MESSAGE_BYTES, EventAck, FeedHead, FeedMessage
+from cloud.sync import dead_letters, feed, service
+from models.sync import EVENT_BATCH_MAX, EventAck, FeedHead, FeedMessage
 from sync import topics
+from sync.link import Login, MqttLink, Received
 
 log = logging.getLogger("starfish.cloud.sync")
 
@@ -47,16 +46,7 @@ EVENTS = topics.ANY_SITE_EVENTS
 STATUS = topics.ANY_SITE_STATUS
 ACK_CHUNK = EVENT_BATCH_MAX  # event ids per EventAck message (the most one may carry)
 
-Store = Callable[[Session, Sequence[inbound.Inbound]], service.Stored]
-
-
-@dataclass(frozen=True, slots=True)
-class _Received:
-    mid: int
-    qos: int
-    topic: str
-    payload: bytes
-    connection: int  # which connection it came on: a message id means nothing on the next one
+Store = Callable[[Session, Sequence[service.Inbound]], service.Stored]
 
 
 class CloudSync:
@@ -83,24 +73,20 @@ class CloudSync:
         store: Store = service.store,
     ) -> None:
         self._factory = factory
-        self._host, self._port, self._keepalive = host, port, keepalive
+        self._host, self._port = host, port
         self._poll_s = min(poll_s, heartbeat_s)
         self._heartbeat_s = heartbeat_s
         self._head_at = 0.0  # publisher thread: when the heads went out last
         self._batch = batch
         self._max_in_flight = max_in_flight
-        self._connect_props = Properties(PacketTypes.CONNECT)
-        self._connect_props.SessionExpiryInterval = session_expiry_s  # a persistent session: clean start off
-        self._connect_props.ReceiveMaximum = receive_maximum
         self._republish_after_s = republish_after_s
         self._store = store
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # connected, and the broker confirmed the subscriptions
-        self._connection = 0
         self._connected_at = 0.0
-        self._inbox: queue.Queue[_Received] = queue.Queue()
+        self._inbox: queue.Queue[Received] = queue.Queue()
         self._acked: queue.SimpleQueue[int] = queue.SimpleQueue()
         # Publisher thread only: broker message id -> (feed change id, when sent); changes to mark published.
         self._in_flight: dict[int, tuple[int, float]] = {}
@@ -108,20 +94,29 @@ class CloudSync:
         self._threads: list[threading.Thread] = []
         self._attached: list[sessionmaker[Session]] = []
 
-        # MQTT v5: its Receive Maximum lets the broker send `receive_maximum` events before our acks
-        # (a v3.1.1 client gets the broker's max_inflight_messages), so batches commit hundreds at once.
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True)
-        if username:
-            client.username_pw_set(username, password)
-        if tls_ca_file:
-            client.tls_set(ca_certs=tls_ca_file)
-        client.suppress_exceptions = True  # a bug in a callback is logged; it must not end the network loop
-        client.enable_logger(logging.getLogger("starfish.cloud.sync.paho"))
-        client.reconnect_delay_set(1, 10)
-        client.max_inflight_messages_set(100)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
+        # A persistent MQTT v5 session: its Receive Maximum lets the broker send `receive_maximum` events
+        # before our acks, so batches commit hundreds at once.
+        login = Login(
+            host=host,
+            port=port,
+            client_id=client_id,
+            username=username,
+            password=password,
+            tls_ca=tls_ca_file,
+            keepalive_s=keepalive,
+            session_expiry_s=session_expiry_s,
+            receive_maximum=receive_maximum,
+            reconnect_max_s=10,
+        )
+        self._link = MqttLink(
+            login,
+            log=log,
+            paho_log=logging.getLogger("starfish.cloud.sync.paho"),
+            on_connect=self._on_connect,
+            on_disconnect=self._on_disconnect,
+            on_message=self._inbox.put,
+        )
+        client = self._link.client
         client.on_publish = self._on_publish
         client.on_subscribe = self._on_subscribe
         self._client = client
@@ -146,10 +141,7 @@ class CloudSync:
     def start(self) -> CloudSync:
         """Connect (retrying in the background while the broker is away) and start both loops."""
         self.attach(self._factory)
-        self._client.connect_async(
-            self._host, self._port, self._keepalive, clean_start=False, properties=self._connect_props
-        )
-        self._client.loop_start()
+        self._link.start()
         for target, name in ((self._publish_loop, "sync-publisher"), (self._consume_loop, "sync-consumer")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -166,8 +158,7 @@ class CloudSync:
         for factory in self._attached:
             event.remove(factory, "after_commit", self._after_commit)
         self._attached.clear()
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._link.stop()
 
     def attach(self, factory: sessionmaker[Session]) -> None:
         """Wake the publisher whenever a session of `factory` commits feed changes."""
@@ -185,17 +176,11 @@ class CloudSync:
 
     # --- paho callbacks (paho's network thread: quick, never blocking on our locks) ----------------
 
-    def _on_connect(
-        self, client: mqtt.Client, _u: Any, flags: mqtt.ConnectFlags, reason: ReasonCode, _p: Properties | None
-    ) -> None:
-        if reason.is_failure:
-            log.error("cloud broker %s:%s refused the connection: %s", self._host, self._port, reason)
-            return
-        self._connection += 1
+    def _on_connect(self, client: mqtt.Client, _connection: int, session_present: bool) -> None:
         self._connected_at = time.monotonic()
         self._head_at = 0.0  # heads go out again right away
         client.subscribe([(EVENTS, 1), (STATUS, 1)])
-        log.info("connected to %s:%s (session present: %s)", self._host, self._port, flags.session_present)
+        log.info("connected to %s:%s (session present: %s)", self._host, self._port, session_present)
         self.connected.set()
         self._wake.set()
 
@@ -207,26 +192,11 @@ class CloudSync:
         else:
             self.subscribed.set()
 
-    def _on_disconnect(
-        self, _c: mqtt.Client, _u: Any, _f: mqtt.DisconnectFlags, reason: ReasonCode, _p: Properties | None
-    ) -> None:
+    def _on_disconnect(self, _connection: int, reason: ReasonCode) -> None:
         self.connected.clear()
         self.subscribed.clear()
         if not self._stop.is_set():
             log.warning("disconnected from %s:%s (%s); reconnecting", self._host, self._port, reason)
-
-    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:
-            log.warning("dropped a message whose topic is not UTF-8")
-            client.ack(msg.mid, msg.qos)
-            return
-        if len(msg.payload) > MAX_MESSAGE_BYTES:  # never parsed, never stored
-            log.warning("dropped a message of %d bytes on %s: over %d", len(msg.payload), topic, MAX_MESSAGE_BYTES)
-            client.ack(msg.mid, msg.qos)
-            return
-        self._inbox.put(_Received(msg.mid, msg.qos, topic, bytes(msg.payload), self._connection))
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _r: ReasonCode, _p: Properties | None) -> None:
         self._acked.put(mid)
@@ -312,22 +282,22 @@ class CloudSync:
                 # Not acknowledged: the broker delivers these again after the next reconnect.
                 log.exception("consumer failed on %d message(s); they stay unacknowledged", len(batch))
 
-    def _consume(self, batch: list[_Received]) -> None:
+    def _consume(self, batch: list[Received]) -> None:
         items = [item for r in batch for item in _parse(r)]
         stored = self._store_until_done(items)
         if stored is None:
             return  # stopping before the database came back: nothing acknowledged
-        connection = self._connection
+        connection = self._link.generation  # a message id means nothing on the next connection
         for r in batch:
-            if r.qos > 0 and r.connection == connection:
-                self._client.ack(r.mid, r.qos)
+            if r.delivery.qos > 0 and r.delivery.generation == connection:
+                self._link.ack(r.delivery)
         for site, gate in {**stored.acks, **stored.refused}:
             ids, refused = stored.acks.get((site, gate), []), stored.refused.get((site, gate), [])
             for i in range(0, max(len(ids), len(refused)), ACK_CHUNK):
                 ack = EventAck(event_ids=ids[i : i + ACK_CHUNK], refused=refused[i : i + ACK_CHUNK])
                 self._client.publish(topics.acks(site, gate), ack.model_dump_json(), qos=1)
 
-    def _store_until_done(self, items: list[inbound.Inbound]) -> service.Stored | None:
+    def _store_until_done(self, items: list[service.Inbound]) -> service.Stored | None:
         delay = 0.5
         while not self._stop.is_set():
             try:
@@ -338,7 +308,7 @@ class CloudSync:
                 delay = min(delay * 2, 10.0)
         return None
 
-    def _store_isolating(self, items: list[inbound.Inbound]) -> service.Stored:
+    def _store_isolating(self, items: list[service.Inbound]) -> service.Stored:
         """Store the batch; if it fails for another reason than the database, store its messages one by one."""
         try:
             with self._factory() as session:
@@ -359,11 +329,11 @@ class CloudSync:
         return merged
 
 
-def _parse(r: _Received) -> list[inbound.Inbound]:
+def _parse(r: Received) -> list[service.Inbound]:
     """The message's events or status, and its dead letters (stored with them, `cloud.sync.dead_letters`)."""
     refused: list[dead_letters.Refused] = []
     try:
-        return [*inbound.parse(r.topic, r.payload, refused), *refused]
+        return [*service.parse(r.topic, r.payload, refused), *refused]
     except Exception:
         log.exception("dropped a message on %s that could not be parsed", r.topic)
         return []
