@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from cloud.settings import Settings
-from edge.store import GateStore, ticket_checksum
+from edge.store import GateStore, GateStoreReader, ticket_checksum
 from harness.cloud import API, CloudServer
 from harness.cloud_api import Cashier, seed_cloud
 from harness.gate_db import query
@@ -48,7 +48,6 @@ PRODUCTS = [
 ]
 REPUBLISHED = "unconfirmed after"  # the gate's log line when it publishes what the cloud did not confirm
 PER_SCAN = ("scanner ADMIT", "scanner DENY")
-OWN = "resolution IS NOT 'remote'"  # a gate's own decisions, not the passages it learnt from its peers
 
 
 @dataclass
@@ -74,9 +73,12 @@ class Stack:
             assert r.status_code == 200, r.read()
             return SnapshotHeader.model_validate_json(next(r.iter_lines()))
 
+    def store(self, gate: str) -> GateStoreReader:
+        return GateStoreReader(self.gates[gate].db)
+
     def feed_seq(self, gate: str) -> int:
-        found = self.gates[gate].rows("SELECT value FROM meta WHERE key = 'sync.feed_seq'")
-        return int(found[0][0]) if found else -1
+        store = self.store(gate)
+        return store.feed_seq() if store.has_feed_position() else -1
 
     def synced(self) -> bool:
         head = self.cloud_head().seq
@@ -88,20 +90,20 @@ class Stack:
         return sorted(seen) == [(g, "online", seq) for g in GATES]
 
     def outboxes_empty(self) -> bool:
-        return all(self.gates[g].rows("SELECT count(*) FROM outbox") == [(0,)] for g in GATES)
+        return all(self.store(g).outbox_depth() == 0 for g in GATES)
 
     def peers_agree(self) -> bool:
         """Has each gate journaled every completed passage of a ticket at the other, as a remote passage?"""
         passed = {
-            g: self.gates[g].rows(f"SELECT event_id FROM passages WHERE {OWN} AND passed = 1 AND ticket_id IS NOT NULL")
+            g: [e.event_id for e in self.store(g).entries(own=True) if e.passed and e.ticket_id is not None]
             for g in GATES
         }
-        learnt = {g: self.gates[g].rows(f"SELECT event_id FROM passages WHERE NOT ({OWN})") for g in GATES}
+        learnt = {g: [e.event_id for e in self.store(g).entries(own=False)] for g in GATES}
         return sorted(learnt["g1"]) == sorted(passed["g2"]) and sorted(learnt["g2"]) == sorted(passed["g1"])
 
     def decided(self, gate: str) -> int:
         """How many of the gate's own decisions are final (journaled, passage resolved)."""
-        return int(self.gates[gate].rows(f"SELECT count(*) FROM passages WHERE {OWN} AND passed IS NOT NULL")[0][0])
+        return sum(e.passed is not None for e in self.store(gate).entries(own=True))
 
     def present(self, codes: dict[str, list[str]], chunk: int = 40) -> None:
         """Present codes at the gates, gates side by side, a queue of `chunk` skiers at a time per gate."""
@@ -244,7 +246,7 @@ def test_link_cut_while_gates_admit_hundreds_then_every_event_reaches_the_cloud_
     day = _sell_many(stack, "day", 200)
     [single] = stack.cashier.sell(stack.products["single"])[1]
     wait_until(stack.synced, "the sold tickets at both gates", SLOW, interval=0.2)
-    assert [stack.gates[g].rows("SELECT count(*) FROM tickets") for g in GATES] == [[(201,)], [(201,)]]
+    assert [stack.store(g).ticket_count() for g in GATES] == [201, 201]
 
     stack.cloud_broker.stop()  # the site-cloud link is cut
     # 100 skiers at each gate, 20 of them at both; a few codes that are no tickets.
@@ -256,16 +258,14 @@ def test_link_cut_while_gates_admit_hundreds_then_every_event_reaches_the_cloud_
     )
     single_id = str(single["id"])
     stack.present({"g1": [single["token"]]})
-    g2 = stack.gates["g2"]
+    g2 = stack.store("g2")
     wait_until(
-        lambda: g2.rows("SELECT gate_id FROM passages WHERE ticket_id = ?", [single_id]) == [("g1",)],
+        lambda: [e.gate_id for e in g2.entries() if e.ticket_id == single_id] == ["g1"],
         "g1's passage of the single-use ticket reached g2 through the site broker",
         SLOW,
     )
     stack.present({"g2": [single["token"]]})
-    assert g2.rows(f"SELECT outcome, code FROM passages WHERE {OWN} AND ticket_id = ?", [single_id]) == [
-        ("deny", "used_up")
-    ]
+    assert [(e.outcome, e.code) for e in g2.entries(own=True) if e.ticket_id == single_id] == [("deny", "used_up")]
     wait_until(stack.peers_agree, "each gate learnt every passage at the other", SLOW, interval=0.2)
     # Long enough for both gates to give up on the cloud's acks once and publish everything again.
     wait_until(lambda: all(stack.gates[g].said(REPUBLISHED) for g in GATES), "gates republishing", SLOW, interval=0.2)
@@ -275,11 +275,9 @@ def test_link_cut_while_gates_admit_hundreds_then_every_event_reaches_the_cloud_
     wait_until(stack.outboxes_empty, "both outboxes emptied by the cloud's acks", SLOW, interval=0.2)
 
     journal = [
-        (uuid.UUID(event_id), g, outcome, bool(passed), bool(counted), ticket_id)
+        (e.event_id, g, e.outcome, bool(e.passed), e.counted, e.ticket_id)
         for g in GATES
-        for event_id, outcome, passed, counted, ticket_id in stack.gates[g].rows(
-            f"SELECT event_id, outcome, passed, counted, ticket_id FROM passages WHERE {OWN}"
-        )
+        for e in stack.store(g).entries(own=True)
     ]
     stored = [
         (uuid.UUID(hex=event_id), g, outcome, bool(passed), bool(counted), ticket_id)
