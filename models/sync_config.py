@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, FilePath, field_validator, model_validator
 
 from models.addresses import is_loopback
+from models.api import API_PREFIX
 from models.credential import load_public_key
 from models.sync import EVENT_BATCH_MAX
 
@@ -36,7 +37,7 @@ class SyncConfig(BaseModel):
         default=None, description="CA certificate: use TLS to the broker and the snapshot URL"
     )
     snapshot_url: str = Field(
-        description="Cloud base URL; the snapshot is GET {base}/api/v1/sync/sites/{site}/snapshot"
+        description=f"Cloud base URL; the snapshot is GET {{base}}{API_PREFIX}/sync/sites/{{site}}/snapshot"
     )
     key_root: str = Field(
         description="The key-set root's public key (base64 Ed25519; `starfish cloud key-root` prints it): "

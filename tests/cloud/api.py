@@ -8,6 +8,7 @@ from typing import Any
 from cloud.deps import Role
 from cloud.migrate import upgrade
 from harness.api import Api
+from models.api import API_PREFIX
 
 
 def build_schema(url: str) -> None:
@@ -36,6 +37,6 @@ def make_product(api: Api, site_id: int, **overrides: Any) -> dict[str, Any]:
         "refund_fee_fen": 1000,
     }
     body.update(overrides)
-    r = api.as_(Role.ADMIN).post(f"/api/v1/sites/{site_id}/products", json=body)
+    r = api.as_(Role.ADMIN).post(f"{API_PREFIX}/sites/{site_id}/products", json=body)
     assert r.status_code == 201, r.text
     return dict(r.json())

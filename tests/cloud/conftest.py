@@ -18,6 +18,7 @@ from cloud.settings import Settings
 from harness.api import Api
 from harness.keys import cloud_settings
 from harness.postgres import PostgresUnavailable, ThrowawayPostgres
+from models.api import API_PREFIX
 from tests.cloud.api import build_schema, make_product
 
 _db_counter = itertools.count()
@@ -73,7 +74,7 @@ def api(client: TestClient, app: FastAPI) -> Api:
 
 @pytest.fixture
 def site(api: Api) -> dict[str, Any]:
-    r = api.as_(Role.ADMIN).post("/api/v1/sites", json={"code": "nanshan", "name": "南山滑雪场"})
+    r = api.as_(Role.ADMIN).post(f"{API_PREFIX}/sites", json={"code": "nanshan", "name": "南山滑雪场"})
     assert r.status_code == 201, r.text
     return dict(r.json())
 

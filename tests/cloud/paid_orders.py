@@ -14,6 +14,7 @@ from cloud.fulfilment import on_paid
 from cloud.orders.models import Order
 from cloud.staff.service import issue_token
 from harness.api import Api, AuthedClient
+from models.api import API_PREFIX
 
 
 def sell(
@@ -33,7 +34,7 @@ def sell(
         item["holder_id"] = holder_id
     channel = "online" if role is Role.CUSTOMER else "counter"
     client = customer if customer is not None else api.as_(role)
-    r = client.post("/api/v1/orders", json={"site_id": site_id, "channel": channel, "items": [item]})
+    r = client.post(f"{API_PREFIX}/orders", json={"site_id": site_id, "channel": channel, "items": [item]})
     assert r.status_code == 201, r.text
     return dict(r.json())
 

@@ -29,6 +29,7 @@ from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
 from cloud.settings import Settings
+from models.api import API_PREFIX
 
 JSAPI_PATH = "/v3/pay/transactions/jsapi"
 CHINA = timezone(timedelta(hours=8))
@@ -125,7 +126,7 @@ class WechatPlatform:
             "wechat_merchant_key_file": str(self.merchant_key_file),
             "wechat_merchant_serial": self.merchant_serial,
             "wechat_platform_cert_file": str(self.platform_cert_file),
-            "wechat_notify_url": "https://starfish.test/api/v1/payments/wechat/notify",
+            "wechat_notify_url": f"https://starfish.test{API_PREFIX}/payments/wechat/notify",
         }
         return settings.model_copy(update={**values, **overrides})
 
