@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from models import PassageEvent
-from models.sync import SnapshotHeader
+from models.sync import RefusedEvent, SnapshotHeader
 from models.sync_config import SyncConfig, stale_feed
 from sync import topics
 from sync.gate.commit import GroupCommit
@@ -143,6 +143,11 @@ class GateSync:
     def peer_events_dropped(self) -> collections.Counter[str]:
         return self.peers.dropped
 
+    @property
+    def events_refused(self) -> collections.Counter[str]:
+        """This gate's events the cloud refused (and the outbox dropped), by the cloud's reason."""
+        return self.uplink.events_refused
+
     async def run(self) -> None:
         """Own the sync state until `stop`: connect, apply, publish, reconnect as needed."""
         self.feed.load()
@@ -201,9 +206,11 @@ class GateSync:
     def _snapshot_installed(self, header: SnapshotHeader) -> None:
         self.status.snapshot_installed(header)
 
-    def _committed(self, acknowledged: list[uuid.UUID], dropped: list[tuple[PassageEvent, str]]) -> None:
+    def _committed(
+        self, acknowledged: list[uuid.UUID], refused: list[RefusedEvent], dropped: list[tuple[PassageEvent, str]]
+    ) -> None:
         self.peers.not_recorded(dropped)
-        self.uplink.confirmed(acknowledged)
+        self.uplink.confirmed(acknowledged, refused)
 
     # --- housekeeping ---------------------------------------------------------------------------
 

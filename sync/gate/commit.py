@@ -1,9 +1,10 @@
 """The group commit: what the cloud confirmed and what other gates passed, committed together.
 
-Owns what waits for the next commit: confirmed event ids, other gates' passages, and the
-deliveries that brought them. It commits when the inbox runs dry (or the group is large), in
-one transaction (one fsync for many messages), and only then acknowledges the group
-(acknowledge after commit). A group that fails to commit is not acknowledged: it comes again.
+Owns what waits for the next commit: event ids the cloud confirmed or refused (both leave the
+outbox), other gates' passages, and the deliveries that brought them. It commits when the inbox
+runs dry (or the group is large), in one transaction (one fsync for many messages), and only
+then acknowledges the group (acknowledge after commit). A group that fails to commit is not
+acknowledged: it comes again.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from models import PassageEvent
+from models.sync import RefusedEvent
 from sync.gate.network import GateLink
 from sync.link import Delivery
 
@@ -26,11 +28,11 @@ log = logging.getLogger("starfish.sync")
 
 GROUP_MAX = 500  # deliveries in one commit
 
-Committed = Callable[[list[uuid.UUID], list[tuple[PassageEvent, str]]], None]
+Committed = Callable[[list[uuid.UUID], list[RefusedEvent], list[tuple[PassageEvent, str]]], None]
 
 
 class GroupCommit:
-    """Collects on the event loop; `on_committed(acknowledged, dropped)` follows each commit."""
+    """Collects on the event loop; `on_committed(acknowledged, refused, dropped)` follows each commit."""
 
     def __init__(
         self, *, port: GatePort, link: GateLink, clock: Callable[[], datetime], on_committed: Committed
@@ -40,15 +42,22 @@ class GroupCommit:
         self.clock = clock
         self.on_committed = on_committed
         self._acked: list[uuid.UUID] = []
+        self._refused: list[RefusedEvent] = []
         self._remote: list[PassageEvent] = []
         self._deliveries: list[Delivery] = []
         self._scheduled = False
 
     def add(
-        self, delivery: Delivery, *, acknowledged: Iterable[uuid.UUID] = (), remote: Iterable[PassageEvent] = ()
+        self,
+        delivery: Delivery,
+        *,
+        acknowledged: Iterable[uuid.UUID] = (),
+        refused: Iterable[RefusedEvent] = (),
+        remote: Iterable[PassageEvent] = (),
     ) -> None:
         """Commit these with the next group, then acknowledge `delivery`."""
         self._acked.extend(acknowledged)
+        self._refused.extend(refused)
         self._remote.extend(remote)
         self._deliveries.append(delivery)
         if len(self._deliveries) >= GROUP_MAX:
@@ -61,10 +70,11 @@ class GroupCommit:
         self._scheduled = False
         if not self._deliveries:
             return
-        acked, remote, deliveries = self._acked, self._remote, self._deliveries
-        self._acked, self._remote, self._deliveries = [], [], []
+        acked, refused, remote, deliveries = self._acked, self._refused, self._remote, self._deliveries
+        self._acked, self._refused, self._remote, self._deliveries = [], [], [], []
+        gone = [*acked, *(r.event_id for r in refused)]  # resending a refused event cannot help
         try:
-            dropped = self.port.apply_batch(acknowledged=acked, remote=remote, now=self.clock())
+            dropped = self.port.apply_batch(acknowledged=gone, remote=remote, now=self.clock())
         except Exception:
             log.exception(
                 "sync: could not commit %d event ack(s) and peer passage(s); they come again", len(deliveries)
@@ -72,4 +82,4 @@ class GroupCommit:
             return
         for delivery in deliveries:
             self.link.ack(delivery)
-        self.on_committed(acked, dropped)
+        self.on_committed(acked, refused, dropped)

@@ -3,12 +3,15 @@
 Owns the publish window: which events are out and not yet confirmed (with when they went), and
 the outbox cursor after which the next ones are read. Events the cloud did not confirm within
 `ack_timeout_s`, or by a reconnect, go again: the cloud stores an event once however often it
-arrives. What a confirmation removes from the outbox is committed by the group commit
-(`sync.gate.commit`), which hands back the ids it committed.
+arrives. An event the cloud refused (`EventAck.refused`: it will never store it) leaves the
+outbox too, with a warning, and is counted by reason (`events_refused`). What a confirmation or
+a refusal removes from the outbox is committed by the group commit (`sync.gate.commit`), which
+hands back what it committed.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 import uuid
@@ -17,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from models.sync import EventAck, event_batch_json
+from models.sync import EventAck, RefusedEvent, event_batch_json
 from models.sync_config import SyncConfig
 from sync import topics
 from sync.errors import first_error
@@ -42,6 +45,7 @@ class Uplink:
         self._topic = topics.events(config.site, config.gate)
         self._sent: dict[str, float] = {}  # event id -> monotonic time published, oldest first
         self._cursor = 0  # outbox seq of the last event published since the window restarted
+        self.events_refused: collections.Counter[str] = collections.Counter()  # by the cloud's reason
 
     def restart(self) -> None:
         """Whatever the cloud has not confirmed goes again, oldest first."""
@@ -73,12 +77,16 @@ class Uplink:
         except ValidationError as exc:
             self.link.reject(item, f"not an event ack ({first_error(exc)})")
             return
-        self.commit.add(item.delivery, acknowledged=ack.event_ids)
+        self.commit.add(item.delivery, acknowledged=ack.event_ids, refused=ack.refused)
 
-    def confirmed(self, event_ids: Iterable[uuid.UUID]) -> None:
+    def confirmed(self, event_ids: Iterable[uuid.UUID], refused: Iterable[RefusedEvent] = ()) -> None:
         """These left the outbox (committed): out of the window, and room for more."""
         for event_id in event_ids:
             self._sent.pop(str(event_id), None)
+        for r in refused:
+            self._sent.pop(str(r.event_id), None)
+            self.events_refused[r.reason] += 1
+            log.warning("sync: the cloud refused event %s (%s): dropped from the outbox", r.event_id, r.reason)
         self.top_up()
 
     def check_timeouts(self) -> None:
