@@ -9,6 +9,12 @@ and only then sends the PUBACK. A message that was not acknowledged comes back a
 `GateSync` composes the pieces, each owning its state: the link (`network`), the feed and its
 snapshots (`feed`), the outbox going up (`uplink`), other gates' passages (`peers`), the group
 commit of what comes back (`commit`) and the gate's status (`status`).
+
+One name for a gate: a gate whose configured id is not the one its broker login may publish as
+(the broker answers its publishes "Not authorized"), or that the cloud's gate roster does not
+name, would have every event dropped without a word. It says so instead: an ERROR naming the
+configured gate, the site and the broker login, and `GateSync.problem` for whoever shows the
+gate's state. The gate keeps deciding and journaling: its outbox waits for the fix.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from models.sync_config import SyncConfig, stale_feed
 from sync import topics
 from sync.gate.commit import GroupCommit
 from sync.gate.feed import Feed
-from sync.gate.network import Connected, Disconnected, GateLink, Item, Signal
+from sync.gate.network import Authorization, Connected, Disconnected, GateLink, Item, Signal
 from sync.gate.peers import Peers
 from sync.gate.status import Status
 from sync.gate.uplink import Uplink
@@ -84,6 +90,7 @@ class GateSync:
         self.uplink = Uplink(config, port=port, link=self.link, commit=self.commit)
         self.peers = Peers(config, link=self.link, commit=self.commit, roster=lambda: self.feed.roster)
         self._task: asyncio.Task[None] | None = None
+        self._problems: dict[str, str] = {}  # what is wrong with this gate's name, by who said so
 
     # --- public API, called on the event loop ------------------------------------------------
 
@@ -148,9 +155,15 @@ class GateSync:
         """This gate's events the cloud refused (and the outbox dropped), by the cloud's reason."""
         return self.uplink.events_refused
 
+    @property
+    def problem(self) -> str | None:
+        """Why this gate's sync cannot work as configured (None: nothing known to be wrong)."""
+        return "; ".join(self._problems.values()) or None
+
     async def run(self) -> None:
         """Own the sync state until `stop`: connect, apply, publish, reconnect as needed."""
         self.feed.load()
+        self._check_roster()
         self.status.will()
         self.link.start(asyncio.get_running_loop())
         ticker = asyncio.create_task(self._ticker(), name="sync-tick")
@@ -174,6 +187,8 @@ class GateSync:
         elif isinstance(item, Disconnected):
             if self.link.down(item):
                 log.warning("sync: lost the broker (%s); events wait in the outbox", item.reason)
+        elif isinstance(item, Authorization):
+            self._on_authorization(item)
         elif item is Signal.NUDGE:
             self.uplink.top_up()
         elif item is Signal.TICK:
@@ -203,6 +218,40 @@ class GateSync:
             else:
                 self.peers.on_events(item, parsed[1])
 
+    # --- one name for a gate ----------------------------------------------------------------------
+
+    def _who(self) -> str:
+        return f"gate {self.config.gate!r} of site {self.config.site!r} (broker login {self.config.username!r})"
+
+    def _set_problem(self, source: str, problem: str | None) -> None:
+        if problem == self._problems.get(source):
+            return
+        if problem is None:
+            del self._problems[source]
+            log.info("sync: %s: %s is resolved", self._who(), source)
+        else:
+            self._problems[source] = problem
+            log.error("sync: %s", problem)
+
+    def _on_authorization(self, item: Authorization) -> None:
+        problem = None
+        if item.denied:
+            problem = (
+                f"the broker refuses what {self._who()} publishes ({item.reason}): that login may not publish as "
+                f"this gate, so its events never reach the cloud; check sync.gate and sync.username"
+            )
+        self._set_problem("broker", problem)
+
+    def _check_roster(self) -> None:
+        roster = self.feed.roster
+        problem = None
+        if roster is not None and self.config.gate not in roster:
+            problem = (
+                f"the cloud's roster of site {self.config.site!r} ({', '.join(sorted(roster)) or 'no gate'}) "
+                f"does not name {self._who()}; check sync.gate against the gate's code in the cloud"
+            )
+        self._set_problem("roster", problem)
+
     def _snapshot_installed(self, header: SnapshotHeader) -> None:
         self.status.snapshot_installed(header)
 
@@ -226,6 +275,7 @@ class GateSync:
         self.uplink.top_up()  # also picks up events journaled without a nudge
         self.status.tick(self.port.outbox_depth())
         self.feed.save_fresh_at()
+        self._check_roster()
 
     async def _shutdown(self) -> None:
         self.commit.flush()

@@ -12,8 +12,10 @@ import contextlib
 import enum
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
@@ -21,6 +23,8 @@ from models.sync_config import SyncConfig
 from sync.link import Delivery, Login, MqttLink, Received
 
 log = logging.getLogger("starfish.sync")
+
+NOT_AUTHORIZED = 135  # MQTT v5 reason code of a PUBACK the broker's ACL refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,13 +39,21 @@ class Disconnected:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Authorization:
+    """The broker began (or stopped) refusing this gate's publishes as not authorized (reason 135)."""
+
+    denied: bool
+    reason: str
+
+
 class Signal(enum.Enum):
     NUDGE = "nudge"
     TICK = "tick"
     STOP = "stop"
 
 
-Item = Received | Connected | Disconnected | Signal
+Item = Received | Connected | Disconnected | Authorization | Signal
 
 
 class GateLink:
@@ -81,6 +93,8 @@ class GateLink:
             on_disconnect=self._on_disconnect,
             on_message=self.post,
         )
+        self.mqtt.client.on_publish = self._on_publish
+        self._denied = False  # paho's network thread: the last PUBACK said not authorized
 
     @property
     def client(self) -> mqtt.Client:
@@ -111,6 +125,14 @@ class GateLink:
 
     def _on_disconnect(self, gen: int, rc: ReasonCode) -> None:
         self.post(Disconnected(gen, str(rc)))
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, _mid: int, rc: ReasonCode, _p: Properties | None) -> None:
+        # A gate publishes only on its own topics: a refusal there means its login is another gate's.
+        if rc.is_failure and rc.value != NOT_AUTHORIZED:
+            return  # another trouble (a quota, a size): nothing to do with the gate's name
+        if rc.is_failure != self._denied:
+            self._denied = rc.is_failure
+            self.post(Authorization(rc.is_failure, str(rc)))
 
     # --- the event loop -------------------------------------------------------------------------
 
