@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import utcnow
 from cloud.settings import Settings
-from cloud.sync import dead_letters, feed, service
+from cloud.sync import dead_letters, feed, inbound, service
 from models.sync import EVENT_BATCH_MAX, EventAck, FeedHead, FeedMessage
 from sync import topics
 from sync.link import Login, MqttLink, Received
@@ -46,7 +46,7 @@ EVENTS = topics.ANY_SITE_EVENTS
 STATUS = topics.ANY_SITE_STATUS
 ACK_CHUNK = EVENT_BATCH_MAX  # event ids per EventAck message (the most one may carry)
 
-Store = Callable[[Session, Sequence[service.Inbound]], service.Stored]
+Store = Callable[[Session, Sequence[inbound.Inbound]], service.Stored]
 
 
 class CloudSync:
@@ -297,7 +297,7 @@ class CloudSync:
                 ack = EventAck(event_ids=ids[i : i + ACK_CHUNK], refused=refused[i : i + ACK_CHUNK])
                 self._client.publish(topics.acks(site, gate), ack.model_dump_json(), qos=1)
 
-    def _store_until_done(self, items: list[service.Inbound]) -> service.Stored | None:
+    def _store_until_done(self, items: list[inbound.Inbound]) -> service.Stored | None:
         delay = 0.5
         while not self._stop.is_set():
             try:
@@ -308,7 +308,7 @@ class CloudSync:
                 delay = min(delay * 2, 10.0)
         return None
 
-    def _store_isolating(self, items: list[service.Inbound]) -> service.Stored:
+    def _store_isolating(self, items: list[inbound.Inbound]) -> service.Stored:
         """Store the batch; if it fails for another reason than the database, store its messages one by one."""
         try:
             with self._factory() as session:
@@ -329,11 +329,11 @@ class CloudSync:
         return merged
 
 
-def _parse(r: Received) -> list[service.Inbound]:
+def _parse(r: Received) -> list[inbound.Inbound]:
     """The message's events or status, and its dead letters (stored with them, `cloud.sync.dead_letters`)."""
     refused: list[dead_letters.Refused] = []
     try:
-        return [*service.parse(r.topic, r.payload, refused), *refused]
+        return [*inbound.parse(r.topic, r.payload, refused), *refused]
     except Exception:
         log.exception("dropped a message on %s that could not be parsed", r.topic)
         return []
