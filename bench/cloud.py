@@ -20,45 +20,19 @@ from typing import Any
 
 from bench.stats import summary
 from harness.cloud import CloudServer
-from harness.keys import cloud_secrets_env
+from harness.cloud_api import seed_cloud
+from harness.keys import cloud_secrets_env, settings_of
 from harness.postgres import ThrowawayPostgres
+
+# An unlimited day product: the load never runs out of stock.
+DAY = {"code": "day", "name": "Day", "kind": "day", "weekday_price_fen": 28000, "weekend_price_fen": 38000,
+       "holiday_price_fen": 45000}  # fmt: skip
 
 
 def _seed(url: str, env: dict[str, str]) -> tuple[str, int, int]:
     """Schema, a site, an unlimited day product and a cashier; returns (token, site id, product id)."""
-    from cloud.db import make_engine, make_sessionmaker
-    from cloud.deps import Role
-    from cloud.migrate import upgrade
-    from cloud.products.models import Product
-    from cloud.settings import Settings
-    from cloud.sites.models import Site
-    from cloud.staff.models import Staff
-    from cloud.staff.service import issue_token
-
-    upgrade(url)
-    settings = Settings(
-        environment="production",
-        database_url=url,
-        jwt_secret=env["STARFISH_JWT_SECRET"],
-        signing_key_b64=env["STARFISH_SIGNING_KEY_B64"],
-        keyset_root_key_b64=env["STARFISH_KEYSET_ROOT_KEY_B64"],
-    )
-    engine = make_engine(url)
-    with make_sessionmaker(engine)() as s:
-        site = Site(code="bench", name="Bench", timezone="Asia/Shanghai")
-        s.add(site)
-        s.flush()
-        product = Product(
-            site_id=site.id, code="day", name="Day", kind="day", valid_days=1,
-            weekday_price_fen=28000, weekend_price_fen=38000, holiday_price_fen=45000, daily_stock=None,
-        )  # fmt: skip
-        cashier = Staff(username="bench-cashier", password_hash="!", role="cashier", active=True)
-        s.add_all([product, cashier])
-        s.commit()
-        token = issue_token(settings, role=Role.CASHIER, subject_id=cashier.id, name=cashier.username)
-        ids = (site.id, product.id)
-    engine.dispose()
-    return token, ids[0], ids[1]
+    seeded = seed_cloud(settings_of({**env, "STARFISH_DATABASE_URL": url}), "bench", [], [DAY])
+    return seeded.cashier_token, seeded.site_id, seeded.products["day"]
 
 
 def _serve(url: str, env: dict[str, str], workers: int, stack: ExitStack, log: Path) -> str:

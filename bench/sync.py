@@ -33,20 +33,19 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
 from bench.cloud import _serve
 from bench.stats import summary
 from edge.store import GateStore, GateStoreReader, JournalEntry
-from harness.keys import cloud_secrets_env, key_root_of
+from harness.cloud_api import Cashier, seed_cloud
+from harness.keys import cloud_secrets_env, key_root_of, settings_of
 from harness.mosquitto import MosquittoProcess
 from harness.processes import ChildProcess, wait_until
 from models import Direction, Outcome
-from models.api import API_PREFIX
 from sync.mosquitto import GateAccount, SiteRegistry
 
-API = API_PREFIX
+_PRICES = ("weekday_price_fen", "weekend_price_fen", "holiday_price_fen")
 
 
 class World:
@@ -74,54 +73,15 @@ class World:
             }
         )
         self.base = _serve(self.url, self.env, 1, stack, tmp / "cloud.log")
-        self.cashier = httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
+        self.cashier = Cashier(self.base, self.token, self.site_id)
         stack.callback(self.cashier.close)
 
     def _seed(self, gates: list[str]) -> None:
-        from cloud.db import make_engine, make_sessionmaker
-        from cloud.deps import Principal, Role
-        from cloud.migrate import upgrade
-        from cloud.products.models import Product
-        from cloud.settings import Settings
-        from cloud.sites.models import Site
-        from cloud.sites.service import create_gate
-        from cloud.staff.models import Staff
-        from cloud.staff.service import issue_token
-
-        upgrade(self.url)
-        settings = Settings(
-            environment="production",
-            database_url=self.url,
-            jwt_secret=self.env["STARFISH_JWT_SECRET"],
-            signing_key_b64=self.env["STARFISH_SIGNING_KEY_B64"],
-            keyset_root_key_b64=self.env["STARFISH_KEYSET_ROOT_KEY_B64"],
-        )
-        engine = make_engine(self.url)
-        with make_sessionmaker(engine)() as s:
-            site = Site(code="bench", name="Bench", timezone="Asia/Shanghai")
-            s.add(site)
-            s.flush()
-            product = Product(
-                site_id=site.id,
-                code="day",
-                name="Day",
-                kind="day",
-                valid_days=1,
-                weekday_price_fen=100,
-                weekend_price_fen=100,
-                holiday_price_fen=100,
-            )
-            cashier = Staff(username="bench-cashier", password_hash="!", role="cashier", active=True)
-            s.add_all([product, cashier])
-            s.commit()
-            self.site_id, self.product_id = site.id, product.id
-            self.token = issue_token(settings, role=Role.CASHIER, subject_id=cashier.id, name=cashier.username)
-            self.gates = {}
-            for g in gates:
-                admin = Principal(role=Role.ADMIN, subject_id=0, name="bench")
-                gate, secret = create_gate(s, admin, site.id, g, g, "in")
-                self.gates[g] = (gate.username, secret)
-        engine.dispose()
+        """The site, its gates and a day product, through the API as an admin would (`harness.cloud_api.seed_cloud`)."""
+        day = {"code": "day", "name": "Day", "kind": "day", **dict.fromkeys(_PRICES, 100)}
+        seeded = seed_cloud(settings_of({**self.env, "STARFISH_DATABASE_URL": self.url}), "bench", gates, [day])
+        self.site_id, self.product_id, self.token = seeded.site_id, seeded.products["day"], seeded.cashier_token
+        self.gates = seeded.gates
 
     def gate_config(self, gate: str) -> Path:
         folder = self.tmp / gate
@@ -160,19 +120,10 @@ class World:
         return self.tmp / gate / "gate.db"
 
     def sell(self) -> tuple[int, float]:
-        body = {
-            "site_id": self.site_id,
-            "channel": "counter",
-            "items": [{"product_id": self.product_id, "visit_date": date.today().isoformat()}],
-        }
-        order = self.cashier.post(f"{API}/orders", json=body).json()
-        paid = self.cashier.post(
-            f"{API}/orders/{order['id']}/payments/counter", json={"method": "cash", "amount_fen": order["total_fen"]}
-        )
-        committed = time.perf_counter()
-        paid.raise_for_status()
-        [ticket] = self.cashier.get(f"{API}/orders/{order['id']}/tickets").json()
-        return int(ticket["id"]), committed
+        """One day ticket sold at the window: (ticket id, `perf_counter` when the payment's answer arrived)."""
+        committed: list[float] = []
+        _, [ticket] = self.cashier.sell(self.product_id, on_paid=lambda: committed.append(time.perf_counter()))
+        return int(ticket["id"]), committed[0]
 
 
 def _wait(cond: Callable[[], bool], timeout: float, what: str, interval: float = 0.0005) -> None:

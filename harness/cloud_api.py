@@ -5,16 +5,16 @@
 which hands the gate the cloud's data by direct call) or the cloud process of the whole resort
 (`harness.resort`). The signing key is made fresh for each run: a demo never uses a key that could
 sign a real ticket.
+
+`Cashier` is the one ticket window of tests, bench and demo: `DemoCloud.sell` sells through it.
 """
 
 from __future__ import annotations
 
-import base64
-import os
 import secrets
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -32,6 +32,7 @@ from cloud.settings import Settings
 from cloud.staff.service import create_staff
 from edge.store import GateStore
 from harness.cloud import live_server
+from harness.keys import production_env, settings_of
 from models import TicketStatus
 from models.api import API_PREFIX
 from models.credential import public_key_b64
@@ -45,18 +46,6 @@ GATES = (("north-1", "北门1号"), ("north-2", "北门2号"))
 def resort_today() -> date:
     """Today at the resort (visit dates are local days)."""
     return datetime.now(TIMEZONE).date()
-
-
-def fresh_settings(url: str, **overrides: Any) -> Settings:
-    """Production settings with a fresh JWT secret and signing key, for one demo run."""
-    return Settings(
-        environment="production",
-        database_url=url,
-        jwt_secret=base64.b64encode(os.urandom(36)).decode(),
-        signing_key_b64=base64.b64encode(os.urandom(32)).decode(),
-        keyset_root_key_b64=base64.b64encode(os.urandom(32)).decode(),
-        **overrides,
-    )
 
 
 @dataclass(frozen=True)
@@ -87,6 +76,7 @@ class DemoCloud:
     gates: dict[str, GateAccount] = field(default_factory=dict)  # the gates' own logins (shown once)
     customer_id: int | None = None
     _clients: dict[str, httpx.Client] = field(default_factory=dict, repr=False)
+    _till: Cashier | None = field(default=None, repr=False)
 
     @classmethod
     def bootstrap(cls, app: FastAPI, base: str) -> DemoCloud:
@@ -102,9 +92,16 @@ class DemoCloud:
         return self._session("admin", self.admin_token)
 
     @property
+    def till(self) -> Cashier:
+        """The ticket window, logged in as the cashier `set_up_site` made."""
+        assert self.cashier_token, "set_up_site() first"
+        if self._till is None:
+            self._till = Cashier(self.base, self.cashier_token, self.site_id)
+        return self._till
+
+    @property
     def cashier(self) -> httpx.Client:
-        assert self.cashier_token, "set_up_resort() first"
-        return self._session("cashier", self.cashier_token)
+        return self.till.http
 
     def _session(self, who: str, token: str) -> httpx.Client:
         if who not in self._clients:
@@ -128,6 +125,9 @@ class DemoCloud:
         for client in self._clients.values():
             client.close()
         self._clients.clear()
+        if self._till is not None:
+            self._till.close()
+            self._till = None
 
     def set_up_resort(self, site: str = "demo", gates: tuple[tuple[str, str], ...] = GATES) -> None:
         """The demo's resort: its products, and a customer club whose members hold season passes."""
@@ -170,24 +170,15 @@ class DemoCloud:
         self.cashier_token = token["access_token"]
 
     def sell(self, product: str, visit: date | None = None, *, holder_id: int | None = None) -> Sale:
-        """A ticket-window sale, paid in cash (a season pass names its holder)."""
-        item: dict[str, Any] = {
-            "product_id": self.products[product],
-            "visit_date": (visit or resort_today()).isoformat(),
-        }
-        body: dict[str, Any] = {"site_id": self.site_id, "channel": "counter", "items": [item]}
-        if holder_id is not None:
-            item["holder_id"] = holder_id
-            body["customer_id"] = self.customer_id
-        order = _ok(self.cashier.post(f"{API}/orders", json=body, headers={"Idempotency-Key": secrets.token_hex(8)}))
-        pay = {"method": "cash", "amount_fen": order["total_fen"]}
-        _ok(self.cashier.post(f"{API}/orders/{order['id']}/payments/counter", json=pay))
-        [ticket] = _ok(self.cashier.get(f"{API}/orders/{order['id']}/tickets"))
-        return Sale(order["id"], ticket["id"], ticket["token"])
+        """A ticket-window sale, paid in cash (a season pass names its holder, a member of the club)."""
+        customer = self.customer_id if holder_id is not None else None
+        order_id, [ticket] = self.till.sell(
+            self.products[product], visit=visit, holder_id=holder_id, customer_id=customer
+        )
+        return Sale(order_id, ticket["id"], ticket["token"])
 
     def refund(self, sale: Sale) -> None:
-        body = {"ticket_ids": [sale.ticket_id], "reason": "skier changed plans"}
-        _ok(self.cashier.post(f"{API}/orders/{sale.order_id}/refunds", json=body))
+        self.till.refund(sale.order_id, [sale.ticket_id], reason="skier changed plans")
 
     def sync_status(self) -> dict[str, Any]:
         """The site's feed head and each gate's last reported status (`GET .../gates/status`)."""
@@ -221,7 +212,7 @@ def demo_cloud(folder: Path) -> Iterator[InProcessCloud]:
     """The cloud on SQLite in `folder`, served by uvicorn in this process on a free loopback port."""
     url = f"sqlite:///{folder / 'cloud.db'}"
     upgrade(url)
-    settings = fresh_settings(url)
+    settings = settings_of(production_env(url))
     app = create_app(settings, expiry_every_s=0)
     with live_server(app) as base:
         api = DemoCloud.bootstrap(app, base)
@@ -270,48 +261,73 @@ class Cashier:
         self.http.close()
 
     def sell(
-        self, product_id: int, quantity: int = 1, *, days_ahead: int = 0, patience: float = 0.0
+        self,
+        product_id: int,
+        quantity: int = 1,
+        *,
+        days_ahead: int = 0,
+        visit: date | None = None,
+        holder_id: int | None = None,
+        customer_id: int | None = None,
+        patience: float = 0.0,
+        on_paid: Callable[[], None] | None = None,
     ) -> tuple[int, list[dict[str, Any]]]:
-        """(order id, its tickets); retries for `patience` seconds while the cloud does not answer."""
-        day = resort_today() + timedelta(days=days_ahead)
-        body = {
-            "site_id": self.site_id,
-            "channel": "counter",
-            "items": [{"product_id": product_id, "visit_date": day.isoformat(), "quantity": quantity}],
+        """(order id, its tickets); retries for `patience` seconds while the cloud does not answer.
+
+        `visit`: the visit day, by default today at the resort plus `days_ahead`. `holder_id` (with the
+        order's `customer_id`): the holder a season pass names. `on_paid` is called the moment the payment's
+        answer arrives, when the sale is committed and its tickets issued: where the bench starts its clock.
+        """
+        item: dict[str, Any] = {
+            "product_id": product_id,
+            "visit_date": (visit or resort_today() + timedelta(days=days_ahead)).isoformat(),
+            "quantity": quantity,
         }
+        body: dict[str, Any] = {"site_id": self.site_id, "channel": "counter", "items": [item]}
+        if holder_id is not None:
+            item["holder_id"] = holder_id
+        if customer_id is not None:
+            body["customer_id"] = customer_id
         key = f"sale-{uuid.uuid4()}"
         deadline = time.monotonic() + patience
         while True:
             try:
-                return self._sell_once(body, key)
+                return self._sell_once(body, key, on_paid)
             except (httpx.TransportError, _Unavailable):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
 
-    def _sell_once(self, body: dict[str, Any], key: str) -> tuple[int, list[dict[str, Any]]]:
+    def _sell_once(
+        self, body: dict[str, Any], key: str, on_paid: Callable[[], None] | None
+    ) -> tuple[int, list[dict[str, Any]]]:
         order = _answer(self.http.post(f"{API}/orders", json=body, headers={"Idempotency-Key": key}))
         if order["status"] == "pending":
             paid = self.http.post(
                 f"{API}/orders/{order['id']}/payments/counter",
                 json={"method": "cash", "amount_fen": order["total_fen"]},
             )
+            if on_paid is not None:
+                on_paid()
             if paid.status_code != 409:  # 409: paid by the attempt whose answer was lost
                 _answer(paid)
         tickets: list[dict[str, Any]] = _answer(self.http.get(f"{API}/orders/{order['id']}/tickets"))
         assert len(tickets) == body["items"][0]["quantity"], tickets
         return order["id"], tickets
 
-    def refund(self, order_id: int, ticket_ids: Sequence[int]) -> None:
-        _answer(self.http.post(f"{API}/orders/{order_id}/refunds", json={"ticket_ids": list(ticket_ids)}))
+    def refund(self, order_id: int, ticket_ids: Sequence[int], *, reason: str | None = None) -> None:
+        body: dict[str, Any] = {"ticket_ids": list(ticket_ids)}
+        if reason is not None:
+            body["reason"] = reason
+        _answer(self.http.post(f"{API}/orders/{order_id}/refunds", json=body))
 
 
-class _Unavailable(Exception):
+class _Unavailable(RuntimeError):
     """The cloud answered 5xx (it is starting or stopping): try again."""
 
 
 def _answer(r: httpx.Response) -> Any:
+    """The answer's JSON; `_Unavailable` on 5xx (worth a retry), `RuntimeError` naming the refusal on 4xx."""
     if r.status_code >= 500:
         raise _Unavailable(f"{r.status_code}: {r.text[:200]}")
-    assert r.status_code in (200, 201), f"{r.request.method} {r.request.url}: {r.status_code} {r.text}"
-    return r.json()
+    return _ok(r)

@@ -1,13 +1,15 @@
 """Development key material and cloud settings for tests and bench: never a production secret.
 
 The key-set root here is published in this repository, so a cloud signing with it is a test
-cloud; `cloud_secrets_env()` makes fresh secrets for a cloud run as production (bench).
+cloud; `production_env()` makes fresh secrets for a cloud run as production (bench, demo), as the
+`STARFISH_*` variables its process reads, and `settings_of()` the `Settings` the same variables give.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -35,6 +37,18 @@ def cloud_secrets_env() -> dict[str, str]:
         "STARFISH_SIGNING_KEY_B64": base64.b64encode(os.urandom(32)).decode(),
         "STARFISH_KEYSET_ROOT_KEY_B64": base64.b64encode(os.urandom(32)).decode(),
     }
+
+
+def production_env(database_url: str) -> dict[str, str]:
+    """A cloud run as production on `database_url` with fresh secrets, as its STARFISH_ environment variables."""
+    return {"STARFISH_ENVIRONMENT": "production", "STARFISH_DATABASE_URL": database_url, **cloud_secrets_env()}
+
+
+def settings_of(env: Mapping[str, str]) -> Settings:
+    """The `Settings` a cloud process started with `env` (its STARFISH_ variables, plain values) reads."""
+    prefix = "STARFISH_"
+    fields: dict[str, Any] = {k.removeprefix(prefix).lower(): v for k, v in env.items() if k.startswith(prefix)}
+    return Settings(**fields)
 
 
 def cloud_settings(database_url: str, **overrides: Any) -> Settings:

@@ -39,9 +39,10 @@ import httpx
 from cloud.settings import Settings
 from edge.store import GateStoreReader, JournalEntry
 from harness.cloud import CloudServer
-from harness.cloud_api import GATES, DemoCloud, Sale, fresh_settings, resort_today
+from harness.cloud_api import GATES, DemoCloud, Sale, resort_today
 from harness.gate_db import query, read_rows
 from harness.gates import GateProcess, RelayBoards, ScannerPty
+from harness.keys import production_env, settings_of
 from harness.mosquitto import MosquittoProcess
 from harness.processes import free_port, poll_until
 from models import Outcome
@@ -202,12 +203,13 @@ class Resort:
         from cloud.migrate import upgrade
 
         self.workdir.mkdir(parents=True, exist_ok=True)
-        settings = fresh_settings(self.url)
+        env = production_env(self.url)
+        settings = settings_of(env)
         self._key_root = public_key_b64(settings.keyset_root_key.public_key())
         upgrade(self.url)
         cloud_port, mqtt_password, bridge_password = free_port(), secrets.token_urlsafe(16), secrets.token_urlsafe(16)
         # The cloud process boots (seconds) while this one sets the resort up; its MQTT loop waits for the broker.
-        self._start_cloud(settings, cloud_port, mqtt_password)
+        self._start_cloud(env, cloud_port, mqtt_password)
         setup = self._set_up_cloud(settings)
         registry = SiteRegistry(
             self.site,
@@ -257,13 +259,9 @@ class Resort:
                 setup.close()
         return setup
 
-    def _start_cloud(self, settings: Settings, broker_port: int, mqtt_password: str) -> None:
+    def _start_cloud(self, secrets_env: dict[str, str], broker_port: int, mqtt_password: str) -> None:
         env = {
-            "STARFISH_ENVIRONMENT": settings.environment,
-            "STARFISH_DATABASE_URL": self.url,
-            "STARFISH_JWT_SECRET": settings.jwt_secret.get_secret_value(),
-            "STARFISH_SIGNING_KEY_B64": settings.signing_key_b64.get_secret_value(),
-            "STARFISH_KEYSET_ROOT_KEY_B64": settings.keyset_root_key_b64.get_secret_value(),
+            **secrets_env,
             "STARFISH_MQTT_HOST": "127.0.0.1",
             "STARFISH_MQTT_PORT": str(broker_port),
             "STARFISH_MQTT_USERNAME": "cloud",
