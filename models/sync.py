@@ -22,6 +22,7 @@ from pydantic import AwareDatetime, Field, ValidationError
 from models.messages import CODE_MAX, ID_MAX, GateConfig, Message, PassageEvent, Ticket, TicketStatus
 
 EVENT_BATCH_MAX = 500
+PROBLEM_MAX = 500  # a gate status's problem sentence
 # The largest payload a reader takes; a longer one is dropped unread. The largest legitimate message,
 # an EventBatch of EVENT_BATCH_MAX events with every field at its bound, is 240 KB (575 KB were every
 # character of its ids 4-byte UTF-8); a feed message is at most 250 KB (a gate config of 1000 products).
@@ -213,6 +214,12 @@ class GateStatus(Message):
     at: AwareDatetime | None = None
     checksum: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     checksum_seq: int | None = Field(default=None, ge=0)
+    problem: str | None = Field(
+        default=None,
+        max_length=PROBLEM_MAX,
+        description="Why this gate's sync cannot work as configured (its name is not in the cloud's roster, "
+        "the broker refuses what it publishes); None: nothing known to be wrong",
+    )
 
 
 class SnapshotHeader(Message):

@@ -37,6 +37,7 @@ def store_status(session: Session, m: StatusIn, ids: tuple[int, int], now: datet
         row.reported_at = status.at or row.reported_at
         if status.checksum is not None and status.checksum_seq is not None:
             row.checksum, row.checksum_seq = status.checksum, status.checksum_seq
+        row.problem = status.problem
 
 
 def site_sync_status(session: Session, site_id: int, *, verify: bool = False) -> SiteSyncOut:
@@ -77,6 +78,7 @@ def site_sync_status(session: Session, site_id: int, *, verify: bool = False) ->
                 "reported_at": status.reported_at,
                 "checksum": status.checksum,
                 "checksum_seq": status.checksum_seq,
+                "problem": status.problem,
                 "in_step": status.checksum == cloud_checksum if compared else None,
             }
         gates.append(GateSyncOut(gate_id=gate.id, code=gate.code, name=gate.name, **reported))

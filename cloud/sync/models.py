@@ -11,6 +11,7 @@ from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueC
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cloud.db import Base, UtcDateTime, utcnow
+from models.sync import PROBLEM_MAX
 
 
 def _new_epoch() -> str:
@@ -87,6 +88,7 @@ class GateStatusRecord(Base):
     reported_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # the gate's own clock
     checksum: Mapped[str | None] = mapped_column(String(64))  # the gate's ticket-set checksum ...
     checksum_seq: Mapped[int | None] = mapped_column(Integer)  # ... when its feed was at this sequence
+    problem: Mapped[str | None] = mapped_column(String(PROBLEM_MAX))  # what the gate says is wrong with its sync
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)  # the cloud's: last seen
 
 

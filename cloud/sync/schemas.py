@@ -18,6 +18,9 @@ class GateSyncOut(BaseModel):
     reported_at: datetime | None = Field(description="The time the gate put on that status (its own clock)")
     checksum: str | None = Field(default=None, description="The gate's ticket-set checksum at `checksum_seq`")
     checksum_seq: int | None = Field(default=None, description="The feed sequence the gate's checksum was taken at")
+    problem: str | None = Field(
+        default=None, description="What the gate last said is wrong with its sync (e.g. its name is not in the roster)"
+    )
     in_step: bool | None = Field(
         default=None,
         description="With verify: the gate's checksum equals the cloud's (True) or not (False); None when not "

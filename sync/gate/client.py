@@ -232,6 +232,8 @@ class GateSync:
         else:
             self._problems[source] = problem
             log.error("sync: %s", problem)
+        self.status.problem = self.problem
+        self.status.publish()  # the cloud sees it too, when the broker lets this gate publish its status
 
     def _on_authorization(self, item: Authorization) -> None:
         problem = None

@@ -2,7 +2,7 @@
 
 Owns the ticket-set checksum the status carries (with the feed seq it was summed at, and the
 task summing it in a worker thread), and what was last published and when: a status goes out
-when the feed seq or the outbox depth changed, and at least every `status_interval_s`.
+when the feed seq, the outbox depth or the gate's problem changed, and at least every `status_interval_s`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
-from models.sync import GateStatus, SnapshotHeader
+from models.sync import PROBLEM_MAX, GateStatus, SnapshotHeader
 from models.sync_config import SyncConfig
 from sync import topics
 from sync.gate.feed import Feed
@@ -41,7 +41,8 @@ class Status:
         self.checksum: tuple[int, str] | None = None  # (feed seq, ticket-set checksum at that seq)
         self._checksum_task: asyncio.Task[None] | None = None
         self._checksum_at = float("-inf")
-        self._sent: tuple[int, int] | None = None  # (feed seq, outbox depth) last published
+        self.problem: str | None = None  # set by the client: what is wrong with this gate's name
+        self._sent: tuple[int, int, str | None] | None = None  # (feed seq, outbox depth, problem) last published
         self._sent_at = 0.0
 
     def message(self, state: Literal["online", "offline"], depth: int = 0) -> GateStatus:
@@ -55,6 +56,7 @@ class Status:
             at=self.clock(),
             checksum=checksum,
             checksum_seq=checksum_seq,
+            problem=self.problem[:PROBLEM_MAX] if self.problem else None,
         )
 
     def will(self) -> None:
@@ -70,12 +72,13 @@ class Status:
         # The Will carries the last numbers, so `offline` still says how far the gate got.
         offline = online.model_copy(update={"state": "offline"})
         self.link.client.will_set(self.topic, offline.model_dump_json(), qos=1, retain=True)
-        self._sent = (self.feed.seq, depth)
+        self._sent = (self.feed.seq, depth, self.problem)
         self._sent_at = time.monotonic()
 
     def tick(self, depth: int) -> None:
-        """Publish when the numbers changed or the last status is `status_interval_s` old."""
-        if (self.feed.seq, depth) != self._sent or time.monotonic() - self._sent_at >= self.config.status_interval_s:
+        """Publish when the numbers or the problem changed, or the last status is `status_interval_s` old."""
+        changed = (self.feed.seq, depth, self.problem) != self._sent
+        if changed or time.monotonic() - self._sent_at >= self.config.status_interval_s:
             self.publish(depth)
 
     def snapshot_installed(self, header: SnapshotHeader) -> None:

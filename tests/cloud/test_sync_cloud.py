@@ -777,6 +777,7 @@ def test_gate_status_shows_online_state_feed_seq_outbox_depth_and_last_seen(
         "reported_at": None,
         "checksum": None,
         "checksum_seq": None,
+        "problem": None,
         "in_step": None,
     }
 
@@ -799,6 +800,25 @@ def test_gate_status_shows_online_state_feed_seq_outbox_depth_and_last_seen(
     gate.publish(topics.status(SITE, "g2"), b"offline", retain=True)  # a bare Last Will: state only
     g2 = eventually(lambda: (s := status_of("g2"))["state"] == "offline" and s, what="g2 offline")
     assert (g2["feed_seq"], g2["outbox_depth"], g2["reported_at"]) == (0, 0, None)
+
+
+def test_a_gate_that_says_its_name_is_wrong_shows_so_in_the_back_office_until_it_is_fixed(
+    app: FastAPI, api: Api, sync: CloudSync, site: dict[str, Any], peers: Any
+) -> None:
+    add_gate(api, site["id"], "g1")
+    gate = peers()
+    problem = "the cloud's roster of site 'nanshan' (g2) does not name gate 'g1'"
+    wrong = GateStatus(site=SITE, gate="g1", state="online", feed_seq=2, at=utcnow(), problem=problem)
+    gate.publish(topics.status(SITE, "g1"), wrong.model_dump_json(), retain=True)
+
+    def g1() -> dict[str, Any]:
+        body = api.as_(Role.GATE_TECH).get(f"/api/v1/sites/{site['id']}/gates/status").json()
+        return dict(next(g for g in body["gates"] if g["code"] == "g1"))
+
+    eventually(lambda: g1()["problem"] == problem, what="the gate's problem shown")
+    fixed = wrong.model_copy(update={"problem": None, "at": utcnow() + timedelta(seconds=1)})
+    gate.publish(topics.status(SITE, "g1"), fixed.model_dump_json(), retain=True)
+    eventually(lambda: g1()["problem"] is None, what="the problem cleared")
 
 
 def test_gate_status_checksums_are_compared_with_the_clouds_on_request(

@@ -13,13 +13,14 @@ from edge.sync_port import StorePort
 from harness.keys import KEY_ROOT
 from harness.mosquitto import CLOUD_USER, MosquittoFactory, make_site, password_of
 from harness.mqtt import MqttClientFactory
-from models.sync import GateRoster
+from models.sync import GateRoster, GateStatus
 from models.sync_config import SyncConfig
 from sync import topics
 from sync.gate import GateSync
 from tests.sync.test_gate_sync import (
     SITE,
     Broker,
+    Peer,
     SnapshotServer,
     eventually,
     gate_sync,
@@ -84,20 +85,30 @@ def test_a_gate_whose_login_may_not_publish_as_its_configured_id_says_so(
     assert [m for m in errors if "'g1'" in m and f"'{username}'" in m], errors
 
 
+def last_status(watcher: Peer, topic: str) -> GateStatus:
+    seen = watcher.on(topic)
+    if not seen:
+        return GateStatus(site=SITE, gate="g1", state="offline")
+    return GateStatus.model_validate_json(seen[-1].payload)
+
+
 def test_a_gate_the_clouds_roster_does_not_name_says_so_and_stops_once_it_does(
     tmp_path: Path, broker: Broker, snapshots: SnapshotServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = GateStore(tmp_path / "gate.db")
 
     async def scenario() -> None:
-        with peer(broker) as cloud:
+        status = topics.status(SITE, "g1")
+        with peer(broker, status) as cloud:
             async with running(gate_sync(store, broker, snapshots)) as sync:
                 assert sync.problem is None, "no roster yet: nothing known to be wrong"
                 cloud.feed(1, GateRoster(gates=["g2", "g3"]))
                 await eventually(lambda: sync.problem is not None, "the roster without g1 noticed")
                 assert "'g1'" in (sync.problem or "") and "g2, g3" in (sync.problem or "")
+                await eventually(lambda: last_status(cloud, status).problem == sync.problem, "its status says so")
                 cloud.feed(2, GateRoster(gates=["g1", "g2", "g3"]))
                 await eventually(lambda: sync.problem is None, "named at last")
+                await eventually(lambda: last_status(cloud, status).problem is None, "its status clears")
 
     caplog.set_level(logging.ERROR, logger="starfish.sync")
     asyncio.run(scenario())
