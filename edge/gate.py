@@ -15,6 +15,7 @@ from datetime import datetime
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.decision import Decision, History, decide, ticket_from_credential
+from edge.reasons import Reason
 from edge.store import GateStore, JournalEntry
 from models import CredentialKind, GateConfig, Outcome, Ticket
 from models.credential import Credential, Invalid, PlainCode, SignedCredential, load_public_key, parse
@@ -91,14 +92,14 @@ class GateService:
         decision = decide(cred, ticket, history, self.effective_config, now)
         if decision.counts and isinstance(cred, PlainCode) and self.feed_stale is not None and self.feed_stale(now):
             # A plain code is only as good as the cache, and a stale cache may not know of its refund.
-            decision = Decision(admit=False, code="stale_feed", ticket_id=decision.ticket_id)
+            decision = Decision(admit=False, code=Reason.STALE_FEED, ticket_id=decision.ticket_id)
         return Evaluation(cred, decision)
 
     def journal(self, ev: Evaluation, now: datetime, *, barrier_ok: bool = True) -> JournalEntry:
         """Commit the decision. An admission that opens the barrier stays pending until `complete`."""
         decision = ev.decision
         if decision.admit and decision.open_barrier and not barrier_ok:
-            decision = Decision(admit=False, code="barrier_fault", ticket_id=decision.ticket_id)
+            decision = Decision(admit=False, code=Reason.BARRIER_FAULT, ticket_id=decision.ticket_id)
         pending = decision.admit and decision.open_barrier
         return self._record(
             now,
@@ -151,7 +152,7 @@ class GateService:
             passed=False,
             counted=False,
             resolution=f"barrier_fault: {detail}"[:200],
-            code="barrier_fault",
+            code=Reason.BARRIER_FAULT,
             outcome=Outcome.DENY,
         )
 
@@ -163,7 +164,7 @@ class GateService:
             ticket_id=None,
             credential="none",
             admit=on,
-            code="fire_alarm_on" if on else "fire_alarm_off",
+            code=Reason.FIRE_ALARM_ON if on else Reason.FIRE_ALARM_OFF,
             passed=False,
             counted=False,
             resolution="alarm",
