@@ -18,6 +18,7 @@ on the same port with the same data, and the bridge and the cloud reconnect by t
         resort.wait_drained(60)
         print(resort.exactly_once().line())
 
+The views it returns (each gate's, the cloud's) and the exactly-once check are `harness.resort_views`.
 Used by `starfish demo` and by whole-stack tests. Everything it starts stops on `stop()` (or
 leaving the `with`), also when `start()` fails half-way.
 """
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import secrets
 import threading
-import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -40,84 +40,13 @@ from cloud.settings import Settings
 from edge.store import GateStoreReader, JournalEntry
 from harness.cloud import CloudServer
 from harness.cloud_api import GATES, DemoCloud, Sale, resort_today
-from harness.gate_db import query, read_rows
 from harness.gates import GateProcess, RelayBoards, ScannerPty
 from harness.keys import production_env, settings_of
 from harness.mosquitto import MosquittoProcess
 from harness.processes import free_port, poll_until
-from models import Outcome
+from harness.resort_views import CloudView, Decision, ExactlyOnce, GateView, cloud_passages, stored_per_gate
 from models.credential import public_key_b64
 from sync.mosquitto import BridgeTo, GateAccount, SiteRegistry
-
-
-@dataclass(frozen=True)
-class Decision:
-    """A gate's decision on one scan, as its journal holds it."""
-
-    gate: str
-    event_id: uuid.UUID
-    admit: bool
-    code: str
-    passed: bool
-    ticket_id: str | None
-
-    @classmethod
-    def of(cls, gate: str, entry: JournalEntry) -> Decision:
-        return cls(
-            gate, entry.event_id, entry.outcome is Outcome.ADMIT, entry.code, bool(entry.passed), entry.ticket_id
-        )
-
-
-@dataclass(frozen=True)
-class GateView:
-    """One gate as its own store tells it."""
-
-    gate: str
-    running: bool
-    admitted: int
-    denied: int
-    from_peers: int  # other gates' passages this gate learnt over the site broker
-    outbox: int  # events the cloud has not confirmed yet
-    feed_seq: int
-    last: Decision | None
-
-    @property
-    def journaled(self) -> int:
-        return self.admitted + self.denied
-
-
-@dataclass(frozen=True)
-class CloudView:
-    """The cloud's side: passages stored per gate, its feed head and what each gate last reported."""
-
-    stored: dict[str, int]
-    feed_head: int | None  # None: the API did not answer
-    gates: dict[str, dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class ExactlyOnce:
-    """Every decision journaled at a gate is stored in the cloud once, and nothing else is."""
-
-    journaled: dict[str, int]
-    stored: dict[str, int]
-    missing: int  # journaled at a gate, not in the cloud
-    extra: int  # in the cloud, journaled at no gate
-    doubled: int  # stored more than once
-    outbox: int  # still waiting at the gates
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.extra or self.doubled or self.outbox)
-
-    def line(self) -> str:
-        per_gate = ", ".join(f"{g} {self.stored.get(g, 0)}/{n}" for g, n in self.journaled.items())
-        verdict = "OK" if self.ok else "FAILED"
-        return (
-            f"exactly once: {verdict}: {sum(self.stored.values())} passages stored in the cloud, "
-            f"{sum(self.journaled.values())} journaled at the gates ({per_gate}); "
-            f"{self.missing} missing, {self.extra} extra, {self.doubled} doubled, {self.outbox} left in outboxes"
-        )
 
 
 @dataclass
@@ -377,36 +306,10 @@ class Resort:
 
     def gate_view(self, gate: str) -> GateView:
         g = self._gates[gate]
-        store = GateStoreReader(g.db)
-        own = store.decisions_since(0)
-        return GateView(
-            gate,
-            g.process.running,
-            sum(e.outcome is Outcome.ADMIT for e in own),
-            sum(e.outcome is Outcome.DENY for e in own),
-            len(store.entries(own=False)),
-            store.outbox_depth(),
-            store.feed_seq(),
-            Decision.of(gate, own[-1]) if own else None,
-        )
-
-    def _cloud_passages(self) -> list[tuple[str, str]]:
-        return [
-            (str(code), str(event_id))
-            for code, event_id in query(
-                self.workdir / "cloud.db",
-                "SELECT g.code, p.event_id FROM gate_passages p JOIN gates g ON g.id = p.gate_id",
-            )
-        ]
+        return GateView.of(gate, g.process.running, GateStoreReader(g.db))
 
     def cloud_view(self) -> CloudView:
-        stored = {
-            str(code): int(n)
-            for code, n in read_rows(
-                self.workdir / "cloud.db",
-                "SELECT g.code, count(*) FROM gate_passages p JOIN gates g ON g.id = p.gate_id GROUP BY g.code",
-            )
-        }
+        stored = stored_per_gate(self.workdir / "cloud.db")
         try:
             status = self.api.sync_status()
         except (httpx.HTTPError, RuntimeError):
@@ -425,23 +328,5 @@ class Resort:
 
     def exactly_once(self) -> ExactlyOnce:
         """Compare every gate's journal with the passages the cloud stored, by the gate-made event id."""
-        journal: dict[str, set[uuid.UUID]] = {}
-        outbox = 0
-        for code, g in self._gates.items():
-            store = GateStoreReader(g.db)
-            journal[code] = {e.event_id for e in store.entries(own=True)}
-            outbox += store.outbox_depth()
-        cloud = [(code, uuid.UUID(e)) for code, e in self._cloud_passages()]
-        stored_ids = set(cloud)
-        journaled_ids = {(code, e) for code, ids in journal.items() for e in ids}
-        stored: dict[str, int] = {}
-        for code, _ in cloud:
-            stored[code] = stored.get(code, 0) + 1
-        return ExactlyOnce(
-            journaled={code: len(ids) for code, ids in journal.items()},
-            stored=stored,
-            missing=len(journaled_ids - stored_ids),
-            extra=len(stored_ids - journaled_ids),
-            doubled=len(cloud) - len(stored_ids),
-            outbox=outbox,
-        )
+        stores = {code: GateStoreReader(g.db) for code, g in self._gates.items()}
+        return ExactlyOnce.compare(stores, cloud_passages(self.workdir / "cloud.db"))
