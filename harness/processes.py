@@ -101,6 +101,11 @@ class ChildProcess:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        """Its exit status once it has exited (negative: the signal that ended it); None while it runs."""
+        return self._proc.poll() if self._proc is not None else None
+
     def alive(self) -> bool:
         """True while it runs; `NeverHappened` with the end of its log once it has exited."""
         if self._proc is None:

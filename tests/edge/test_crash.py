@@ -5,14 +5,11 @@ Kill -9 between the journal write and the passage sensor, restart, and the count
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,8 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.store import GateStoreReader
+from harness.gates import RelayBoards
+from harness.processes import ChildProcess, wait_until
 from harness.relay_sim import RelayBoardSim
 from harness.tickets import make_ticket, sign
 from models import ProductKind
@@ -36,27 +35,14 @@ def live_ticket(kind: ProductKind = ProductKind.DAY, **kw: Any) -> Any:
     return make_ticket(kind, valid_from=now - timedelta(hours=1), valid_until=now + timedelta(days=1), **kw)
 
 
-class SimThread:
-    """A relay board simulator on its own event loop, so the test can stay synchronous."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.sim = RelayBoardSim(passage_delay_s=0.05, passage_hold_s=0.3)
-        self.port = asyncio.run_coroutine_threadsafe(self.sim.start_tcp(), self.loop).result(10)
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.sim.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-
 @pytest.fixture
-def relay() -> Iterator[SimThread]:
-    s = SimThread()
-    yield s
-    s.stop()
+def relay() -> Iterator[RelayBoardSim]:
+    """A relay board simulator on its own event loop in a thread, so the test can stay synchronous."""
+    boards = RelayBoards()
+    try:
+        yield boards.add(passage_delay_s=0.05, passage_hold_s=0.3)
+    finally:
+        boards.close()
 
 
 @pytest.fixture
@@ -91,27 +77,14 @@ def write_config(tmp_path: Path, key: Ed25519PrivateKey, port: int, scanner: str
     return path
 
 
-def start_gate(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    out = log.open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "gate", "run", "--config", str(config)],
-        cwd=REPO,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def wait_for(what: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if what():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what.__doc__ or what}")
+def start_gate(config: Path, log: Path) -> ChildProcess:
+    gate = ChildProcess("gate g1", [sys.executable, "-m", "edge.cli", "gate", "run", "--config", str(config)], log)
+    gate.launch()
+    return gate
 
 
 def test_kill_between_journal_and_sensor_then_restart_counts_exactly(
-    tmp_path: Path, signing_key: Ed25519PrivateKey, relay: SimThread, scanner_pty: tuple[int, str]
+    tmp_path: Path, signing_key: Ed25519PrivateKey, relay: RelayBoardSim, scanner_pty: tuple[int, str]
 ) -> None:
     master, port_path = scanner_pty
     db = tmp_path / "gate.db"
@@ -121,33 +94,32 @@ def test_kill_between_journal_and_sensor_then_restart_counts_exactly(
 
     gate = start_gate(config, log)
     try:
-        wait_for(lambda: "running" in log.read_text())
+        wait_until(lambda: "running" in log.read_text(), "gate running", 15)
         time.sleep(0.5)  # the scanner opens its port lazily on the first read
         os.write(master, token)
-        wait_for(lambda: sum(bool(e.counted and e.passed) for e in GateStoreReader(db).entries()) == 1)
+        wait_until(
+            lambda: sum(bool(e.counted and e.passed) for e in GateStoreReader(db).entries()) == 1, "1 counted", 15
+        )
 
-        relay.sim.skier_passes = False  # the next skier stops in the turnstile...
+        relay.skier_passes = False  # the next skier stops in the turnstile...
         os.write(master, token)
-        wait_for(lambda: len(GateStoreReader(db).pending()) == 1)
-        gate.send_signal(signal.SIGKILL)  # ...and the gate dies before the sensor fires
-        gate.wait(10)
+        wait_until(lambda: len(GateStoreReader(db).pending()) == 1, "1 admission pending", 15)
+        gate.kill()  # SIGKILL: ...and the gate dies before the sensor fires
     finally:
-        if gate.poll() is None:
-            gate.kill()
+        gate.kill()
 
-    relay.sim.skier_passes = True
+    relay.skier_passes = True
     gate = start_gate(config, log)
     try:
-        wait_for(lambda: len(GateStoreReader(db).pending()) == 0)
-        wait_for(lambda: log.read_text().count("running") == 2)
+        wait_until(lambda: len(GateStoreReader(db).pending()) == 0, "no admission pending", 15)
+        wait_until(lambda: log.read_text().count("running") == 2, "gate running again", 15)
         time.sleep(0.5)
         os.write(master, token)
-        wait_for(lambda: sum(e.counted for e in GateStoreReader(db).entries()) == 2)
-        gate.send_signal(signal.SIGTERM)
-        assert gate.wait(10) == 0
+        wait_until(lambda: sum(e.counted for e in GateStoreReader(db).entries()) == 2, "2 counted", 15)
+        gate.stop(10)  # SIGTERM
+        assert gate.returncode == 0
     finally:
-        if gate.poll() is None:
-            gate.kill()
+        gate.kill()
 
     journal = [(e.code, e.passed, e.counted, e.resolution) for e in GateStoreReader(db).entries()]
     assert journal == [
@@ -173,17 +145,20 @@ def test_gate_with_dead_relay_board_keeps_running_and_denies_with_barrier_fault(
     log = tmp_path / "gate.log"
     gate = start_gate(config, log)
     try:
-        wait_for(lambda: "running" in log.read_text())
+        wait_until(lambda: "running" in log.read_text(), "gate running", 15)
         time.sleep(0.5)
         os.write(master, sign(signing_key, live_ticket()).encode() + b"\r\n")
-        wait_for(lambda: [(e.outcome, e.code) for e in GateStoreReader(db).entries()] == [("deny", "barrier_fault")])
-        assert gate.poll() is None
+        wait_until(
+            lambda: [(e.outcome, e.code) for e in GateStoreReader(db).entries()] == [("deny", "barrier_fault")],
+            "denied with barrier_fault",
+            15,
+        )
+        assert gate.running
         assert "barrier fault" in log.read_text()
-        gate.send_signal(signal.SIGTERM)
-        assert gate.wait(10) == 0
+        gate.stop(10)  # SIGTERM
+        assert gate.returncode == 0
     finally:
-        if gate.poll() is None:
-            gate.kill()
+        gate.kill()
 
 
 def test_corrupt_config_names_the_problem_and_exits(tmp_path: Path) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -25,11 +23,10 @@ from harness.api import Api
 from harness.cloud import live_server
 from harness.keys import KEY_ROOT, KEYSET_ROOT_B64
 from harness.mosquitto import MosquittoFactory
-from harness.processes import wait_until
+from harness.processes import ChildProcess, wait_until
 from models.api import API_PREFIX
 from sync.mosquitto import GateAccount, SiteRegistry
 
-REPO = Path(__file__).resolve().parents[2]
 API = API_PREFIX
 
 
@@ -101,13 +98,11 @@ def world(tmp_path: Path, mosquitto_factory: MosquittoFactory) -> Iterator[dict[
             os.close(slave)
 
 
-def start_gate(world: dict[str, Any]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "gate", "run", "--config", str(world["config"])],
-        cwd=REPO,
-        stdout=world["log"].open("ab"),
-        stderr=subprocess.STDOUT,
-    )
+def start_gate(world: dict[str, Any]) -> ChildProcess:
+    argv = [sys.executable, "-m", "edge.cli", "gate", "run", "--config", str(world["config"])]
+    gate = ChildProcess("gate g1", argv, world["log"])
+    gate.launch()
+    return gate
 
 
 def test_kill_9_mid_burst_then_restart_loses_nothing_and_doubles_nothing(world: dict[str, Any]) -> None:
@@ -121,11 +116,9 @@ def test_kill_9_mid_burst_then_restart_loses_nothing_and_doubles_nothing(world: 
             if i == 150:
                 wait_until(lambda: GateStoreReader(db).entries() != [], "first decisions", 15)
         time.sleep(0.05)
-        gate.send_signal(signal.SIGKILL)  # mid-burst: some decided, some queued, some in flight
-        gate.wait(10)
+        gate.kill()  # SIGKILL mid-burst: some decided, some queued, some in flight
     finally:
-        if gate.poll() is None:
-            gate.kill()
+        gate.kill()
     decided_before = len(GateStoreReader(db).entries())
     assert decided_before > 0
 
@@ -135,11 +128,10 @@ def test_kill_9_mid_burst_then_restart_loses_nothing_and_doubles_nothing(world: 
         # Its signal handlers are in place once it runs: a SIGTERM before that would just kill it.
         wait_until(lambda: world["log"].read_text().count("running") > restarts, "gate running again", 30)
         wait_until(lambda: GateStoreReader(db).outbox_depth() == 0, "outbox drained after restart", 30)
-        gate.send_signal(signal.SIGTERM)
-        assert gate.wait(20) == 0
+        gate.stop(20)  # SIGTERM
+        assert gate.returncode == 0
     finally:
-        if gate.poll() is None:
-            gate.kill()
+        gate.kill()
 
     journal = {str(e.event_id) for e in GateStoreReader(db).entries(own=True)}
     with world["app"].state.sessionmaker() as s:
