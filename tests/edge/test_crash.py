@@ -88,6 +88,7 @@ def test_kill_between_journal_and_sensor_then_restart_counts_exactly(
 ) -> None:
     master, port_path = scanner_pty
     db = tmp_path / "gate.db"
+    assert relay.port is not None  # serving
     config = write_config(tmp_path, signing_key, relay.port, port_path)
     token = sign(signing_key, live_ticket(ProductKind.PUNCH, entries=5)).encode() + b"\r\n"
     log = tmp_path / "gate.log"
