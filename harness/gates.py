@@ -12,13 +12,12 @@ import sys
 import threading
 import time
 import tty
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Self
 
 import yaml
 
-from harness.gate_db import query
 from harness.processes import ChildProcess
 from harness.relay_sim import RelayBoardSim
 
@@ -115,9 +114,6 @@ class GateProcess(ChildProcess):
     def scan(self, *codes: str, timeout: float = 30.0) -> None:
         """Present codes at the scanner, one line each, as fast as the gate reads them."""
         self.scanner.feed(codes, timeout=timeout, reading=self.alive, who=self.name)
-
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return query(self.db, sql, params)
 
     def close(self) -> None:
         self.stop()

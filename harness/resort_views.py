@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.store import GateStoreReader, JournalEntry
-from harness.gate_db import query, read_rows
+from harness.cloud_db import query, read_rows
 from models import Outcome
 
 _PASSAGES = "SELECT g.code, p.event_id FROM gate_passages p JOIN gates g ON g.id = p.gate_id"

@@ -27,7 +27,7 @@ from cloud.settings import Settings
 from edge.store import GateStore, GateStoreReader, ticket_checksum
 from harness.cloud import API, CloudServer
 from harness.cloud_api import Cashier, seed_cloud
-from harness.gate_db import query
+from harness.cloud_db import query
 from harness.gates import GateProcess, RelayBoards
 from harness.keys import KEY_ROOT, KEYSET_ROOT_B64
 from harness.mosquitto import MosquittoFactory, MosquittoProcess

@@ -1,7 +1,7 @@
-"""Reading another process's SQLite file (a gate's store, the demo cloud's database) without holding it up.
+"""Reading the cloud's SQLite database while its process runs (the resort, the whole-stack test), without holding it up.
 
-Opened read-only: in WAL mode the writer goes on. The edge store's own reader API replaces these
-raw queries where it covers them.
+Opened read-only: in WAL mode the writer goes on. A gate's store is read through the edge store's own
+`GateStoreReader`, never with SQL from here.
 """
 
 from __future__ import annotations
