@@ -10,17 +10,13 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
 from fastapi import FastAPI
 
 from cloud.app import create_app
-from cloud.db import utcnow
 from cloud.deps import Role
 from cloud.migrate import upgrade
 from cloud.sync.models import GatePassage
@@ -30,6 +26,7 @@ from edge.daemon import GateDaemon
 from edge.store import GateStore, GateStoreReader
 from harness.api import Api
 from harness.cloud import live_server
+from harness.cloud_api import Cashier
 from harness.keys import KEY_ROOT, cloud_settings
 from harness.mosquitto import MosquittoFactory
 from harness.processes import wait_until
@@ -44,7 +41,7 @@ SLOW = 15.0
 class Resort:
     app: FastAPI
     base: str
-    cashier: httpx.Client
+    cashier: Cashier
     site_id: int
     product_id: int
     gate_db: Path
@@ -52,19 +49,8 @@ class Resort:
     loop: asyncio.AbstractEventLoop
 
     def sell(self, days_ahead: int = 0) -> dict[str, Any]:
-        day = (utcnow().astimezone(ZoneInfo("Asia/Shanghai")) + timedelta(days=days_ahead)).date()
-        body = {
-            "site_id": self.site_id,
-            "channel": "counter",
-            "items": [{"product_id": self.product_id, "visit_date": day.isoformat()}],
-        }
-        order = self.cashier.post(f"{API}/orders", json=body).json()
-        paid = self.cashier.post(
-            f"{API}/orders/{order['id']}/payments/counter", json={"method": "cash", "amount_fen": order["total_fen"]}
-        )
-        assert paid.status_code in (200, 201), paid.text
-        [ticket] = self.cashier.get(f"{API}/orders/{order['id']}/tickets").json()
-        return {"order": order, "ticket": ticket}
+        order_id, [ticket] = self.cashier.sell(self.product_id, days_ahead=days_ahead)
+        return {"order": {"id": order_id}, "ticket": ticket}
 
     @property
     def gate(self) -> GateStoreReader:
@@ -158,7 +144,7 @@ def resort(tmp_path: Path, mosquitto_factory: MosquittoFactory, monkeypatch: pyt
         thread.start()
         ready.wait(10)
         daemon = made["daemon"]
-        cashier = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {cashier_token}"}, timeout=30)
+        cashier = Cashier(base, cashier_token, site["id"])
         try:
             yield Resort(app, base, cashier, site["id"], product["id"], Path(cfg.store.path), daemon, loop)
         finally:
@@ -195,7 +181,9 @@ def test_refunded_ticket_is_denied_at_the_gate_after_the_revocation_arrives(reso
         "ticket at the gate",
         SLOW,
     )
-    r = resort.cashier.post(f"{API}/orders/{sale['order']['id']}/refunds", json={"ticket_ids": [sale["ticket"]["id"]]})
+    r = resort.cashier.http.post(
+        f"{API}/orders/{sale['order']['id']}/refunds", json={"ticket_ids": [sale["ticket"]["id"]]}
+    )
     assert r.status_code == 201, r.text
     wait_until(
         lambda: resort.gate.status(tid) == "revoked",
