@@ -13,7 +13,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import cast
 
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
@@ -29,7 +28,7 @@ from cloud.sync.inbound import EventIn, Inbound, StatusIn
 from cloud.sync.models import GatePassage, QuarantinedEvent
 from cloud.sync.schemas import QuarantinedEventOut
 from cloud.tickets.models import Ticket, TicketState
-from models import CredentialKind, Direction, Outcome, PassageEvent
+from models import PassageEvent
 from models.sync import EVENT_CLOCK_SKEW, RefusedEvent, implausible_time
 from sync import topics
 
@@ -37,6 +36,8 @@ log = logging.getLogger("starfish.cloud.sync")
 
 _REVOKED = (TicketState.REFUNDED.value, TicketState.REVOKED.value)
 _PASSAGES = GatePassage.metadata.tables[GatePassage.__tablename__]
+# A stored passage is the event as the gate sent it, its site and gate as the cloud's ids: one mapping both ways.
+_EVENT_COLUMNS: set[str] = set(PassageEvent.model_fields) - {"schema_version", "site_id", "gate_id"}
 QUARANTINE_EVENT_MAX = 4000  # characters of a quarantined event's JSON kept as evidence
 
 
@@ -205,21 +206,8 @@ def _store_events(
                 "conflict %s: event %s of ticket %s at %s/%s", conflict, e.event_id, e.ticket_id, a.m.site, a.m.gate
             )
         rows.append(
-            {
-                "event_id": e.event_id,
-                "site_id": site_id,
-                "gate_id": gate_id,
-                "at": e.at,
-                "received_at": now,
-                "direction": e.direction.value,
-                "outcome": e.outcome.value,
-                "code": e.code,
-                "ticket_id": e.ticket_id,
-                "passed": e.passed,
-                "counted": e.counted,
-                "credential": e.credential,
-                "conflict": conflict,
-            }
+            e.model_dump(include=_EVENT_COLUMNS)
+            | {"site_id": site_id, "gate_id": gate_id, "received_at": now, "conflict": conflict}
         )
     if rows:
         session.execute(insert(_PASSAGES), rows)  # Core: one executemany, no ORM bookkeeping per event
@@ -273,19 +261,8 @@ def _settle_reused_ids(
 
 def _event_of(row: GatePassage, site: str, gate: str) -> PassageEvent:
     """The event a stored passage was made from (its site and gate as their codes)."""
-    return PassageEvent(
-        event_id=row.event_id,
-        gate_id=gate,
-        site_id=site,
-        at=row.at,
-        direction=Direction(row.direction),
-        outcome=Outcome(row.outcome),
-        code=row.code,
-        ticket_id=row.ticket_id,
-        passed=row.passed,
-        counted=row.counted,
-        credential=cast(CredentialKind, row.credential),
-    )
+    stored = {c: getattr(row, c) for c in _EVENT_COLUMNS}
+    return PassageEvent.model_validate(stored | {"gate_id": gate, "site_id": site})
 
 
 def _hold(
