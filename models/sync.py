@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, Field, ValidationError
+from pydantic import AwareDatetime, Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
 from models.messages import CODE_MAX, ID_MAX, GateConfig, Message, PassageEvent, Ticket, TicketStatus
 
@@ -191,6 +191,19 @@ class RefusedEvent(Message):
     reason: str = Field(min_length=1, max_length=CODE_MAX, description="A stable code, e.g. malformed, wrong_gate")
 
 
+def _omit_unset_additions(data: dict[str, Any], **additions: object) -> dict[str, Any]:
+    """Leave out fields added to a message after its first release while they hold their default.
+
+    Gates and the cloud are upgraded one at a time, and every message forbids unknown fields: a
+    message that needs no new field must read exactly as the previous release wrote it, so a peer one
+    release older still takes it. (`EventAck.refused` and `GateStatus.problem` came with issue 9.)
+    """
+    for name, default in additions.items():
+        if name in data and data[name] == default:
+            del data[name]
+    return data
+
+
 class EventAck(Message):
     """The cloud stored these events (duplicates included); the gate may drop them from its outbox.
 
@@ -200,6 +213,10 @@ class EventAck(Message):
 
     event_ids: list[uuid.UUID] = Field(max_length=EVENT_BATCH_MAX)
     refused: list[RefusedEvent] = Field(default=[], max_length=EVENT_BATCH_MAX)
+
+    @model_serializer(mode="wrap")
+    def _older_peers_read_it(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _omit_unset_additions(handler(self), refused=[])
 
 
 class GateStatus(Message):
@@ -220,6 +237,10 @@ class GateStatus(Message):
         description="Why this gate's sync cannot work as configured (its name is not in the cloud's roster, "
         "the broker refuses what it publishes); None: nothing known to be wrong",
     )
+
+    @model_serializer(mode="wrap")
+    def _older_peers_read_it(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _omit_unset_additions(handler(self), problem=None)
 
 
 class SnapshotHeader(Message):

@@ -291,11 +291,22 @@ class CloudSync:
         for r in batch:
             if r.delivery.qos > 0 and r.delivery.generation == connection:
                 self._link.ack(r.delivery)
-        for site, gate in {**stored.acks, **stored.refused}:
-            ids, refused = stored.acks.get((site, gate), []), stored.refused.get((site, gate), [])
-            for i in range(0, max(len(ids), len(refused)), ACK_CHUNK):
-                ack = EventAck(event_ids=ids[i : i + ACK_CHUNK], refused=refused[i : i + ACK_CHUNK])
-                self._client.publish(topics.acks(site, gate), ack.model_dump_json(), qos=1)
+        # Confirmed and refused ids go in separate acks: a gate one release older, which does not know
+        # `refused`, still takes the confirmations (and only drops the refusals as unreadable).
+        acks = [
+            *(
+                (key, EventAck(event_ids=ids[i : i + ACK_CHUNK]))
+                for key, ids in stored.acks.items()
+                for i in range(0, len(ids), ACK_CHUNK)
+            ),
+            *(
+                (key, EventAck(event_ids=[], refused=refused[i : i + ACK_CHUNK]))
+                for key, refused in stored.refused.items()
+                for i in range(0, len(refused), ACK_CHUNK)
+            ),
+        ]
+        for (site, gate), ack in acks:
+            self._client.publish(topics.acks(site, gate), ack.model_dump_json(), qos=1)
 
     def _store_until_done(self, items: list[inbound.Inbound]) -> service.Stored | None:
         delay = 0.5

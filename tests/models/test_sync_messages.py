@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
+from typing import Literal
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from harness.tickets import NOW
 from models import Direction, Outcome, PassageEvent
-from models.sync import EVENT_BATCH_MAX, EventBatch, event_batch_json, parse_events
+from models.sync import EVENT_BATCH_MAX, EventAck, EventBatch, GateStatus, RefusedEvent, event_batch_json, parse_events
 
 
 def event(code: str = "ok", **kw: object) -> PassageEvent:
@@ -79,3 +81,40 @@ def test_a_bad_event_in_a_batch_is_left_out_and_named_and_the_others_go_through(
     assert parse_events(event_batch_json(bodies), refused) == good
     assert [why.split(":")[0] for why in refused] == ["event 2 of 4", "event 3 of 4"]
     assert "direction" in refused[1]
+
+
+class _EventAckOfTheLastRelease(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_version: Literal[1] = 1
+    event_ids: list[uuid.UUID]
+
+
+class _GateStatusOfTheLastRelease(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_version: Literal[1] = 1
+    site: str
+    gate: str
+    state: str
+    feed_seq: int = 0
+    outbox_depth: int = 0
+    at: datetime | None = None
+    checksum: str | None = None
+    checksum_seq: int | None = None
+
+
+def test_a_peer_one_release_older_reads_acks_and_statuses_that_need_no_new_field() -> None:
+    ack = EventAck(event_ids=[uuid.uuid4()])
+    status = GateStatus(site="nanshan", gate="g1", state="online", feed_seq=3, at=NOW)
+
+    assert _EventAckOfTheLastRelease.model_validate_json(ack.model_dump_json()).event_ids == ack.event_ids
+    assert _GateStatusOfTheLastRelease.model_validate_json(status.model_dump_json()).feed_seq == 3
+    assert EventAck.model_validate_json(ack.model_dump_json()) == ack  # and this release reads itself
+    assert GateStatus.model_validate_json(status.model_dump_json()) == status
+
+
+def test_new_fields_travel_when_they_say_something() -> None:
+    refused = EventAck(event_ids=[], refused=[RefusedEvent(event_id=uuid.uuid4(), reason="malformed")])
+    status = GateStatus(site="nanshan", gate="g1", state="online", problem="not on the roster")
+
+    assert EventAck.model_validate_json(refused.model_dump_json()) == refused
+    assert GateStatus.model_validate_json(status.model_dump_json()).problem == "not on the roster"
