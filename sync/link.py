@@ -95,7 +95,7 @@ class MqttLink:
         client.suppress_exceptions = True
         if paho_log is not None:
             client.enable_logger(paho_log)
-        if login.username:
+        if login.username is not None:
             client.username_pw_set(login.username, login.password)
         if login.tls_ca:
             client.tls_set(ca_certs=login.tls_ca)

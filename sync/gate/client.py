@@ -152,7 +152,8 @@ class GateSync:
 
     @property
     def events_refused(self) -> collections.Counter[str]:
-        """This gate's events the cloud refused (and the outbox dropped), by the cloud's reason."""
+        """Refusals of this gate's events the cloud sent (their ids left the outbox), by the cloud's reason;
+        an event the gate published twice before the refusal came can be refused, and counted, twice."""
         return self.uplink.events_refused
 
     @property
