@@ -129,7 +129,7 @@ class CloudSync:
             host=settings.mqtt_host,
             port=settings.mqtt_port,
             client_id=settings.mqtt_client_id,
-            username=settings.mqtt_username,
+            username=settings.mqtt_username or None,  # an empty setting is no login, as always
             password=settings.mqtt_password.get_secret_value() or None,
             tls_ca_file=settings.mqtt_tls_ca_file,
             poll_s=settings.sync_poll_seconds,
