@@ -122,3 +122,9 @@ def test_gate_run_with_a_corrupt_store_names_the_problem(tmp_path: Path) -> None
     out = runner.invoke(app, ["gate", "run", "--config", str(config)])
     assert out.exit_code == 2
     assert "cannot open gate store" in out.output
+
+
+def test_a_mistyped_command_is_refused_with_a_suggestion() -> None:
+    result = runner.invoke(app, ["gat"])
+    assert result.exit_code == 2
+    assert "No such command 'gat'" in result.output and "Did you mean 'gate'?" in result.output
