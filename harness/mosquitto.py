@@ -10,16 +10,15 @@ import pwd
 import shutil
 import signal
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Protocol, Self
+from typing import Protocol, Self
 
-from harness.processes import free_port
+from harness.processes import ChildProcess, free_port
 from sync.mosquitto import (
     MAX_PACKET_BYTES,
     BridgeTo,
@@ -85,8 +84,7 @@ class MosquittoProcess:
     max_inflight_messages: int = 100
     max_packet_size: int | None = MAX_PACKET_BYTES
     startup_timeout: float = 10.0
-    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
-    _log: IO[bytes] | None = field(default=None, init=False, repr=False)
+    _child: ChildProcess | None = field(default=None, init=False, repr=False)
     _own_workdir: bool = field(default=False, init=False, repr=False)
     _ports_fixed: bool = field(default=False, init=False, repr=False)
 
@@ -96,11 +94,11 @@ class MosquittoProcess:
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._child is not None and self._child.running
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        return self._child.pid if self._child is not None else None
 
     @property
     def log_path(self) -> Path:
@@ -116,7 +114,7 @@ class MosquittoProcess:
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="starfish-mosquitto-"))
             self._own_workdir = True
-        return self.workdir
+        return self.workdir.resolve()  # the broker runs in the repository's folder: its paths are absolute
 
     def _options(self) -> BrokerOptions:
         assert self.port is not None
@@ -167,19 +165,16 @@ class MosquittoProcess:
         raise AssertionError("unreachable")
 
     def _launch(self, binary: str, conf: Path) -> None:
-        self._close_log()
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
-        self._proc = subprocess.Popen(
-            [binary, "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
-        )
+        self._child = ChildProcess("mosquitto", [binary, "-c", str(conf)], self.log_path)
+        self._child.launch()
 
     def _wait_ready(self) -> None:
-        assert self._proc is not None and self.port is not None
+        assert self._child is not None and self.port is not None
         ports = [self.port] + ([self.tls_port] if self.tls_port is not None and self.tls is not None else [])
         deadline = time.monotonic() + self.startup_timeout
         pending = list(ports)
         while pending:
-            if self._proc.poll() is not None:
+            if not self._child.running:
                 raise self._exited()
             try:
                 with socket.create_connection((self.connect_host, pending[0]), timeout=0.5):
@@ -191,42 +186,27 @@ class MosquittoProcess:
                 self.kill()
                 raise MosquittoError(f"mosquitto did not listen on {pending} within {self.startup_timeout}s")
             time.sleep(0.02)
-        if self._proc.poll() is not None:  # what answered was someone else, on a port we lost
+        if not self._child.running:  # what answered was someone else, on a port we lost
             raise self._exited()
 
     def _exited(self) -> MosquittoError:
-        self._close_log()
-        code = self._proc.returncode if self._proc is not None else None
+        code = self._child.returncode if self._child is not None else None
         return MosquittoError(f"mosquitto exited with {code} at start:\n{self.log_text()[-2000:]}")
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM: mosquitto saves its persistence file and exits; SIGKILL if it hangs."""
-        self._signal(signal.SIGTERM, timeout)
+        if self._child is not None:
+            self._child.stop(timeout)
 
     def kill(self) -> None:
         """SIGKILL: a crash; whatever was not autosaved is lost."""
-        self._signal(signal.SIGKILL, 10.0)
+        if self._child is not None:
+            self._child.kill()
 
     def restart(self) -> Self:
         """Stop (saving persistence) and start again on the same ports with the same data."""
         self.stop()
         return self.start()
-
-    def _signal(self, sig: signal.Signals, timeout: float) -> None:
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        self._close_log()
-
-    def _close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     def close(self) -> None:
         """Stop the broker; remove the work dir if this object made it."""
@@ -242,8 +222,8 @@ class MosquittoProcess:
         if sites is not None:
             self.sites = sites
         write_broker_config(self.sites, self._dir(), role=self.role, options=self._options())
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGHUP)
+        if self._child is not None:
+            self._child.send(signal.SIGHUP)
 
     def __enter__(self) -> Self:
         try:

@@ -141,6 +141,11 @@ class ChildProcess:
         """SIGKILL: a crash, whatever it was doing."""
         self._signal(signal.SIGKILL, 20.0)
 
+    def send(self, sig: signal.Signals) -> None:
+        """Send `sig` and return at once (SIGHUP: reload); nothing when it is not running."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(sig)
+
     def _signal(self, sig: signal.Signals, timeout: float) -> None:
         proc = self._proc
         if proc is None or proc.poll() is not None:
