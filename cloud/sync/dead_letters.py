@@ -48,7 +48,11 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    """One dead letter from the gate of topic (`site`, `gate`), not yet stored."""
+    """One dead letter from the gate of topic (`site`, `gate`), not yet stored.
+
+    Every text is storable: `detail` and `raw` through `storable`, `site` and `gate` being a topic's
+    codes (`sync.topics.parse_gate_topic` matched them), `fingerprint` hex or a UUID.
+    """
 
     site: str
     gate: str
@@ -70,9 +74,17 @@ def refused(site: str, gate: str, reason: Reason, detail: str, raw: bytes | str,
     value = doc.get("event_id") if isinstance(doc, dict) else None
     event_id = uuid.UUID(value) if isinstance(value, str) and _UUID.fullmatch(value) else None
     fingerprint = str(event_id) if event_id is not None else hashlib.sha256(data).hexdigest()
-    # PostgreSQL's text holds no NUL character; a backslash escape keeps what was there readable.
-    text = data[:RAW_MAX].decode("utf-8", "backslashreplace").replace("\x00", "\\x00")[:RAW_MAX]
-    return Refused(site, gate, reason, detail[:DETAIL_MAX], text, event_id, fingerprint)
+    text = storable(data[:RAW_MAX].decode("utf-8", "backslashreplace"))[:RAW_MAX]
+    return Refused(site, gate, reason, storable(detail)[:DETAIL_MAX], text, event_id, fingerprint)
+
+
+def storable(text: str) -> str:
+    """`text` as every database's text column holds it: a NUL or a lone surrogate as a backslash escape.
+
+    PostgreSQL's text holds no NUL, and a validation error's message repeats the bad input, so the
+    detail needs this as much as the raw text; the escape keeps what was there readable.
+    """
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 def reason_of(exc: ValidationError) -> Reason:

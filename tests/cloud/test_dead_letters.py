@@ -169,3 +169,16 @@ def test_the_back_office_lists_dead_letters_apart_from_the_quarantine(
     assert api.as_(Role.GATE_TECH).get(f"/api/v1/sync/sites/{site['id']}/dead-letters").status_code == 403
     r = api.as_(Role.ADMIN).get("/api/v1/sync/sites/999/dead-letters")
     assert (r.status_code, r.json()["error"]["code"]) == (404, "site_not_found")
+
+
+def test_a_nul_the_validation_error_repeats_is_escaped_in_the_detail_too(app: FastAPI, gate: str) -> None:
+    good = denial()
+    batch = '{"schema_version": 1, "events": [' + good.model_dump_json() + ', {"event_id": "\\u0000"}]}'
+
+    out = send(app, topics.events(SITE, gate), batch)
+
+    assert (out.new, out.dead_letters) == (1, 1)
+    [letter] = letters(app)
+    assert letter.reason == "malformed"
+    assert "\x00" not in letter.detail + letter.raw
+    assert "found `\\x00`" in letter.detail
