@@ -1,21 +1,27 @@
 """Child processes with their output in a log file, free loopback ports, and the one poll-until.
 
-`wait_until` is how tests, bench and demo wait for another process: it polls a condition and
-raises `NeverHappened` (an AssertionError, so a test reports it as a failure) once a generous
-bound passed; it never measures time. `poll_until` is the same loop answering True/False.
+`wait_until` is how tests, bench and demo wait for another process or thread: it polls a
+condition, returns its first truthy value, and raises `NeverHappened` (an AssertionError, so a
+test reports it as a failure) once a generous bound passed; it never measures time.
+`poll_until` is the same loop answering True/False, `eventually` the same on an event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any, TypeVar, overload
 
 REPO = Path(__file__).resolve().parents[1]
+
+T = TypeVar("T")
 
 
 class NeverHappened(AssertionError):
@@ -29,23 +35,55 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def poll_until(condition: Callable[[], bool], timeout: float, *, interval: float = 0.05) -> bool:
-    """Poll until `condition` holds; False once `timeout` seconds passed without it."""
+def _first_truthy(condition: Callable[[], T], timeout: float, interval: float) -> T | None:
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not (value := condition()):
         if time.monotonic() > deadline:
-            return False
+            return None
         time.sleep(interval)
-    return True
+    return value
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 5.0, *, interval: float = 0.02) -> None:
-    """Poll until condition holds; a generous bound so a broken setup fails rather than hangs.
+def poll_until(condition: Callable[[], object], timeout: float, *, interval: float = 0.05) -> bool:
+    """Poll until `condition` holds; False once `timeout` seconds passed without it."""
+    return _first_truthy(condition, timeout, interval) is not None
+
+
+def wait_until(condition: Callable[[], T], what: str, timeout: float = 5.0, *, interval: float = 0.02) -> T:
+    """Poll until condition returns something truthy and return that; a generous bound so a broken
+    setup fails rather than hangs.
 
     `interval`: longer for a condition that costs the peers something (a snapshot, a file opened).
     """
-    if not poll_until(condition, timeout, interval=interval):
+    value = _first_truthy(condition, timeout, interval)
+    if value is None:
         raise NeverHappened(f"never happened within {timeout}s: {what}")
+    return value
+
+
+@overload
+async def eventually(
+    condition: Callable[[], Awaitable[T]], what: str, timeout: float = ..., *, interval: float = ...
+) -> T: ...
+@overload
+async def eventually(condition: Callable[[], T], what: str, timeout: float = ..., *, interval: float = ...) -> T: ...
+async def eventually(condition: Callable[[], Any], what: str, timeout: float = 10.0, *, interval: float = 0.01) -> Any:
+    """`wait_until` on the event loop, which runs on while it waits; `condition` may return an awaitable
+    (a read from a device) whose result counts.
+
+    Its defaults suit the async tests: state in this process (short interval), moved by a peer over
+    a real broker or device (a bound of 10 s).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise NeverHappened(f"never happened within {timeout}s: {what}")
+        await asyncio.sleep(interval)
 
 
 def tail(path: Path, lines: int = 40, *, skip: Sequence[str] = ()) -> str:
