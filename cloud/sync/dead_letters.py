@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from cloud.sites.models import Site
@@ -121,43 +122,54 @@ def batch_items(site: str, gate: str, payload: bytes) -> list[Refused]:
 def store(session: Session, letters: Sequence[Refused], now: datetime) -> dict[tuple[str, str], list[RefusedEvent]]:
     """Keep each dead letter (one row per topic gate and fingerprint, counted); no commit.
 
-    Returns, per (site, gate) code, the refused event ids to name in that gate's `EventAck`.
+    One `INSERT ... ON CONFLICT DO UPDATE` in the caller's transaction: two consumers storing the same
+    letter at once (a redelivery, `cloud serve --workers 2`) make one row counted twice, never a
+    unique violation. Returns, per (site, gate) code, the refused event ids to name in that gate's `EventAck`.
     """
     named: dict[tuple[str, str], dict[uuid.UUID, RefusedEvent]] = defaultdict(dict)
     if not letters:
         return {}
     codes = {d.site for d in letters}
     sites = {code: site_id for code, site_id in session.execute(select(Site.code, Site.id).where(Site.code.in_(codes)))}
-    rows = {
-        (row.site_code, row.gate_code, row.fingerprint): row
-        for row in session.scalars(
-            select(DeadLetter).where(DeadLetter.fingerprint.in_({d.fingerprint for d in letters}))
-        )
-    }
+    counted: dict[tuple[str, str, str], tuple[Refused, int]] = {}
     for d in letters:
         key = (d.site, d.gate, d.fingerprint)
-        row = rows.get(key)
-        if row is None:
-            row = rows[key] = DeadLetter(
-                site_id=sites.get(d.site),
-                site_code=d.site,
-                gate_code=d.gate,
-                fingerprint=d.fingerprint,
-                event_id=d.event_id,
-                reason=d.reason,
-                detail=d.detail,
-                raw=d.raw,
-                received_at=now,
-                last_received_at=now,
-                times=1,
-            )
-            session.add(row)
-        else:
-            row.times += 1
-            row.last_received_at = now
+        first, times = counted.get(key, (d, 0))
+        counted[key] = (first, times + 1)  # one row of a statement may not be updated twice
         if d.event_id is not None:
             named[(d.site, d.gate)][d.event_id] = RefusedEvent(event_id=d.event_id, reason=d.reason)
+    rows = [_row(*counted[key], sites.get(key[0]), now) for key in sorted(counted)]  # one lock order
+    _upsert(session, rows)
     return {key: list(by_id.values()) for key, by_id in named.items()}
+
+
+def _row(d: Refused, times: int, site_id: int | None, now: datetime) -> dict[str, Any]:
+    return {
+        "site_id": site_id,
+        "site_code": d.site,
+        "gate_code": d.gate,
+        "fingerprint": d.fingerprint,
+        "event_id": d.event_id,
+        "reason": d.reason,
+        "detail": d.detail,
+        "raw": d.raw,
+        "received_at": now,
+        "last_received_at": now,
+        "times": times,
+    }
+
+
+def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert `rows`; a row already kept keeps its text and counts `times` more."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(DeadLetter).values(rows)
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["site_code", "gate_code", "fingerprint"],
+            set_={"times": DeadLetter.times + stmt.excluded.times, "last_received_at": stmt.excluded.last_received_at},
+        )
+    )
 
 
 def listed(session: Session, site_id: int, *, limit: int = 100) -> list[DeadLetterOut]:

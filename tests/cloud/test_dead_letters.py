@@ -6,17 +6,20 @@ clock passed in.
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from cloud.db import utcnow
 from cloud.deps import Role
-from cloud.sync import inbound, service
+from cloud.sync import dead_letters, inbound, service
 from cloud.sync.dead_letters import RAW_MAX, Refused
 from cloud.sync.models import DeadLetter, GatePassage
 from harness.api import Api
@@ -182,3 +185,38 @@ def test_a_nul_the_validation_error_repeats_is_escaped_in_the_detail_too(app: Fa
     assert letter.reason == "malformed"
     assert "\x00" not in letter.detail + letter.raw
     assert "found `\\x00`" in letter.detail
+
+
+def wait_for_a_lock_or(app: FastAPI, done: Callable[[], bool]) -> None:
+    """PostgreSQL: until a session waits for a lock (or `done`). SQLite queues writers on its one write
+    lock, which nothing here can watch: there the race cannot happen and this returns at once."""
+    if app.state.engine.dialect.name != "postgresql":
+        return
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    for _ in range(1200):
+        with app.state.engine.connect() as c:
+            if c.scalar(waiting) or done():
+                return
+        threading.Event().wait(0.05)
+    raise AssertionError("the second consumer neither waited for the first nor finished")
+
+
+def test_two_consumers_storing_one_dead_letter_at_once_make_one_row_counted_twice(app: FastAPI, gate: str) -> None:
+    """A redelivery, or `cloud serve --workers 2`: the second inserts while the first has not committed."""
+    bad = denial(code="x" * 40)
+    topic, payload = topics.events(SITE, gate), bad.model_dump_json()
+    first_letters: list[Refused] = []
+    inbound.parse(topic, payload.encode(), first_letters)
+    with app.state.sessionmaker() as first, ThreadPoolExecutor(1) as pool:
+        dead_letters.store(first, first_letters, utcnow())
+        first.flush()
+        second = pool.submit(send, app, topic, payload)
+        wait_for_a_lock_or(app, second.done)
+        first.commit()
+        out = second.result()
+
+    [letter] = letters(app)
+    assert (letter.event_id, letter.times) == (bad.event_id, 2)
+    assert dict(out.refused) == {(SITE, gate): [RefusedEvent(event_id=bad.event_id, reason="too_long")]}
