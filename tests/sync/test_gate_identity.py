@@ -13,6 +13,7 @@ from edge.sync_port import StorePort
 from harness.keys import KEY_ROOT
 from harness.mosquitto import CLOUD_USER, MosquittoFactory, make_site, password_of
 from harness.mqtt import MqttClientFactory
+from harness.processes import eventually
 from models.sync import GateRoster, GateStatus
 from models.sync_config import SyncConfig
 from sync import topics
@@ -22,7 +23,6 @@ from tests.sync.test_gate_sync import (
     Broker,
     Peer,
     SnapshotServer,
-    eventually,
     gate_sync,
     journal_passage,
     peer,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from edge.store import GateStore
+from harness.processes import eventually
 from models.sync import EventAck, RefusedEvent
 from sync import topics
 from tests.sync.test_gate_sync import (
@@ -16,7 +17,6 @@ from tests.sync.test_gate_sync import (
     Broker,
     SnapshotServer,
     event_ids,
-    eventually,
     gate_sync,
     journal_passage,
     peer,

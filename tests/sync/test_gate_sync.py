@@ -20,7 +20,7 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,7 +44,7 @@ from edge.store import GateStore, JournalEntry
 from edge.sync_port import StorePort
 from harness.keys import KEY_ROOT, KEYSET_ROOT
 from harness.mosquitto import find_mosquitto
-from harness.processes import free_port
+from harness.processes import eventually, free_port, wait_until
 from harness.tickets import NOW, make_ticket, sign
 from models import Direction, GateConfig, Outcome, PassageEvent, ProductKind, Ticket, TicketStatus
 from models.credential import public_key_b64
@@ -270,24 +270,6 @@ def peer(broker: Broker, *subscribe: str, client_id: str = "", persistent: bool 
         p.close()
 
 
-def until(condition: Callable[[], bool], what: str) -> None:
-    """Wait (in this thread) until the condition holds, within a bound."""
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.01)
-
-
-async def eventually(condition: Callable[[], bool], what: str) -> None:
-    """Wait (on the loop) until the condition holds; a bound so a broken setup fails, not hangs."""
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.01)
-
-
 @contextlib.asynccontextmanager
 async def running(sync: GateSync, *, settled: bool = True) -> AsyncIterator[GateSync]:
     sync.start()
@@ -354,7 +336,7 @@ def test_feed_changes_apply_in_order_and_each_is_acknowledged_after_its_commit(
     assert GateConfig.model_validate_json(store.get_meta(edge_store.GATE_CONFIG) or "") == config
     # Everything applied was acknowledged: the session hands the next client only what came later.
     with peer(broker, client_id="gate-nanshan-g1", persistent=True) as same_gate:
-        until(lambda: bool(same_gate.messages), "the session's queued message")
+        wait_until(lambda: bool(same_gate.messages), "the session's queued message", DEADLINE, interval=0.01)
         time.sleep(0.2)  # anything unacknowledged would have come before it anyway
         seqs = [FeedMessage.model_validate_json(m.payload).seq for m in same_gate.on(topics.feed(SITE))]
     assert seqs == [7]
@@ -375,7 +357,9 @@ def test_a_feed_message_not_acknowledged_before_a_crash_is_redelivered_and_appli
         # The gate's process receives seq 1 and dies before committing it: no PUBACK is ever sent.
         crashing = Peer(broker, "gate-nanshan-g1", persistent=True, manual_ack=True)
         cloud.feed(1, TicketUpsert(ticket=voucher("1001", "VOUCHER-1001")))
-        until(lambda: bool(crashing.on(topics.feed(SITE))), "the crashing gate received seq 1")
+        wait_until(
+            lambda: bool(crashing.on(topics.feed(SITE))), "the crashing gate received seq 1", DEADLINE, interval=0.01
+        )
         crashing.close()
     assert store.ticket("1001") is None
 
@@ -777,16 +761,16 @@ def test_the_gate_status_is_retained_online_and_its_last_will_says_offline_when_
     )
     try:
         with peer(broker, status) as watcher:
-            until(lambda: bool(watcher.on(status)), "the gate's online status")
+            wait_until(lambda: bool(watcher.on(status)), "the gate's online status", DEADLINE, interval=0.01)
             online = GateStatus.model_validate_json(watcher.on(status)[-1].payload)
             assert (online.state, online.feed_seq, online.outbox_depth) == ("online", 42, 0)
             gate.send_signal(signal.SIGKILL)
             gate.wait(DEADLINE)
-            until(lambda: len(watcher.on(status)) >= 2, "the Last Will")
+            wait_until(lambda: len(watcher.on(status)) >= 2, "the Last Will", DEADLINE, interval=0.01)
             offline = GateStatus.model_validate_json(watcher.on(status)[-1].payload)
             assert (offline.state, offline.feed_seq) == ("offline", 42)
         with peer(broker, status) as late_watcher:  # retained: whoever looks later sees it too
-            until(lambda: bool(late_watcher.on(status)), "the retained status")
+            wait_until(lambda: bool(late_watcher.on(status)), "the retained status", DEADLINE, interval=0.01)
             retained = late_watcher.on(status)
             assert retained[0].retain
             assert GateStatus.model_validate_json(retained[0].payload).state == "offline"

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from edge.gate import GateService
 from edge.store import GateStore
 from harness.keys import KEY_ROOT, KEYSET_ROOT
+from harness.processes import eventually
 from harness.tickets import NOW, make_ticket, sign
 from models import GateConfig
 from models.credential import public_key_b64
@@ -25,7 +26,6 @@ from tests.sync.test_gate_sync import (
     Broker,
     SnapshotServer,
     SnapshotState,
-    eventually,
     gate_sync,
     peer,
     running,

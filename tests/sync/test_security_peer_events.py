@@ -18,6 +18,7 @@ import pytest
 from edge import store as edge_store
 from edge.gate import GateService
 from edge.store import GateStore
+from harness.processes import eventually
 from harness.tickets import NOW, counted_passage
 from models import GateConfig, PassageEvent, Ticket
 from models.sync import GateRoster, SnapshotHeader
@@ -27,7 +28,6 @@ from tests.sync.test_gate_sync import (
     Broker,
     SnapshotServer,
     SnapshotState,
-    eventually,
     gate_sync,
     peer,
     running,
