@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -11,6 +11,7 @@ import pytest
 
 from drivers.barrier import Barrier, BarrierInputs, FakeBarrier, ModbusBarrier
 from drivers.errors import DriverConnectionError, DriverError, DriverProtocolError, DriverTimeoutError
+from harness.processes import eventually
 from harness.relay_sim import RelayBoardSim, VirtualSerialCable
 
 TRANSPORTS = [pytest.param("tcp", id="tcp"), pytest.param("rtu", id="rtu-over-pty")]
@@ -19,15 +20,6 @@ TRANSPORTS = [pytest.param("tcp", id="tcp"), pytest.param("rtu", id="rtu-over-pt
 def run(coro: Coroutine[Any, Any, None]) -> None:
     """Run one async scenario; a hung scenario fails instead of blocking the suite."""
     asyncio.run(asyncio.wait_for(coro, timeout=10))
-
-
-async def wait_until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll until condition holds; a generous bound so a broken driver fails rather than hangs."""
-    for _ in range(200):
-        if await condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"never happened: {what}")
 
 
 @asynccontextmanager
@@ -82,7 +74,7 @@ def test_passage_complete_goes_high_after_a_pulse(transport: str) -> None:
         async with relay_board(transport) as (_sim, barrier):
             assert await barrier.read_inputs() == BarrierInputs(passage_complete=False, fire_alarm=False)
             await barrier.pulse_open()
-            await wait_until(lambda: passage_seen(barrier), "passage_complete after the pulse")
+            await eventually(lambda: passage_seen(barrier), "passage_complete after the pulse", 4.0, interval=0.02)
 
     run(scenario())
 
@@ -133,7 +125,7 @@ def test_inputs_on_other_addresses_and_unconfigured_inputs() -> None:
             sim.set_fire_alarm(True)
             await barrier.pulse_open()
             assert sim.coils[3] is False and sim.open_count == 1
-            await wait_until(lambda: passage_seen(barrier), "passage on input 5")
+            await eventually(lambda: passage_seen(barrier), "passage on input 5", 4.0, interval=0.02)
             assert (await barrier.read_inputs()).fire_alarm is True
         async with relay_board("tcp", passage_input=None, fire_alarm_input=None) as (_sim, bare):
             assert await bare.read_inputs() == BarrierInputs(passage_complete=None, fire_alarm=None)
@@ -202,11 +194,7 @@ def test_cancelled_pulse_still_switches_the_coil_off() -> None:
     async def scenario() -> None:
         async with relay_board("tcp", pulse_ms=10_000) as (sim, barrier):
             pulse = asyncio.create_task(barrier.pulse_open())
-
-            async def coil_is_on() -> bool:
-                return sim.coil_on
-
-            await wait_until(coil_is_on, "coil on during the pulse")
+            await eventually(lambda: sim.coil_on, "coil on during the pulse", 4.0, interval=0.02)
             pulse.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await pulse

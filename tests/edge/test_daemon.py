@@ -16,6 +16,7 @@ from drivers.scanner import FakeScanner
 from edge.config import EdgeConfig, parse_config
 from edge.daemon import Debouncer, GateDaemon, Handled, Scan
 from edge.store import GateStore, GateStoreReader
+from harness.processes import eventually
 from harness.relay_sim import RelayBoardSim
 from harness.tickets import NOW, make_ticket, sign
 from models import ProductKind, TicketStatus
@@ -51,10 +52,9 @@ class Clock:
 async def with_daemon(daemon: GateDaemon, body: Callable[[], Awaitable[None]]) -> None:
     task = asyncio.create_task(daemon.run())
     try:
-        for _ in range(100):
-            if daemon.controller.healthy or daemon.controller.last_error:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(
+            lambda: daemon.controller.healthy or daemon.controller.last_error, "the barrier connected or failed", 1.0
+        )
         await body()
     finally:
         daemon.request_stop()
@@ -126,10 +126,7 @@ def test_dead_barrier_denies_with_barrier_fault_and_recovers_when_it_returns(
         assert (handled.entry.outcome.value, handled.entry.code) == ("deny", "barrier_fault")
         assert barrier.pulses == 0
         barrier.fail = False
-        for _ in range(100):
-            if daemon.controller.healthy:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: daemon.controller.healthy, "the barrier reconnected", 2.0, interval=0.02)
         clock.now += timedelta(seconds=10)
         handled = await daemon.handle(token, "test")
         assert (handled.entry.code, handled.entry.passed) == ("ok", True)
@@ -186,19 +183,11 @@ def test_fire_alarm_releases_the_barrier_admits_freely_and_is_journaled(
 
     async def body() -> None:
         barrier.fire_alarm = True
-        for _ in range(100):
-            if barrier.hold_open:
-                break
-            await asyncio.sleep(0.02)
-        assert barrier.hold_open
+        await eventually(lambda: barrier.hold_open, "the fire alarm released the barrier", 2.0, interval=0.02)
         handled = await daemon.handle(b"\xffnot a ticket", "test")
         assert (handled.entry.outcome.value, handled.entry.code, handled.entry.counted) == ("admit", "emergency", False)
         barrier.fire_alarm = False
-        for _ in range(100):
-            if not barrier.hold_open:
-                break
-            await asyncio.sleep(0.02)
-        assert not barrier.hold_open
+        await eventually(lambda: not barrier.hold_open, "the barrier closed after the alarm", 2.0, interval=0.02)
         handled = await daemon.handle(b"\xffnot a ticket", "test")
         assert handled.entry.code == "unreadable"
 
@@ -216,10 +205,7 @@ def test_codes_from_the_scanner_are_decided_in_order_and_line_noise_is_only_coun
     daemon, _ = build(tmp_path, signing_key, FakeBarrier(), scanner=scanner, on_handled=seen.append)
 
     async def body() -> None:
-        for _ in range(200):
-            if len(seen) == 2:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: len(seen) == 2, "both codes decided", 2.0)
 
     asyncio.run(with_daemon(daemon, body))
     assert [h.entry.code for h in seen] == ["ok", "unknown_ticket"]
@@ -249,21 +235,10 @@ def test_a_failing_decision_never_stops_the_gate(tmp_path: Path, signing_key: Ed
     daemon.service.evaluate = flaky  # type: ignore[method-assign]
 
     async def body() -> None:
-        for _ in range(200):
-            if seen:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: seen, "the code after the failing one decided", 2.0)
 
     asyncio.run(with_daemon(daemon, body))
     assert [h.entry.code for h in seen] == ["unknown_ticket"]
-
-
-async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.01)):
-        if cond():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached")
 
 
 def test_without_a_passage_sensor_the_entry_counts_on_open(tmp_path: Path, signing_key: Ed25519PrivateKey) -> None:
@@ -297,9 +272,9 @@ def test_stopping_while_a_skier_is_in_the_turnstile_still_counts_the_passage(
 
     async def main() -> None:
         task = asyncio.create_task(daemon.run())
-        await until(lambda: daemon.controller.healthy)
+        await eventually(lambda: daemon.controller.healthy, "the barrier connected", 5.0)
         handling = asyncio.create_task(daemon.handle(scanner_token, "test"))
-        await until(lambda: barrier.pulses == 1)
+        await eventually(lambda: barrier.pulses == 1, "the barrier pulsed open", 5.0)
         daemon.request_stop()  # SIGTERM arrives mid-passage
         await asyncio.wait_for(task, 10)
         await handling
@@ -316,7 +291,7 @@ def test_emergency_keep_open_holds_the_barrier_and_pulses_nothing(
     daemon, _ = build(tmp_path, signing_key, barrier, gate={"emergency_open": True})
 
     async def body() -> None:
-        await until(lambda: barrier.hold_open)
+        await eventually(lambda: barrier.hold_open, "the barrier held open", 5.0)
         handled = await daemon.handle(b"anything at all", "test")
         assert (handled.entry.code, handled.entry.counted, handled.entry.resolution) == (
             "emergency",
@@ -337,9 +312,9 @@ def test_fire_alarm_during_a_pending_admission_releases_the_barrier(
 
     async def body() -> None:
         handling = asyncio.create_task(daemon.handle(token, "test"))
-        await until(lambda: barrier.pulses == 1)
+        await eventually(lambda: barrier.pulses == 1, "the barrier pulsed open", 5.0)
         barrier.fire_alarm = True
-        await until(lambda: barrier.hold_open)
+        await eventually(lambda: barrier.hold_open, "the fire alarm released the barrier", 5.0)
         handled = await handling
         assert (handled.entry.code, handled.entry.counted) == ("ok", False)
 
@@ -360,7 +335,7 @@ def test_a_journal_failure_on_fire_alarm_still_releases_the_barrier(
 
     async def body() -> None:
         barrier.fire_alarm = True
-        await until(lambda: barrier.hold_open)
+        await eventually(lambda: barrier.hold_open, "the fire alarm released the barrier", 5.0)
         handled = await daemon.handle(b"\xff", "test")
         assert handled.entry.code == "emergency"
 
@@ -395,11 +370,11 @@ def test_a_read_that_waited_behind_a_passage_too_long_is_dropped(
         loop = asyncio.get_running_loop()
         daemon._offer(loop, b"UNKNOWN001", "scanner")
         daemon._offer(loop, b"UNKNOWN002", "scanner")
-        await until(lambda: len(seen) == 2)
+        await eventually(lambda: len(seen) == 2, "two reads decided", 5.0)
         stale = Scan(b"UNKNOWN003", "scanner", daemon.clock(), time.monotonic() - 10)
         daemon.intake.put(stale)
         daemon._offer(loop, b"UNKNOWN004", "scanner")
-        await until(lambda: len(seen) == 3)
+        await eventually(lambda: len(seen) == 3, "the fresh read decided", 5.0)
 
     asyncio.run(with_daemon(daemon, body))
     assert [h.data for h in seen] == [b"UNKNOWN001", b"UNKNOWN002", b"UNKNOWN004"]
@@ -421,7 +396,7 @@ def test_an_input_that_throws_is_logged_and_read_again(tmp_path: Path, signing_k
     daemon, _ = build(tmp_path, signing_key, FakeBarrier(), scanner=scanner, on_handled=seen.append)
 
     async def body() -> None:
-        await until(lambda: len(seen) == 1)
+        await eventually(lambda: len(seen) == 1, "the read decided after the input's error", 5.0)
 
     asyncio.run(with_daemon(daemon, body))
     assert seen[0].entry.code == "unknown_ticket"

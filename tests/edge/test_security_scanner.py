@@ -33,6 +33,7 @@ from edge.config import parse_config
 from edge.daemon import Debouncer, GateDaemon, Handled
 from edge.intake import Intake, Scan
 from edge.store import GateStore
+from harness.processes import eventually
 from harness.tickets import NOW, make_ticket, sign
 from models.credential import _MAX_INPUT, Invalid, could_be_credential, parse, public_key_b64
 
@@ -126,14 +127,6 @@ def build(
     return daemon, store
 
 
-async def until(cond: Callable[[], bool], what: str) -> None:
-    for _ in range(int(BOUND_S / 0.01)):
-        if cond():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"not reached: {what}")
-
-
 def decided(seen: list[Handled], n: int, source: str | None = None) -> Callable[[], bool]:
     """Whether n reads (from `source`, or from any input) have been decided."""
     return lambda: sum(source in (None, h.source) for h in seen) == n
@@ -142,7 +135,7 @@ def decided(seen: list[Handled], n: int, source: str | None = None) -> Callable[
 async def running(daemon: GateDaemon, body: Callable[[], Awaitable[None]]) -> None:
     task = asyncio.create_task(daemon.run())
     try:
-        await until(lambda: daemon.controller.healthy, "the barrier connected")
+        await eventually(lambda: daemon.controller.healthy, "the barrier connected", BOUND_S)
         await body()
     finally:
         daemon.request_stop()
@@ -170,9 +163,11 @@ def test_twenty_thousand_garbage_lines_on_the_scanner_cannot_crowd_out_one_skier
             before, after = garbage[cut[2 * i] : cut[2 * i + 1]], garbage[cut[2 * i + 1] : cut[2 * i + 2]]
             # The flood goes on before, with and after the skier's scan, while the gate decides.
             await asyncio.to_thread(pty.write, b"\r\n".join([*before, token, *after]) + b"\r\n")
-            await until(decided(seen, i + 1), f"skier {i + 1} decided")
+            await eventually(decided(seen, i + 1), f"skier {i + 1} decided", BOUND_S)
             mono.t += 2.0
-        await until(lambda: sum(daemon.intake.drops.get("scanner", {}).values()) == GARBAGE, "all noise read")
+        await eventually(
+            lambda: sum(daemon.intake.drops.get("scanner", {}).values()) == GARBAGE, "all noise read", BOUND_S
+        )
 
     asyncio.run(running(daemon, body))
     assert [h.data for h in seen] == genuine
@@ -234,10 +229,10 @@ def test_a_flood_of_plausible_codes_on_the_scanner_does_not_starve_skiers_at_the
 
     async def body() -> None:
         flooder.start()
-        await until(lambda: any(h.source == "scanner" for h in seen), "the flood reached the decisions")
+        await eventually(lambda: any(h.source == "scanner" for h in seen), "the flood reached the decisions", BOUND_S)
         for i, token in enumerate(genuine):
             phone.shown.put(token)
-            await until(decided(seen, i + 1, "camera"), f"skier {i + 1} decided")
+            await eventually(decided(seen, i + 1, "camera"), f"skier {i + 1} decided", BOUND_S)
             mono.t += 2.0
         stop.set()
         await asyncio.to_thread(flooder.join, BOUND_S)
