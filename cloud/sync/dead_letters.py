@@ -72,6 +72,8 @@ def refused(site: str, gate: str, reason: Reason, detail: str, raw: bytes | str,
             doc = json.loads(data)
         except ValueError:
             doc = None
+        except RecursionError:  # `[[[[...` deeper than Python's stack: not JSON the cloud can read
+            reason, detail = "malformed", f"too deeply nested: {detail}"
     value = doc.get("event_id") if isinstance(doc, dict) else None
     event_id = uuid.UUID(value) if isinstance(value, str) and _UUID.fullmatch(value) else None
     fingerprint = str(event_id) if event_id is not None else hashlib.sha256(data).hexdigest()
@@ -109,6 +111,8 @@ def batch_items(site: str, gate: str, payload: bytes) -> list[Refused]:
         items = json.loads(payload).get("events")
     except (ValueError, AttributeError):
         return []
+    except RecursionError:
+        return [refused(site, gate, "malformed", "the batch", payload)]  # its events unread: one letter
     out = []
     for i, item in enumerate(items if isinstance(items, list) else []):
         text = json.dumps(item)

@@ -220,3 +220,23 @@ def test_two_consumers_storing_one_dead_letter_at_once_make_one_row_counted_twic
     [letter] = letters(app)
     assert (letter.event_id, letter.times) == (bad.event_id, 2)
     assert dict(out.refused) == {(SITE, gate): [RefusedEvent(event_id=bad.event_id, reason="too_long")]}
+
+
+@pytest.mark.parametrize(
+    ("leaf", "payload"),
+    [
+        pytest.param("events", b"[" * 100_000, id="nested-list"),
+        pytest.param("events", b'{"schema_version": 1, "events": ' + b"[" * 100_000, id="nested-batch"),
+        pytest.param("status", b'{"site": ' + b'{"a": ' * 50_000, id="nested-status"),
+    ],
+)
+def test_a_message_nested_too_deep_for_a_json_parser_is_one_dead_letter(
+    app: FastAPI, gate: str, leaf: str, payload: bytes
+) -> None:
+    out = send(app, f"{topics.ROOT}/{SITE}/gate/{gate}/{leaf}", payload)
+
+    assert out.dead_letters == 1
+    [letter] = letters(app)
+    assert (letter.reason, letter.event_id, letter.times) == ("malformed", None, 1)
+    assert "too deeply nested" in letter.detail
+    assert len(letter.raw) == RAW_MAX
