@@ -13,13 +13,12 @@ import queue
 import socket
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -44,7 +43,7 @@ from cloud.tickets.models import Ticket
 from cloud.tickets.service import wire_ticket
 from harness.api import Api
 from harness.mosquitto import find_mosquitto
-from harness.processes import free_port
+from harness.processes import free_port, wait_until
 from harness.tickets import counted_passage
 from models import PassageEvent, TicketStatus
 from models import Ticket as WireTicket
@@ -68,7 +67,7 @@ from sync import topics
 from tests.cloud.api import make_product, next_weekday
 from tests.cloud.paid_orders import add_holder, another_customer, pay, sell, sell_paid
 
-T = TypeVar("T")
+BOUND_S = 15.0  # a bound on waiting for the broker and the cloud, never an assertion about speed
 SITE = "nanshan"  # the conftest site's code
 
 
@@ -96,7 +95,7 @@ class Broker:
             self.process = subprocess.Popen(
                 [find_mosquitto(), "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT
             )
-        eventually(lambda: _accepts(self.port), what=f"mosquitto listening on {self.port}")
+        wait_until(lambda: _accepts(self.port), f"mosquitto listening on {self.port}", BOUND_S)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -122,18 +121,6 @@ def _accepts(port: int) -> bool:
         return True
     except OSError:
         return False
-
-
-def eventually(check: Callable[[], T], *, what: str = "condition", timeout: float = 15.0) -> T:
-    """Poll `check` until it returns something truthy (a deadline, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 class Peer:
@@ -283,7 +270,7 @@ def test_sold_tickets_reach_the_site_feed_in_sequence_and_are_marked_published(
         with app.state.sessionmaker() as session:
             return session.scalar(select(func.count()).where(FeedChange.published_at.is_(None))) == 0
 
-    eventually(all_published, what="published_at set after the PUBACKs")
+    wait_until(all_published, "published_at set after the PUBACKs", BOUND_S)
 
 
 def test_a_refund_puts_a_revocation_on_the_feed(
@@ -358,7 +345,7 @@ def test_changes_committed_while_the_broker_is_down_are_published_when_it_is_bac
     assert [m.seq for m in feed_messages(listener, 1)] == [1]
 
     broker.stop()
-    eventually(lambda: not sync.connected.is_set(), what="the cloud noticing")
+    wait_until(lambda: not sync.connected.is_set(), "the cloud noticing", BOUND_S)
     sell_paid(app, api, site["id"], day_product["id"], next_weekday(), quantity=2)
     broker.start()
 
@@ -369,7 +356,7 @@ def test_changes_committed_while_the_broker_is_down_are_published_when_it_is_bac
         with app.state.sessionmaker() as session:
             return session.scalar(select(func.count()).where(FeedChange.published_at.is_(None))) == 0
 
-    eventually(all_published, what="published_at set after the restart")
+    wait_until(all_published, "published_at set after the restart", BOUND_S)
 
 
 @pytest.mark.parametrize("heartbeat_s", [0.2])
@@ -393,14 +380,14 @@ def test_the_feed_head_goes_out_retained_as_a_heartbeat_and_counts_only_publishe
     retained = next_head(peers(topics.head(SITE)))  # a new subscriber gets the last head at once
     assert retained.site == SITE and retained.seq <= head
     listener = peers(topics.head(SITE))
-    eventually(lambda: next_head(listener).seq == head, what="a heartbeat at the head")
+    wait_until(lambda: next_head(listener).seq == head, "a heartbeat at the head", BOUND_S)
     beats = [next_head(listener) for _ in range(3)]
     assert [h.seq for h in beats] == [head] * 3, "heartbeats keep coming while nothing changes"
     assert beats[0].at < beats[1].at < beats[2].at
 
     # Changes committed while the broker is away are not published: the head does not claim them.
     broker.stop()
-    eventually(lambda: not sync.connected.is_set(), what="the cloud noticing")
+    wait_until(lambda: not sync.connected.is_set(), "the cloud noticing", BOUND_S)
     with app.state.sessionmaker() as session:
         feed.append_change(session, site["id"], StatusChange(ticket_id="1", status=TicketStatus.BLOCKED))
         session.commit()
@@ -409,7 +396,7 @@ def test_the_feed_head_goes_out_retained_as_a_heartbeat_and_counts_only_publishe
         assert (code, seq, as_of) == (SITE, head, blocked_at), "as of just before the unpublished change"
     broker.start()
     after = peers(topics.head(SITE))
-    eventually(lambda: next_head(after).seq == head + 1, what="the head after the restart")
+    wait_until(lambda: next_head(after).seq == head + 1, "the head after the restart", BOUND_S)
 
 
 def test_a_new_feed_epoch_goes_out_on_the_feed_the_head_and_the_snapshot(
@@ -705,7 +692,7 @@ def test_events_are_not_acknowledged_before_their_commit_and_come_again_after_a_
     gate = peers(topics.acks(SITE, "g1"))
     event = passage(ticket)
     gate.publish(topics.events(SITE, "g1"), event.model_dump_json())
-    eventually(lambda: len(attempts) >= 2, what="the store retried")
+    wait_until(lambda: len(attempts) >= 2, "the store retried", BOUND_S)
     down.stop()  # a crash before any commit: nothing was acknowledged
     assert gate.messages.empty()
 
@@ -764,7 +751,7 @@ def test_gate_status_shows_online_state_feed_seq_outbox_depth_and_last_seen(
         assert (body["site_code"], body["feed_seq"]) == (SITE, 2)  # a gate roster per gate added
         return dict(next(g for g in body["gates"] if g["code"] == code))
 
-    g1 = eventually(lambda: (s := status_of("g1"))["state"] == "online" and s, what="g1 online")
+    g1 = wait_until(lambda: (s := status_of("g1"))["state"] == "online" and s, "g1 online", BOUND_S)
     assert (g1["feed_seq"], g1["outbox_depth"]) == (3, 2)
     assert g1["last_seen"] is not None and g1["reported_at"] is not None
     assert status_of("g2") | {"gate_id": 0} == {
@@ -787,19 +774,19 @@ def test_gate_status_shows_online_state_feed_seq_outbox_depth_and_last_seen(
         site=SITE, gate="g1", state="offline", feed_seq=1, outbox_depth=0, at=reported - timedelta(hours=1)
     )
     gate.publish(topics.status(SITE, "g1"), will.model_dump_json(), retain=True)
-    g1 = eventually(lambda: (s := status_of("g1"))["state"] == "offline" and s, what="g1 offline")
+    g1 = wait_until(lambda: (s := status_of("g1"))["state"] == "offline" and s, "g1 offline", BOUND_S)
     assert (g1["feed_seq"], g1["outbox_depth"]) == (3, 2)  # the last figures it reported
 
     back = GateStatus(site=SITE, gate="g1", state="online", feed_seq=4, outbox_depth=9, at=utcnow())
     gate.publish(topics.status(SITE, "g1"), back.model_dump_json(), retain=True)
-    eventually(lambda: status_of("g1")["state"] == "online", what="g1 back online")
+    wait_until(lambda: status_of("g1")["state"] == "online", "g1 back online", BOUND_S)
     bye = back.model_copy(update={"state": "offline", "outbox_depth": 0, "at": utcnow() + timedelta(seconds=1)})
     gate.publish(topics.status(SITE, "g1"), bye.model_dump_json(), retain=True)  # a clean shutdown
-    g1 = eventually(lambda: (s := status_of("g1"))["state"] == "offline" and s, what="g1 offline again")
+    g1 = wait_until(lambda: (s := status_of("g1"))["state"] == "offline" and s, "g1 offline again", BOUND_S)
     assert (g1["feed_seq"], g1["outbox_depth"]) == (4, 0)
 
     gate.publish(topics.status(SITE, "g2"), b"offline", retain=True)  # a bare Last Will: state only
-    g2 = eventually(lambda: (s := status_of("g2"))["state"] == "offline" and s, what="g2 offline")
+    g2 = wait_until(lambda: (s := status_of("g2"))["state"] == "offline" and s, "g2 offline", BOUND_S)
     assert (g2["feed_seq"], g2["outbox_depth"], g2["reported_at"]) == (0, 0, None)
 
 
@@ -816,10 +803,10 @@ def test_a_gate_that_says_its_name_is_wrong_shows_so_in_the_back_office_until_it
         body = api.as_(Role.GATE_TECH).get(f"/api/v1/sites/{site['id']}/gates/status").json()
         return dict(next(g for g in body["gates"] if g["code"] == "g1"))
 
-    eventually(lambda: g1()["problem"] == problem, what="the gate's problem shown")
+    wait_until(lambda: g1()["problem"] == problem, "the gate's problem shown", BOUND_S)
     fixed = wrong.model_copy(update={"problem": None, "at": utcnow() + timedelta(seconds=1)})
     gate.publish(topics.status(SITE, "g1"), fixed.model_dump_json(), retain=True)
-    eventually(lambda: g1()["problem"] is None, what="the problem cleared")
+    wait_until(lambda: g1()["problem"] is None, "the problem cleared", BOUND_S)
 
 
 def test_gate_status_checksums_are_compared_with_the_clouds_on_request(
@@ -853,7 +840,7 @@ def test_gate_status_checksums_are_compared_with_the_clouds_on_request(
         gates = {g["code"]: g for g in body["gates"]}
         return gates if all(g["checksum_seq"] is not None for g in gates.values()) else None
 
-    gates = eventually(verified, what="the three statuses stored")
+    gates = wait_until(verified, "the three statuses stored", BOUND_S)
     assert gates is not None
     assert {code: g["in_step"] for code, g in gates.items()} == {"g1": True, "g2": False, "g3": None}
     assert {code: (g["checksum_seq"], g["checksum"]) for code, g in gates.items()} == reports
