@@ -39,6 +39,7 @@ from cloud.staff import service as staff
 from cloud.staff.models import Staff
 from harness.api import Api
 from harness.cloud import live_server
+from harness.processes import wait_until
 from tests.cloud.api import make_product, next_weekday
 from tests.cloud.wechat_platform import WechatPlatform
 
@@ -162,13 +163,13 @@ def wait_until_stuck_or_answered(app: FastAPI, answers: list[Future[httpx.Respon
     query = text(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
     )
-    for _ in range(1200):
+
+    def stuck_or_answered() -> bool:
         with app.state.engine.connect() as c:
             waiting = c.scalar(query) or 0
-        if waiting + sum(a.done() for a in answers) >= len(answers):
-            return
-        threading.Event().wait(0.05)
-    raise AssertionError("the requests neither waited for the rival nor were answered")
+        return waiting + sum(a.done() for a in answers) >= len(answers)
+
+    wait_until(stuck_or_answered, "every request answered or waiting for the lock the rival holds", 60.0, interval=0.05)
 
 
 def send_while_rival_holds(
