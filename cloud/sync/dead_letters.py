@@ -10,6 +10,14 @@ event, only its raw text, cut at `RAW_MAX`.
 It is stored in the same transaction as the good events of its message; then the broker's message
 is acknowledged and the gate's `EventAck` names each dead letter's event id (when one could be
 read) under `refused`, so the gate drops it from its outbox instead of resending it for ever.
+
+The table is bounded: a gate (the site and gate of the topic, which the broker lets only that
+gate's login publish on) keeps at most `DEAD_LETTERS_PER_GATE` distinct letters, the first ones;
+the same letter again only counts on its row. Once a gate has that many, each further distinct
+letter is counted, not kept, on the gate's one `overflow` row (its detail says how many, its raw
+text is the last one's; logged as a WARNING), so nothing is silent and a gate sending endless new
+junk costs at most about 4 MB. Deleting rows (SQL: there is no route for it) makes room again.
+
 A message whose topic names no gate (`sync.topics.parse_gate_topic`) has nowhere to be filed or
 answered: it is only logged.
 """
@@ -18,16 +26,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import groupby
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import String, cast, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -39,11 +49,15 @@ from models import PassageEvent
 from models.sync import RefusedEvent
 
 RAW_MAX = 4096  # characters of the raw text kept
-DETAIL_MAX = 200
+DETAIL_MAX = 200  # characters
+DEAD_LETTERS_PER_GATE = 1000  # distinct letters kept per topic gate, its overflow row aside
+OVERFLOW = "overflow"  # the fingerprint of a gate's overflow row (neither a UUID nor a hash)
+_KEY = ["site_code", "gate_code", "fingerprint"]
 
 Reason = Literal["malformed", "too_long", "out_of_range", "wrong_gate", "wrong_topic"]
 _TOO_LONG = {"string_too_long", "too_long", "bytes_too_long"}
 _RANGE = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+log = logging.getLogger("starfish.cloud.sync")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
@@ -124,11 +138,12 @@ def batch_items(site: str, gate: str, payload: bytes) -> list[Refused]:
 
 
 def store(session: Session, letters: Sequence[Refused], now: datetime) -> dict[tuple[str, str], list[RefusedEvent]]:
-    """Keep each dead letter (one row per topic gate and fingerprint, counted); no commit.
+    """Keep each dead letter (one row per topic gate and fingerprint, counted, within the gate's bound); no commit.
 
     One `INSERT ... ON CONFLICT DO UPDATE` in the caller's transaction: two consumers storing the same
     letter at once (a redelivery, `cloud serve --workers 2`) make one row counted twice, never a
-    unique violation. Returns, per (site, gate) code, the refused event ids to name in that gate's `EventAck`.
+    unique violation. Returns, per (site, gate) code, the refused event ids to name in that gate's
+    `EventAck` (a letter counted on the overflow row is refused all the same).
     """
     named: dict[tuple[str, str], dict[uuid.UUID, RefusedEvent]] = defaultdict(dict)
     if not letters:
@@ -142,9 +157,54 @@ def store(session: Session, letters: Sequence[Refused], now: datetime) -> dict[t
         counted[key] = (first, times + 1)  # one row of a statement may not be updated twice
         if d.event_id is not None:
             named[(d.site, d.gate)][d.event_id] = RefusedEvent(event_id=d.event_id, reason=d.reason)
-    rows = [_row(*counted[key], sites.get(key[0]), now) for key in sorted(counted)]  # one lock order
-    _upsert(session, rows)
+    rows: list[dict[str, Any]] = []
+    # Gate by gate in one order (the advisory locks), each gate's letters in the order they came.
+    for (site, gate), group in groupby(sorted(counted, key=lambda key: key[:2]), key=lambda key: key[:2]):
+        keys = list(group)
+        known, free = _room(session, site, gate, [fingerprint for _, _, fingerprint in keys])
+        new = [key for key in keys if key[2] not in known]
+        kept = [key for key in keys if key[2] in known] + new[:free]
+        rows.extend(_row(*counted[key], sites.get(site), now) for key in kept)
+        if over := new[free:]:
+            not_kept = sum(counted[key][1] for key in over)
+            log.warning(
+                "gate %s/%s: %d dead letters not kept, it has %d already", site, gate, not_kept, DEAD_LETTERS_PER_GATE
+            )
+            _count_overflow(session, counted[over[-1]][0], not_kept, sites.get(site), now)
+    if rows:
+        _upsert(session, rows)
     return {key: list(by_id.values()) for key, by_id in named.items()}
+
+
+def _room(session: Session, site: str, gate: str, fingerprints: list[str]) -> tuple[set[str], int]:
+    """Which of `fingerprints` the gate has a row for, and how many more distinct letters it may keep."""
+    if session.get_bind().dialect.name == "postgresql":
+        # Until commit: two consumers counting the same gate's rows at once would both see room.
+        # (SQLite's BEGIN IMMEDIATE already makes writers take turns, `cloud.db.make_engine`.)
+        lock = int.from_bytes(hashlib.sha256(f"dead_letters/{site}/{gate}".encode()).digest()[:8], "big", signed=True)
+        session.execute(select(func.pg_advisory_xact_lock(lock)))
+    mine = (DeadLetter.site_code == site) & (DeadLetter.gate_code == gate)
+    known = set(session.scalars(select(DeadLetter.fingerprint).where(mine, DeadLetter.fingerprint.in_(fingerprints))))
+    held = session.scalar(select(func.count()).where(mine, DeadLetter.fingerprint != OVERFLOW)) or 0
+    return known, max(0, DEAD_LETTERS_PER_GATE - held)
+
+
+def _count_overflow(session: Session, last: Refused, times: int, site_id: int | None, now: datetime) -> None:
+    """Count `times` more letters not kept on the gate's overflow row; its raw text is the last one's."""
+    tail = f" dead letters not kept: the gate has {DEAD_LETTERS_PER_GATE} already; raw is the last of them"
+    row = {**_row(last, times, site_id, now), "fingerprint": OVERFLOW, "event_id": None, "reason": "overflow"}
+    stmt = _insert(session)(DeadLetter).values({**row, "detail": f"{times}{tail}"})
+    session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=_KEY,
+            set_={
+                "times": DeadLetter.times + stmt.excluded.times,
+                "last_received_at": stmt.excluded.last_received_at,
+                "detail": cast(DeadLetter.times + stmt.excluded.times, String) + literal(tail),
+                "raw": stmt.excluded.raw,
+            },
+        )
+    )
 
 
 def _row(d: Refused, times: int, site_id: int | None, now: datetime) -> dict[str, Any]:
@@ -165,24 +225,28 @@ def _row(d: Refused, times: int, site_id: int | None, now: datetime) -> dict[str
 
 def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert `rows`; a row already kept keeps its text and counts `times` more."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(DeadLetter).values(rows)
+    stmt = _insert(session)(DeadLetter).values(rows)
     session.execute(
         stmt.on_conflict_do_update(
-            index_elements=["site_code", "gate_code", "fingerprint"],
+            index_elements=_KEY,
             set_={"times": DeadLetter.times + stmt.excluded.times, "last_received_at": stmt.excluded.last_received_at},
         )
     )
 
 
-def listed(session: Session, site_id: int, *, limit: int = 100) -> list[DeadLetterOut]:
-    """The site's dead letters, the most recently received first."""
+def _insert(session: Session) -> Callable[[type[DeadLetter]], postgresql.Insert | sqlite.Insert]:
+    """The dialect's INSERT, which has ON CONFLICT."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def listed(session: Session, site_id: int, *, limit: int = 100, offset: int = 0) -> list[DeadLetterOut]:
+    """The site's dead letters, the most recently received first, from the `offset`-th on."""
     get_site(session, site_id)
     rows = session.scalars(
         select(DeadLetter)
         .where(DeadLetter.site_id == site_id)
         .order_by(DeadLetter.last_received_at.desc(), DeadLetter.id.desc())
+        .offset(offset)
         .limit(limit)
     )
     return [DeadLetterOut.model_validate(row, from_attributes=True) for row in rows]

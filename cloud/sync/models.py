@@ -120,7 +120,8 @@ class DeadLetter(Base):
     Not a quarantined event (well formed, judged impossible): there is no event here, only the raw text,
     cut at `cloud.sync.dead_letters.RAW_MAX` characters. `site_code`/`gate_code` are the topic's.
     One row per (topic's site, gate, `fingerprint`): the event id when one could be read, else a hash
-    of the raw text; the same again counts in `times`.
+    of the raw text; the same again counts in `times`. At most
+    `cloud.sync.dead_letters.DEAD_LETTERS_PER_GATE` rows per gate, plus its `overflow` row.
     """
 
     __tablename__ = "dead_letters"

@@ -7,7 +7,7 @@ from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from sqlalchemy import select
 
-from cloud.deps import IdPath, Principal, Role, SessionDep, SettingsDep, TransactionScopedRoute, require
+from cloud.deps import MAX_ID, IdPath, Principal, Role, SessionDep, SettingsDep, TransactionScopedRoute, require
 from cloud.errors import Unauthorized
 from cloud.sites.models import Gate, Site
 from cloud.sites.schemas import CODE
@@ -70,11 +70,14 @@ def dead_letter_list(
     session: SessionDep,
     _: Admin,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID, description="How many of the newest to skip (the next page)")] = 0,
 ) -> list[DeadLetterOut]:
     """What the site's gates sent that the cloud refused unread (malformed, over its bounds, a status
-    naming another gate, the wrong topic), raw, the most recently received first. Not the quarantine:
-    those are well-formed events judged impossible. A gate is told its refused event ids and drops them."""
-    return dead_letters.listed(session, site_id, limit=limit)
+    naming another gate, the wrong topic), raw, the most recently received first, a page at a time
+    (a letter received again meanwhile moves to the first page). Not the quarantine: those are
+    well-formed events judged impossible. A gate is told its refused event ids and drops them. Each
+    gate keeps at most 1000 distinct letters; more are counted on its one `overflow` letter."""
+    return dead_letters.listed(session, site_id, limit=limit, offset=offset)
 
 
 @router.get(

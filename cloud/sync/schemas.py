@@ -59,10 +59,11 @@ class DeadLetterOut(BaseModel):
     event_id: uuid.UUID | None = Field(description="The event's id, when one could be read from the raw text")
     site_code: str = Field(description="The site of the topic it came on (what the broker authenticated)")
     gate_code: str = Field(description="The gate of the topic it came on")
-    reason: Literal["malformed", "too_long", "out_of_range", "wrong_gate", "wrong_topic"] = Field(
+    reason: Literal["malformed", "too_long", "out_of_range", "wrong_gate", "wrong_topic", "overflow"] = Field(
         description="malformed: not JSON, or not a valid event or status; too_long: a field or a list over "
         "its bound; out_of_range: a figure out of its range; wrong_gate: a status naming another site or "
-        "gate than its topic; wrong_topic: a message on a gate topic that is neither events nor status"
+        "gate than its topic; wrong_topic: a message on a gate topic that is neither events nor status; "
+        "overflow: the gate's one row counting (`times`) the letters not kept once it had 1000 others"
     )
     detail: str = Field(description="What was wrong, in short")
     raw: str = Field(description="The message or batch item as received (cut at 4096 characters)")

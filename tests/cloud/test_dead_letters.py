@@ -6,6 +6,7 @@ clock passed in.
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from sqlalchemy import select, text
 from cloud.db import utcnow
 from cloud.deps import Role
 from cloud.sync import dead_letters, inbound, service
-from cloud.sync.dead_letters import RAW_MAX, Refused
+from cloud.sync.dead_letters import DEAD_LETTERS_PER_GATE, RAW_MAX, Refused
 from cloud.sync.models import DeadLetter, GatePassage
 from harness.api import Api
 from models import Direction, Outcome, PassageEvent
@@ -240,3 +241,43 @@ def test_a_message_nested_too_deep_for_a_json_parser_is_one_dead_letter(
     assert (letter.reason, letter.event_id, letter.times) == ("malformed", None, 1)
     assert "too deeply nested" in letter.detail
     assert len(letter.raw) == RAW_MAX
+
+
+def junk_batch(numbers: range) -> str:
+    """A batch of distinct malformed events (no event id): each one a dead letter of its own."""
+    return json.dumps({"schema_version": 1, "events": [{"junk": n} for n in numbers]})
+
+
+def test_a_gate_keeps_at_most_its_bound_of_distinct_dead_letters_and_counts_the_rest_on_one_overflow_row(
+    app: FastAPI, gate: str
+) -> None:
+    assert DEAD_LETTERS_PER_GATE == 1000
+    send(app, topics.events(SITE, gate), junk_batch(range(0, 500)))
+    send(app, topics.events(SITE, gate), junk_batch(range(500, 1000)))
+    send(app, topics.events(SITE, gate), junk_batch(range(995, 1010)))  # 5 kept again, 10 new
+    send(app, topics.events(SITE, gate), junk_batch(range(1010, 1015)), seconds=30)
+    send(app, topics.events(SITE, "g2"), junk_batch(range(0, 1)))  # another gate has its own bound
+
+    mine = [letter for letter in letters(app) if letter.gate_code == gate]
+    assert len(mine) == DEAD_LETTERS_PER_GATE + 1
+    [overflow] = [letter for letter in mine if letter.reason == "overflow"]
+    assert (overflow.times, overflow.event_id) == (15, None)
+    assert overflow.detail.startswith("15 dead letters not kept")
+    assert overflow.last_received_at > overflow.received_at
+    assert sorted(letter.times for letter in mine if letter.reason != "overflow")[-6:] == [1, 2, 2, 2, 2, 2]
+    assert [letter.gate_code for letter in letters(app)].count("g2") == 1
+
+
+def test_the_back_office_pages_through_dead_letters_newest_first(
+    app: FastAPI, api: Api, site: dict[str, Any], gate: str
+) -> None:
+    for n in range(5):
+        send(app, topics.events(SITE, gate), junk_batch(range(n, n + 1)), seconds=n)
+    url = f"/api/v1/sync/sites/{site['id']}/dead-letters"
+
+    pages = [api.as_(Role.ADMIN).get(url, params={"limit": 2, "offset": offset}) for offset in (0, 2, 4, 6)]
+
+    assert [r.status_code for r in pages] == [200] * 4
+    assert [[json.loads(d["raw"])["junk"] for d in r.json()] for r in pages] == [[4, 3], [2, 1], [0], []]
+    assert api.as_(Role.ADMIN).get(url, params={"offset": -1}).status_code == 422
+    assert api.as_(Role.ADMIN).get(url, params={"limit": 1001}).status_code == 422
