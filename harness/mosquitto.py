@@ -1,5 +1,6 @@
 """A Mosquitto broker as a child process, from the config `sync.mosquitto` writes; for tests, the demo
-and the benchmark (production runs mosquitto as a system service with `starfish sync broker-config`).
+and the benchmark (production runs mosquitto as a system service with `starfish sync broker-config`);
+and `AnonymousBroker`, a plain one for tests of the sync protocol itself.
 """
 
 from __future__ import annotations
@@ -62,6 +63,32 @@ def find_mosquitto(binary: str | None = None, *, extra_dirs: Sequence[str] = _SB
 
 def _wildcard_to_loopback(host: str) -> str:
     return "127.0.0.1" if host in ("", "0.0.0.0") else ("::1" if host == "::" else host)
+
+
+def _wait_listening(child: ChildProcess, host: str, ports: Sequence[int], timeout: float) -> None:
+    """Return once the started broker accepts TCP connections on every port; `MosquittoError` with the
+    end of its log if it exits first, or (after killing it) if it does not listen within `timeout`."""
+    deadline = time.monotonic() + timeout
+    pending = list(ports)
+    while pending:
+        if not child.running:
+            raise _exited(child)
+        try:
+            with socket.create_connection((host, pending[0]), timeout=0.5):
+                pending.pop(0)
+                continue
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            child.kill()
+            raise MosquittoError(f"mosquitto did not listen on {pending} within {timeout}s")
+        time.sleep(0.02)
+    if not child.running:  # what answered was someone else, on a port we lost
+        raise _exited(child)
+
+
+def _exited(child: ChildProcess) -> MosquittoError:
+    return MosquittoError(f"mosquitto exited with {child.returncode} at start:\n{child.log_text()[-2000:]}")
 
 
 @dataclass
@@ -171,27 +198,7 @@ class MosquittoProcess:
     def _wait_ready(self) -> None:
         assert self._child is not None and self.port is not None
         ports = [self.port] + ([self.tls_port] if self.tls_port is not None and self.tls is not None else [])
-        deadline = time.monotonic() + self.startup_timeout
-        pending = list(ports)
-        while pending:
-            if not self._child.running:
-                raise self._exited()
-            try:
-                with socket.create_connection((self.connect_host, pending[0]), timeout=0.5):
-                    pending.pop(0)
-                    continue
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.kill()
-                raise MosquittoError(f"mosquitto did not listen on {pending} within {self.startup_timeout}s")
-            time.sleep(0.02)
-        if not self._child.running:  # what answered was someone else, on a port we lost
-            raise self._exited()
-
-    def _exited(self) -> MosquittoError:
-        code = self._child.returncode if self._child is not None else None
-        return MosquittoError(f"mosquitto exited with {code} at start:\n{self.log_text()[-2000:]}")
+        _wait_listening(self._child, self.connect_host, ports, self.startup_timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM: mosquitto saves its persistence file and exits; SIGKILL if it hangs."""
@@ -237,6 +244,77 @@ class MosquittoProcess:
     ) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+class AnonymousBroker:
+    """A plain Mosquitto for tests of the sync protocol itself: anyone may connect, on a loopback port
+    picked at construction, with its persistence in `directory`/data.
+
+    `stop()` (SIGTERM: it saves its persistence) and `start()` again: the same port, the same sessions
+    and retained messages. Production brokers are never anonymous: `MosquittoProcess` runs the ACL'd
+    config `sync.mosquitto` writes.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(self, directory: Path, *, binary: str | None = None, startup_timeout: float = 10.0) -> None:
+        self.directory = directory.resolve()  # the broker runs in the repository's folder
+        self.port = free_port(self.host)
+        self.binary = binary
+        self.startup_timeout = startup_timeout
+        self._child: ChildProcess | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._child is not None and self._child.running
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "mosquitto.log"
+
+    def _write_config(self) -> Path:
+        data = self.directory / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        # As root, mosquitto would switch to user "mosquitto", who cannot write a private temp dir.
+        user = f"user {pwd.getpwuid(os.geteuid()).pw_name}\n" if os.geteuid() == 0 else ""
+        conf = self.directory / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} {self.host}\nallow_anonymous true\n{user}"
+            f"persistence true\npersistence_location {data}/\n"
+        )
+        return conf
+
+    def start(self) -> Self:
+        """Start the broker; return once it accepts TCP connections (`MosquittoError` with its log if not)."""
+        if self.running:
+            return self
+        conf = self._write_config()
+        self._child = ChildProcess("mosquitto", [find_mosquitto(self.binary), "-c", str(conf)], self.log_path)
+        self._child.launch()
+        _wait_listening(self._child, self.host, [self.port], self.startup_timeout)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM: mosquitto saves its persistence file and exits; SIGKILL if it hangs."""
+        if self._child is not None:
+            self._child.stop(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash; whatever was not autosaved is lost."""
+        if self._child is not None:
+            self._child.kill()
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
 
 
 class Brokers:
