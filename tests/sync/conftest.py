@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from harness.mosquitto import Brokers, MosquittoFactory, MosquittoProcess
+from harness.mosquitto import AnonymousBroker, Brokers, MosquittoFactory, MosquittoProcess
 from harness.mqtt import BrokerClient, MqttClientFactory, connect_client
 
 if TYPE_CHECKING:
-    from tests.sync.test_gate_sync import Broker, SnapshotServer
+    from tests.sync.test_gate_sync import SnapshotServer
 
 
 @pytest.fixture
@@ -47,14 +47,10 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[MosquittoFactory]:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    """A plain anonymous Mosquitto (`tests.sync.test_gate_sync.Broker`), for the gate-sync tests."""
-    from tests.sync.test_gate_sync import Broker
-
-    b = Broker(tmp_path / "broker")
-    b.start()
-    yield b
-    b.stop()
+def broker(tmp_path: Path) -> Iterator[AnonymousBroker]:
+    """A plain anonymous Mosquitto (`harness.mosquitto.AnonymousBroker`), for the gate-sync tests."""
+    with AnonymousBroker(tmp_path / "broker") as b:
+        yield b
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -43,7 +42,7 @@ from edge.gate import GateService
 from edge.store import GateStore, JournalEntry
 from edge.sync_port import StorePort
 from harness.keys import KEY_ROOT, KEYSET_ROOT
-from harness.mosquitto import find_mosquitto
+from harness.mosquitto import AnonymousBroker
 from harness.processes import eventually, free_port, wait_until
 from harness.tickets import NOW, make_ticket, sign
 from models import Direction, GateConfig, Outcome, PassageEvent, ProductKind, Ticket, TicketStatus
@@ -73,39 +72,7 @@ USER, PASSWORD = "nanshan-g1", "gate-s3cret"
 DEADLINE = 10.0
 
 
-class Broker:
-    """A plain Mosquitto on a free loopback port: anonymous, persistent, restartable."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        (directory / "data").mkdir(parents=True, exist_ok=True)
-        # As root, mosquitto would drop to user `mosquitto`, who cannot write a pytest tmp dir.
-        user = "user root\n" if os.geteuid() == 0 else ""
-        (directory / "mosquitto.conf").write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{user}"
-            f"persistence true\npersistence_location {directory / 'data'}/\n"
-        )
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [find_mosquitto(), "-c", str(self.dir / "mosquitto.conf")],
-            stdout=subprocess.DEVNULL,
-            stderr=(self.dir / "mosquitto.log").open("ab"),
-        )
-        deadline = time.monotonic() + DEADLINE
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
-                return
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto did not start: {(self.dir / 'mosquitto.log').read_text()}")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: mosquitto saves its persistence file
-            self.proc.wait(DEADLINE)
+Broker = AnonymousBroker  # the name the other gate-sync tests import
 
 
 def sync_config(broker: Broker, snapshot_base: str, gate: str = "g1", **overrides: Any) -> SyncConfig:
