@@ -5,7 +5,9 @@ not JSON, not a valid event or status, a field or list over its bound (`too_long
 range, a status naming another site or gate than its topic (`wrong_gate`), a message on a gate
 topic that is neither events nor status (`wrong_topic`). It is not a quarantined event: that one
 is well formed and judged impossible (`service._refusal`), kept as an event; a dead letter has no
-event, only its raw text, cut at `RAW_MAX`.
+event, only its raw text: decoded as UTF-8 (an undecodable byte, and a NUL, as a `\\xNN` escape),
+cut at `RAW_MAX` characters. A batch's event is stored as `json.dumps(item, ensure_ascii=False)`:
+its characters as received, its spacing and escapes re-serialised.
 
 It is stored in the same transaction as the good events of its message; then the broker's message
 is acknowledged and the gate's `EventAck` names each dead letter's event id (when one could be
@@ -48,7 +50,7 @@ from cloud.sync.schemas import DeadLetterOut
 from models import PassageEvent
 from models.sync import RefusedEvent
 
-RAW_MAX = 4096  # characters of the raw text kept
+RAW_MAX = 4096  # characters of the raw text kept (an undecodable byte or a NUL is one 4-character escape)
 DETAIL_MAX = 200  # characters
 DEAD_LETTERS_PER_GATE = 1000  # distinct letters kept per topic gate, its overflow row aside
 OVERFLOW = "overflow"  # the fingerprint of a gate's overflow row (neither a UUID nor a hash)
@@ -73,14 +75,14 @@ class Refused:
     gate: str
     reason: Reason
     detail: str
-    raw: str  # cut at RAW_MAX
+    raw: str  # cut at RAW_MAX characters
     event_id: uuid.UUID | None
     fingerprint: str  # the event id, or a hash of the whole raw text: what makes a repeat one row
 
 
 def refused(site: str, gate: str, reason: Reason, detail: str, raw: bytes | str, doc: Any = None) -> Refused:
     """A dead letter of `raw` (a message, or one batch item as JSON; `doc` its decoded JSON if known)."""
-    data = raw.encode() if isinstance(raw, str) else raw
+    data = raw.encode("utf-8", "backslashreplace") if isinstance(raw, str) else raw
     if doc is None:
         try:
             doc = json.loads(data)
@@ -91,7 +93,8 @@ def refused(site: str, gate: str, reason: Reason, detail: str, raw: bytes | str,
     value = doc.get("event_id") if isinstance(doc, dict) else None
     event_id = uuid.UUID(value) if isinstance(value, str) and _UUID.fullmatch(value) else None
     fingerprint = str(event_id) if event_id is not None else hashlib.sha256(data).hexdigest()
-    text = storable(data[:RAW_MAX].decode("utf-8", "backslashreplace"))[:RAW_MAX]
+    # A character is at most 4 bytes of UTF-8: these bytes hold RAW_MAX whole characters.
+    text = storable(data[: 4 * RAW_MAX + 4].decode("utf-8", "backslashreplace"))[:RAW_MAX]
     return Refused(site, gate, reason, storable(detail)[:DETAIL_MAX], text, event_id, fingerprint)
 
 
@@ -129,7 +132,7 @@ def batch_items(site: str, gate: str, payload: bytes) -> list[Refused]:
         return [refused(site, gate, "malformed", "the batch", payload)]  # its events unread: one letter
     out = []
     for i, item in enumerate(items if isinstance(items, list) else []):
-        text = json.dumps(item)
+        text = json.dumps(item, ensure_ascii=False)  # as received, but for the spacing and escapes json chose
         try:
             PassageEvent.model_validate_json(text)
         except ValidationError as exc:

@@ -65,8 +65,11 @@ class DeadLetterOut(BaseModel):
         "gate than its topic; wrong_topic: a message on a gate topic that is neither events nor status; "
         "overflow: the gate's one row counting (`times`) the letters not kept once it had 1000 others"
     )
-    detail: str = Field(description="What was wrong, in short")
-    raw: str = Field(description="The message or batch item as received (cut at 4096 characters)")
+    detail: str = Field(description="What was wrong, in short (at most 200 characters)")
+    raw: str = Field(
+        description="The message or batch item as received (cut at 4096 characters; an undecodable byte or a "
+        "NUL written as a \\xNN escape; a batch item re-serialised as JSON, its characters unescaped)"
+    )
     received_at: datetime = Field(description="When it first came")
     last_received_at: datetime = Field(description="When it last came")
     times: int = Field(description="How often it came")

@@ -281,3 +281,15 @@ def test_the_back_office_pages_through_dead_letters_newest_first(
     assert [[json.loads(d["raw"])["junk"] for d in r.json()] for r in pages] == [[4, 3], [2, 1], [0], []]
     assert api.as_(Role.ADMIN).get(url, params={"offset": -1}).status_code == 422
     assert api.as_(Role.ADMIN).get(url, params={"limit": 1001}).status_code == 422
+
+
+def test_a_long_chinese_message_is_cut_at_a_character_and_a_batch_item_is_kept_as_written(
+    app: FastAPI, gate: str
+) -> None:
+    long = denial(code="南山" * 3000)
+    send(app, topics.events(SITE, gate), long.model_dump_json())
+    send(app, topics.events(SITE, gate), '{"schema_version": 1, "events": [{"code": "东门"}]}')
+
+    cut, item = letters(app)
+    assert cut.raw == long.model_dump_json()[:RAW_MAX]  # characters, none broken
+    assert item.raw == '{"code": "东门"}'
