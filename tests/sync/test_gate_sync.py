@@ -11,9 +11,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
-import signal
-import subprocess
 import sys
 import textwrap
 import threading
@@ -43,7 +40,7 @@ from edge.store import GateStore, JournalEntry
 from edge.sync_port import StorePort
 from harness.keys import KEY_ROOT, KEYSET_ROOT
 from harness.mosquitto import AnonymousBroker
-from harness.processes import eventually, free_port, wait_until
+from harness.processes import REPO, ChildProcess, eventually, free_port, wait_until
 from harness.tickets import NOW, make_ticket, sign
 from models import Direction, GateConfig, Outcome, PassageEvent, ProductKind, Ticket, TicketStatus
 from models.credential import public_key_b64
@@ -721,18 +718,19 @@ def test_the_gate_status_is_retained_online_and_its_last_will_says_offline_when_
     tmp_path: Path, broker: Broker
 ) -> None:
     status = topics.status(SITE, "g1")
-    gate = subprocess.Popen(
+    gate = ChildProcess(
+        "gate",
         [sys.executable, "-c", GATE_PROCESS, str(tmp_path / "gate.db"), str(broker.port), KEY_ROOT],
-        cwd=Path(__file__).resolve().parents[2],
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        tmp_path / "gate.log",
+        {"PYTHONPATH": str(REPO)},
     )
+    gate.launch()
     try:
         with peer(broker, status) as watcher:
-            wait_until(lambda: bool(watcher.on(status)), "the gate's online status", DEADLINE, interval=0.01)
+            gate.wait_until(lambda: bool(watcher.on(status)), "the gate's online status", DEADLINE, interval=0.01)
             online = GateStatus.model_validate_json(watcher.on(status)[-1].payload)
             assert (online.state, online.feed_seq, online.outbox_depth) == ("online", 42, 0)
-            gate.send_signal(signal.SIGKILL)
-            gate.wait(DEADLINE)
+            gate.kill()  # SIGKILL: no clean disconnect, the broker sends the Last Will
             wait_until(lambda: len(watcher.on(status)) >= 2, "the Last Will", DEADLINE, interval=0.01)
             offline = GateStatus.model_validate_json(watcher.on(status)[-1].payload)
             assert (offline.state, offline.feed_seq) == ("offline", 42)
@@ -743,7 +741,6 @@ def test_the_gate_status_is_retained_online_and_its_last_will_says_offline_when_
             assert GateStatus.model_validate_json(retained[0].payload).state == "offline"
     finally:
         gate.kill()
-        gate.wait()
 
 
 def test_the_status_carries_the_ticket_set_checksum_and_the_feed_seq_it_was_taken_at(
