@@ -1,17 +1,13 @@
 """The cloud side of sync against a real Mosquitto: the feed going down, passages and status coming up, snapshots.
 
-Every test that needs a broker starts its own (minimal config, anonymous, persistence on) on a free
-loopback port; the ACL'd production config is `sync/mosquitto.py`'s business.
+Every test that needs a broker starts its own `harness.mosquitto.AnonymousBroker` (anonymous, persistence
+on) on a free loopback port; the ACL'd production config is `sync/mosquitto.py`'s business.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import pwd
 import queue
-import socket
-import subprocess
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -42,8 +38,8 @@ from cloud.sync.mqtt import CloudSync
 from cloud.tickets.models import Ticket
 from cloud.tickets.service import wire_ticket
 from harness.api import Api
-from harness.mosquitto import find_mosquitto
-from harness.processes import free_port, wait_until
+from harness.mosquitto import AnonymousBroker
+from harness.processes import wait_until
 from harness.tickets import counted_passage
 from models import PassageEvent, TicketStatus
 from models import Ticket as WireTicket
@@ -74,59 +70,16 @@ SITE = "nanshan"  # the conftest site's code
 # --- a broker, MQTT peers, waiting ------------------------------------------------------------------
 
 
-class Broker:
-    """A Mosquitto of our own on a free loopback port; `stop()` and `start()` it again on the same port."""
-
-    def __init__(self, data: Path) -> None:
-        self.port = free_port()
-        self.data = data
-        self.conf = data / "mosquitto.conf"
-        self.conf.write_text(
-            f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"  # as root, stay root: the data dir is ours
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence true\n"
-            f"persistence_location {data}/\n"
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with (self.data / "mosquitto.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [find_mosquitto(), "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT
-            )
-        wait_until(lambda: _accepts(self.port), f"mosquitto listening on {self.port}", BOUND_S)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()  # SIGTERM: it saves its persistence file on the way out
-            self.process.wait(10)
-            self.process = None
-
-
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    (tmp_path / "mosquitto").mkdir()
-    broker = Broker(tmp_path / "mosquitto")
-    broker.start()
-    try:
+def broker(tmp_path: Path) -> Iterator[AnonymousBroker]:
+    with AnonymousBroker(tmp_path / "mosquitto", startup_timeout=BOUND_S) as broker:
         yield broker
-    finally:
-        broker.stop()
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
 
 
 class Peer:
     """A plain MQTT client standing in for a gate or a listener."""
 
-    def __init__(self, broker: Broker, *subscriptions: str, persistent: bool = False) -> None:
+    def __init__(self, broker: AnonymousBroker, *subscriptions: str, persistent: bool = False) -> None:
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         subscribed = threading.Event()
         self.client = mqtt.Client(
@@ -153,7 +106,7 @@ class Peer:
 
 
 @pytest.fixture
-def peers(broker: Broker) -> Iterator[Callable[..., Peer]]:
+def peers(broker: AnonymousBroker) -> Iterator[Callable[..., Peer]]:
     made: list[Peer] = []
 
     def make(*subscriptions: str, persistent: bool = False) -> Peer:
@@ -180,7 +133,7 @@ def heartbeat_s() -> float:
 
 
 @pytest.fixture
-def app(settings: Settings, broker: Broker, poll_s: float, heartbeat_s: float) -> FastAPI:
+def app(settings: Settings, broker: AnonymousBroker, poll_s: float, heartbeat_s: float) -> FastAPI:
     """Overrides conftest's app: the same cloud, with its MQTT loop on the test's broker."""
     update = {
         "mqtt_host": "127.0.0.1",
@@ -335,7 +288,7 @@ def test_changes_committed_while_the_broker_is_down_are_published_when_it_is_bac
     app: FastAPI,
     api: Api,
     sync: CloudSync,
-    broker: Broker,
+    broker: AnonymousBroker,
     site: dict[str, Any],
     day_product: dict[str, Any],
     peers: Any,
@@ -364,7 +317,7 @@ def test_the_feed_head_goes_out_retained_as_a_heartbeat_and_counts_only_publishe
     app: FastAPI,
     api: Api,
     sync: CloudSync,
-    broker: Broker,
+    broker: AnonymousBroker,
     site: dict[str, Any],
     day_product: dict[str, Any],
     peers: Any,
@@ -671,7 +624,7 @@ def test_events_are_not_acknowledged_before_their_commit_and_come_again_after_a_
     app: FastAPI,
     api: Api,
     sync: CloudSync,
-    broker: Broker,
+    broker: AnonymousBroker,
     site: dict[str, Any],
     day_product: dict[str, Any],
     peers: Any,
@@ -709,7 +662,7 @@ def test_events_sent_while_the_cloud_was_away_arrive_when_it_returns(
     app: FastAPI,
     api: Api,
     sync: CloudSync,
-    broker: Broker,
+    broker: AnonymousBroker,
     site: dict[str, Any],
     day_product: dict[str, Any],
     peers: Any,
