@@ -50,6 +50,8 @@ from cloud.sync.schemas import DeadLetterOut
 from models import PassageEvent
 from models.sync import RefusedEvent
 
+log = logging.getLogger("starfish.cloud.sync")
+
 RAW_MAX = 4096  # characters of the raw text kept (an undecodable byte or a NUL is one 4-character escape)
 DETAIL_MAX = 200  # characters
 DEAD_LETTERS_PER_GATE = 1000  # distinct letters kept per topic gate, its overflow row aside
@@ -59,7 +61,6 @@ _KEY = ["site_code", "gate_code", "fingerprint"]
 Reason = Literal["malformed", "too_long", "out_of_range", "wrong_gate", "wrong_topic"]
 _TOO_LONG = {"string_too_long", "too_long", "bytes_too_long"}
 _RANGE = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
-log = logging.getLogger("starfish.cloud.sync")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
