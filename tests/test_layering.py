@@ -1,5 +1,5 @@
 """The one-way house: imports run models <- sync <- edge | cloud, drivers <- edge and cloud, and the
-`starfish` command loads only the sub-command it runs (CONVENTIONS.md, "The shape of the house")."""
+`starfish` command loads only the sub-command it runs (README, "The house")."""
 
 from __future__ import annotations
 
