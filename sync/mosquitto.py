@@ -124,15 +124,6 @@ class BrokerFiles:
     data_dir: Path
 
 
-def bridge_clientid(site: str) -> str:
-    return f"bridge-{site}"
-
-
-def bridge_state_topic(site: str) -> str:
-    """Where the bridge publishes 1 (up) / 0 (down), retained, on both brokers."""
-    return f"$SYS/broker/connection/{bridge_clientid(site)}/state"
-
-
 def _gate_account(site: str, gate: GateAccount) -> Account:
     return Account(
         username=gate.username,
@@ -152,7 +143,7 @@ def _gate_account(site: str, gate: GateAccount) -> Account:
 def _cloud_account(reg: SiteRegistry, *, with_bridge_state: bool) -> Account:
     read = [topics.all_events(reg.site), topics.all_status(reg.site)]
     if with_bridge_state:
-        read.append(bridge_state_topic(reg.site))
+        read.append(topics.bridge_state(reg.site))
     return Account(
         username=reg.cloud_username,
         password=reg.cloud_password,
@@ -166,7 +157,7 @@ def _bridge_account(reg: SiteRegistry, bridge: BridgeTo) -> Account:
         username=bridge.username,
         password=bridge.password,
         read=(topics.feed(reg.site), topics.head(reg.site), *(topics.acks(reg.site, g.gate) for g in reg.gates)),
-        write=(topics.all_events(reg.site), topics.all_status(reg.site), bridge_state_topic(reg.site)),
+        write=(topics.all_events(reg.site), topics.all_status(reg.site), topics.bridge_state(reg.site)),
     )
 
 
@@ -265,8 +256,8 @@ def _bridge_section(reg: SiteRegistry, bridge: BridgeTo) -> list[str]:
         "bridge_protocol_version mqttv311",
         "try_private true",
         "cleansession false",
-        f"remote_clientid {bridge_clientid(reg.site)}",
-        f"local_clientid {bridge_clientid(reg.site)}-local",
+        f"remote_clientid {topics.bridge_clientid(reg.site)}",
+        f"local_clientid {topics.bridge_clientid(reg.site)}-local",
         f"remote_username {check_username(bridge.username)}",
         f"remote_password {_conf_value(bridge.password, 'bridge password')}",
         "start_type automatic",

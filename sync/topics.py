@@ -61,3 +61,13 @@ def parse_gate_topic(topic: str) -> tuple[str, str, str] | None:
     if not (_CODE.fullmatch(site) and _CODE.fullmatch(gate)) or leaf not in ("events", "acks", "status"):
         return None
     return site, gate, leaf
+
+
+def bridge_clientid(site: str) -> str:
+    """The site broker's bridge to the cloud: its client id on the cloud broker (and, with ``-local``, at home)."""
+    return f"bridge-{_check(site)}"
+
+
+def bridge_state(site: str) -> str:
+    """Where Mosquitto publishes the bridge's state, 1 (up) / 0 (down), retained, on both brokers."""
+    return f"$SYS/broker/connection/{bridge_clientid(site)}/state"

@@ -36,7 +36,7 @@ from models.sync import GateStatus
 from models.sync_config import SyncConfig
 from sync import topics
 from sync.gate import GateSync
-from sync.mosquitto import BridgeTo, SiteRegistry, bridge_state_topic, broker_accounts, render_acl, write_broker_config
+from sync.mosquitto import BridgeTo, SiteRegistry, broker_accounts, render_acl, write_broker_config
 from sync.mosquitto_passwd import hash_password, verify_password
 
 SITE = "nanshan"
@@ -360,9 +360,9 @@ def _bridged_pair(
     site = make_site(SITE, bridge=bridge)
     cloud_broker = mosquitto_factory([site, make_site(OTHER)], role="cloud", name="cloud", port=cloud_port)
     consumer = mqtt_client(cloud_broker, *cloud_login(), client_id="cloud-consumer", clean_session=False)
-    consumer.subscribe(bridge_state_topic(SITE), topics.all_events(SITE), topics.all_status(SITE))
+    consumer.subscribe(topics.bridge_state(SITE), topics.all_events(SITE), topics.all_status(SITE))
     site_broker = mosquitto_factory(site, role="site", name="site")
-    assert consumer.expect(bridge_state_topic(SITE)).payload == b"1"  # the bridge is up and subscribed
+    assert consumer.expect(topics.bridge_state(SITE)).payload == b"1"  # the bridge is up and subscribed
     return cloud_broker, site_broker, consumer
 
 
@@ -420,7 +420,7 @@ def test_feed_published_while_the_site_broker_is_down_reaches_the_gate_after_it_
     g1.close()
 
     site_broker.stop()
-    assert consumer.expect(bridge_state_topic(SITE)).payload == b"0"
+    assert consumer.expect(topics.bridge_state(SITE)).payload == b"0"
     for seq in range(1, 51):
         consumer.publish(topics.feed(SITE), f"seq {seq}")  # queued at the cloud for the bridge's session
     site_broker.start()
@@ -440,9 +440,9 @@ def test_bridge_over_tls_trusts_the_cloud_ca(
     site = make_site(SITE, bridge=bridge)
     cloud_broker = mosquitto_factory(site, role="cloud", tls=pki, tls_port=tls_port)
     consumer = mqtt_client(cloud_broker, *cloud_login(), tls=pki.cafile)
-    consumer.subscribe(bridge_state_topic(SITE), topics.all_events(SITE))
+    consumer.subscribe(topics.bridge_state(SITE), topics.all_events(SITE))
     site_broker = mosquitto_factory(site, role="site")
-    assert consumer.expect(bridge_state_topic(SITE)).payload == b"1"
+    assert consumer.expect(topics.bridge_state(SITE)).payload == b"1"
 
     mqtt_client(site_broker, *gate_login(SITE, "g1")).publish(topics.events(SITE, "g1"), "via tls")
 

@@ -51,8 +51,6 @@ from sync.mosquitto import (
     BridgeTo,
     Role,
     SiteRegistry,
-    bridge_clientid,
-    bridge_state_topic,
     write_broker_config,
 )
 
@@ -172,20 +170,20 @@ def test_a_login_presenting_the_bridges_client_ids_does_not_kick_the_bridge_off(
     site = make_site(SITE, bridge=BridgeTo("127.0.0.1", cloud_port, "bridge-nanshan", password_of("bridge-nanshan")))
     cloud_broker = mosquitto_factory([site, make_site(OTHER)], role="cloud", name="cloud", port=cloud_port)
     consumer = mqtt_client(cloud_broker, *login(CLOUD_USER), client_id=CLOUD_CLIENT_ID, clean_session=False)
-    consumer.subscribe(bridge_state_topic(SITE), topics.all_events(SITE))
+    consumer.subscribe(topics.bridge_state(SITE), topics.all_events(SITE))
     site_broker = mosquitto_factory(site, role="site", name="site")
-    assert consumer.expect(bridge_state_topic(SITE)).payload == b"1"
+    assert consumer.expect(topics.bridge_state(SITE)).payload == b"1"
     g1 = mqtt_client(site_broker, *login(f"{SITE}-g1"))
 
     for broker, attacker_login in ((cloud_broker, f"{OTHER}-g1"), (site_broker, f"{SITE}-g2")):
-        for presented in (bridge_clientid(SITE), f"{bridge_clientid(SITE)}-local"):
+        for presented in (topics.bridge_clientid(SITE), f"{topics.bridge_clientid(SITE)}-local"):
             mqtt_client(broker, *login(attacker_login), client_id=presented).close()
             g1.publish(topics.events(SITE, "g1"), f"{presented} at {broker.role}")
 
             assert consumer.expect(topics.events(SITE, "g1")).payload.decode() == f"{presented} at {broker.role}"
 
     assert "already connected" not in cloud_broker.log_text() + site_broker.log_text()
-    assert consumer.received(bridge_state_topic(SITE)) == []  # the bridge never went down
+    assert consumer.received(topics.bridge_state(SITE)) == []  # the bridge never went down
 
 
 def _shared_login(site: SiteRegistry) -> SiteRegistry:
@@ -288,9 +286,9 @@ def test_the_largest_legitimate_event_batch_crosses_site_broker_bridge_and_cloud
     site = make_site(SITE, bridge=BridgeTo("127.0.0.1", cloud_port, "bridge-nanshan", password_of("bridge-nanshan")))
     cloud_broker = mosquitto_factory(site, role="cloud", name="cloud", port=cloud_port)
     consumer = mqtt_client(cloud_broker, *login(CLOUD_USER))
-    consumer.subscribe(bridge_state_topic(SITE), topics.all_events(SITE))
+    consumer.subscribe(topics.bridge_state(SITE), topics.all_events(SITE))
     site_broker = mosquitto_factory(site, role="site", name="site")
-    assert consumer.expect(bridge_state_topic(SITE)).payload == b"1"
+    assert consumer.expect(topics.bridge_state(SITE)).payload == b"1"
     batch = largest_event_batch()
 
     mqtt_client(site_broker, *login(f"{SITE}-g1")).publish(topics.events(SITE, "g1"), batch)
