@@ -7,7 +7,6 @@ clock passed in.
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ from cloud.sync import dead_letters, inbound, service
 from cloud.sync.dead_letters import DEAD_LETTERS_PER_GATE, RAW_MAX, Refused
 from cloud.sync.models import DeadLetter, GatePassage
 from harness.api import Api
+from harness.processes import wait_until
 from models import Direction, Outcome, PassageEvent
 from models.sync import GateStatus, RefusedEvent, event_batch_json
 from sync import topics
@@ -196,12 +196,12 @@ def wait_for_a_lock_or(app: FastAPI, done: Callable[[], bool]) -> None:
     waiting = text(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
     )
-    for _ in range(1200):
+
+    def waiting_or_done() -> bool:
         with app.state.engine.connect() as c:
-            if c.scalar(waiting) or done():
-                return
-        threading.Event().wait(0.05)
-    raise AssertionError("the second consumer neither waited for the first nor finished")
+            return bool(c.scalar(waiting)) or done()
+
+    wait_until(waiting_or_done, "the second consumer waited for the first or finished", 60.0, interval=0.05)
 
 
 def test_two_consumers_storing_one_dead_letter_at_once_make_one_row_counted_twice(app: FastAPI, gate: str) -> None:
