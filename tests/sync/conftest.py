@@ -18,8 +18,11 @@ import pytest
 from harness.mosquitto import AnonymousBroker, Brokers, MosquittoFactory, MosquittoProcess
 from harness.mqtt import BrokerClient, MqttClientFactory, connect_client
 
+# The shared gate-sync helpers assert too: their failures read like the tests' own.
+pytest.register_assert_rewrite("tests.sync.gate_sync_kit")
+
 if TYPE_CHECKING:
-    from tests.sync.test_gate_sync import SnapshotServer
+    from tests.sync.gate_sync_kit import SnapshotServer
 
 
 @pytest.fixture
@@ -55,8 +58,8 @@ def broker(tmp_path: Path) -> Iterator[AnonymousBroker]:
 
 @pytest.fixture
 def snapshots() -> Iterator[SnapshotServer]:
-    """The fake cloud's snapshot endpoint (`tests.sync.test_gate_sync.SnapshotServer`)."""
-    from tests.sync.test_gate_sync import SnapshotServer
+    """The fake cloud's snapshot endpoint (`tests.sync.gate_sync_kit.SnapshotServer`)."""
+    from tests.sync.gate_sync_kit import SnapshotServer
 
     s = SnapshotServer()
     yield s

@@ -11,16 +11,15 @@ import pytest
 from edge.store import GateStore
 from edge.sync_port import StorePort
 from harness.keys import KEY_ROOT
-from harness.mosquitto import CLOUD_USER, MosquittoFactory, make_site, password_of
+from harness.mosquitto import CLOUD_USER, AnonymousBroker, MosquittoFactory, make_site, password_of
 from harness.mqtt import MqttClientFactory
 from harness.processes import eventually
 from models.sync import GateRoster, GateStatus
 from models.sync_config import SyncConfig
 from sync import topics
 from sync.gate import GateSync
-from tests.sync.test_gate_sync import (
+from tests.sync.gate_sync_kit import (
     SITE,
-    Broker,
     Peer,
     SnapshotServer,
     gate_sync,
@@ -93,7 +92,7 @@ def last_status(watcher: Peer, topic: str) -> GateStatus:
 
 
 def test_a_gate_the_clouds_roster_does_not_name_says_so_and_stops_once_it_does(
-    tmp_path: Path, broker: Broker, snapshots: SnapshotServer, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, broker: AnonymousBroker, snapshots: SnapshotServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = GateStore(tmp_path / "gate.db")
 

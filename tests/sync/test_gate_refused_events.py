@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from edge.store import GateStore
+from harness.mosquitto import AnonymousBroker
 from harness.processes import eventually
 from models.sync import EventAck, RefusedEvent
 from sync import topics
-from tests.sync.test_gate_sync import (
+from tests.sync.gate_sync_kit import (
     SITE,
-    Broker,
     SnapshotServer,
     event_ids,
     gate_sync,
@@ -25,7 +25,7 @@ from tests.sync.test_gate_sync import (
 
 
 def test_events_the_cloud_refused_leave_the_outbox_with_a_warning_each_and_are_counted_by_reason(
-    tmp_path: Path, broker: Broker, snapshots: SnapshotServer, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, broker: AnonymousBroker, snapshots: SnapshotServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = GateStore(tmp_path / "gate.db")
     stored, malformed, foreign, waiting = (journal_passage(store, str(2000 + i)) for i in range(4))

@@ -3,32 +3,21 @@
 Each test runs its own plain broker (anonymous, persistent) and, where the scenario has a
 cloud, a fake one: a paho client publishing the feed and acknowledging events, and a tiny HTTP
 server serving the snapshot. Gates run `GateSync` on an asyncio loop that owns their store.
+The fake cloud and the gate helpers are shared with the other gate-sync tests: gate_sync_kit.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import json
 import sys
 import textwrap
-import threading
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
 from drivers.barrier import FakeBarrier
@@ -36,13 +25,12 @@ from edge import store as edge_store
 from edge.config import parse_config
 from edge.daemon import GateDaemon
 from edge.gate import GateService
-from edge.store import GateStore, JournalEntry
-from edge.sync_port import StorePort
+from edge.store import GateStore
 from harness.keys import KEY_ROOT, KEYSET_ROOT
 from harness.mosquitto import AnonymousBroker
 from harness.processes import REPO, ChildProcess, eventually, free_port, wait_until
 from harness.tickets import NOW, make_ticket, sign
-from models import Direction, GateConfig, Outcome, PassageEvent, ProductKind, Ticket, TicketStatus
+from models import GateConfig, Outcome, PassageEvent, Ticket, TicketStatus
 from models.credential import public_key_b64
 from models.keyset import sign_key_set
 from models.sync import (
@@ -53,225 +41,36 @@ from models.sync import (
     GateStatus,
     KeySet,
     SnapshotHeader,
-    SnapshotStatus,
     StatusChange,
     TicketUpsert,
-    parse_events,
     ticket_set_checksum,
 )
-from models.sync_config import SyncConfig, stale_feed
+from models.sync_config import stale_feed
 from sync import topics
-from sync.gate import GateSync
 from sync.snapshot_client import TicketLines, fetch_snapshot, snapshot_url
-
-SITE = "nanshan"
-USER, PASSWORD = "nanshan-g1", "gate-s3cret"
-DEADLINE = 10.0
-
-
-Broker = AnonymousBroker  # the name the other gate-sync tests import
-
-
-def sync_config(broker: Broker, snapshot_base: str, gate: str = "g1", **overrides: Any) -> SyncConfig:
-    return SyncConfig(
-        site=SITE,
-        gate=gate,
-        broker_host="127.0.0.1",
-        broker_port=broker.port,
-        username=USER,
-        snapshot_url=snapshot_base,
-        key_root=KEY_ROOT,
-        **overrides,
-    )
-
-
-# --- the fake cloud ---------------------------------------------------------------------------
-
-
-@dataclass
-class SnapshotState:
-    seq: int = 0
-    tickets: list[Ticket] = field(default_factory=list)
-    statuses: dict[str, TicketStatus] = field(default_factory=dict)
-    keys: dict[int, str] = field(default_factory=lambda: {1: key_b64()})  # the cloud always sends its keys
-    key_root: Ed25519PrivateKey = KEYSET_ROOT  # who signs `keys`
-    corrupt: bool = False
-    epoch: str = ""
-
-    def checksum(self) -> str:
-        return ticket_set_checksum((t.ticket_id, self.statuses.get(t.ticket_id, t.status)) for t in self.tickets)
-
-    def ndjson(self) -> bytes:
-        header = SnapshotHeader(
-            site=SITE,
-            epoch=self.epoch,
-            seq=self.seq,
-            tickets=len(self.tickets),
-            checksum="0" * 64 if self.corrupt else self.checksum(),
-            keys=self.keys,
-            keys_signature=sign_key_set(self.key_root, self.keys),
-        )
-        lines = [header.model_dump_json()]
-        lines += [t.model_dump_json() for t in self.tickets]
-        lines += [SnapshotStatus(ticket_id=k, status=v).model_dump_json() for k, v in self.statuses.items()]
-        return ("\n".join(lines) + "\n").encode()
-
-
-class SnapshotServer:
-    """GET /api/v1/sync/sites/<site>/snapshot with HTTP Basic auth, streamed line by line."""
-
-    def __init__(self) -> None:
-        self.state = SnapshotState()
-        self.served: list[int] = []  # seq of every snapshot served
-        self.refused = 0
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-                if self.headers.get("Authorization") != expected:
-                    server.refused += 1
-                    self.send_error(401)
-                    return
-                if self.path != f"/api/v1/sync/sites/{SITE}/snapshot":
-                    self.send_error(404)
-                    return
-                body = server.state.ndjson()
-                server.served.append(server.state.seq)
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-ndjson")
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                for line in body.splitlines(keepends=True):
-                    self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
-                self.wfile.write(b"0\r\n\r\n")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        Handler.protocol_version = "HTTP/1.1"
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-class Peer:
-    """A paho client on its own thread: the cloud, a crashing gate, or a status watcher."""
-
-    def __init__(
-        self, broker: Broker, client_id: str = "", *, persistent: bool = False, manual_ack: bool = False
-    ) -> None:
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack
-        )
-        self.messages: list[mqtt.MQTTMessage] = []
-        self.auto_ack_events = False
-        self.subscriptions: list[str] = []
-        self._lock = threading.Lock()
-        self._connected = threading.Event()
-        self.client.on_message = self._on_message
-        self.client.on_connect = self._on_connect
-        self.client.reconnect_delay_set(1, 1)
-        props = Properties(PacketTypes.CONNECT)
-        if persistent:
-            props.SessionExpiryInterval = 3600
-        self.client.connect("127.0.0.1", broker.port, clean_start=not persistent, properties=props)
-        self.client.loop_start()
-        if not self._connected.wait(DEADLINE):
-            raise AssertionError("peer did not connect")
-
-    def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
-        for t in self.subscriptions:
-            client.subscribe(t, qos=1)
-        self._connected.set()
-
-    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        with self._lock:
-            self.messages.append(msg)
-        if self.auto_ack_events and msg.topic.endswith("/events"):
-            ids = [e.event_id for e in parse_events(msg.payload)]
-            gate = msg.topic.split("/")[3]
-            client.publish(topics.acks(SITE, gate), EventAck(event_ids=ids).model_dump_json(), qos=1)
-
-    def subscribe(self, topic: str) -> None:
-        self.subscriptions.append(topic)
-        done = threading.Event()
-        self.client.on_subscribe = lambda *_: done.set()
-        self.client.subscribe(topic, qos=1)
-        assert done.wait(DEADLINE), f"no SUBACK for {topic}"
-
-    def publish(self, topic: str, payload: str | bytes, *, retain: bool = False) -> None:
-        info = self.client.publish(topic, payload, qos=1, retain=retain)
-        info.wait_for_publish(DEADLINE)
-        assert info.is_published()
-
-    def feed(self, seq: int, change: Any, site: str = SITE, epoch: str = "") -> None:
-        message = FeedMessage(site=site, epoch=epoch, seq=seq, at=NOW, change=change)
-        self.publish(topics.feed(SITE), message.model_dump_json())
-
-    def on(self, topic: str) -> list[mqtt.MQTTMessage]:
-        with self._lock:
-            return [m for m in self.messages if m.topic == topic]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-@contextlib.contextmanager
-def peer(broker: Broker, *subscribe: str, client_id: str = "", persistent: bool = False) -> Iterator[Peer]:
-    p = Peer(broker, client_id, persistent=persistent)
-    for t in subscribe:
-        p.subscribe(t)
-    try:
-        yield p
-    finally:
-        p.close()
-
-
-@contextlib.asynccontextmanager
-async def running(sync: GateSync, *, settled: bool = True) -> AsyncIterator[GateSync]:
-    sync.start()
-    try:
-        if settled:
-            await eventually(lambda: sync.connected and not sync.resyncing, "gate connected and in step")
-        yield sync
-    finally:
-        await sync.stop()
-
-
-def gate_sync(store: GateStore, broker: Broker, snapshots: SnapshotServer | str, **kw: Any) -> GateSync:
-    base = snapshots if isinstance(snapshots, str) else snapshots.base
-    service = kw.pop("service", None)
-    gate = kw.pop("gate", "g1")
-    clock = kw.pop("clock", None)
-    return GateSync(
-        sync_config(broker, base, gate, **kw),
-        port=StorePort(store, gate_id=gate, service=service),
-        password=PASSWORD,
-        tick_s=0.1,
-        **({} if clock is None else {"clock": clock}),
-    )
-
-
-def key_b64() -> str:
-    return public_key_b64(Ed25519PrivateKey.generate().public_key())
-
-
-def voucher(ticket_id: str, code: str, **kw: Any) -> Ticket:
-    return make_ticket(ProductKind.DAY, ticket_id=ticket_id, code=code, **kw)
-
+from tests.sync.gate_sync_kit import (
+    DEADLINE,
+    PASSWORD,
+    SITE,
+    USER,
+    Peer,
+    SnapshotServer,
+    SnapshotState,
+    event_ids,
+    gate_sync,
+    journal_passage,
+    key_b64,
+    peer,
+    running,
+    sync_config,
+    voucher,
+)
 
 # --- down: the feed ---------------------------------------------------------------------------
 
 
 def test_feed_changes_apply_in_order_and_each_is_acknowledged_after_its_commit(
-    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+    tmp_path: Path, broker: AnonymousBroker, snapshots: SnapshotServer
 ) -> None:
     store = GateStore(tmp_path / "gate.db")
     key = key_b64()
@@ -308,7 +107,7 @@ def test_feed_changes_apply_in_order_and_each_is_acknowledged_after_its_commit(
 
 
 def test_a_feed_message_not_acknowledged_before_a_crash_is_redelivered_and_applied(
-    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+    tmp_path: Path, broker: AnonymousBroker, snapshots: SnapshotServer
 ) -> None:
     store = GateStore(tmp_path / "gate.db")
 
@@ -337,7 +136,9 @@ def test_a_feed_message_not_acknowledged_before_a_crash_is_redelivered_and_appli
     store.close()
 
 
-def test_a_repeated_sequence_number_is_ignored(tmp_path: Path, broker: Broker, snapshots: SnapshotServer) -> None:
+def test_a_repeated_sequence_number_is_ignored(
+    tmp_path: Path, broker: AnonymousBroker, snapshots: SnapshotServer
+) -> None:
     store = GateStore(tmp_path / "gate.db")
 
     async def scenario() -> None:
@@ -356,7 +157,7 @@ def test_a_repeated_sequence_number_is_ignored(tmp_path: Path, broker: Broker, s
 
 
 def test_a_gap_fetches_a_verified_snapshot_and_the_feed_resumes_after_it(
-    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+    tmp_path: Path, broker: AnonymousBroker, snapshots: SnapshotServer
 ) -> None:
     store = GateStore(tmp_path / "gate.db")
     key = key_b64()
@@ -398,7 +199,7 @@ def test_a_gap_fetches_a_verified_snapshot_and_the_feed_resumes_after_it(
 
 
 def test_the_clouds_feed_head_keeps_a_quiet_feed_fresh_but_an_old_retained_head_does_not(
-    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+    tmp_path: Path, broker: AnonymousBroker, snapshots: SnapshotServer
 ) -> None:
     store = GateStore(tmp_path / "gate.db")
     snapshots.state = SnapshotState(seq=3, tickets=[voucher("1001", "VOUCHER-1001")])
@@ -429,7 +230,7 @@ def test_the_clouds_feed_head_keeps_a_quiet_feed_fresh_but_an_old_retained_head_
 
 
 def test_a_gate_stuck_below_the_clouds_feed_head_fetches_a_snapshot(
-    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+    tmp_path: Path, broker: AnonymousBroker, snapshots: SnapshotServer
 ) -> None:
     """The last change before a quiet spell was lost: no later message shows the gap, the head does."""
     store = GateStore(tmp_path / "gate.db")
@@ -456,7 +257,7 @@ def test_a_gate_stuck_below_the_clouds_feed_head_fetches_a_snapshot(
 
 
 def test_a_feed_started_again_under_a_new_epoch_sends_the_gate_to_a_snapshot_of_the_new_run(
-    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+    tmp_path: Path, broker: AnonymousBroker, snapshots: SnapshotServer
 ) -> None:
     """The cloud's database was restored from an older backup: its sequence numbers go back."""
     store = GateStore(tmp_path / "gate.db")
@@ -492,7 +293,7 @@ def test_a_feed_started_again_under_a_new_epoch_sends_the_gate_to_a_snapshot_of_
 
 
 def test_a_snapshot_whose_checksum_does_not_match_is_refused_and_fetched_again(
-    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+    tmp_path: Path, broker: AnonymousBroker, snapshots: SnapshotServer
 ) -> None:
     store = GateStore(tmp_path / "gate.db")
     snapshots.state = SnapshotState(seq=3, tickets=[voucher("1001", "VOUCHER-1001")], corrupt=True)
@@ -511,7 +312,7 @@ def test_a_snapshot_whose_checksum_does_not_match_is_refused_and_fetched_again(
 
 
 def test_an_empty_gate_loads_the_snapshot_then_follows_the_feed(
-    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+    tmp_path: Path, broker: AnonymousBroker, snapshots: SnapshotServer
 ) -> None:
     store = GateStore(tmp_path / "gate.db")
     key = key_b64()
@@ -536,7 +337,7 @@ def test_an_empty_gate_loads_the_snapshot_then_follows_the_feed(
 
 
 def test_malformed_messages_are_logged_acknowledged_and_dropped_and_the_feed_goes_on(
-    tmp_path: Path, broker: Broker, snapshots: SnapshotServer, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, broker: AnonymousBroker, snapshots: SnapshotServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = GateStore(tmp_path / "gate.db")
     feed = topics.feed(SITE)
@@ -570,31 +371,8 @@ def test_malformed_messages_are_logged_acknowledged_and_dropped_and_the_feed_goe
 # --- up: events -------------------------------------------------------------------------------
 
 
-def journal_passage(store: GateStore, ticket_id: str, gate_id: str = "g1") -> uuid.UUID:
-    entry = JournalEntry(
-        event_id=uuid.uuid4(),
-        at=NOW,
-        gate_id=gate_id,
-        site_id=SITE,
-        direction=Direction.IN,
-        ticket_id=ticket_id,
-        credential="signed",
-        outcome=Outcome.ADMIT,
-        code="ok",
-        passed=True,
-        counted=True,
-        resolution="sensor",
-    )
-    store.record(entry)
-    return entry.event_id
-
-
-def event_ids(messages: list[mqtt.MQTTMessage]) -> list[uuid.UUID]:
-    return [e.event_id for m in messages for e in parse_events(m.payload)]
-
-
 def test_the_outbox_is_published_and_emptied_only_by_the_clouds_acknowledgements(
-    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+    tmp_path: Path, broker: AnonymousBroker, snapshots: SnapshotServer
 ) -> None:
     store = GateStore(tmp_path / "gate.db")
     queued = [journal_passage(store, str(2000 + i)) for i in range(5)]
@@ -622,7 +400,7 @@ def test_the_outbox_is_published_and_emptied_only_by_the_clouds_acknowledgements
 
 
 def test_events_the_cloud_did_not_confirm_are_published_again_after_a_reconnect(
-    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+    tmp_path: Path, broker: AnonymousBroker, snapshots: SnapshotServer
 ) -> None:
     store = GateStore(tmp_path / "gate.db")
     queued = [journal_passage(store, str(2000 + i)) for i in range(3)]
@@ -650,7 +428,7 @@ def test_events_the_cloud_did_not_confirm_are_published_again_after_a_reconnect(
 
 
 def test_a_single_use_ticket_passed_at_gate_a_is_denied_used_up_at_gate_b_without_the_cloud(
-    tmp_path: Path, broker: Broker
+    tmp_path: Path, broker: AnonymousBroker
 ) -> None:
     no_cloud = f"http://127.0.0.1:{free_port()}/"
     ticket = voucher("3001", "VOUCHER-3001", entries=1)
@@ -715,7 +493,7 @@ GATE_PROCESS = textwrap.dedent(
 
 
 def test_the_gate_status_is_retained_online_and_its_last_will_says_offline_when_it_dies(
-    tmp_path: Path, broker: Broker
+    tmp_path: Path, broker: AnonymousBroker
 ) -> None:
     status = topics.status(SITE, "g1")
     gate = ChildProcess(
@@ -744,7 +522,7 @@ def test_the_gate_status_is_retained_online_and_its_last_will_says_offline_when_
 
 
 def test_the_status_carries_the_ticket_set_checksum_and_the_feed_seq_it_was_taken_at(
-    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+    tmp_path: Path, broker: AnonymousBroker, snapshots: SnapshotServer
 ) -> None:
     store = GateStore(tmp_path / "gate.db")
     snapshots.state = SnapshotState(seq=4, tickets=[voucher("1001", "VOUCHER-1001")])
@@ -775,7 +553,7 @@ def test_the_status_carries_the_ticket_set_checksum_and_the_feed_seq_it_was_take
 
 
 def test_a_clean_stop_publishes_offline_and_a_start_online(
-    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+    tmp_path: Path, broker: AnonymousBroker, snapshots: SnapshotServer
 ) -> None:
     store = GateStore(tmp_path / "gate.db")
     journal_passage(store, "2001")
@@ -808,7 +586,7 @@ class Clock:
 
 
 def test_a_gate_daemon_uploads_its_passages_and_refuses_plain_codes_once_its_feed_is_stale(
-    tmp_path: Path, broker: Broker, snapshots: SnapshotServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, broker: AnonymousBroker, snapshots: SnapshotServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     signing_key = Ed25519PrivateKey.generate()
     monkeypatch.setenv("STARFISH_SYNC_PASSWORD", PASSWORD)

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from edge.gate import GateService
 from edge.store import GateStore
 from harness.keys import KEY_ROOT, KEYSET_ROOT
+from harness.mosquitto import AnonymousBroker
 from harness.processes import eventually
 from harness.tickets import NOW, make_ticket, sign
 from models import GateConfig
@@ -21,9 +22,8 @@ from models.credential import public_key_b64
 from models.keyset import sign_key_set
 from models.sync import KeySet
 from models.sync_config import SyncConfig
-from tests.sync.test_gate_sync import (
+from tests.sync.gate_sync_kit import (
     SITE,
-    Broker,
     SnapshotServer,
     SnapshotState,
     gate_sync,
@@ -39,7 +39,7 @@ def _service(store: GateStore) -> GateService:
 
 
 def test_a_stand_in_snapshot_server_cannot_make_the_gate_trust_its_key(
-    tmp_path: Path, broker: Broker, snapshots: SnapshotServer, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, broker: AnonymousBroker, snapshots: SnapshotServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     forger, forger_root = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     forged_ticket = sign(forger, make_ticket(ticket_id="6666"))
@@ -70,7 +70,7 @@ def test_a_stand_in_snapshot_server_cannot_make_the_gate_trust_its_key(
 
 
 def test_a_snapshot_without_a_key_set_is_refused_whole(
-    tmp_path: Path, broker: Broker, snapshots: SnapshotServer
+    tmp_path: Path, broker: AnonymousBroker, snapshots: SnapshotServer
 ) -> None:
     free_ski = make_ticket(ticket_id="6666", code="FREE-SKI-6666")
     snapshots.state = SnapshotState(seq=999_999, tickets=[free_ski], keys={})
@@ -96,7 +96,7 @@ def test_a_snapshot_without_a_key_set_is_refused_whole(
     ],
 )
 def test_a_key_set_on_the_feed_without_the_roots_signature_is_not_installed(
-    tmp_path: Path, broker: Broker, snapshots: SnapshotServer, signature: str
+    tmp_path: Path, broker: AnonymousBroker, snapshots: SnapshotServer, signature: str
 ) -> None:
     genuine = {1: public_key_b64(Ed25519PrivateKey.generate().public_key())}
     snapshots.state = SnapshotState(seq=0, keys=genuine)

@@ -18,14 +18,14 @@ import pytest
 from edge import store as edge_store
 from edge.gate import GateService
 from edge.store import GateStore
+from harness.mosquitto import AnonymousBroker
 from harness.processes import eventually
 from harness.tickets import NOW, counted_passage
 from models import GateConfig, PassageEvent, Ticket
 from models.sync import GateRoster, SnapshotHeader
 from sync import topics
-from tests.sync.test_gate_sync import (
+from tests.sync.gate_sync_kit import (
     SITE,
-    Broker,
     SnapshotServer,
     SnapshotState,
     gate_sync,
@@ -80,7 +80,7 @@ FORGED_TIMES = [
 
 @pytest.mark.parametrize(("ticket", "at", "why"), FORGED_TIMES)
 def test_a_forged_peer_event_dated_where_it_cannot_be_is_not_recorded_and_the_ticket_is_still_admitted(
-    tmp_path: Path, broker: Broker, cloud_of: SnapshotServer, ticket: Ticket, at: datetime, why: str
+    tmp_path: Path, broker: AnonymousBroker, cloud_of: SnapshotServer, ticket: Ticket, at: datetime, why: str
 ) -> None:
     store = GateStore(tmp_path / "b.db")
     forged = passage(ticket, at)
@@ -110,7 +110,7 @@ def test_a_forged_peer_event_dated_where_it_cannot_be_is_not_recorded_and_the_ti
     ],
 )
 def test_a_peer_event_from_a_gate_not_on_the_roster_or_not_its_senders_is_not_recorded(
-    tmp_path: Path, broker: Broker, cloud_of: SnapshotServer, topic_gate: str, event: PassageEvent, why: str
+    tmp_path: Path, broker: AnonymousBroker, cloud_of: SnapshotServer, topic_gate: str, event: PassageEvent, why: str
 ) -> None:
     store = GateStore(tmp_path / "b.db")
 
@@ -129,7 +129,7 @@ def test_a_peer_event_from_a_gate_not_on_the_roster_or_not_its_senders_is_not_re
 
 
 def test_a_genuine_peer_passage_still_makes_a_single_entry_ticket_used_up_and_a_new_gate_joins_by_the_feed(
-    tmp_path: Path, broker: Broker, cloud_of: SnapshotServer
+    tmp_path: Path, broker: AnonymousBroker, cloud_of: SnapshotServer
 ) -> None:
     stores = {g: GateStore(tmp_path / f"{g}.db") for g in ("a", "b", "c")}
     services = {g: service(s, g) for g, s in stores.items()}
@@ -166,7 +166,7 @@ def test_a_genuine_peer_passage_still_makes_a_single_entry_ticket_used_up_and_a_
 
 @pytest.mark.parametrize("cloud_of", [None], indirect=True, ids=["a-cloud-without-rosters"])
 def test_without_a_roster_yet_the_sites_gates_are_believed_within_the_time_bounds(
-    tmp_path: Path, broker: Broker, cloud_of: SnapshotServer
+    tmp_path: Path, broker: AnonymousBroker, cloud_of: SnapshotServer
 ) -> None:
     store = GateStore(tmp_path / "b.db")
     future, genuine = passage(PUNCH, datetime(2099, 1, 1, tzinfo=NOW.tzinfo)), passage(SINGLE, NOW)
