@@ -23,21 +23,40 @@ from harness.relay_sim import RelayBoardSim
 
 
 class ScannerPty:
-    """A serial scanner: the gate opens the pty's slave path as its scanner port, codes go in at the master.
+    """A serial scanner as a pty pair: the reader (a gate, a driver) opens `path`, codes go in at the master.
 
-    The slave end stays open here too, so a gate restarting sees no hang-up between runs.
+    `path` is the slave's device (`device`), or `link`, a symlink to it as udev makes under
+    /dev/serial/by-id. The slave end stays open here too, so a gate restarting sees no hang-up
+    between runs; `unplug` closes both ends, as pulling the USB cable does.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, link: Path | None = None) -> None:
         self.master, self.slave = os.openpty()
-        tty.setraw(self.slave)  # no echo or line editing before the gate opens it
-        os.set_blocking(self.master, False)
-        self.path = os.ttyname(self.slave)
+        tty.setraw(self.slave)  # no echo or line editing before the reader opens it
+        os.set_blocking(self.master, False)  # a writer can always notice it should stop
+        self.device = os.ttyname(self.slave)
+        if link is not None:
+            link.symlink_to(self.device)
+        self.path = str(link) if link is not None else self.device
+        self.plugged = True
 
     def scan(self, code: str) -> None:
         """Send one code; dropped when the gate has stopped reading and the line is full."""
         with contextlib.suppress(BlockingIOError):
             os.write(self.master, code.encode() + b"\r\n")
+
+    def write(self, data: bytes, *, timeout: float = 20.0, stop: threading.Event | None = None) -> None:
+        """Write all of `data`, raw, as the reader takes it (until `stop` is set); AssertionError once
+        nothing was read for `timeout` seconds (the reader stopped)."""
+        view = memoryview(data)
+        deadline = time.monotonic() + timeout
+        while view and not (stop and stop.is_set()):
+            try:
+                view = view[os.write(self.master, view) :]
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise AssertionError("nothing read from the pty for a long while: the reader stopped") from None
+                threading.Event().wait(0.001)
 
     def feed(self, codes: Iterable[str], *, timeout: float, reading: Callable[[], bool], who: str) -> None:
         """Send codes one line each, as fast as the gate reads them; `reading` raises once the gate is gone."""
@@ -50,10 +69,17 @@ class ScannerPty:
             elif reading() and time.monotonic() > deadline:
                 raise AssertionError(f"{who} stopped reading its scanner")
 
-    def close(self) -> None:
+    def unplug(self) -> None:
+        """Close both ends, as pulling the cable does (the reader sees a hang-up); again does nothing."""
+        if not self.plugged:
+            return
+        self.plugged = False
         for fd in (self.master, self.slave):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+    def close(self) -> None:
+        self.unplug()
 
 
 class RelayBoards:

@@ -13,6 +13,7 @@ import serial
 
 from drivers.errors import DriverConnectionError
 from drivers.scanner import FakeScanner, Scanner, SerialScanner
+from harness.gates import ScannerPty
 
 # Upper bound for reads that should succeed; they return as soon as the line is complete.
 ARRIVES = 2.0
@@ -20,30 +21,12 @@ ARRIVES = 2.0
 QUIET = 0.05
 
 
-class Pty:
-    """A pty pair standing in for a USB-serial scanner: the test writes codes into the master."""
-
-    def __init__(self) -> None:
-        self.master, self.slave = os.openpty()
-        self.path = os.ttyname(self.slave)
-        self.plugged = True
-
-    def scan(self, data: bytes) -> None:
-        os.write(self.master, data)
-
-    def unplug(self) -> None:
-        if self.plugged:
-            os.close(self.master)
-            os.close(self.slave)
-            self.plugged = False
-
-
 @pytest.fixture
-def make_pty() -> Iterator[Callable[[], Pty]]:
-    made: list[Pty] = []
+def make_pty() -> Iterator[Callable[[], ScannerPty]]:
+    made: list[ScannerPty] = []
 
-    def make() -> Pty:
-        made.append(Pty())
+    def make() -> ScannerPty:
+        made.append(ScannerPty())
         return made[-1]
 
     yield make
@@ -52,7 +35,7 @@ def make_pty() -> Iterator[Callable[[], Pty]]:
 
 
 @pytest.fixture
-def pty(make_pty: Callable[[], Pty]) -> Pty:
+def pty(make_pty: Callable[[], ScannerPty]) -> ScannerPty:
     return make_pty()
 
 
@@ -81,10 +64,10 @@ def wait_until_connected(scanner: SerialScanner) -> None:
     pytest.fail(f"scanner never reconnected; last error: {scanner.last_error}")
 
 
-def test_scanned_code_arrives_as_one_line(pty: Pty) -> None:
+def test_scanned_code_arrives_as_one_line(pty: ScannerPty) -> None:
     with SerialScanner(port=pty.path, baudrate=9600, bytesize=8, parity="N", stopbits=1) as scanner:
         scanner.open()
-        pty.scan(b"SFG1.eyJ0IjoxfQ.sig\r\n")
+        pty.write(b"SFG1.eyJ0IjoxfQ.sig\r\n")
 
         assert scanner.read_line(ARRIVES) == b"SFG1.eyJ0IjoxfQ.sig"
         assert scanner.read_line(QUIET) is None
@@ -94,77 +77,77 @@ def test_scanned_code_arrives_as_one_line(pty: Pty) -> None:
     "terminator",
     [pytest.param(b"\r", id="CR"), pytest.param(b"\n", id="LF"), pytest.param(b"\r\n", id="CRLF")],
 )
-def test_each_terminator_style_ends_a_code(pty: Pty, terminator: bytes) -> None:
+def test_each_terminator_style_ends_a_code(pty: ScannerPty, terminator: bytes) -> None:
     with SerialScanner(port=pty.path) as scanner:
         scanner.open()
-        pty.scan(b"FIRST" + terminator + b"SECOND" + terminator)
+        pty.write(b"FIRST" + terminator + b"SECOND" + terminator)
 
         assert scanner.read_line(ARRIVES) == b"FIRST"
         assert scanner.read_line(ARRIVES) == b"SECOND"
         assert scanner.read_line(QUIET) is None
 
 
-def test_code_split_across_two_writes_is_joined(pty: Pty) -> None:
+def test_code_split_across_two_writes_is_joined(pty: ScannerPty) -> None:
     with SerialScanner(port=pty.path) as scanner:
         scanner.open()
-        pty.scan(b"TICK")
+        pty.write(b"TICK")
         assert scanner.read_line(QUIET) is None
 
-        pty.scan(b"ET-42\r\n")
+        pty.write(b"ET-42\r\n")
         assert scanner.read_line(ARRIVES) == b"TICKET-42"
 
 
-def test_empty_lines_are_skipped(pty: Pty) -> None:
+def test_empty_lines_are_skipped(pty: ScannerPty) -> None:
     with SerialScanner(port=pty.path) as scanner:
         scanner.open()
-        pty.scan(b"\r\n\r\n\n\rCODE\r\n\r\n")
+        pty.write(b"\r\n\r\n\n\rCODE\r\n\r\n")
 
         assert scanner.read_line(ARRIVES) == b"CODE"
         assert scanner.read_line(QUIET) is None
 
 
-def test_noise_comes_through_as_bytes_and_the_next_code_still_reads(pty: Pty) -> None:
+def test_noise_comes_through_as_bytes_and_the_next_code_still_reads(pty: ScannerPty) -> None:
     with SerialScanner(port=pty.path) as scanner:
         scanner.open()
-        pty.scan(b"\xff\xfe\x00garbage\r\n")
-        pty.scan(b"CODE-7\r\n")
+        pty.write(b"\xff\xfe\x00garbage\r\n")
+        pty.write(b"CODE-7\r\n")
 
         assert scanner.read_line(ARRIVES) == b"\xff\xfe\x00garbage"
         assert scanner.read_line(ARRIVES) == b"CODE-7"
 
 
 def test_overlong_line_is_discarded_and_the_next_code_reads(
-    pty: Pty, logger: logging.Logger, caplog: pytest.LogCaptureFixture
+    pty: ScannerPty, logger: logging.Logger, caplog: pytest.LogCaptureFixture
 ) -> None:
     with SerialScanner(port=pty.path, max_line=16, logger=logger) as scanner:
         scanner.open()
-        pty.scan(b"X" * 40 + b"\r\nOK-1\r\n")
+        pty.write(b"X" * 40 + b"\r\nOK-1\r\n")
 
         assert scanner.read_line(ARRIVES) == b"OK-1"
     assert any("longer than 16 bytes" in message for message in warnings_in(caplog))
 
 
-def test_overlong_line_arriving_in_pieces_is_dropped_up_to_its_terminator(pty: Pty) -> None:
+def test_overlong_line_arriving_in_pieces_is_dropped_up_to_its_terminator(pty: ScannerPty) -> None:
     with SerialScanner(port=pty.path, max_line=16) as scanner:
         scanner.open()
-        pty.scan(b"Y" * 20)
+        pty.write(b"Y" * 20)
         assert scanner.read_line(QUIET) is None
-        pty.scan(b"Y" * 20)
+        pty.write(b"Y" * 20)
         assert scanner.read_line(QUIET) is None
 
-        pty.scan(b"TAIL-OF-NOISE\rOK-2\r")
+        pty.write(b"TAIL-OF-NOISE\rOK-2\r")
         assert scanner.read_line(ARRIVES) == b"OK-2"
 
 
-def test_line_of_exactly_max_line_bytes_is_kept(pty: Pty) -> None:
+def test_line_of_exactly_max_line_bytes_is_kept(pty: ScannerPty) -> None:
     with SerialScanner(port=pty.path, max_line=16) as scanner:
         scanner.open()
-        pty.scan(b"Z" * 16 + b"\r")
+        pty.write(b"Z" * 16 + b"\r")
 
         assert scanner.read_line(ARRIVES) == b"Z" * 16
 
 
-def test_port_opens_lazily_on_first_read(pty: Pty) -> None:
+def test_port_opens_lazily_on_first_read(pty: ScannerPty) -> None:
     with SerialScanner(port=pty.path) as scanner:
         assert not scanner.connected
 
@@ -172,7 +155,7 @@ def test_port_opens_lazily_on_first_read(pty: Pty) -> None:
         assert scanner.connected
 
 
-def test_leaving_the_context_closes_the_port(pty: Pty) -> None:
+def test_leaving_the_context_closes_the_port(pty: ScannerPty) -> None:
     with SerialScanner(port=pty.path) as scanner:
         scanner.open()
         assert scanner.connected
@@ -180,14 +163,14 @@ def test_leaving_the_context_closes_the_port(pty: Pty) -> None:
 
 
 def test_unplugged_scanner_reads_none_then_reconnects_when_replugged(
-    make_pty: Callable[[], Pty], tmp_path: Path, logger: logging.Logger, caplog: pytest.LogCaptureFixture
+    make_pty: Callable[[], ScannerPty], tmp_path: Path, logger: logging.Logger, caplog: pytest.LogCaptureFixture
 ) -> None:
     link = tmp_path / "usb-Scanner_Co_QR-if00"
     first = make_pty()
     point_link(link, first.path)
     with SerialScanner(port=str(link), reopen_delay_s=0.02, logger=logger) as scanner:
         scanner.open()
-        first.scan(b"BEFORE\r")
+        first.write(b"BEFORE\r")
         assert scanner.read_line(ARRIVES) == b"BEFORE"
 
         first.unplug()
@@ -204,20 +187,20 @@ def test_unplugged_scanner_reads_none_then_reconnects_when_replugged(
         second = make_pty()
         point_link(link, second.path)
         wait_until_connected(scanner)
-        second.scan(b"AFTER\r\n")
+        second.write(b"AFTER\r\n")
         assert scanner.read_line(ARRIVES) == b"AFTER"
     assert any("reconnected" in r.getMessage() for r in caplog.records)
 
 
 def test_half_a_code_from_before_an_unplug_is_not_glued_to_the_next_one(
-    make_pty: Callable[[], Pty], tmp_path: Path
+    make_pty: Callable[[], ScannerPty], tmp_path: Path
 ) -> None:
     link = tmp_path / "scanner"
     first = make_pty()
     point_link(link, first.path)
     with SerialScanner(port=str(link), reopen_delay_s=0.02) as scanner:
         scanner.open()
-        first.scan(b"HALF-")
+        first.write(b"HALF-")
         assert scanner.read_line(QUIET) is None
 
         first.unplug()
@@ -225,12 +208,12 @@ def test_half_a_code_from_before_an_unplug_is_not_glued_to_the_next_one(
         second = make_pty()
         point_link(link, second.path)
         wait_until_connected(scanner)
-        second.scan(b"WHOLE\r")
+        second.write(b"WHOLE\r")
         assert scanner.read_line(ARRIVES) == b"WHOLE"
 
 
 def test_link_moved_to_a_new_device_is_followed_even_if_the_old_one_lingers(
-    make_pty: Callable[[], Pty], tmp_path: Path
+    make_pty: Callable[[], ScannerPty], tmp_path: Path
 ) -> None:
     link = tmp_path / "scanner"
     old = make_pty()
@@ -246,7 +229,7 @@ def test_link_moved_to_a_new_device_is_followed_even_if_the_old_one_lingers(
         assert "different device" in scanner.last_error
 
         wait_until_connected(scanner)
-        new.scan(b"ON-NEW\r")
+        new.write(b"ON-NEW\r")
         assert scanner.read_line(ARRIVES) == b"ON-NEW"
 
 
@@ -280,7 +263,7 @@ def test_reading_a_missing_port_returns_none_and_retries_no_faster_than_the_reop
     assert missing in warning
 
 
-def test_serial_factory_receives_the_line_settings(pty: Pty) -> None:
+def test_serial_factory_receives_the_line_settings(pty: ScannerPty) -> None:
     seen: dict[str, Any] = {}
 
     def recording_factory(**kwargs: Any) -> serial.Serial:

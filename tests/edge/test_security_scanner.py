@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import queue
 import random
 import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from edge.config import parse_config
 from edge.daemon import Debouncer, GateDaemon, Handled
 from edge.intake import Intake, Scan
 from edge.store import GateStore
+from harness.gates import ScannerPty
 from harness.processes import eventually
 from harness.tickets import NOW, make_ticket, sign
 from models.credential import _MAX_INPUT, Invalid, could_be_credential, parse, public_key_b64
@@ -54,34 +53,9 @@ class Mono:
         return self.t
 
 
-class Pty:
-    """A pty pair standing in for the USB-serial scanner; the test writes into the master."""
-
-    def __init__(self) -> None:
-        self.master, self.slave = os.openpty()
-        self.path = os.ttyname(self.slave)
-        os.set_blocking(self.master, False)  # a writer can always notice it should stop
-
-    def write(self, data: bytes, stop: threading.Event | None = None) -> None:
-        """Write all of `data` (the driver reads the slave side at its own pace), within a bound."""
-        view = memoryview(data)
-        deadline = time.monotonic() + BOUND_S
-        while view and not (stop and stop.is_set()):
-            try:
-                view = view[os.write(self.master, view) :]
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise AssertionError("nothing read from the pty for a long while: the driver stopped") from None
-                threading.Event().wait(0.001)
-
-    def close(self) -> None:
-        os.close(self.master)
-        os.close(self.slave)
-
-
 @pytest.fixture
-def pty() -> Iterator[Pty]:
-    p = Pty()
+def pty() -> Iterator[ScannerPty]:
+    p = ScannerPty()
     yield p
     p.close()
 
@@ -147,7 +121,7 @@ def tokens(key: Ed25519PrivateKey) -> list[bytes]:
 
 
 def test_twenty_thousand_garbage_lines_on_the_scanner_cannot_crowd_out_one_skier(
-    tmp_path: Path, signing_key: Ed25519PrivateKey, pty: Pty, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, signing_key: Ed25519PrivateKey, pty: ScannerPty, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
     mono, seen = Mono(), list[Handled]()
@@ -162,7 +136,7 @@ def test_twenty_thousand_garbage_lines_on_the_scanner_cannot_crowd_out_one_skier
         for i, token in enumerate(genuine):
             before, after = garbage[cut[2 * i] : cut[2 * i + 1]], garbage[cut[2 * i + 1] : cut[2 * i + 2]]
             # The flood goes on before, with and after the skier's scan, while the gate decides.
-            await asyncio.to_thread(pty.write, b"\r\n".join([*before, token, *after]) + b"\r\n")
+            await asyncio.to_thread(pty.write, b"\r\n".join([*before, token, *after]) + b"\r\n", timeout=BOUND_S)
             await eventually(decided(seen, i + 1), f"skier {i + 1} decided", BOUND_S)
             mono.t += 2.0
         await eventually(
@@ -203,7 +177,7 @@ class FrameDecoder:
 
 
 def test_a_flood_of_plausible_codes_on_the_scanner_does_not_starve_skiers_at_the_camera(
-    tmp_path: Path, signing_key: Ed25519PrivateKey, pty: Pty
+    tmp_path: Path, signing_key: Ed25519PrivateKey, pty: ScannerPty
 ) -> None:
     mono, seen, phone = Mono(), list[Handled](), Phone()
     scanner = SerialScanner(port=pty.path)
@@ -223,7 +197,7 @@ def test_a_flood_of_plausible_codes_on_the_scanner_does_not_starve_skiers_at_the
 
     def flood() -> None:  # distinct, well-formed voucher codes that no cache holds
         while not stop.is_set():
-            pty.write(b"".join(b"V%011d\r\n" % rng.randrange(10**11) for _ in range(200)), stop)
+            pty.write(b"".join(b"V%011d\r\n" % rng.randrange(10**11) for _ in range(200)), stop=stop, timeout=BOUND_S)
 
     flooder = threading.Thread(target=flood, daemon=True)
 
@@ -253,14 +227,17 @@ def test_a_flood_of_plausible_codes_on_the_scanner_does_not_starve_skiers_at_the
 
 
 def test_a_flood_of_overlong_lines_is_one_warning_and_the_next_code_still_reads(
-    pty: Pty, caplog: pytest.LogCaptureFixture
+    pty: ScannerPty, caplog: pytest.LogCaptureFixture
 ) -> None:
     with SerialScanner(port=pty.path, max_line=64) as scanner, caplog.at_level(logging.WARNING):
         scanner.open()
         pty.write(b"N" * 100 + b"\r\n")
         assert scanner.read_line(0.05) is None  # the first one is warned about at once
         writer = threading.Thread(
-            target=pty.write, args=((b"N" * 100 + b"\r\n") * 499 + b"VOUCHER-1001\r\n",), daemon=True
+            target=pty.write,
+            args=((b"N" * 100 + b"\r\n") * 499 + b"VOUCHER-1001\r\n",),
+            kwargs={"timeout": BOUND_S},
+            daemon=True,
         )
         writer.start()  # more than the tty buffer holds: written while the driver reads
         assert scanner.read_line(BOUND_S) == b"VOUCHER-1001"
