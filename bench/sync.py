@@ -5,7 +5,7 @@
 
 Everything runs for real on loopback, each in its own process: Mosquitto (generated config,
 ACLs, passwords), the cloud (`uvicorn`, SQLite, its MQTT loop) and the gate daemon
-(`starfish gate run`). The benchmark process only sells through the API and watches the
+(`harness.gates.GateProcess`). The benchmark process only sells through the API and watches the
 gate's SQLite file (read-only, polled every 0.5 ms).
 
 - sale_to_gate: from the payment response (the sale is committed and its ticket issued) to
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import sqlite3
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,15 +32,14 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.cloud import _serve
 from bench.stats import summary
 from edge.store import GateStore, GateStoreReader, JournalEntry
 from harness.cloud_api import Cashier, seed_cloud
+from harness.gates import GateProcess
 from harness.keys import cloud_secrets_env, key_root_of, settings_of
 from harness.mosquitto import MosquittoProcess
-from harness.processes import ChildProcess, wait_until
+from harness.processes import wait_until
 from models import Direction, Outcome
 from sync.mosquitto import GateAccount, SiteRegistry
 
@@ -83,13 +81,18 @@ class World:
         self.site_id, self.product_id, self.token = seeded.site_id, seeded.products["day"], seeded.cashier_token
         self.gates = seeded.gates
 
-    def gate_config(self, gate: str) -> Path:
+    def gate_folder(self, gate: str) -> Path:
+        """Where a gate keeps its config, store and log."""
         folder = self.tmp / gate
         folder.mkdir(exist_ok=True)
+        return folder
+
+    def start_gate(self, gate: str) -> GateProcess:
+        """The gate daemon, its store in `gate_folder` (empty or filled beforehand), launched."""
+        folder = self.gate_folder(gate)
         (folder / "password").write_text(self.gates[gate][1])
-        cfg = {
+        config = {
             "gate": {"gate_id": gate, "site_id": "bench"},
-            "store": {"path": str(folder / "gate.db")},
             "barrier": {"type": "modbus_tcp", "host": "127.0.0.1", "port": 1, "timeout_s": 0.2},
             "sync": {
                 "site": "bench",
@@ -104,20 +107,13 @@ class World:
             },
             "log_level": "WARNING",
         }
-        path = folder / "gate.yaml"
-        path.write_text(yaml.safe_dump(cfg))
-        return path
-
-    def start_gate(self, gate: str) -> ChildProcess:
-        config = self.gate_config(gate)
-        argv = [sys.executable, "-m", "edge.cli", "gate", "run", "--config", str(config)]
-        process = ChildProcess(f"gate {gate}", argv, self.tmp / gate / "gate.log")
+        process = GateProcess(folder, config)  # it adds the store and an idle scanner pty
         process.launch()
-        self.stack.callback(process.stop, 30)
+        self.stack.callback(process.close, 30)
         return process
 
     def gate_db(self, gate: str) -> Path:
-        return self.tmp / gate / "gate.db"
+        return self.gate_folder(gate) / "gate.db"
 
     def sell(self) -> tuple[int, float]:
         """One day ticket sold at the window: (ticket id, `perf_counter` when the payment's answer arrived)."""
@@ -160,7 +156,6 @@ def sale_to_gate(world: World, sales: int) -> dict[str, Any]:
 
 def drain(world: World, events: int) -> dict[str, Any]:
     gate = "g2"
-    cfg = world.gate_config(gate)
     # Stuff the outbox while the gate is down: denials journaled as the gate itself would, in one transaction.
     now = datetime.now(UTC)
     store = GateStore(world.gate_db(gate))
@@ -179,7 +174,6 @@ def drain(world: World, events: int) -> dict[str, Any]:
         for i in range(events)
     )
     store.close()
-    del cfg
     online = _first_online(world, gate)
     start = time.perf_counter()
     world.start_gate(gate)

@@ -1,4 +1,4 @@
-"""A gate for real: the daemon (`starfish gate run`) in its own process, its serial scanner a pty, its
+"""A gate for real: the daemon (`python -m edge.cli gate run`) in its own process, its serial scanner a pty, its
 relay board a pymodbus server on loopback (`harness.relay_sim`).
 """
 
@@ -108,18 +108,25 @@ class RelayBoards:
 
 
 class GateProcess(ChildProcess):
-    """A gate daemon (`starfish gate run`) in its own process; scans go in through a pty, as from a serial scanner.
+    """A gate daemon (`python -m edge.cli gate run`, what `starfish gate run` runs) in its own process;
+    scans go in through a pty, as from a serial scanner.
 
-    `config` is the gate's YAML tree but for `store` and `scanner`, which live in `folder`.
+    `config` is the gate's YAML tree but for `store` and `scanner`, which live in `folder` (its
+    config in gate.yaml, its store gate.db, its output gate.log). `scanner`: the pty to use, e.g.
+    one reached through a symlink (`ScannerPty(link=...)`); a new one by default. Each `launch` runs
+    the same config again (a restart after `kill`, as after a power cut).
     """
 
-    def __init__(self, folder: Path, config: Mapping[str, Any], *, own_session: bool = False) -> None:
+    def __init__(
+        self, folder: Path, config: Mapping[str, Any], *, scanner: ScannerPty | None = None, own_session: bool = False
+    ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.db = folder / "gate.db"
-        self.scanner = ScannerPty()
+        self.scanner = scanner if scanner is not None else ScannerPty()
         self.config = {**config, "store": {"path": str(self.db)}, "scanner": {"port": self.scanner.path}}
-        (folder / "gate.yaml").write_text(yaml.safe_dump(self.config, allow_unicode=True), encoding="utf-8")
-        argv = [sys.executable, "-m", "edge.cli", "gate", "run", "--config", str(folder / "gate.yaml")]
+        self.config_path = folder / "gate.yaml"
+        self.config_path.write_text(yaml.safe_dump(self.config, allow_unicode=True), encoding="utf-8")
+        argv = [sys.executable, "-m", "edge.cli", "gate", "run", "--config", str(self.config_path)]
         super().__init__(f"gate {config['gate']['gate_id']}", argv, folder / "gate.log", own_session=own_session)
         self._runs = 0
 
@@ -141,6 +148,7 @@ class GateProcess(ChildProcess):
         """Present codes at the scanner, one line each, as fast as the gate reads them."""
         self.scanner.feed(codes, timeout=timeout, reading=self.alive, who=self.name)
 
-    def close(self) -> None:
-        self.stop()
+    def close(self, timeout: float = 20.0) -> None:
+        """Stop the daemon (SIGTERM, SIGKILL after `timeout` s) and unplug its scanner."""
+        self.stop(timeout)
         self.scanner.close()

@@ -5,22 +5,20 @@ Kill -9 between the journal write and the passage sensor, restart, and the count
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.store import GateStoreReader
-from harness.gates import RelayBoards
-from harness.processes import ChildProcess, wait_until
+from harness.gates import GateProcess, RelayBoards, ScannerPty
+from harness.processes import free_port, wait_until
 from harness.relay_sim import RelayBoardSim
 from harness.tickets import make_ticket, sign
 from models import ProductKind
@@ -46,76 +44,66 @@ def relay() -> Iterator[RelayBoardSim]:
 
 
 @pytest.fixture
-def scanner_pty(tmp_path: Path) -> Iterator[tuple[int, str]]:
-    master, slave = os.openpty()
-    link = tmp_path / "scanner"
-    link.symlink_to(os.ttyname(slave))
-    yield master, str(link)
-    os.close(master)
-    os.close(slave)
+def gate_on(tmp_path: Path, signing_key: Ed25519PrivateKey) -> Iterator[Callable[[int], GateProcess]]:
+    """The daemon for a relay board on `port`, not yet launched: its scanner a pty reached through a
+    symlink (as /dev/serial/by-id), its config, store and log in tmp_path."""
+    made: list[GateProcess] = []
 
+    def gate_on(port: int) -> GateProcess:
+        config: dict[str, Any] = {
+            "gate": {"gate_id": "g1", "site_id": "nanshan", "passback_seconds": 0, "rescan_seconds": 0},
+            "barrier": {
+                "type": "modbus_tcp",
+                "host": "127.0.0.1",
+                "port": port,
+                "passage_input": 0,
+                "fire_alarm_input": 1,
+                "passage_timeout_s": 30,
+            },
+            "trusted_keys": {1: public_key_b64(signing_key.public_key())},
+            "input_debounce_s": 0,
+            "log_level": "INFO",
+        }
+        made.append(GateProcess(tmp_path, config, scanner=ScannerPty(link=tmp_path / "scanner")))
+        return made[-1]
 
-def write_config(tmp_path: Path, key: Ed25519PrivateKey, port: int, scanner: str) -> Path:
-    cfg: dict[str, Any] = {
-        "gate": {"gate_id": "g1", "site_id": "nanshan", "passback_seconds": 0, "rescan_seconds": 0},
-        "store": {"path": str(tmp_path / "gate.db")},
-        "barrier": {
-            "type": "modbus_tcp",
-            "host": "127.0.0.1",
-            "port": port,
-            "passage_input": 0,
-            "fire_alarm_input": 1,
-            "passage_timeout_s": 30,
-        },
-        "scanner": {"port": scanner},
-        "trusted_keys": {1: public_key_b64(key.public_key())},
-        "input_debounce_s": 0,
-        "log_level": "INFO",
-    }
-    path = tmp_path / "gate.yaml"
-    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    return path
-
-
-def start_gate(config: Path, log: Path) -> ChildProcess:
-    gate = ChildProcess("gate g1", [sys.executable, "-m", "edge.cli", "gate", "run", "--config", str(config)], log)
-    gate.launch()
-    return gate
+    yield gate_on
+    for gate in made:
+        gate.kill()
+        gate.scanner.close()
 
 
 def test_kill_between_journal_and_sensor_then_restart_counts_exactly(
-    tmp_path: Path, signing_key: Ed25519PrivateKey, relay: RelayBoardSim, scanner_pty: tuple[int, str]
+    signing_key: Ed25519PrivateKey, relay: RelayBoardSim, gate_on: Callable[[int], GateProcess]
 ) -> None:
-    master, port_path = scanner_pty
-    db = tmp_path / "gate.db"
     assert relay.port is not None  # serving
-    config = write_config(tmp_path, signing_key, relay.port, port_path)
+    gate = gate_on(relay.port)
+    db, log = gate.db, gate.log
     token = sign(signing_key, live_ticket(ProductKind.PUNCH, entries=5)).encode() + b"\r\n"
-    log = tmp_path / "gate.log"
 
-    gate = start_gate(config, log)
+    gate.launch()
     try:
-        wait_until(lambda: "running" in log.read_text(), "gate running", 15)
+        gate.wait_running(15)
         time.sleep(0.5)  # the scanner opens its port lazily on the first read
-        os.write(master, token)
+        gate.scanner.write(token)
         wait_until(
             lambda: sum(bool(e.counted and e.passed) for e in GateStoreReader(db).entries()) == 1, "1 counted", 15
         )
 
         relay.skier_passes = False  # the next skier stops in the turnstile...
-        os.write(master, token)
+        gate.scanner.write(token)
         wait_until(lambda: len(GateStoreReader(db).pending()) == 1, "1 admission pending", 15)
         gate.kill()  # SIGKILL: ...and the gate dies before the sensor fires
     finally:
         gate.kill()
 
     relay.skier_passes = True
-    gate = start_gate(config, log)
+    gate.launch()  # the same config, store and scanner again
     try:
         wait_until(lambda: len(GateStoreReader(db).pending()) == 0, "no admission pending", 15)
-        wait_until(lambda: log.read_text().count("running") == 2, "gate running again", 15)
+        gate.wait_running(15)  # its second "running"
         time.sleep(0.5)
-        os.write(master, token)
+        gate.scanner.write(token)
         wait_until(lambda: sum(e.counted for e in GateStoreReader(db).entries()) == 2, "2 counted", 15)
         gate.stop(10)  # SIGTERM
         assert gate.returncode == 0
@@ -135,20 +123,15 @@ def test_kill_between_journal_and_sensor_then_restart_counts_exactly(
 
 
 def test_gate_with_dead_relay_board_keeps_running_and_denies_with_barrier_fault(
-    tmp_path: Path, signing_key: Ed25519PrivateKey, scanner_pty: tuple[int, str]
+    signing_key: Ed25519PrivateKey, gate_on: Callable[[int], GateProcess]
 ) -> None:
-    master, port_path = scanner_pty
-    db = tmp_path / "gate.db"
-    with __import__("socket").socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead_port = s.getsockname()[1]
-    config = write_config(tmp_path, signing_key, dead_port, port_path)
-    log = tmp_path / "gate.log"
-    gate = start_gate(config, log)
+    gate = gate_on(free_port())  # nothing listens there
+    db, log = gate.db, gate.log
+    gate.launch()
     try:
-        wait_until(lambda: "running" in log.read_text(), "gate running", 15)
+        gate.wait_running(15)
         time.sleep(0.5)
-        os.write(master, sign(signing_key, live_ticket()).encode() + b"\r\n")
+        gate.scanner.write(sign(signing_key, live_ticket()).encode() + b"\r\n")
         wait_until(
             lambda: [(e.outcome, e.code) for e in GateStoreReader(db).entries()] == [("deny", "barrier_fault")],
             "denied with barrier_fault",
@@ -165,6 +148,7 @@ def test_gate_with_dead_relay_board_keeps_running_and_denies_with_barrier_fault(
 def test_corrupt_config_names_the_problem_and_exits(tmp_path: Path) -> None:
     bad = tmp_path / "gate.yaml"
     bad.write_text("gate:\n  gate_id: g1\n  site_id: s\n  direction: up\nbarrier:\n  type: modbus_tcp\n  host: x\n")
+    # Not a GateProcess: this config must be the bad text as written, and the run its exit status and stderr.
     out = subprocess.run(
         [sys.executable, "-m", "edge.cli", "gate", "run", "--config", str(bad)],
         cwd=REPO,

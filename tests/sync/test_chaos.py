@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from fastapi.testclient import TestClient
 
 from cloud.app import create_app
@@ -21,9 +18,10 @@ from cloud.sync.models import GatePassage
 from edge.store import GateStoreReader
 from harness.api import Api
 from harness.cloud import live_server
+from harness.gates import GateProcess
 from harness.keys import KEY_ROOT, KEYSET_ROOT_B64
 from harness.mosquitto import MosquittoFactory
-from harness.processes import ChildProcess, wait_until
+from harness.processes import wait_until
 from models.api import API_PREFIX
 from sync.mosquitto import GateAccount, SiteRegistry
 
@@ -60,13 +58,10 @@ def world(tmp_path: Path, mosquitto_factory: MosquittoFactory) -> Iterator[dict[
         ),
         expiry_every_s=0,
     )
-    master, slave = os.openpty()
     (tmp_path / "password").write_text(gate["secret"])
-    config = {
+    config: dict[str, Any] = {
         "gate": {"gate_id": "g1", "site_id": "nanshan", "rescan_seconds": 0},
-        "store": {"path": str(tmp_path / "gate.db")},
         "barrier": {"type": "modbus_tcp", "host": "127.0.0.1", "port": 1, "timeout_s": 0.2},
-        "scanner": {"port": os.ttyname(slave)},
         "input_debounce_s": 0,
         "max_scan_age_s": 60,
         # The burst is the scanner at machine speed: every read waits for its decision, none is shed.
@@ -84,35 +79,23 @@ def world(tmp_path: Path, mosquitto_factory: MosquittoFactory) -> Iterator[dict[
             "key_root": KEY_ROOT,
             "ack_timeout_s": 2,
         }
-        (tmp_path / "gate.yaml").write_text(yaml.safe_dump(config))
+        gate_process = GateProcess(tmp_path, config)  # its store, scanner pty and log in tmp_path
         try:
-            yield {
-                "app": app,
-                "db": tmp_path / "gate.db",
-                "config": tmp_path / "gate.yaml",
-                "master": master,
-                "log": tmp_path / "gate.log",
-            }
+            yield {"app": app, "gate": gate_process}
         finally:
-            os.close(master)
-            os.close(slave)
-
-
-def start_gate(world: dict[str, Any]) -> ChildProcess:
-    argv = [sys.executable, "-m", "edge.cli", "gate", "run", "--config", str(world["config"])]
-    gate = ChildProcess("gate g1", argv, world["log"])
-    gate.launch()
-    return gate
+            gate_process.kill()
+            gate_process.scanner.close()
 
 
 def test_kill_9_mid_burst_then_restart_loses_nothing_and_doubles_nothing(world: dict[str, Any]) -> None:
-    db: Path = world["db"]
-    gate = start_gate(world)
+    gate: GateProcess = world["gate"]
+    db = gate.db
+    gate.launch()
     try:
-        wait_until(lambda: "running" in world["log"].read_text(), "gate running", 30)
+        gate.wait_running(30)
         time.sleep(0.5)
         for i in range(300):
-            os.write(world["master"], b"UNKNOWN%05d\r" % i)
+            gate.scanner.write(b"UNKNOWN%05d\r" % i)
             if i == 150:
                 wait_until(lambda: GateStoreReader(db).entries() != [], "first decisions", 15)
         time.sleep(0.05)
@@ -122,11 +105,10 @@ def test_kill_9_mid_burst_then_restart_loses_nothing_and_doubles_nothing(world: 
     decided_before = len(GateStoreReader(db).entries())
     assert decided_before > 0
 
-    restarts = world["log"].read_text().count("running")
-    gate = start_gate(world)
+    gate.launch()  # the same config, store and scanner again
     try:
         # Its signal handlers are in place once it runs: a SIGTERM before that would just kill it.
-        wait_until(lambda: world["log"].read_text().count("running") > restarts, "gate running again", 30)
+        gate.wait_running(30)  # its second "running"
         wait_until(lambda: GateStoreReader(db).outbox_depth() == 0, "outbox drained after restart", 30)
         gate.stop(20)  # SIGTERM
         assert gate.returncode == 0
