@@ -26,7 +26,6 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from contextlib import ExitStack
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -39,8 +38,11 @@ from harness.cloud_api import Cashier, seed_cloud
 from harness.gates import GateProcess
 from harness.keys import cloud_secrets_env, key_root_of, settings_of
 from harness.mosquitto import MosquittoProcess
+from harness.mqtt import BrokerClient, connect_client
 from harness.processes import wait_until
 from models import Direction, Outcome
+from models.sync import GateStatus
+from sync import topics
 from sync.mosquitto import GateAccount, SiteRegistry
 
 _PRICES = ("weekday_price_fen", "weekend_price_fen", "holiday_price_fen")
@@ -174,13 +176,15 @@ def drain(world: World, events: int) -> dict[str, Any]:
         for i in range(events)
     )
     store.close()
-    online = _first_online(world, gate)
-    start = time.perf_counter()
+    watcher = _status_watcher(world, gate)
+    # time.monotonic throughout: paho stamps each message it receives with it.
+    start = time.monotonic()
     world.start_gate(gate)
     reader = GateStoreReader(world.gate_db(gate))
     _wait(lambda: reader.outbox_depth() == 0, 600, "outbox drained", 0.05)
-    end = time.perf_counter()
-    connected = online.result(timeout=0)
+    end = time.monotonic()
+    connected = _first_online(watcher, gate)
+    watcher.close()  # frees the login it borrowed
     elapsed = end - connected
     return {
         "events": events,
@@ -190,36 +194,26 @@ def drain(world: World, events: int) -> dict[str, Any]:
     }
 
 
-def _first_online(world: World, gate: str) -> Future[float]:
-    """When the gate's retained status first says `online` (it connected): the drain's start.
+def _status_watcher(world: World, gate: str) -> BrokerClient:
+    """A client subscribed to the gate's retained status, before the gate starts.
 
-    Watched with the login of a gate that is not running then (a gate may read its site's statuses):
-    the broker keys sessions by login, so the cloud's own login here would knock the cloud off.
-    The watcher leaves as soon as it has seen it, freeing that login for its gate.
+    It logs in as a gate that is not running then (a gate may read its site's statuses): the broker
+    keys sessions by login, so the cloud's own login here would knock the cloud off. Close it
+    before that gate starts.
     """
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    from models.sync import GateStatus
-    from sync import topics
-
-    seen: Future[float] = Future()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2)
     watcher = next(g for g in sorted(world.gates) if g not in (gate, "g1"))
-    client.username_pw_set(*world.gates[watcher])
-
-    def on_message(c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        if not seen.done() and GateStatus.model_validate_json(msg.payload).state == "online":
-            seen.set_result(time.perf_counter())
-            c.disconnect()
-
-    client.on_message = on_message
-    client.connect("127.0.0.1", int(world.env["STARFISH_MQTT_PORT"]))
+    client = connect_client(world.broker, *world.gates[watcher])
+    world.stack.callback(client.close)
     client.subscribe(topics.status("bench", gate), qos=1)
-    client.loop_start()
-    world.stack.callback(client.loop_stop)
-    world.stack.callback(client.disconnect)
-    return seen
+    return client
+
+
+def _first_online(watcher: BrokerClient, gate: str) -> float:
+    """When the gate's status first said `online` (it connected), as received: the drain's start."""
+    for msg in watcher.received(topics.status("bench", gate)):
+        if GateStatus.model_validate_json(msg.payload).state == "online":
+            return float(msg.timestamp)
+    raise TimeoutError(f"gate {gate} drained its outbox but never said online")
 
 
 def resync(world: World, tickets: int, *, used: bool = False) -> dict[str, Any]:
