@@ -91,8 +91,37 @@ def _exited(child: ChildProcess) -> MosquittoError:
     return MosquittoError(f"mosquitto exited with {child.returncode} at start:\n{child.log_text()[-2000:]}")
 
 
+class _Broker:
+    """What both brokers share: one mosquitto child process, started from a config file."""
+
+    _child: ChildProcess | None
+
+    @property
+    def running(self) -> bool:
+        return self._child is not None and self._child.running
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid if self._child is not None else None
+
+    def _launch(self, binary: str, conf: Path, log: Path) -> ChildProcess:
+        self._child = ChildProcess("mosquitto", [binary, "-c", str(conf)], log)
+        self._child.launch()
+        return self._child
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM: mosquitto saves its persistence file and exits; SIGKILL if it hangs."""
+        if self._child is not None:
+            self._child.stop(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash; whatever was not autosaved is lost."""
+        if self._child is not None:
+            self._child.kill()
+
+
 @dataclass
-class MosquittoProcess:
+class MosquittoProcess(_Broker):
     """One mosquitto broker as a child process; ports and persistence survive `restart()`.
 
     `port`/`tls_port` None: a free port is picked on first start. `workdir` None: a temp dir,
@@ -118,14 +147,6 @@ class MosquittoProcess:
     @property
     def connect_host(self) -> str:
         return _wildcard_to_loopback(self.host)
-
-    @property
-    def running(self) -> bool:
-        return self._child is not None and self._child.running
-
-    @property
-    def pid(self) -> int | None:
-        return self._child.pid if self._child is not None else None
 
     @property
     def log_path(self) -> Path:
@@ -178,7 +199,7 @@ class MosquittoProcess:
         for attempt in range(3 if auto_ports else 1):
             self._pick_ports()
             files = write_broker_config(self.sites, self._dir(), role=self.role, options=self._options())
-            self._launch(binary, files.conf)
+            self._launch(binary, files.conf, self.log_path)
             try:
                 self._wait_ready()
             except MosquittoError:
@@ -191,24 +212,10 @@ class MosquittoProcess:
             return self
         raise AssertionError("unreachable")
 
-    def _launch(self, binary: str, conf: Path) -> None:
-        self._child = ChildProcess("mosquitto", [binary, "-c", str(conf)], self.log_path)
-        self._child.launch()
-
     def _wait_ready(self) -> None:
         assert self._child is not None and self.port is not None
         ports = [self.port] + ([self.tls_port] if self.tls_port is not None and self.tls is not None else [])
         _wait_listening(self._child, self.connect_host, ports, self.startup_timeout)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM: mosquitto saves its persistence file and exits; SIGKILL if it hangs."""
-        if self._child is not None:
-            self._child.stop(timeout)
-
-    def kill(self) -> None:
-        """SIGKILL: a crash; whatever was not autosaved is lost."""
-        if self._child is not None:
-            self._child.kill()
 
     def restart(self) -> Self:
         """Stop (saving persistence) and start again on the same ports with the same data."""
@@ -246,7 +253,7 @@ class MosquittoProcess:
             self.close()
 
 
-class AnonymousBroker:
+class AnonymousBroker(_Broker):
     """A plain Mosquitto for tests of the sync protocol itself: anyone may connect, on a loopback port
     picked at construction, with its persistence in `directory`/data.
 
@@ -263,10 +270,6 @@ class AnonymousBroker:
         self.binary = binary
         self.startup_timeout = startup_timeout
         self._child: ChildProcess | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._child is not None and self._child.running
 
     @property
     def log_path(self) -> Path:
@@ -289,20 +292,9 @@ class AnonymousBroker:
         if self.running:
             return self
         conf = self._write_config()
-        self._child = ChildProcess("mosquitto", [find_mosquitto(self.binary), "-c", str(conf)], self.log_path)
-        self._child.launch()
-        _wait_listening(self._child, self.host, [self.port], self.startup_timeout)
+        child = self._launch(find_mosquitto(self.binary), conf, self.log_path)
+        _wait_listening(child, self.host, [self.port], self.startup_timeout)
         return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM: mosquitto saves its persistence file and exits; SIGKILL if it hangs."""
-        if self._child is not None:
-            self._child.stop(timeout)
-
-    def kill(self) -> None:
-        """SIGKILL: a crash; whatever was not autosaved is lost."""
-        if self._child is not None:
-            self._child.kill()
 
     def __enter__(self) -> Self:
         try:
