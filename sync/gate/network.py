@@ -148,7 +148,9 @@ class GateLink:
         return True
 
     def ack(self, delivery: Delivery) -> None:
-        if delivery.generation == self.gen and self.connected:
+        # Also the network thread's own count: a loop held up while paho reconnected has not heard of the
+        # new connection yet, and a message id of the old one must not acknowledge one of the new.
+        if delivery.generation == self.gen == self.mqtt.generation and self.connected:
             self.mqtt.ack(delivery)
 
     def reject(self, item: Received, why: str) -> None:
