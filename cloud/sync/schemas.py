@@ -38,19 +38,24 @@ class SiteSyncOut(BaseModel):
     gates: list[GateSyncOut]
 
 
+# Why the cloud holds a well-formed event back: one list for the code that decides it and the API.
+QuarantineReason = Literal[
+    "unknown_gate", "wrong_site", "gate_mismatch", "future", "too_old", "unknown_ticket", "before_sale", "id_reused"
+]
+
+
 class QuarantinedEventOut(BaseModel):
     event_id: uuid.UUID
     site_code: str = Field(description="The site of the topic it came on (what the broker authenticated)")
     gate_code: str = Field(description="The gate of the topic it came on")
     topic: str
     received_at: datetime
-    reason: Literal[
-        "unknown_gate", "wrong_site", "gate_mismatch", "future", "too_old", "unknown_ticket", "before_sale"
-    ] = Field(
+    reason: QuarantineReason = Field(
         description="unknown_gate: the topic's gate is not registered; wrong_site / gate_mismatch: the event "
         "names another site / gate than its topic; future: dated more than the clock skew ahead; too_old: "
         "older than the longest a gate may hold an event; unknown_ticket: counts an entry on a ticket that "
-        "is not one of the site's (e.g. another site's); before_sale: dated before its ticket was issued"
+        "is not one of the site's (e.g. another site's); before_sale: dated before its ticket was issued; "
+        "id_reused: another gate's event already holds this id (a copy)"
     )
     event: str = Field(description="The event's JSON as received (cut at 4000 characters)")
 

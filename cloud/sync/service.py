@@ -26,7 +26,7 @@ from cloud.sync.dead_letters import Refused
 from cloud.sync.gate_status import store_status
 from cloud.sync.inbound import EventIn, Inbound, StatusIn
 from cloud.sync.models import GatePassage, QuarantinedEvent
-from cloud.sync.schemas import QuarantinedEventOut
+from cloud.sync.schemas import QuarantinedEventOut, QuarantineReason
 from cloud.tickets.models import Ticket, TicketState
 from models import PassageEvent
 from models.sync import EVENT_CLOCK_SKEW, RefusedEvent, implausible_time
@@ -269,7 +269,7 @@ def _hold(
     session: Session,
     m: EventIn,
     where: tuple[int, int] | None,
-    reason: str,
+    reason: QuarantineReason,
     now: datetime,
     held: set[tuple[uuid.UUID, str, str]],
     out: Stored,
@@ -284,7 +284,9 @@ def _hold(
     out.quarantined += 1
 
 
-def _refusal(m: EventIn, where: tuple[int, int] | None, ticket: Ticket | None, now: datetime) -> str | None:
+def _refusal(
+    m: EventIn, where: tuple[int, int] | None, ticket: Ticket | None, now: datetime
+) -> QuarantineReason | None:
     """Why an event cannot be true, or None. `where` is the topic's (site id, gate id), None when that
     gate is not registered; `ticket` the topic site's ticket the event would count, if any.
 
@@ -310,7 +312,9 @@ def _refusal(m: EventIn, where: tuple[int, int] | None, ticket: Ticket | None, n
     return None
 
 
-def _quarantine(session: Session, m: EventIn, where: tuple[int, int] | None, reason: str, now: datetime) -> None:
+def _quarantine(
+    session: Session, m: EventIn, where: tuple[int, int] | None, reason: QuarantineReason, now: datetime
+) -> None:
     e = m.event
     site_id = where[0] if where is not None else session.scalar(select(Site.id).where(Site.code == m.site))
     session.add(

@@ -322,6 +322,25 @@ def test_a_stolen_gates_copy_stored_before_the_genuine_passage_arrives_is_moved_
     assert entries_used(app, ticket) == 1
 
 
+def test_the_back_office_lists_a_copy_quarantined_for_its_reused_id(
+    app: FastAPI, api: Api, site: dict[str, Any]
+) -> None:
+    for code in ("g2", "g3"):
+        add_gate(api, site["id"], code)
+    _, ticket = single_entry_ticket(app, api, site["id"])
+    now = utcnow()
+    genuine = passage(ticket, now, gate="g2")
+    send_batch(app, [("g3", stolen_copy(genuine))], now)
+    send_batch(app, [("g2", genuine)], now + timedelta(seconds=5))
+
+    r = api.as_(Role.ADMIN).get(f"/api/v1/sync/sites/{site['id']}/quarantine")
+
+    assert r.status_code == 200, r.text
+    assert [(q["event_id"], q["gate_code"], q["reason"]) for q in r.json()] == [
+        (str(genuine.event_id), "g3", "id_reused")
+    ]
+
+
 def test_a_counted_copy_under_another_gate_counts_the_ticket_once_not_twice(
     app: FastAPI, api: Api, site: dict[str, Any]
 ) -> None:
