@@ -15,6 +15,7 @@ from cloud.customers.wechat import (
     WeChatUnavailable,
     WeChatUserBlocked,
 )
+from cloud.db import add_unique
 from cloud.deps import Principal, Role
 from cloud.errors import Conflict, DomainError, Forbidden, Unauthorized, not_found
 from cloud.settings import Settings
@@ -93,12 +94,7 @@ def create_by_phone(session: Session, actor: Principal, phone: str, nickname: st
     if existing is not None:
         raise _phone_taken(phone, existing)
     customer = Customer(phone=phone, nickname=nickname)
-    session.add(customer)
-    try:
-        session.flush()
-    except IntegrityError as exc:
-        session.rollback()
-        raise _phone_taken(phone, None) from exc
+    add_unique(session, customer, _phone_taken(phone, None))
     record(session, actor, "customer.create", "customer", customer.id, {"phone": phone})
     session.commit()
     return customer

@@ -51,12 +51,7 @@ def set_active(session: Session, actor: Principal, product_id: int, active: bool
 def add_holiday(session: Session, actor: Principal, site_id: int, day: date, name: str) -> Holiday:
     get_site(session, site_id)
     holiday = Holiday(site_id=site_id, day=day, name=name)
-    session.add(holiday)
-    try:
-        session.flush()
-    except IntegrityError as exc:
-        session.rollback()
-        raise Conflict("holiday_exists", f"{day} is already a holiday", f"{day} 已是节假日") from exc
+    add_unique(session, holiday, Conflict("holiday_exists", f"{day} is already a holiday", f"{day} 已是节假日"))
     record(session, actor, "holiday.add", "site", site_id, {"day": day.isoformat(), "name": name})
     session.commit()
     return holiday
