@@ -123,8 +123,10 @@ class MqttLink:
         self.client.loop_stop()
 
     def ack(self, delivery: Delivery) -> None:
-        """Send the PUBACK (any thread: paho locks); the caller knows `delivery` is of the current connection."""
-        self.client.ack(delivery.mid, delivery.qos)
+        """Send the PUBACK (any thread: paho locks), only on the connection `delivery` came on: a message id
+        means nothing on the next one, and may name another message there."""
+        if delivery.generation == self.generation:
+            self.client.ack(delivery.mid, delivery.qos)
 
     @property
     def where(self) -> str:

@@ -287,10 +287,9 @@ class CloudSync:
         stored = self._store_until_done(items)
         if stored is None:
             return  # stopping before the database came back: nothing acknowledged
-        connection = self._link.generation  # a message id means nothing on the next connection
         for r in batch:
-            if r.delivery.qos > 0 and r.delivery.generation == connection:
-                self._link.ack(r.delivery)
+            if r.delivery.qos > 0:
+                self._link.ack(r.delivery)  # only on the connection it came on
         # Confirmed and refused ids go in separate acks: a gate one release older, which does not know
         # `refused`, still takes the confirmations (and only drops the refusals as unreadable).
         acks = [

@@ -148,10 +148,8 @@ class GateLink:
         return True
 
     def ack(self, delivery: Delivery) -> None:
-        # Also the network thread's own count: a loop held up while paho reconnected has not heard of the
-        # new connection yet, and a message id of the old one must not acknowledge one of the new.
-        if delivery.generation == self.gen == self.mqtt.generation and self.connected:
-            self.mqtt.ack(delivery)
+        if delivery.generation == self.gen and self.connected:
+            self.mqtt.ack(delivery)  # which also holds it to paho's own count: the loop may lag a reconnect
 
     def reject(self, item: Received, why: str) -> None:
         log.warning("sync: dropped a message on %s: %s", item.topic, why)
