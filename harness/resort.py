@@ -320,7 +320,7 @@ class Resort:
         """Until every gate's outbox is empty and the cloud stored as many passages as each gate journaled."""
 
         def drained() -> bool:
-            stored = self.cloud_view().stored
+            stored = stored_per_gate(self.workdir / "cloud.db")
             views = [self.gate_view(g) for g in self._gates]
             return all(v.outbox == 0 and stored.get(v.gate, 0) == v.journaled for v in views)
 
