@@ -106,8 +106,7 @@ class GateLink:
 
     async def close(self) -> None:
         self.connected = False
-        self.mqtt.client.disconnect()
-        await asyncio.to_thread(self.mqtt.client.loop_stop)
+        await asyncio.to_thread(self.mqtt.stop)
 
     # --- paho's network thread ----------------------------------------------------------------
 
