@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -104,3 +107,19 @@ def _unique_violation(exc: IntegrityError) -> bool:
         "SQLITE_CONSTRAINT_UNIQUE",
         "SQLITE_CONSTRAINT_PRIMARYKEY",
     )
+
+
+def dialect_insert(session: Session) -> Callable[..., postgresql.Insert | sqlite.Insert]:
+    """The INSERT of the session's database, the one with ON CONFLICT (PostgreSQL's or SQLite's)."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def one_at_a_time(session: Session, name: str) -> None:
+    """Until this transaction ends, no other transaction passes `one_at_a_time` with the same `name`.
+
+    A transaction-scoped advisory lock on PostgreSQL, which unlike a table lock holds up nothing else;
+    on SQLite nothing is needed: its transactions begin IMMEDIATE, so writers take turns (`make_engine`).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        session.execute(select(func.pg_advisory_xact_lock(key)))

@@ -8,11 +8,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.audit.service import record
-from cloud.db import add_unique
+from cloud.db import add_unique, one_at_a_time
 from cloud.deps import MAX_ID, Principal
 from cloud.errors import Conflict, DomainError, not_found
 from cloud.sites.models import Gate, Site
@@ -21,7 +21,6 @@ from models.credential import site_tag
 from sync.mosquitto_passwd import hash_password
 
 _hasher = PasswordHasher()
-_SITE_CREATION_LOCK = 0x5F5_17E5  # PostgreSQL advisory lock key: one site creation at a time
 _GATE_USERNAME = re.compile(r"gate-([1-9][0-9]{0,9})")  # ASCII digits only: str.isdigit() takes "²" and "٣"
 
 
@@ -36,8 +35,7 @@ def create_site(session: Session, actor: Principal, code: str, name: str, timezo
     # A token names its site by a 32-bit tag of the code: two sites must never share one. Sites are
     # created one at a time (SQLite's writer lock; a transaction-scoped advisory lock on PostgreSQL,
     # which unlike a table lock holds up nothing else), so the look below holds.
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SITE_CREATION_LOCK})
+    one_at_a_time(session, "sites/create")
     tag = site_tag(code)
     for other in session.scalars(select(Site.code)):
         if other != code and site_tag(other) == tag:  # the same code is `add_unique`'s site_exists

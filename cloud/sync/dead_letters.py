@@ -32,7 +32,7 @@ import logging
 import re
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import groupby
@@ -40,9 +40,9 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy import String, cast, func, literal, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from cloud.db import dialect_insert, one_at_a_time
 from cloud.sites.models import Site
 from cloud.sites.service import get_site
 from cloud.sync.models import DeadLetter
@@ -182,11 +182,7 @@ def store(session: Session, letters: Sequence[Refused], now: datetime) -> dict[t
 
 def _room(session: Session, site: str, gate: str, fingerprints: list[str]) -> tuple[set[str], int]:
     """Which of `fingerprints` the gate has a row for, and how many more distinct letters it may keep."""
-    if session.get_bind().dialect.name == "postgresql":
-        # Until commit: two consumers counting the same gate's rows at once would both see room.
-        # (SQLite's BEGIN IMMEDIATE already makes writers take turns, `cloud.db.make_engine`.)
-        lock = int.from_bytes(hashlib.sha256(f"dead_letters/{site}/{gate}".encode()).digest()[:8], "big", signed=True)
-        session.execute(select(func.pg_advisory_xact_lock(lock)))
+    one_at_a_time(session, f"dead_letters/{site}/{gate}")  # two consumers counting at once would both see room
     mine = (DeadLetter.site_code == site) & (DeadLetter.gate_code == gate)
     known = set(session.scalars(select(DeadLetter.fingerprint).where(mine, DeadLetter.fingerprint.in_(fingerprints))))
     held = session.scalar(select(func.count()).where(mine, DeadLetter.fingerprint != OVERFLOW)) or 0
@@ -197,7 +193,7 @@ def _count_overflow(session: Session, last: Refused, times: int, site_id: int | 
     """Count `times` more letters not kept on the gate's overflow row; its raw text is the last one's."""
     tail = f" dead letters not kept: the gate has {DEAD_LETTERS_PER_GATE} already; raw is the last of them"
     row = {**_row(last, times, site_id, now), "fingerprint": OVERFLOW, "event_id": None, "reason": "overflow"}
-    stmt = _insert(session)(DeadLetter).values({**row, "detail": f"{times}{tail}"})
+    stmt = dialect_insert(session)(DeadLetter).values({**row, "detail": f"{times}{tail}"})
     session.execute(
         stmt.on_conflict_do_update(
             index_elements=_KEY,
@@ -229,18 +225,13 @@ def _row(d: Refused, times: int, site_id: int | None, now: datetime) -> dict[str
 
 def _upsert(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert `rows`; a row already kept keeps its text and counts `times` more."""
-    stmt = _insert(session)(DeadLetter).values(rows)
+    stmt = dialect_insert(session)(DeadLetter).values(rows)
     session.execute(
         stmt.on_conflict_do_update(
             index_elements=_KEY,
             set_={"times": DeadLetter.times + stmt.excluded.times, "last_received_at": stmt.excluded.last_received_at},
         )
     )
-
-
-def _insert(session: Session) -> Callable[[type[DeadLetter]], postgresql.Insert | sqlite.Insert]:
-    """The dialect's INSERT, which has ON CONFLICT."""
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
 def listed(session: Session, site_id: int, *, limit: int = 100, offset: int = 0) -> list[DeadLetterOut]:

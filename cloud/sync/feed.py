@@ -13,10 +13,9 @@ from typing import Any
 
 from pydantic import TypeAdapter
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from cloud.db import utcnow
+from cloud.db import dialect_insert, utcnow
 from cloud.settings import Settings
 from cloud.sites.models import Gate, Site
 from cloud.sync.models import FeedChange, SiteFeedHead, _new_epoch
@@ -76,9 +75,8 @@ def new_epoch(session: Session, site_id: int) -> str:
 def _advance_head(session: Session, site_id: int, by: int) -> int:
     # INSERT .. ON CONFLICT DO UPDATE .. RETURNING: one round trip that locks the head row until commit
     # (PostgreSQL); SQLite transactions here begin IMMEDIATE, so writers take turns anyway.
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     stmt = (
-        insert(SiteFeedHead)
+        dialect_insert(session)(SiteFeedHead)
         .values(site_id=site_id, seq=by)
         .on_conflict_do_update(index_elements=[SiteFeedHead.site_id], set_={"seq": SiteFeedHead.seq + by})
         .returning(SiteFeedHead.seq)
