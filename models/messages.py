@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import uuid
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 SCHEMA_VERSION = 1
 
@@ -155,6 +164,17 @@ class PassageRecord(Message):
     passed: bool | None = Field(description="Did somebody pass the barrier; None while the gate waits to know")
     counted: bool = Field(default=False, description="Did this passage use up an entry")
     credential: CredentialKind = "none"
+    face_distance: float | None = Field(
+        default=None, ge=0, le=4, description="credential face: the distance of the matched template"
+    )
+
+    @model_serializer(mode="wrap")
+    def _older_peers_read_it(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Added with face admission: a record without it reads exactly as before (see models.sync).
+        data = handler(self)
+        if data.get("face_distance", 0) is None:
+            del data["face_distance"]
+        return data
 
 
 class PassageEvent(PassageRecord):

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
+from models.face import SEALED_MAX
 from models.messages import CODE_MAX, ID_MAX, GateConfig, Message, PassageEvent, Ticket, TicketStatus
 
 EVENT_BATCH_MAX = 500
@@ -80,7 +81,32 @@ class GateRoster(Message):
     gates: list[Code] = Field(max_length=GATES_MAX)
 
 
-Change = Annotated[TicketUpsert | StatusChange | KeySet | GateConfigChange | GateRoster, Field(discriminator="kind")]
+class FaceUpsert(Message):
+    """A season-pass holder's face template for their pass `ticket_id` at this site, replacing any earlier one.
+
+    `sealed` is `models.face.seal` of the 512-byte encoding under the site's face key, with
+    `models.face.template_aad(site, ticket_id, holder_id)`: only the site's gates open it. None: the
+    template was deleted after this change was written (the cloud scrubs its feed), a `FaceDelete` follows.
+    """
+
+    kind: Literal["face"] = "face"
+    ticket_id: TicketId
+    holder_id: str = Field(min_length=1, max_length=ID_MAX)
+    sealed: str | None = Field(max_length=SEALED_MAX)
+
+
+class FaceDelete(Message):
+    """Delete the face template of this pass (pass ended, refunded or blocked, consent withdrawn, or the
+    holder asked). A gate whose status reports a feed seq at or past this change's has deleted it."""
+
+    kind: Literal["face_delete"] = "face_delete"
+    ticket_id: TicketId
+
+
+Change = Annotated[
+    TicketUpsert | StatusChange | KeySet | GateConfigChange | GateRoster | FaceUpsert | FaceDelete,
+    Field(discriminator="kind"),
+]
 
 
 Epoch = Annotated[str, Field(max_length=32, description="Names the feed's run: another epoch means start again")]
@@ -244,7 +270,8 @@ class GateStatus(Message):
 
 
 class SnapshotHeader(Message):
-    """First line of a snapshot (NDJSON): then one `Ticket` per line, then `SnapshotStatus` lines."""
+    """First line of a snapshot (NDJSON): then one `Ticket` per line, then `SnapshotStatus` lines, then
+    `faces` `SnapshotFace` lines (in ticket-id order)."""
 
     site: str = Field(max_length=ID_MAX)  # "" in the cloud's own checksum summary (`site_checksum`)
     epoch: Epoch = ""
@@ -256,6 +283,13 @@ class SnapshotHeader(Message):
     gates: list[Code] | None = Field(
         default=None, max_length=GATES_MAX, description="The site's gate roster (None: a cloud that sends none)"
     )
+    faces: int | None = Field(
+        default=None, ge=0, description="Face template lines after the status lines (None: none, or an older cloud)"
+    )
+
+    @model_serializer(mode="wrap")
+    def _older_peers_read_it(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _omit_unset_additions(handler(self), faces=None)
 
 
 class SnapshotStatus(Message):
@@ -263,22 +297,44 @@ class SnapshotStatus(Message):
     status: TicketStatus
 
 
+class SnapshotFace(Message):
+    """A face template line of a snapshot: as `FaceUpsert` carries it."""
+
+    ticket_id: TicketId
+    holder_id: str = Field(min_length=1, max_length=ID_MAX)
+    sealed: str = Field(min_length=1, max_length=SEALED_MAX)
+
+
 class TicketSetChecksum:
-    """The ticket-set checksum, fed one (ticket id, status) at a time in ticket-id order.
+    """The ticket-set checksum, fed one (ticket id, status) at a time in ticket-id order, then the face
+    templates (`add_face`) in ticket-id order.
 
     Ids must come in Python string order (code points: SQLite's BINARY, PostgreSQL's "C"
     collation), so a million tickets can be summed as they stream, never held in memory.
+    A set without face templates sums as it did before templates existed.
     """
 
     def __init__(self) -> None:
         self._h = hashlib.sha256()
         self._last: str | None = None
+        self._last_face: str | None = None
 
     def add(self, ticket_id: str, status: TicketStatus | str) -> None:
+        if self._last_face is not None:
+            raise ValueError("tickets after face templates")
         if self._last is not None and ticket_id <= self._last:
             raise ValueError(f"ticket ids out of order: {ticket_id!r} after {self._last!r}")
         self._last = ticket_id
         self._h.update(f"{ticket_id}:{TicketStatus(status).value}\n".encode())
+
+    def add_face(self, ticket_id: str, holder_id: str, sealed: str) -> None:
+        """A face template, after all tickets: its pass, holder and a digest of its sealed text (a
+        re-enrolled face is another template under the same ids)."""
+        if self._last_face is not None and ticket_id <= self._last_face:
+            raise ValueError(f"face template ids out of order: {ticket_id!r} after {self._last_face!r}")
+        self._last_face = ticket_id
+        digest = hashlib.sha256(sealed.encode()).hexdigest()[:32]
+        self._h.update(f"face:{ticket_id}:{holder_id}:{digest}\n".encode())
 
     def hexdigest(self) -> str:
         return self._h.hexdigest()
