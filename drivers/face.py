@@ -19,6 +19,9 @@ CONTRACT (written before the implementation; the implementer keeps these names a
 
 from __future__ import annotations
 
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -62,6 +65,9 @@ class EnrollmentError(FaceError):
         self.code = code
         self.message = message
         self.details = details or {}
+
+    def __reduce__(self) -> tuple[type[EnrollmentError], tuple[str, str, dict[str, object]]]:
+        return (type(self), (self.code, self.message, self.details))  # picklable across a worker process
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +116,35 @@ class QualityGates:
 
     def failed(self, q: Quality) -> str | None:
         """The first gate `q` fails, as a code of `ENROLLMENT_CODES` (face_too_small, blurry, ...), or None."""
-        raise NotImplementedError  # implemented by the face encoder's author
+        if q.face_px < self.min_face_px:
+            return "face_too_small"
+        if q.brightness < self.min_brightness:
+            return "too_dark"
+        if q.brightness > self.max_brightness:
+            return "too_bright"
+        if q.blur < self.min_blur:
+            return "blurry"
+        if abs(q.yaw_deg) > self.max_yaw_deg or abs(q.pitch_deg) > self.max_pitch_deg:
+            return "head_turned"
+        return None
+
+    def details(self, code: str, q: Quality) -> dict[str, object]:
+        """Machine-readable details for a failed gate `code` (the limit and the measured value)."""
+        if code == "face_too_small":
+            return {"min_face_px": self.min_face_px, "face_px": q.face_px}
+        if code == "blurry":
+            return {"min_blur": self.min_blur, "blur": round(q.blur, 1)}
+        if code in ("too_dark", "too_bright"):
+            limits = {"min_brightness": self.min_brightness, "max_brightness": self.max_brightness}
+            return {**limits, "brightness": round(q.brightness, 1)}
+        if code == "head_turned":
+            return {
+                "max_yaw_deg": self.max_yaw_deg,
+                "max_pitch_deg": self.max_pitch_deg,
+                "yaw_deg": round(q.yaw_deg, 1),
+                "pitch_deg": round(q.pitch_deg, 1),
+            }
+        return {}
 
 
 ENROLLMENT_GATES = QualityGates(
@@ -138,3 +172,80 @@ class FaceEncoder(Protocol):
     def analyze(self, image: Image, *, bgr: bool = True, encode_largest: bool = True) -> list[FaceFound]: ...
 
     def enroll(self, data: bytes) -> Enrolled: ...
+
+
+GOOD_QUALITY = Quality(face_px=200, blur=300.0, brightness=120.0, yaw_deg=0.0, pitch_deg=0.0)
+"""A quality every gate passes (the fake's default)."""
+
+
+def fake_face(
+    encoding: Iterable[float] | None = None, *, quality: Quality = GOOD_QUALITY, box: Box | None = None
+) -> FaceFound:
+    """A `FaceFound` for logic tests: `encoding` as float32 (128 values), a square box of `quality.face_px`."""
+    import numpy as np
+
+    enc = None if encoding is None else np.asarray(list(encoding), dtype=np.float32)
+    side = quality.face_px
+    return FaceFound(box=box or Box(top=10, right=10 + side, bottom=10 + side, left=10), quality=quality, encoding=enc)
+
+
+AnalyzeAnswer = list[FaceFound] | Callable[["Image"], list[FaceFound]]
+EnrollAnswer = Enrolled | EnrollmentError | Callable[[bytes], Enrolled]
+
+
+class FakeFaceEncoder:
+    """A `FaceEncoder` answering from what the test gives it, for logic tests of the gate and the cloud.
+
+    `analyze` is either a callable (image -> faces) or an iterable of answers taken one per call (each a list of
+    faces, or a callable); once the queue is empty every frame has no face. `enroll` likewise: an `Enrolled`,
+    an `EnrollmentError` to raise, or a callable; an empty queue raises `no_face`. `delay_ms` makes every call
+    take that long (sleeping; `spin=True` burns the CPU instead, as dlib does), to make a busy face worker.
+    `calls` counts the calls. Picklable when given no lambdas, so it can run in a worker process.
+    """
+
+    def __init__(
+        self,
+        *,
+        analyze: Callable[[Image], list[FaceFound]] | Iterable[AnalyzeAnswer] = (),
+        enroll: Callable[[bytes], Enrolled] | Iterable[EnrollAnswer] = (),
+        delay_ms: float = 0.0,
+        spin: bool = False,
+    ) -> None:
+        self._analyze: deque[AnalyzeAnswer] = deque([analyze] if callable(analyze) else analyze)
+        self._analyze_forever = callable(analyze)
+        self._enroll: deque[EnrollAnswer] = deque([enroll] if callable(enroll) else enroll)
+        self._enroll_forever = callable(enroll)
+        self.delay_ms = delay_ms
+        self.spin = spin
+        self.calls = 0
+
+    def _take_time(self) -> None:
+        self.calls += 1
+        if self.delay_ms <= 0:
+            return
+        if not self.spin:
+            time.sleep(self.delay_ms / 1000)
+            return
+        end = time.perf_counter() + self.delay_ms / 1000
+        while time.perf_counter() < end:
+            pass
+
+    def analyze(self, image: Image, *, bgr: bool = True, encode_largest: bool = True) -> list[FaceFound]:
+        """The next answer of the queue (or the callable's), largest face first; no encoding unless asked."""
+        self._take_time()
+        if not self._analyze:
+            return []
+        answer = self._analyze[0] if self._analyze_forever else self._analyze.popleft()
+        faces = answer(image) if callable(answer) else answer
+        faces = sorted(faces, key=lambda f: f.box.area, reverse=True)
+        return [f if (encode_largest and i == 0) else FaceFound(f.box, f.quality) for i, f in enumerate(faces)]
+
+    def enroll(self, data: bytes) -> Enrolled:
+        """The next enrollment answer: an `Enrolled`, or the queued `EnrollmentError` raised."""
+        self._take_time()
+        if not self._enroll:
+            raise EnrollmentError("no_face", "No face was found in the photo.")
+        answer = self._enroll[0] if self._enroll_forever else self._enroll.popleft()
+        if isinstance(answer, EnrollmentError):
+            raise answer
+        return answer(data) if callable(answer) else answer
