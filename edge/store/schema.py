@@ -1,4 +1,9 @@
-"""The gate store's SQLite schema and how its file is opened (WAL, synchronous=FULL)."""
+"""The gate store's SQLite schema and how its file is opened (WAL, synchronous=FULL).
+
+`face_templates` holds each season pass's face template exactly as the feed carried it: sealed
+(`models.face`) under the site's face key, which is never in this file. Columns added after a
+release (`ADDED`) are added to an older store's tables when it is opened.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +37,8 @@ CREATE TABLE IF NOT EXISTS passages (
     code TEXT NOT NULL,
     passed INTEGER,
     counted INTEGER NOT NULL DEFAULT 0,
-    resolution TEXT
+    resolution TEXT,
+    face_distance REAL
 );
 CREATE INDEX IF NOT EXISTS passages_ticket ON passages (ticket_id, at);
 CREATE INDEX IF NOT EXISTS passages_pending ON passages (passed) WHERE passed IS NULL;
@@ -41,11 +47,26 @@ CREATE TABLE IF NOT EXISTS outbox (
     event_id TEXT NOT NULL UNIQUE,
     body TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS face_templates (
+    ticket_id TEXT PRIMARY KEY,
+    holder_id TEXT NOT NULL,
+    sealed TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
 """
+
+
+# (table, column, its declaration): columns a store made by an older release lacks
+ADDED = (("passages", "face_distance", "REAL"),)
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    for table, column, decl in ADDED:
+        if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
 
 class StoreError(Exception):
@@ -59,6 +80,8 @@ def open_store(path: str) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.executescript(SCHEMA)
+        with conn:
+            _add_columns(conn)
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"cannot open gate store {path}: {exc}") from exc
     return conn
