@@ -4,34 +4,67 @@ The sync client (`sync.gate.GateSync`) knows neither the store nor the daemon; t
 it this port. Everything here runs on the event loop that owns the store, except `open_staging`
 and `read_checksum`, which the client calls from a worker thread: they open files and
 connections of their own.
+
+Face templates: the gate's face matcher follows the store through a `FaceListener`, told after
+each commit. What it does with the news never undoes or holds up the commit or the message's
+acknowledgement: a listener that raises is logged, and the store stays the truth it reloads from.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from edge import store as gate_store
 from edge.store import GateStore
 from models import PassageEvent
-from models.sync import Change, SnapshotHeader
+from models.sync import Change, FaceDelete, FaceUpsert, SnapshotHeader
 
 if TYPE_CHECKING:
     from edge.gate import GateService
 
+log = logging.getLogger("starfish.sync")
+
+
+class FaceListener(Protocol):
+    """Who keeps face templates in memory (the gate's matcher); each call comes after the store's commit,
+    on the event loop that owns the store. The templates are sealed as received."""
+
+    def face_put(self, ticket_id: str, holder_id: str, sealed: str) -> None:
+        """A pass's template was stored, replacing any earlier one."""
+        ...
+
+    def face_deleted(self, ticket_id: str) -> None:
+        """A pass's template was deleted (perhaps one the store never held)."""
+        ...
+
+    def faces_reloaded(self) -> None:
+        """A snapshot replaced every template: read them again (`edge.store.faces.all_faces`)."""
+        ...
+
 
 class StorePort:
-    """`GatePort` over a `GateStore`; `service` (when given) reloads its keys after a new key set."""
+    """`GatePort` over a `GateStore`; `service` (when given) reloads its keys after a new key set,
+    `faces` (when given) hears of every face template change after its commit."""
 
-    def __init__(self, store: GateStore, *, gate_id: str, service: GateService | None = None) -> None:
+    def __init__(
+        self,
+        store: GateStore,
+        *,
+        gate_id: str,
+        service: GateService | None = None,
+        faces: FaceListener | None = None,
+    ) -> None:
         self.store = store
         self._gate_id = gate_id
         self.service = service
+        self.faces = faces
 
     @property
     def gate_id(self) -> str:
@@ -57,6 +90,13 @@ class StorePort:
 
     def apply_change(self, change: Change, seq: int, *, fresh: datetime) -> None:
         gate_store.apply_change(self.store, change, seq, gate=self._gate_id, fresh=fresh)
+        faces = self.faces
+        if faces is None:
+            return
+        if isinstance(change, FaceUpsert) and change.sealed is not None:
+            _tell(faces.face_put, change.ticket_id, change.holder_id, change.sealed)
+        elif isinstance(change, FaceDelete):
+            _tell(faces.face_deleted, change.ticket_id)
 
     def skip_change(self, seq: int, *, fresh: datetime) -> None:
         gate_store.skip_change(self.store, seq, fresh=fresh)
@@ -89,6 +129,8 @@ class StorePort:
             epoch=header.epoch,
             gates=header.gates,
         )
+        if self.faces is not None:
+            _tell(self.faces.faces_reloaded)
 
     def read_checksum(self) -> tuple[int, str] | None:
         return gate_store.read_checksum(Path(self.store.path))
@@ -103,3 +145,11 @@ class StorePort:
         self, *, acknowledged: Iterable[uuid.UUID], remote: Iterable[PassageEvent], now: datetime
     ) -> list[tuple[PassageEvent, str]]:
         return gate_store.apply_batch(self.store, acknowledged=acknowledged, remote=remote, now=now)
+
+
+def _tell(call: Callable[..., None], *args: str) -> None:
+    """Tell the face listener; what it raises is logged, never passed on (the change is committed)."""
+    try:
+        call(*args)
+    except Exception:
+        log.exception("face templates: the listener failed in %s%s", getattr(call, "__name__", call), args[:1])

@@ -1,7 +1,8 @@
 """A site snapshot over HTTP (streamed NDJSON) into the gate's staging: blocking, for a worker thread.
 
 Lines: one `SnapshotHeader`, then `header.tickets` `Ticket` lines, then `SnapshotStatus`
-lines. Nothing is trusted until the staged set's checksum equals the header's. Where the
+lines, then `header.faces` `SnapshotFace` lines (none from a cloud that sends no `faces`).
+Nothing is trusted until the staged set's checksum equals the header's. Where the
 lines go is the gate's business: a `SnapshotSink` it opens (`GatePort.open_staging`).
 """
 
@@ -18,7 +19,7 @@ from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
 from models import Ticket
 from models.api import snapshot_path
-from models.sync import SnapshotHeader, SnapshotStatus
+from models.sync import SnapshotFace, SnapshotHeader, SnapshotStatus
 from sync.errors import SnapshotError, first_error
 
 
@@ -27,6 +28,7 @@ class SnapshotSink(Protocol):
 
     BATCH: int  # tickets per `add_tickets`
     tickets: int  # tickets taken so far
+    faces: int  # face templates taken so far
 
     def add_tickets(self, rows: list[tuple[str, str | None, str, str]]) -> None:
         """Take tickets: (ticket id, code, status, the line as received), each a valid `Ticket`."""
@@ -36,8 +38,12 @@ class SnapshotSink(Protocol):
         """Take one status line (it overrides the status in its ticket's line)."""
         ...
 
+    def add_face(self, face: SnapshotFace) -> None:
+        """Take one face template line (after every status line)."""
+        ...
+
     def finish(self) -> str:
-        """All lines are in: the checksum of the ticket set taken."""
+        """All lines are in: the checksum of the ticket set taken, its face templates included."""
         ...
 
     def close(self) -> None:
@@ -166,20 +172,37 @@ def _stage(lines: Iterable[bytes], *, site: str, open_sink: Callable[[], Snapsho
     try:
         numbered = enumerate(it, start=2)
         _stage_tickets(numbered, header.tickets, stage)
-        for number, line in numbered:
-            if line and not line.isspace():
-                try:
-                    stage.add_status(SnapshotStatus.model_validate_json(line))
-                except ValidationError as exc:
-                    raise SnapshotError(f"snapshot line {number}: {first_error(exc)}") from exc
+        _stage_rest(numbered, stage)
         checksum = stage.finish()
     finally:
         stage.close()
     if stage.tickets != header.tickets:
         raise SnapshotError(f"snapshot announced {header.tickets} tickets but held {stage.tickets}")
+    if stage.faces != (header.faces or 0):
+        raise SnapshotError(f"snapshot announced {header.faces or 0} face templates but held {stage.faces}")
     if checksum != header.checksum:
         raise SnapshotError(f"snapshot checksum {checksum} does not match its header's {header.checksum}")
     return header
+
+
+def _stage_rest(numbered: Iterator[tuple[int, bytes]], stage: SnapshotSink) -> None:
+    """Stage the status lines, then the face template lines: a status line after a face is refused."""
+    in_faces = False
+    for number, line in numbered:
+        if not line or line.isspace():
+            continue
+        try:
+            if not in_faces:
+                try:
+                    stage.add_status(SnapshotStatus.model_validate_json(line))
+                    continue
+                except ValidationError:
+                    if b'"sealed"' not in line:
+                        raise  # no face line either: say what is wrong with it as a status
+                in_faces = True
+            stage.add_face(SnapshotFace.model_validate_json(line))
+        except ValidationError as exc:
+            raise SnapshotError(f"snapshot line {number}: {first_error(exc)}") from exc
 
 
 def _stage_tickets(numbered: Iterator[tuple[int, bytes]], count: int, stage: SnapshotSink) -> None:

@@ -1,4 +1,4 @@
-"""The cloud's ticket feed at the gate: its position, applying one change, keys, gate config, roster.
+"""The cloud's ticket feed at the gate: its position, applying one change, keys, gate config, roster, faces.
 
 Functions over a `GateStore`, called only by the store's owner (the daemon's event loop). Each
 that changes the store commits exactly once, so the caller can acknowledge the MQTT message that
@@ -12,11 +12,20 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 
-from edge.store import tickets
+from edge.store import faces, tickets
 from edge.store.gate_store import GateStore
 from edge.store.schema import iso, set_meta
 from models.credential import load_public_key
-from models.sync import Change, GateConfigChange, GateRoster, KeySet, StatusChange, TicketUpsert
+from models.sync import (
+    Change,
+    FaceDelete,
+    FaceUpsert,
+    GateConfigChange,
+    GateRoster,
+    KeySet,
+    StatusChange,
+    TicketUpsert,
+)
 from sync.errors import KeySetError
 
 FEED_SEQ = "sync.feed_seq"
@@ -78,7 +87,9 @@ def apply_change(store: GateStore, change: Change, seq: int, *, gate: str, fresh
     """Apply one feed change and record `seq` as applied, in one transaction.
 
     A key set whose keys do not load raises `KeySetError` before anything is written.
-    `gate` names this gate: only its own gate config is kept.
+    `gate` names this gate: only its own gate config is kept. A face template is kept sealed, as
+    received; a `FaceUpsert` the cloud scrubbed (sealed None: deleted since, a `FaceDelete` follows)
+    changes nothing, so a gate catching up never holds a deleted face even for a moment.
     """
     if isinstance(change, KeySet):
         check_keys(change.keys)
@@ -95,6 +106,10 @@ def apply_change(store: GateStore, change: Change, seq: int, *, gate: str, fresh
             set_meta(c, GATE_CONFIG, change.config.model_dump_json())
         elif isinstance(change, GateRoster):
             set_roster(c, change.gates)
+        elif isinstance(change, FaceUpsert) and change.sealed is not None:
+            faces.put(c, change.ticket_id, change.holder_id, change.sealed)
+        elif isinstance(change, FaceDelete):
+            faces.delete(c, change.ticket_id)
         set_meta(c, FEED_SEQ, str(seq))
         set_meta(c, FRESH_AT, iso(fresh))
 

@@ -1,4 +1,5 @@
-"""A snapshot of the site's tickets: staged in a scratch file off the event loop, then installed at once.
+"""A snapshot of the site's tickets and face templates: staged in a scratch file off the event loop,
+then installed at once.
 
 `SnapshotStaging` fills a separate SQLite file from a worker thread so a large snapshot never holds
 the store's write lock or the event loop while it downloads; `install_snapshot` swaps it in, in one
@@ -18,12 +19,12 @@ from edge.store import tickets
 from edge.store.feed import FEED_EPOCH, FEED_SEQ, FRESH_AT, SNAPSHOT_CHECKSUM, check_keys, set_roster
 from edge.store.gate_store import GateStore
 from edge.store.schema import iso, set_meta
-from models.sync import SnapshotStatus, TicketSetChecksum
+from models.sync import SnapshotFace, SnapshotStatus, TicketSetChecksum
 from sync.errors import SnapshotError
 
 
 def read_checksum(db: Path) -> tuple[int, str] | None:
-    """(feed seq, ticket checksum) of the store file at `db`, read together in one read transaction
+    """(feed seq, ticket-set checksum, faces included) of the store file at `db`, read together in one read transaction
     on a connection of its own, so a worker thread can sum a million tickets while the gate goes on
     writing (WAL). None: never synced."""
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as conn:
@@ -33,13 +34,14 @@ def read_checksum(db: Path) -> tuple[int, str] | None:
 
 
 class SnapshotStaging:
-    """A snapshot's tickets and statuses in a scratch SQLite file, filled by the caller's thread.
+    """A snapshot's tickets, statuses and face templates in a scratch SQLite file, filled by the caller's thread.
 
     The file has no journal and is never synced: it is thrown away unless its checksum holds.
     Its tickets have no key either: ids and codes are unique in the store, which refuses a
     staged set that repeats one when it is installed. Tickets come in id order, so their
     checksum is summed as they come; it is the set's unless a status line changes a ticket's
-    status (then the staged set is read again).
+    status, or face templates come out of order (then the staged set is read again). Face
+    templates stay sealed as received.
     """
 
     BATCH = 5000
@@ -48,8 +50,10 @@ class SnapshotStaging:
         self.path = path
         self.tickets = 0
         self.statuses = 0
+        self.faces = 0
         self._checksum: TicketSetChecksum | None = TicketSetChecksum()
         self._statuses: list[tuple[str, str]] = []
+        self._faces: list[tuple[str, str, str]] = []
         self._conn = sqlite3.connect(path)
         try:
             self._conn.executescript(
@@ -59,6 +63,7 @@ class SnapshotStaging:
                 PRAGMA synchronous=OFF;
                 CREATE TABLE tickets (ticket_id TEXT NOT NULL, code TEXT, status TEXT NOT NULL, body TEXT NOT NULL);
                 CREATE TABLE statuses (ticket_id TEXT PRIMARY KEY, status TEXT NOT NULL);
+                CREATE TABLE faces (ticket_id TEXT NOT NULL, holder_id TEXT NOT NULL, sealed TEXT NOT NULL);
                 """
             )
         except sqlite3.Error as exc:
@@ -94,11 +99,26 @@ class SnapshotStaging:
             self._insert("statuses", self._statuses)
             self._statuses = []
 
+    def add_face(self, face: SnapshotFace) -> None:
+        if self._checksum is not None:
+            try:
+                self._checksum.add_face(face.ticket_id, face.holder_id, face.sealed)
+            except ValueError:  # out of order (or repeated, which the install refuses): sum them later
+                self._checksum = None
+        self._faces.append((face.ticket_id, face.holder_id, face.sealed))
+        self.faces += 1
+        if len(self._faces) >= self.BATCH:
+            self._insert("faces", self._faces)
+            self._faces = []
+
     def finish(self) -> str:
         """Write what is pending, let status lines override ticket bodies; the set's checksum."""
         if self._statuses:
             self._insert("statuses", self._statuses)
             self._statuses = []
+        if self._faces:
+            self._insert("faces", self._faces)
+            self._faces = []
         conn = self._conn
         changed = 0
         if self.statuses:
@@ -110,7 +130,10 @@ class SnapshotStaging:
         if self._checksum is not None and changed == 0:
             return self._checksum.hexdigest()
         try:
-            return tickets.stream_checksum(conn.execute("SELECT ticket_id, status FROM tickets ORDER BY ticket_id"))
+            return tickets.stream_checksum(
+                conn.execute("SELECT ticket_id, status FROM tickets ORDER BY ticket_id"),
+                conn.execute("SELECT ticket_id, holder_id, sealed FROM faces ORDER BY ticket_id"),
+            )
         except ValueError as exc:  # sorted, so only a repeated id is out of order
             raise SnapshotError(f"snapshot lists a ticket id twice: {exc}") from exc
 
@@ -130,8 +153,8 @@ def install_snapshot(
     epoch: str = "",
     gates: Sequence[str] | None = None,
 ) -> None:
-    """Replace tickets, statuses, (non-empty) keys and (given) gate roster by a staged snapshot, in one
-    transaction.
+    """Replace tickets, statuses, face templates, (non-empty) keys and (given) gate roster by a staged
+    snapshot, in one transaction (a snapshot without face lines leaves no template: an older cloud's).
 
     The staging file must be finished and closed; a set that repeats a ticket id or code raises
     `SnapshotError` and changes nothing. An empty key set keeps the current keys: a gate that
@@ -147,6 +170,7 @@ def install_snapshot(
         with c:
             c.execute("DELETE FROM tickets")
             c.execute("DELETE FROM revocations")
+            c.execute("DELETE FROM face_templates")
             c.execute("INSERT INTO tickets (ticket_id, code, body) SELECT ticket_id, code, body FROM snap.tickets")
             c.execute(
                 "INSERT INTO revocations (ticket_id, status) SELECT ticket_id, status FROM snap.tickets "
@@ -155,6 +179,10 @@ def install_snapshot(
             c.execute(
                 "INSERT OR IGNORE INTO revocations (ticket_id, status) SELECT ticket_id, status FROM snap.statuses "
                 "WHERE status != 'valid'"
+            )
+            c.execute(
+                "INSERT INTO face_templates (ticket_id, holder_id, sealed) SELECT ticket_id, holder_id, sealed "
+                "FROM snap.faces"
             )
             if keys:
                 tickets.replace_keys(c, keys)
@@ -165,6 +193,6 @@ def install_snapshot(
             if gates is not None:
                 set_roster(c, gates)
     except sqlite3.IntegrityError as exc:  # the staged tickets have no keys of their own
-        raise SnapshotError(f"snapshot lists a ticket id or code twice: {exc}") from exc
+        raise SnapshotError(f"snapshot lists a ticket id or code (or a face's ticket id) twice: {exc}") from exc
     finally:
         c.execute("DETACH DATABASE snap")

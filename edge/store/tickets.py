@@ -1,4 +1,4 @@
-"""The ticket cache, revocations and trusted keys.
+"""The ticket cache, revocations and trusted keys, and the checksum of the ticket set (with faces).
 
 Ticket status has one truth at the gate: a ticket's cached body carries the status the cloud
 last sent, and `revocations` holds every ticket that is not valid (cached or not: a signed
@@ -14,6 +14,7 @@ from datetime import datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from edge.store import faces
 from models import Ticket, TicketStatus
 from models.credential import load_public_key
 from models.sync import TicketSetChecksum
@@ -95,18 +96,22 @@ def valid_from(conn: sqlite3.Connection, ticket_ids: set[str]) -> dict[str, date
     return found
 
 
-def stream_checksum(rows: Iterable[tuple[str, str]]) -> str:
-    # Rows come sorted by ticket id: SQLite's BINARY order on UTF-8 text is Python's code-point order.
+def stream_checksum(rows: Iterable[tuple[str, str]], faces: Iterable[tuple[str, str, str]] = ()) -> str:
+    """The checksum of tickets (id, effective status) then face templates (id, holder, sealed), each
+    sorted by ticket id: SQLite's BINARY order on UTF-8 text is Python's code-point order."""
     checksum = TicketSetChecksum()
     for ticket_id, st in rows:
         checksum.add(ticket_id, st)
+    for ticket_id, holder_id, sealed in faces:
+        checksum.add_face(ticket_id, holder_id, sealed)
     return checksum.hexdigest()
 
 
 def checksum(conn: sqlite3.Connection) -> str:
-    """`models.sync.ticket_set_checksum` of the cached tickets with their effective status."""
+    """`models.sync.TicketSetChecksum` of the cached tickets with their effective status, then the face
+    templates (as the cloud sums a site's set)."""
     rows: Iterator[tuple[str, str]] = conn.execute(
         "SELECT t.ticket_id, COALESCE(r.status, json_extract(t.body, '$.status'), 'valid') "
         "FROM tickets t LEFT JOIN revocations r ON r.ticket_id = t.ticket_id ORDER BY t.ticket_id"
     )
-    return stream_checksum(rows)
+    return stream_checksum(rows, faces.rows(conn))

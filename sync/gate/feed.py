@@ -309,5 +309,10 @@ class Feed:
         self.head_seq = header.seq  # the snapshot is the cloud's latest word on the feed's head
         self._on_snapshot(header)
         self.port.reload_keys()
-        log.info("sync: snapshot installed: %d tickets, feed at %d, checksum verified", header.tickets, header.seq)
+        log.info(
+            "sync: snapshot installed: %d tickets, %d face templates, feed at %d, checksum verified",
+            header.tickets,
+            header.faces or 0,
+            header.seq,
+        )
         return True

@@ -81,7 +81,8 @@ class GatePort(Protocol):
         ...
 
     def install_snapshot(self, staging: Path, header: SnapshotHeader, *, fresh: datetime) -> None:
-        """Replace the gate's tickets, keys and roster by a verified staged snapshot; `SnapshotError` if not."""
+        """Replace the gate's tickets, face templates, keys and roster by a verified staged snapshot;
+        `SnapshotError` if not."""
         ...
 
     def read_checksum(self) -> tuple[int, str] | None:
