@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge.store import journal, outbox, tickets
+from edge.store import faces, journal, outbox, tickets
 from edge.store.feed import FEED_EPOCH, FEED_SEQ
 from edge.store.journal import JournalEntry
 from edge.store.schema import StoreError, get_meta
@@ -113,6 +113,10 @@ class GateStoreReader:
     def ticket_checksum(self) -> str | None:
         """The checksum of the cached tickets with their effective status (None: no store yet)."""
         return self._read(lambda c: tickets.checksum(c), None)
+
+    def face_templates(self) -> list[tuple[str, str, str]]:
+        """(ticket id, holder id, sealed text) of every face template, in ticket-id order: still sealed."""
+        return self._read(lambda c: list(faces.rows(c)), [])
 
     def meta(self, key: str) -> str | None:
         return self._read(lambda c: get_meta(c, key), None)

@@ -37,10 +37,11 @@ from models.keyset import sign_key_set
 from models.sync import (
     EventAck,
     FeedMessage,
+    SnapshotFace,
     SnapshotHeader,
     SnapshotStatus,
+    TicketSetChecksum,
     parse_events,
-    ticket_set_checksum,
 )
 from models.sync_config import SyncConfig
 from sync import topics
@@ -76,9 +77,17 @@ class SnapshotState:
     key_root: Ed25519PrivateKey = KEYSET_ROOT  # who signs `keys`
     corrupt: bool = False
     epoch: str = ""
+    faces: list[SnapshotFace] = field(default_factory=list)  # none: a header without `faces`, as an older cloud's
+    faces_announced: int | None = None  # what the header claims, when not len(faces)
+    extra_lines: list[str] = field(default_factory=list)  # sent after the face lines
 
     def checksum(self) -> str:
-        return ticket_set_checksum((t.ticket_id, self.statuses.get(t.ticket_id, t.status)) for t in self.tickets)
+        checksum = TicketSetChecksum()
+        for ticket_id, status in sorted((t.ticket_id, self.statuses.get(t.ticket_id, t.status)) for t in self.tickets):
+            checksum.add(ticket_id, status)
+        for face in sorted(self.faces, key=lambda f: f.ticket_id):
+            checksum.add_face(face.ticket_id, face.holder_id, face.sealed)
+        return checksum.hexdigest()
 
     def ndjson(self) -> bytes:
         header = SnapshotHeader(
@@ -89,10 +98,12 @@ class SnapshotState:
             checksum="0" * 64 if self.corrupt else self.checksum(),
             keys=self.keys,
             keys_signature=sign_key_set(self.key_root, self.keys),
+            faces=self.faces_announced if self.faces_announced is not None else (len(self.faces) or None),
         )
         lines = [header.model_dump_json()]
         lines += [t.model_dump_json() for t in self.tickets]
         lines += [SnapshotStatus(ticket_id=k, status=v).model_dump_json() for k, v in self.statuses.items()]
+        lines += [f.model_dump_json() for f in self.faces] + self.extra_lines
         return ("\n".join(lines) + "\n").encode()
 
 
@@ -227,11 +238,12 @@ async def running(sync: GateSync, *, settled: bool = True) -> AsyncIterator[Gate
 def gate_sync(store: GateStore, broker: AnonymousBroker, snapshots: SnapshotServer | str, **kw: Any) -> GateSync:
     base = snapshots if isinstance(snapshots, str) else snapshots.base
     service = kw.pop("service", None)
+    faces = kw.pop("faces", None)
     gate = kw.pop("gate", "g1")
     clock = kw.pop("clock", None)
     return GateSync(
         sync_config(broker, base, gate, **kw),
-        port=StorePort(store, gate_id=gate, service=service),
+        port=StorePort(store, gate_id=gate, service=service, faces=faces),
         password=PASSWORD,
         tick_s=0.1,
         **({} if clock is None else {"clock": clock}),
