@@ -10,6 +10,8 @@ Rules, in the order they are applied:
 3. A plain code the cache does not know: ``unknown_ticket``. A signed credential naming this
    site is enough on its own (a ticket sold after the last sync still admits); the cache only
    adds status. A version 1 token names no site, so it needs the site's cache: ``unknown_ticket``.
+   A recognised face (`FaceMatch`) needs the cached season pass its template belongs to, held by
+   the holder the template names; a face never admits on its own (``unknown_ticket``).
 4. Rescan suppression: the same ticket at this reader within ``rescan_seconds`` repeats the
    earlier answer and counts nothing. A repeated admission whose passage was completed does
    not open the barrier again (it was a double read, or a second person); an admission that
@@ -39,6 +41,18 @@ from zoneinfo import ZoneInfo
 from edge.reasons import Reason
 from models import Direction, GateConfig, ProductKind, Ticket, TicketStatus
 from models.credential import Credential, Invalid, PlainCode, SignedCredential, site_tag
+
+
+@dataclass(frozen=True, slots=True)
+class FaceMatch:
+    """A face the gate's matcher recognised: the season pass its template belongs to, and how near it was."""
+
+    ticket_id: str
+    holder_id: str
+    distance: float
+
+
+Presented = Credential | FaceMatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +119,19 @@ def ticket_from_credential(cred: SignedCredential) -> Ticket:
     )
 
 
+def _face_fits(face: FaceMatch, ticket: Ticket | None) -> bool:
+    """A face admits only as its holder's cached season pass."""
+    return (
+        ticket is not None
+        and ticket.ticket_id == face.ticket_id
+        and ticket.kind is ProductKind.SEASON
+        and ticket.holder is not None
+        and ticket.holder.holder_id == face.holder_id
+    )
+
+
 def decide(
-    credential: Credential,
+    credential: Presented,
     ticket: Ticket | None,
     history: History,
     gate: GateConfig,
@@ -117,6 +142,8 @@ def decide(
         return Decision(admit=True, code=Reason.EMERGENCY)  # the barrier is held open; nothing to pulse
     if isinstance(credential, Invalid):
         return _deny(credential.code)
+    if isinstance(credential, FaceMatch) and not _face_fits(credential, ticket):
+        return _deny(Reason.UNKNOWN_TICKET)
     if (
         isinstance(credential, SignedCredential)
         and credential.site is not None
@@ -125,7 +152,7 @@ def decide(
         return _deny(Reason.WRONG_SITE, credential.ticket_id)
 
     if ticket is None:
-        if isinstance(credential, PlainCode) or credential.site is None:
+        if isinstance(credential, PlainCode | FaceMatch) or credential.site is None:
             return _deny(Reason.UNKNOWN_TICKET)
         ticket = ticket_from_credential(credential)
     tid = ticket.ticket_id

@@ -14,20 +14,22 @@ from datetime import datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge.decision import Decision, History, decide, ticket_from_credential
+from edge.decision import Decision, FaceMatch, History, Presented, decide, ticket_from_credential
 from edge.reasons import Reason
 from edge.store import GateStore, JournalEntry
 from models import CredentialKind, GateConfig, Outcome, Ticket
-from models.credential import Credential, Invalid, PlainCode, SignedCredential, load_public_key, parse
+from models.credential import Invalid, PlainCode, SignedCredential, load_public_key, parse
 
 
 @dataclass(frozen=True, slots=True)
 class Evaluation:
-    credential: Credential
+    credential: Presented
     decision: Decision
 
 
-def _credential_kind(cred: Credential) -> CredentialKind:
+def _credential_kind(cred: Presented) -> CredentialKind:
+    if isinstance(cred, FaceMatch):
+        return "face"
     if isinstance(cred, SignedCredential):
         return "signed"
     if isinstance(cred, PlainCode):
@@ -51,7 +53,7 @@ class GateService:
         self.config = config
         self._keys: dict[int, Ed25519PublicKey] = store.keys()
         self.alarm = False
-        # Set by sync: is the ticket feed too old to trust the cache for plain codes?
+        # Set by sync: is the ticket feed too old to trust the cache for plain codes and faces?
         self.feed_stale: Callable[[datetime], bool] | None = None
 
     def reload_keys(self) -> None:
@@ -67,11 +69,13 @@ class GateService:
             return self.config.model_copy(update={"emergency_open": True})
         return self.config
 
-    def lookup(self, cred: Credential) -> Ticket | None:
+    def lookup(self, cred: Presented) -> Ticket | None:
         """The cached ticket for a credential, with revocations and blocks applied."""
         if isinstance(cred, Invalid):
             return None
-        if isinstance(cred, PlainCode):
+        if isinstance(cred, FaceMatch):
+            ticket = self.store.ticket(cred.ticket_id)
+        elif isinstance(cred, PlainCode):
             ticket = self.store.ticket_by_code(cred.code)
         else:
             ticket = self.store.ticket(cred.ticket_id)
@@ -84,14 +88,16 @@ class GateService:
             ticket = ticket.model_copy(update={"status": status})
         return ticket
 
-    def evaluate(self, data: bytes | str, now: datetime) -> Evaluation:
-        """What the gate would answer now; reads the store, writes nothing."""
-        cred = parse(data, self._keys)
+    def evaluate(self, data: bytes | str | FaceMatch, now: datetime) -> Evaluation:
+        """What the gate would answer now to a code or a recognised face; reads the store, writes nothing."""
+        cred: Presented = data if isinstance(data, FaceMatch) else parse(data, self._keys)
         ticket = self.lookup(cred)
         history = History() if ticket is None else self.store.history(ticket.ticket_id, self.config.gate_id)
         decision = decide(cred, ticket, history, self.effective_config, now)
-        if decision.counts and isinstance(cred, PlainCode) and self.feed_stale is not None and self.feed_stale(now):
-            # A plain code is only as good as the cache, and a stale cache may not know of its refund.
+        stale = self.feed_stale
+        if decision.counts and isinstance(cred, PlainCode | FaceMatch) and stale is not None and stale(now):
+            # A plain code or a face is only as good as the cache (a face's gallery comes down the same
+            # feed), and a stale cache may not know of a refund, a block or a deletion.
             decision = Decision(admit=False, code=Reason.STALE_FEED, ticket_id=decision.ticket_id)
         return Evaluation(cred, decision)
 
@@ -110,6 +116,7 @@ class GateService:
             passed=None if pending else False,
             counted=decision.counts,
             resolution=_resolution(decision, pending),
+            face_distance=ev.credential.distance if isinstance(ev.credential, FaceMatch) else None,
         )
 
     def _record(
@@ -123,6 +130,7 @@ class GateService:
         passed: bool | None,
         counted: bool,
         resolution: str | None,
+        face_distance: float | None = None,
     ) -> JournalEntry:
         entry = JournalEntry(
             event_id=uuid.uuid4(),
@@ -137,6 +145,7 @@ class GateService:
             passed=passed,
             counted=counted,
             resolution=resolution,
+            face_distance=None if face_distance is None else round(face_distance, 4),
         )
         self.store.record(entry)
         return entry

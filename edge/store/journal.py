@@ -49,7 +49,7 @@ def _row(entry: JournalEntry) -> tuple[object, ...]:
     values["at"] = iso(entry.at)
     values["passed"] = None if entry.passed is None else int(entry.passed)
     values["counted"] = int(entry.counted and bool(entry.passed))
-    return tuple(values[c] for c in COLUMNS)
+    return tuple(values.get(c) for c in COLUMNS)  # an unset face_distance is left out of the dump
 
 
 def _insert(c: sqlite3.Connection, entries: list[JournalEntry], verb: str = "INSERT") -> None:
