@@ -75,6 +75,68 @@ class IntakeConfig(_Section):
     burst: int = Field(default=20, ge=1, le=100_000, description="Reads one input may send at once")
 
 
+class FaceQualityConfig(_Section):
+    """Quality gates a face must pass before it is searched (`drivers.face.QualityGates`); failures are counted."""
+
+    min_face_px: int = Field(default=80, ge=20, le=2000, description="Shorter side of the face box, in pixels")
+    min_blur: float = Field(default=30.0, ge=0, description="Variance of the Laplacian of the face crop (sharpness)")
+    min_brightness: float = Field(default=40.0, ge=0, le=255, description="Mean grey level of the face, lowest")
+    max_brightness: float = Field(default=220.0, ge=0, le=255, description="Mean grey level of the face, highest")
+    max_yaw_deg: float = Field(default=30.0, gt=0, le=90, description="Head turned left/right at most")
+    max_pitch_deg: float = Field(default=25.0, gt=0, le=90, description="Head up/down at most")
+
+    @model_validator(mode="after")
+    def _range(self) -> FaceQualityConfig:
+        if self.min_brightness >= self.max_brightness:
+            raise ValueError("min_brightness must be below max_brightness")
+        return self
+
+
+class FaceRuleConfig(_Section):
+    """When a face is the same person (`edge.face.rule.FaceRule`)."""
+
+    target: float = Field(
+        default=1e-3, gt=0, lt=0.5, description="Chance of any false accept per attempt, whatever the gallery size"
+    )
+    margin: float = Field(
+        default=0.04, ge=0, lt=1, description="The best holder must be this much nearer than the next other holder"
+    )
+    k: int = Field(default=2, ge=1, le=50, description="The same holder must win k ...")
+    m: int = Field(default=3, ge=1, le=50, description="... of the last m frames with a face")
+
+    @model_validator(mode="after")
+    def _k_of_m(self) -> FaceRuleConfig:
+        if self.k > self.m:
+            raise ValueError(f"k ({self.k}) cannot exceed m ({self.m})")
+        return self
+
+
+class FaceConfig(_Section):
+    """Face admission for season-pass holders: the camera's frames are matched against the site's templates."""
+
+    enabled: bool = Field(default=True, description="Match faces (false: keep the block, admit no faces)")
+    key_file: Path | None = Field(default=None, description="File holding the site's face key (base64)")
+    key_env: str | None = Field(default=None, description="Environment variable holding the site's face key")
+    detect_width: int = Field(
+        default=640, ge=160, le=4096, description="Frames are scaled to this width for detection (never up)"
+    )
+    upsample: int = Field(default=0, ge=0, le=2, description="HOG upsampling passes (each finds smaller faces, slower)")
+    quality: FaceQualityConfig = Field(default_factory=FaceQualityConfig, description="Quality gates")
+    rule: FaceRuleConfig = Field(default_factory=FaceRuleConfig, description="Threshold, margin and k of m")
+    vote_max_age_s: float = Field(
+        default=2.0, gt=0, le=60, description="A frame's vote counts toward k of m for this long"
+    )
+    readmit_after_s: float = Field(
+        default=5.0, gt=0, le=3600, description="An admitted holder is offered again only after this long unseen"
+    )
+
+    @model_validator(mode="after")
+    def _one_key(self) -> FaceConfig:
+        if (self.key_file is None) == (self.key_env is None):
+            raise ValueError("name the site's face key with exactly one of key_file or key_env")
+        return self
+
+
 class StoreConfig(_Section):
     path: Path = Field(default=Path("/var/lib/starfish/gate.db"), description="SQLite journal and cache")
 
@@ -88,6 +150,9 @@ class EdgeConfig(_Section):
     barrier: BarrierConfig
     camera: CameraConfig | None = None
     scanner: ScannerConfig | None = None
+    face: FaceConfig | None = Field(
+        default=None, description="Face admission from the camera's frames; none: no face matching"
+    )
     sync: SyncConfig | None = Field(
         default=None, description="MQTT sync with the site broker and the cloud; none: a standalone gate"
     )
@@ -121,6 +186,12 @@ class EdgeConfig(_Section):
                 f"gate.site_id/gate_id ({self.gate.site_id}/{self.gate.gate_id}) must equal "
                 f"sync.site/gate ({self.sync.site}/{self.sync.gate})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _face_needs_camera(self) -> EdgeConfig:
+        if self.face is not None and self.face.enabled and self.camera is None:
+            raise ValueError("face admission needs a camera block")
         return self
 
 

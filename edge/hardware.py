@@ -6,18 +6,32 @@ missing optional library is reported by name (drivers.errors.MissingDependencyEr
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from drivers.barrier import Barrier
 from drivers.scanner import Scanner
-from edge.config import CameraConfig, ModbusRtuBarrier, ModbusTcpBarrier, ScannerConfig
+from edge.config import CameraConfig, FaceConfig, ModbusRtuBarrier, ModbusTcpBarrier, ScannerConfig
 
 if TYPE_CHECKING:
     # Type names only: importing them at run time would load OpenCV on gates without a camera.
     from drivers.camera import Camera
+    from drivers.face import FaceEncoder, QualityGates
     from drivers.qr import QrDecoder
 
-__all__ = ["Barrier", "Camera", "QrDecoder", "Scanner", "make_barrier", "make_camera", "make_decoder", "make_scanner"]
+__all__ = [
+    "Barrier",
+    "Camera",
+    "FaceEncoder",
+    "QrDecoder",
+    "Scanner",
+    "make_barrier",
+    "make_camera",
+    "make_decoder",
+    "make_face_encoder",
+    "make_scanner",
+]
 
 
 def make_barrier(cfg: ModbusTcpBarrier | ModbusRtuBarrier) -> Barrier:
@@ -57,3 +71,19 @@ def make_decoder(name: str) -> QrDecoder:
     from drivers.qr import make_decoder as _make
 
     return _make(name)
+
+
+def quality_gates(cfg: FaceConfig) -> QualityGates:
+    """The configured quality gates, as the face encoder and the matcher apply them."""
+    from drivers.face import QualityGates
+
+    return QualityGates(**cfg.quality.model_dump())
+
+
+def make_face_encoder(cfg: FaceConfig) -> Callable[[], FaceEncoder]:
+    """How the face worker process builds its encoder: picklable, so dlib loads only in that process."""
+    from drivers.face import DlibFaceEncoder
+
+    return functools.partial(
+        DlibFaceEncoder, detect_width=cfg.detect_width, upsample=cfg.upsample, gates=quality_gates(cfg)
+    )

@@ -6,10 +6,12 @@ import re
 import typing
 from pathlib import Path
 
+import pytest
 import yaml
 
+from drivers.face import QualityGates
 from drivers.qr import DECODER_NAMES, DEFAULT_DECODER
-from edge.config import CameraConfig, parse_config
+from edge.config import CameraConfig, ConfigError, FaceConfig, parse_config
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "gate.example.yaml"
 
@@ -34,3 +36,35 @@ def test_the_example_cameras_decoder_is_the_default_decoder() -> None:
 def test_the_configs_decoders_are_the_drivers_and_its_default_is_theirs() -> None:
     assert CameraConfig.model_fields["decoder"].default == DEFAULT_DECODER
     assert typing.get_args(CameraConfig.model_fields["decoder"].annotation) == DECODER_NAMES
+
+
+def test_the_example_face_block_is_the_gates_defaults() -> None:
+    text = uncommented(uncommented(EXAMPLE.read_text(encoding="utf-8"), "camera"), "face")
+    cfg = parse_config(yaml.safe_load(text))
+    assert cfg.face is not None and cfg.face.enabled
+    assert cfg.face.key_file == Path("/etc/starfish/face.key")
+    assert QualityGates(**cfg.face.quality.model_dump()) == QualityGates()
+    assert cfg.face == FaceConfig(key_file=Path("/etc/starfish/face.key"))
+
+
+@pytest.mark.parametrize(
+    ("face", "wrong"),
+    [
+        pytest.param({"key_file": "/k", "rule": {"k": 4, "m": 3}}, "k (4) cannot exceed m (3)", id="k-over-m"),
+        pytest.param({"key_file": "/k", "key_env": "K"}, "exactly one of key_file or key_env", id="two-keys"),
+        pytest.param({}, "exactly one of key_file or key_env", id="no-key"),
+        pytest.param(
+            {"key_env": "K", "quality": {"min_brightness": 200, "max_brightness": 100}}, "below", id="dark-over-bright"
+        ),
+    ],
+)
+def test_a_nonsense_face_block_is_refused(face: dict[str, object], wrong: str) -> None:
+    data = yaml.safe_load(uncommented(EXAMPLE.read_text(encoding="utf-8"), "camera"))
+    with pytest.raises(ConfigError, match=re.escape(wrong)):
+        parse_config({**data, "face": face})
+
+
+def test_face_admission_without_a_camera_is_refused() -> None:
+    data = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    with pytest.raises(ConfigError, match="needs a camera"):
+        parse_config({**data, "face": {"key_env": "K"}})
