@@ -25,10 +25,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from drivers.errors import DriverError
+import cv2
+import numpy as np
+
+from drivers.errors import DriverError, MissingDependencyError
+from drivers.face_image import decode_photo, head_pose, sharpness, to_rgb
 
 if TYPE_CHECKING:
-    import numpy as np
     import numpy.typing as npt
 
     Encoding = npt.NDArray[np.float32]
@@ -105,7 +108,12 @@ class Quality:
 
 @dataclass(frozen=True, slots=True)
 class QualityGates:
-    """Thresholds a face must pass to be matched (at the gate) or enrolled (stricter: `ENROLLMENT_GATES`)."""
+    """Thresholds a face must pass to be matched (at the gate) or enrolled (stricter: `ENROLLMENT_GATES`).
+
+    Tuned on the shared photos (each photo's measured figures are tabled in tests/drivers/test_face.py): the
+    frontal photos give blur 200-1900 (on the crop scaled to 128 px), brightness 110-150, |yaw| <= 20 and
+    |pitch| <= 8; a soft video still gives blur 67. Gates are checked in the order of `failed`.
+    """
 
     min_face_px: int = 80
     min_blur: float = 30.0
@@ -182,8 +190,6 @@ def fake_face(
     encoding: Iterable[float] | None = None, *, quality: Quality = GOOD_QUALITY, box: Box | None = None
 ) -> FaceFound:
     """A `FaceFound` for logic tests: `encoding` as float32 (128 values), a square box of `quality.face_px`."""
-    import numpy as np
-
     enc = None if encoding is None else np.asarray(list(encoding), dtype=np.float32)
     side = quality.face_px
     return FaceFound(box=box or Box(top=10, right=10 + side, bottom=10 + side, left=10), quality=quality, encoding=enc)
@@ -249,3 +255,144 @@ class FakeFaceEncoder:
         if isinstance(answer, EnrollmentError):
             raise answer
         return answer(data) if callable(answer) else answer
+
+
+class DlibFaceEncoder:
+    """The real encoder: face_recognition's dlib models (HOG detector, 68-point landmarks, ResNet encoder).
+
+    `model` names the landmarks the encoder aligns with ("large": the 68 points, face_recognition's default;
+    "small": the 5-point model, a little faster). The head pose always comes from the 68 points.
+    """
+
+    def __init__(
+        self,
+        *,
+        detect_width: int = 320,
+        upsample: int = 0,
+        model: str = "large",
+        num_jitters: int = 1,
+        gates: QualityGates = QualityGates(),
+        enrollment_gates: QualityGates = ENROLLMENT_GATES,
+        enroll_detect_side: int = 1024,
+    ) -> None:
+        if model not in ("large", "small"):
+            raise ValueError(f"model must be 'large' or 'small', got {model!r}")
+        try:
+            import dlib
+            from face_recognition import api
+        except ImportError as exc:
+            raise MissingDependencyError(
+                "face_recognition", "DlibFaceEncoder", "install it: uv add dlib-bin face_recognition"
+            ) from exc
+        self._dlib = dlib
+        self._detector = api.face_detector
+        self._landmarks68 = api.pose_predictor_68_point
+        self._landmarks5 = api.pose_predictor_5_point if model == "small" else None
+        self._encoder = api.face_encoder
+        self.detect_width = detect_width
+        self.upsample = upsample
+        self.num_jitters = num_jitters
+        self.gates = gates
+        self.enrollment_gates = enrollment_gates
+        self.enroll_detect_side = enroll_detect_side
+
+    def analyze(self, image: Image, *, bgr: bool = True, encode_largest: bool = True) -> list[FaceFound]:
+        """Every face found, largest first, with its quality; the largest one encoded (see the module's CONTRACT)."""
+        try:
+            rgb = to_rgb(image, bgr=bgr)
+        except ValueError as exc:
+            raise FaceImageError(str(exc)) from exc
+        boxes = self._detect(rgb, self.detect_width, self.upsample)
+        return self._describe(rgb, boxes, encode_largest)
+
+    def enroll(self, data: bytes) -> Enrolled:
+        """One uploaded photo to one encoding under the enrollment gates, or `EnrollmentError` saying why not.
+
+        "Several faces of similar size": the second largest face's box side is at least 0.7 times the largest's
+        (a bystander far behind the holder does not refuse the photo; two people side by side do).
+        """
+        if len(data) > MAX_PHOTO_BYTES:
+            raise EnrollmentError(
+                "file_too_large",
+                f"The photo is larger than {MAX_PHOTO_BYTES // (1024 * 1024)} MiB.",
+                {"max_bytes": MAX_PHOTO_BYTES, "bytes": len(data)},
+            )
+        try:
+            rgb = decode_photo(data)
+        except ValueError as exc:
+            raise EnrollmentError(
+                "unreadable_image", "The file is not an image we can read.", {"reason": str(exc)}
+            ) from exc
+        h, w = rgb.shape[:2]
+        boxes = self._detect(rgb, round(w * min(1.0, self.enroll_detect_side / max(h, w))), 1)
+        if not boxes:
+            raise EnrollmentError("no_face", "No face was found in the photo.")
+        if len(boxes) > 1 and _side(boxes[1]) >= SIMILAR_FACE_RATIO * _side(boxes[0]):
+            raise EnrollmentError(
+                "several_faces", "The photo shows several faces; it must show only the holder.", {"faces": len(boxes)}
+            )
+        largest = self._describe(rgb, boxes[:1], encode_largest=True)[0]
+        failed = self.enrollment_gates.failed(largest.quality)
+        if failed is not None:
+            raise EnrollmentError(failed, _GATE_TEXT[failed], self.enrollment_gates.details(failed, largest.quality))
+        assert largest.encoding is not None
+        return Enrolled(encoding=largest.encoding, box=largest.box, quality=largest.quality)
+
+    def _detect(self, rgb: Image, width: int, upsample: int) -> list[Box]:
+        h, w = rgb.shape[:2]
+        scale = min(1.0, width / w)
+        small = (
+            rgb
+            if scale >= 1.0
+            else cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        )
+        boxes = [
+            Box(
+                top=max(0, round(r.top() / scale)),
+                right=min(w, round(r.right() / scale)),
+                bottom=min(h, round(r.bottom() / scale)),
+                left=max(0, round(r.left() / scale)),
+            )
+            for r in self._detector(small, upsample)
+        ]
+        return sorted((b for b in boxes if b.area > 0), key=lambda b: b.area, reverse=True)
+
+    def _describe(self, rgb: Image, boxes: list[Box], encode_largest: bool) -> list[FaceFound]:
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        found = []
+        for i, box in enumerate(boxes):
+            rect = self._dlib.rectangle(box.left, box.top, box.right, box.bottom)
+            shape = self._landmarks68(rgb, rect)
+            points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+            yaw, pitch = head_pose(points)
+            crop = grey[box.top : box.bottom, box.left : box.right]
+            quality = Quality(
+                face_px=min(box.width, box.height),
+                blur=sharpness(crop),
+                brightness=float(crop.mean()),
+                yaw_deg=yaw,
+                pitch_deg=pitch,
+            )
+            encoding = None
+            if i == 0 and encode_largest:
+                if self._landmarks5 is not None:
+                    shape = self._landmarks5(rgb, rect)
+                encoding = np.asarray(
+                    self._encoder.compute_face_descriptor(rgb, shape, self.num_jitters), dtype=np.float32
+                )
+            found.append(FaceFound(box=box, quality=quality, encoding=encoding))
+        return found
+
+
+SIMILAR_FACE_RATIO = 0.7
+_GATE_TEXT = {
+    "face_too_small": "The face is too small in the photo; come closer or use a larger photo.",
+    "blurry": "The photo is blurry.",
+    "too_dark": "The face is too dark.",
+    "too_bright": "The face is too bright.",
+    "head_turned": "The head is turned; look straight at the camera.",
+}
+
+
+def _side(box: Box) -> int:
+    return min(box.width, box.height)
