@@ -193,6 +193,7 @@ def install_snapshot(
             if gates is not None:
                 set_roster(c, gates)
     except sqlite3.IntegrityError as exc:  # the staged tickets have no keys of their own
-        raise SnapshotError(f"snapshot lists a ticket id or code (or a face's ticket id) twice: {exc}") from exc
+        what = "a face template's ticket id" if "face_templates" in str(exc) else "a ticket id or code"
+        raise SnapshotError(f"snapshot lists {what} twice: {exc}") from exc
     finally:
         c.execute("DETACH DATABASE snap")

@@ -194,7 +194,7 @@ def test_a_snapshot_repeating_a_face_is_refused_and_changes_nothing(store: GateS
     with pytest.raises(SnapshotError, match="twice"):
         stage(tmp_path / "snap.db", [season("2")], twice)
     # Installed anyway (its checksum never verified): the swap is refused whole.
-    with pytest.raises(SnapshotError, match="twice"):
+    with pytest.raises(SnapshotError, match="template's ticket id twice"):
         install(store, tmp_path / "snap.db", "0" * 64)
     assert faces(store) == [("1", "h1", held)]
     assert store.ticket("1") is not None and store.ticket("2") is None
