@@ -20,6 +20,7 @@ CONTRACT (written before the implementation; the implementer keeps these names a
 from __future__ import annotations
 
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -279,7 +280,10 @@ class DlibFaceEncoder:
             raise ValueError(f"model must be 'large' or 'small', got {model!r}")
         try:
             import dlib
-            from face_recognition import api
+
+            with warnings.catch_warnings():  # face_recognition_models still imports pkg_resources
+                warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
+                from face_recognition import api
         except ImportError as exc:
             raise MissingDependencyError(
                 "face_recognition", "DlibFaceEncoder", "install it: uv add dlib-bin face_recognition"

@@ -37,6 +37,7 @@ SUBCOMMANDS: dict[str, SubCommand] = {
     ),
     "keys": SubCommand("edge.cli:app", "keys", "Ticket-signing keys."),
     "ticket": SubCommand("edge.cli:app", "ticket", "Issue signed tickets (needs the private key)."),
+    "face": SubCommand("edge.face_cli:app", None, "Face tools for the technician."),
     "cloud": SubCommand("cloud.cli:app", None, "The cloud service."),
     "sync": SubCommand("cloud.sync.broker_cli:app", None, "MQTT sync between the cloud and the gates."),
     "demo": SubCommand(

@@ -20,8 +20,9 @@ which is what a Beijing resort's gallery mostly holds. We take the conservative 
 down by 0.10 (a tolerance of 0.50 playing the part 0.60 plays on LFW), mu = 0.76, sigma = 0.10. A
 resort should replace them with figures measured on its own enrolled holders.
 
-The floor. Genuine distances on the shared photos are 0.33-0.42 (0.35-0.41 for the usual pairs); a
-threshold under 0.42 would refuse the holders themselves, so the threshold is clamped at FLOOR = 0.42 and
+The floor. Genuine distances between the shared photos are 0.32-0.42 (Biden's two photos 0.424; a soft
+video still of a turned head 0.49-0.52 from the same man's photos); a threshold under 0.42 would refuse
+the holders themselves, so the threshold is clamped at FLOOR = 0.42 and
 the rule says what that costs (`false_accept_chance`, `max_gallery`) instead of raising: a resort expects
 its face lanes to keep working when the next holder enrolls; the diagnostics show the real chance, and
 the margin and the k-of-m vote (frames of one walk-past are correlated, so no multiplying) add to it.
