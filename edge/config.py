@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge.face.rule import DEFAULT_MARGIN, DEFAULT_TARGET
 from models import GateConfig
 from models.credential import load_public_key
 from models.sync_config import SyncConfig
@@ -96,10 +97,13 @@ class FaceRuleConfig(_Section):
     """When a face is the same person (`edge.face.rule.FaceRule`)."""
 
     target: float = Field(
-        default=1e-3, gt=0, lt=0.5, description="Chance of any false accept per attempt, whatever the gallery size"
+        default=DEFAULT_TARGET, gt=0, lt=0.5, description="Chance of any false accept per attempt (see edge.face.rule)"
     )
     margin: float = Field(
-        default=0.04, ge=0, lt=1, description="The best holder must be this much nearer than the next other holder"
+        default=DEFAULT_MARGIN,
+        ge=0,
+        lt=1,
+        description="The best holder must be this much nearer than the next other one",
     )
     k: int = Field(default=2, ge=1, le=50, description="The same holder must win k ...")
     m: int = Field(default=3, ge=1, le=50, description="... of the last m frames with a face")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from drivers.errors import DriverError
 from edge.barrier_control import BarrierController
 from edge.config import EdgeConfig
+from edge.decision import FaceMatch
 from edge.gate import Evaluation, GateService
 from edge.hardware import Barrier, Scanner
 from edge.intake import NOT_A_CREDENTIAL, TOO_OLD, Intake, Scan
@@ -30,7 +31,9 @@ from edge.store import GateStore, JournalEntry
 from models.credential import could_be_credential
 
 if TYPE_CHECKING:
-    from edge.hardware import Camera, QrDecoder
+    from edge.face.pipeline import FaceAdmission
+    from edge.face.worker import EncoderSource
+    from edge.hardware import Camera, FaceEncoder, QrDecoder
     from sync.gate import GateSync
 
 log = logging.getLogger("starfish.gate")
@@ -63,6 +66,13 @@ class Debouncer:
 
 
 @dataclass(frozen=True, slots=True)
+class FaceScan(Scan):
+    """A face the matcher recognised, waiting for its decision like a code."""
+
+    match: FaceMatch
+
+
+@dataclass(frozen=True, slots=True)
 class Handled:
     """One scan, as handled: for observers (demo, diagnostics)."""
 
@@ -87,6 +97,7 @@ class GateDaemon:
         clock: Clock = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
         on_handled: Callable[[Handled], None] | None = None,
+        face_encoder: EncoderSource | FaceEncoder | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -115,13 +126,15 @@ class GateDaemon:
         self._threads_stop = threading.Event()
         self._in_flight: asyncio.Future[Handled] | None = None
         self.sync: GateSync | None = None
+        self.face_encoder = face_encoder  # runs in the face worker process (edge.face.worker)
+        self.face: FaceAdmission | None = None
 
     def _alarm(self, on: bool) -> None:
         self.service.alarm = on  # free passage starts even if journaling the alarm fails
         self.service.record_alarm(on, self.clock())
 
-    async def handle(self, data: bytes, source: str, at: datetime | None = None) -> Handled:
-        """Decide on one code, journal it, and drive the barrier if it admits."""
+    async def handle(self, data: bytes | FaceMatch, source: str, at: datetime | None = None) -> Handled:
+        """Decide on one code (or recognised face), journal it, and drive the barrier if it admits."""
         now = at or self.clock()
         ev = self.service.evaluate(data, now)
         entry = self.service.journal(ev, now, barrier_ok=self.controller.healthy)
@@ -140,7 +153,8 @@ class GateDaemon:
             entry.passed,
             reason(entry.code),
         )
-        handled = Handled(source, data, ev, entry)
+        raw = f"face:{data.ticket_id}".encode() if isinstance(data, FaceMatch) else data
+        handled = Handled(source, raw, ev, entry)
         if self.sync is not None:
             self.sync.nudge()  # the entry is in the outbox now: publish it at once
         if self.on_handled is not None:
@@ -152,6 +166,48 @@ class GateDaemon:
         now = self.monotonic()
         if self.intake.allow(source, now):
             loop.call_soon_threadsafe(self.intake.put, Scan(data, source, self.clock(), now))
+
+    def _offer_face(self, loop: asyncio.AbstractEventLoop, match: FaceMatch) -> None:
+        """Hand a recognised face from the face thread to the decision task, as the input ``face``."""
+        now = self.monotonic()
+        if self.intake.allow("face", now):
+            scan = FaceScan(f"face:{match.ticket_id}".encode(), "face", self.clock(), now, match)
+            loop.call_soon_threadsafe(self.intake.put, scan)
+
+    def _start_face(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Face admission, when configured and its key reads; otherwise the gate runs without it and says why."""
+        fc = self.config.face
+        if fc is None or not fc.enabled or self.face_encoder is None or self.camera is None:
+            return
+        from edge.face.matcher import Matcher
+        from edge.face.pipeline import FaceAdmission, FaceKeyError, load_site_key, stored_faces
+        from edge.face.rule import FaceRule
+        from edge.face.worker import FaceWorker
+        from edge.hardware import quality_gates
+
+        try:
+            key = load_site_key(fc.key_file, fc.key_env)
+        except FaceKeyError as exc:
+            log.error("face admission is OFF: the site's face key: %s", exc)
+            return
+        r = fc.rule
+        matcher = Matcher(
+            FaceRule(target=r.target, margin=r.margin, k=r.k, m=r.m),
+            quality_gates(fc),
+            vote_max_age_s=fc.vote_max_age_s,
+            readmit_after_s=fc.readmit_after_s,
+        )
+        path = self.config.store.path
+        self.face = FaceAdmission(
+            worker=FaceWorker(self.face_encoder, monotonic=self.monotonic),
+            matcher=matcher,
+            key=key,
+            site=self.config.gate.site_id,
+            rows=lambda: stored_faces(path),
+            monotonic=self.monotonic,
+        )
+        self.face.start(lambda match: self._offer_face(loop, match))
+        log.info("face admission on (k=%d of m=%d, target %g per attempt)", r.k, r.m, r.target)
 
     def _supervised(self, name: str, device: Scanner | Camera, step: Callable[[], bool]) -> None:
         """Run one input's read loop in its thread: errors are logged and retried, never fatal."""
@@ -190,6 +246,8 @@ class GateDaemon:
         if frame is None:
             log.info("camera source ended")
             return False
+        if self.face is not None:
+            self.face.submit(frame)  # the face worker takes it when free; QR decoding goes on now
         for code in decoder.decode(frame):
             if debounce.fresh(code.raw, self.monotonic()):
                 self._offer(loop, code.raw, "camera")
@@ -204,7 +262,8 @@ class GateDaemon:
                 log.debug("dropped a %s read that waited %.1f s (older than max_scan_age_s)", scan.source, age)
                 self.intake.drop(scan.source, TOO_OLD)
                 continue
-            self._in_flight = asyncio.ensure_future(self.handle(scan.data, scan.source, scan.at))
+            data = scan.match if isinstance(scan, FaceScan) else scan.data
+            self._in_flight = asyncio.ensure_future(self.handle(data, scan.source, scan.at))
             try:
                 await asyncio.shield(self._in_flight)
             except Exception:
@@ -230,15 +289,16 @@ class GateDaemon:
             # With sync the cloud's key set rules; the YAML keys only seed a gate that has none.
             self.store.set_keys(self.config.trusted_keys)
             self.service.reload_keys()
+        loop = asyncio.get_running_loop()
+        self._start_face(loop)
         if self.config.sync is not None:
             from edge.sync_port import StorePort
             from sync.gate import GateSync
 
-            port = StorePort(self.store, gate_id=self.config.gate.gate_id, service=self.service)
+            port = StorePort(self.store, gate_id=self.config.gate.gate_id, service=self.service, faces=self.face)
             self.sync = GateSync(self.config.sync, port=port, clock=self.clock)
             self.service.feed_stale = self.sync.feed_stale
             self.sync.start()
-        loop = asyncio.get_running_loop()
         threads = []
         if self.scanner is not None:
             scanner, sd = self.scanner, Debouncer(self.config.input_debounce_s)
@@ -281,6 +341,8 @@ class GateDaemon:
             await asyncio.gather(barrier_task, return_exceptions=True)
             for t in threads:
                 await asyncio.to_thread(t.join, 2.0)
+            if self.face is not None:
+                await asyncio.to_thread(self.face.stop)
             self.intake.report(force=True)
             log.info("gate %s stopped", self.config.gate.gate_id)
 
@@ -293,7 +355,7 @@ def install_signal_handlers(daemon: GateDaemon) -> None:
 
 async def run_from_config(config: EdgeConfig) -> int:
     """Build the devices the config names and run the gate until SIGTERM."""
-    from edge.hardware import make_barrier, make_camera, make_decoder, make_scanner
+    from edge.hardware import make_barrier, make_camera, make_decoder, make_face_encoder, make_scanner
 
     config.store.path.parent.mkdir(parents=True, exist_ok=True)
     store = GateStore(config.store.path)
@@ -303,8 +365,15 @@ async def run_from_config(config: EdgeConfig) -> int:
         camera = make_camera(config.camera)
     if config.scanner is not None:
         scanner = make_scanner(config.scanner)
+    face_encoder = make_face_encoder(config.face) if config.face is not None and config.face.enabled else None
     daemon = GateDaemon(
-        config, store=store, barrier=make_barrier(config.barrier), camera=camera, decoder=decoder, scanner=scanner
+        config,
+        store=store,
+        barrier=make_barrier(config.barrier),
+        camera=camera,
+        decoder=decoder,
+        scanner=scanner,
+        face_encoder=face_encoder,
     )
     install_signal_handlers(daemon)
     try:

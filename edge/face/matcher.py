@@ -45,9 +45,12 @@ UNKNOWN = "face_unknown"
 class Rule(Protocol):
     """What the matcher needs of `edge.face.rule.FaceRule`."""
 
-    margin: float
-    k: int
-    m: int
+    @property
+    def margin(self) -> float: ...
+    @property
+    def k(self) -> int: ...
+    @property
+    def m(self) -> int: ...
 
     def same(self, distance: float, n: int) -> bool: ...
 

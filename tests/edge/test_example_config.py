@@ -12,6 +12,7 @@ import yaml
 from drivers.face import QualityGates
 from drivers.qr import DECODER_NAMES, DEFAULT_DECODER
 from edge.config import CameraConfig, ConfigError, FaceConfig, parse_config
+from edge.face.rule import FaceRule
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "gate.example.yaml"
 
@@ -45,6 +46,8 @@ def test_the_example_face_block_is_the_gates_defaults() -> None:
     assert cfg.face.key_file == Path("/etc/starfish/face.key")
     assert QualityGates(**cfg.face.quality.model_dump()) == QualityGates()
     assert cfg.face == FaceConfig(key_file=Path("/etc/starfish/face.key"))
+    r, rule = cfg.face.rule, FaceRule()
+    assert (r.target, r.margin, r.k, r.m) == (rule.target, rule.margin, rule.k, rule.m)
 
 
 @pytest.mark.parametrize(

@@ -92,7 +92,8 @@ def test_put_replaces_a_passes_template_and_holder_without_growing() -> None:
     assert len(gallery) == 1
     hit = gallery.search(new)
     assert hit is not None and (hit.ticket_id, hit.holder_id) == ("1001", "h1-renamed")
-    assert np.array_equal(gallery.encoding("1001"), new)
+    kept = gallery.encoding("1001")
+    assert kept is not None and np.array_equal(kept, new)
 
 
 def test_ids_longer_than_any_before_are_kept_whole() -> None:

@@ -1,0 +1,229 @@
+"""Face admission at one gate: camera frames -> worker -> gallery search -> matcher -> the decision task.
+
+`FaceAdmission` owns the face thread, the gallery and the matcher, and keeps the gallery in step
+with the store as the `edge.sync_port.FaceListener`:
+
+* The camera thread only `submit`s its frames (latest wins, see `edge.face.worker`).
+* The face thread sends the latest frame to the worker process, waits for its faces, searches the
+  gallery (numpy's BLAS releases the GIL) and runs the matcher; a `FaceMatch` goes to `offer`,
+  which hands it to the decision task through the intake as the input ``face``. Neither the QR
+  decoding of the same frames nor the decision task ever wait for any of this.
+* Feed news arrives on the event loop (`face_put`, `face_deleted`, `faces_reloaded`, after the
+  store's commit) and is only queued there; the face thread applies it before its next search,
+  so the gallery has one owner and the event loop never waits for a search or a reload.
+* The gallery is opened at start (and after a snapshot) from every stored template
+  (`edge.store.faces.all_faces`, through a connection of the face thread's own), with the site's
+  face key. A template that does not open with it (`FaceSealError`) is skipped and logged once.
+
+The gallery is only as fresh as the ticket feed: a face whose pass was refunded or blocked after
+the last feed message is still in it; the decision (`edge.gate.GateService.evaluate`) therefore
+treats a face like a plain code and refuses it (``stale_feed``) when sync says the feed is stale.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edge.face.gallery import Gallery, Hit
+from edge.face.matcher import Matcher
+from edge.face.worker import FaceWorker, WorkerDied
+from models.face import ENCODING_BYTES, FaceSealError, template_aad, unseal
+
+if TYPE_CHECKING:
+    from drivers.face import Encoding, Image
+    from edge.decision import FaceMatch
+
+log = logging.getLogger("starfish.gate")
+
+Rows = Callable[[], Iterable[tuple[str, str, str]]]
+_RELOAD = ("reload", "", "", "")
+
+
+def stored_faces(path: str | Path) -> Iterator[tuple[str, str, str]]:
+    """Every sealed template of the gate store at `path`, through a connection of the caller's thread."""
+    from edge.store import GateStore
+    from edge.store.faces import all_faces
+
+    store = GateStore(path)
+    try:
+        yield from all_faces(store)
+    finally:
+        store.close()
+
+
+class FaceAdmission:
+    """Face matching for one gate; also the store's `FaceListener`."""
+
+    def __init__(
+        self,
+        *,
+        worker: FaceWorker,
+        matcher: Matcher,
+        key: bytes,
+        site: str,
+        rows: Rows,
+        gallery: Gallery | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.worker = worker
+        self.matcher = matcher
+        self.gallery = gallery or Gallery()
+        self._key = key
+        self._site = site
+        self._rows = rows
+        self.monotonic = monotonic
+        self._ops: deque[tuple[str, str, str, str]] = deque([_RELOAD])
+        self._unopened: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._offer: Callable[[FaceMatch], None] = lambda _: None
+        self.loaded = threading.Event()  # the first gallery load is done
+
+    # --- FaceListener: on the event loop, after the store's commit; only queued here ---
+
+    def face_put(self, ticket_id: str, holder_id: str, sealed: str) -> None:
+        self._ops.append(("put", ticket_id, holder_id, sealed))
+
+    def face_deleted(self, ticket_id: str) -> None:
+        self._ops.append(("delete", ticket_id, "", ""))
+
+    def faces_reloaded(self) -> None:
+        self._ops.append(_RELOAD)
+
+    # --- the camera thread ---
+
+    def submit(self, frame: Image) -> None:
+        """A camera frame; the worker takes the latest one when it is free."""
+        self.worker.submit(frame)
+
+    # --- the face thread ---
+
+    def start(self, offer: Callable[[FaceMatch], None]) -> None:
+        """Start the worker and the face thread; each match goes to `offer` (from the face thread)."""
+        self._offer = offer
+        self.worker.start()
+        self._thread = threading.Thread(target=self._run, name="face", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the face thread and the worker (blocking: call it off the event loop)."""
+        self._stop.set()
+        self.worker.wake()
+        if self._thread is not None:
+            self._thread.join(10)  # it finishes the frame in hand first: the worker's pipe has one user
+        self.worker.close()
+
+    def _open(self, ticket_id: str, holder_id: str, sealed: str) -> Encoding | None:
+        try:
+            return unpack_encoding_array(unseal(self._key, sealed, template_aad(self._site, ticket_id, holder_id)))
+        except FaceSealError as exc:
+            if ticket_id not in self._unopened:
+                self._unopened.add(ticket_id)
+                log.error("face template of ticket %s skipped: %s", ticket_id, exc)
+            return None
+
+    def _reload(self) -> None:
+        started = time.perf_counter()
+        failed: list[str] = []
+
+        def opened() -> Iterator[tuple[str, str, Encoding]]:
+            for ticket_id, holder_id, sealed in self._rows():
+                try:
+                    raw = unseal(self._key, sealed, template_aad(self._site, ticket_id, holder_id))
+                    yield ticket_id, holder_id, unpack_encoding_array(raw)
+                except FaceSealError:
+                    failed.append(ticket_id)
+
+        self.gallery.clear()
+        self.gallery.load(opened())
+        if failed:
+            self._unopened.update(failed)
+            log.error(
+                "face gallery: %d template(s) did not open with the site's face key, skipped (first: ticket %s)",
+                len(failed),
+                failed[0],
+            )
+        log.info("face gallery: %d template(s) opened in %.1f s", len(self.gallery), time.perf_counter() - started)
+
+    def apply_pending(self) -> None:
+        """Apply the queued feed news to the gallery, in order (the face thread; tests and bench too)."""
+        while self._ops:
+            op, ticket_id, holder_id, sealed = self._ops.popleft()
+            if op == "reload":
+                self._reload()
+                self.loaded.set()
+            elif op == "delete":
+                self.gallery.remove(ticket_id)
+                self._unopened.discard(ticket_id)
+            else:
+                encoding = self._open(ticket_id, holder_id, sealed)
+                if encoding is None:
+                    self.gallery.remove(ticket_id)  # its earlier template is no longer the pass's
+                else:
+                    self.gallery.put(ticket_id, holder_id, encoding)
+
+    def search(self, probe: Encoding) -> tuple[Hit | None, int]:
+        """The nearest template and the gallery's size."""
+        return self.gallery.search(probe), len(self.gallery)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.apply_pending()
+                taken = self.worker.next_frame(0.2)
+                if taken is None:
+                    continue
+                frame, at = taken
+                faces = self.worker.analyze(frame)
+                self.apply_pending()
+                match = self.matcher.frame(faces, self.search, at)
+                if match is not None:
+                    self._offer(match)
+            except WorkerDied:
+                self._stop.wait(self.worker.restart_after_s)
+            except Exception:
+                log.exception("face matching failed on a frame; it goes on with the next")
+                self._stop.wait(0.5)
+
+
+def unpack_encoding_array(raw: bytes) -> Encoding:
+    """A template's 512 bytes as a float32 vector."""
+    import numpy as np
+
+    if len(raw) != ENCODING_BYTES:
+        raise FaceSealError(f"a face encoding is {ENCODING_BYTES} bytes, not {len(raw)}")
+    return np.frombuffer(raw, dtype="<f4").astype(np.float32)
+
+
+class FaceKeyError(Exception):
+    """The site's face key named in the config cannot be read."""
+
+
+def load_site_key(key_file: Path | None, key_env: str | None) -> bytes:
+    """The site's face key from the file or environment variable the config names; `FaceKeyError` naming it."""
+    import os
+
+    from models.face import load_face_key
+
+    if key_file is not None:
+        where = f"face.key_file {key_file}"
+        try:
+            text = key_file.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise FaceKeyError(f"cannot read {where}: {getattr(exc, 'strerror', None) or exc}") from exc
+    else:
+        where = f"face.key_env {key_env}"
+        found = os.environ.get(key_env or "")
+        if not found:
+            raise FaceKeyError(f"{where} is not set")
+        text = found
+    try:
+        return load_face_key(text)
+    except ValueError as exc:
+        raise FaceKeyError(f"{where}: {exc}") from exc
