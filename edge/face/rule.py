@@ -12,7 +12,7 @@ face_recognition (jackgrimes.net/projects/face_recognition: precision 0.91 / rec
 0.98 / 0.59 at 0.45, 0.71 / 0.96 at 0.55, 0.34 / 0.99 at 0.60). Turned into false-match rates (about 240k
 genuine pairs against 81.6M impostor pairs) these are 5.7e-3 at 0.60, 1.2e-3 at 0.55, 2.4e-4 at 0.50 and
 3.5e-5 at 0.45, which a normal with mu = 0.86, sigma = 0.10 fits to within 0.02 in distance; the
-shared photos here give impostor distances of 0.78-0.91 (`python -m bench.face_photos`), the same picture.
+shared photos here give impostor distances of 0.70-1.01, median 0.85 (`python -m bench.face_photos`).
 LFW is mostly faces of European descent. dlib's encoder is known to put East Asian faces closer together
 (face_recognition's README: accuracy varies between ethnic groups; ageitgey/face_recognition#431: in a
 10k gallery East Asian faces were confused at tolerances where others were not, and needed a lower one),
