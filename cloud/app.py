@@ -23,6 +23,7 @@ log = logging.getLogger("starfish.cloud")
 def _routers() -> list[APIRouter]:
     from cloud.audit.routes import router as audit
     from cloud.customers.routes import router as customers
+    from cloud.faces.routes import router as faces
     from cloud.orders.routes import router as orders
     from cloud.payments.routes import router as payments
     from cloud.points.routes import router as points
@@ -33,10 +34,11 @@ def _routers() -> list[APIRouter]:
     from cloud.sync.routes import router as sync
     from cloud.tickets.routes import router as tickets
 
-    return [staff, sites, products, customers, orders, payments, tickets, refunds, points, audit, sync]
+    return [staff, sites, products, customers, faces, orders, payments, tickets, refunds, points, audit, sync]
 
 
-async def _expiry_loop(factory: sessionmaker[Session], every_s: float) -> None:
+async def _expiry_loop(factory: sessionmaker[Session], settings: Settings, every_s: float) -> None:
+    from cloud.faces.gallery import sweep
     from cloud.orders.service import expire_pending
 
     while True:
@@ -48,6 +50,13 @@ async def _expiry_loop(factory: sessionmaker[Session], every_s: float) -> None:
                 log.info("expired %d unpaid order(s)", n)
         except Exception:
             log.exception("order expiry failed; will retry")
+        try:  # faces of passes that ended: deleted on the gates, and in the cloud when no pass is left
+            with factory() as session:
+                n = await asyncio.to_thread(lambda: sweep(session, settings, now=utcnow()))
+            if n:
+                log.info("face sweep: %d holder(s) whose pass ended", n)
+        except Exception:
+            log.exception("face sweep failed; will retry")
 
 
 def create_app(settings: Settings | None = None, *, expiry_every_s: float = 30.0, threads: int = 8) -> FastAPI:
@@ -63,7 +72,7 @@ def create_app(settings: Settings | None = None, *, expiry_every_s: float = 30.0
         from cloud.sync.mqtt import start as sync_start
 
         app.state.sync = await asyncio.to_thread(sync_start, factory, settings)
-        task = asyncio.create_task(_expiry_loop(factory, expiry_every_s)) if expiry_every_s > 0 else None
+        task = asyncio.create_task(_expiry_loop(factory, settings, expiry_every_s)) if expiry_every_s > 0 else None
         try:
             yield
         finally:

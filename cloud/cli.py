@@ -1,4 +1,4 @@
-"""`starfish cloud ...`: serve the API, migrate the database, create the first admin."""
+"""`starfish cloud ...`: serve the API, migrate the database, create the first admin, face keys and sweep."""
 
 from __future__ import annotations
 
@@ -107,3 +107,40 @@ def key_root() -> None:
     from models.credential import public_key_b64
 
     typer.echo(public_key_b64(_settings().keyset_root_key.public_key()))
+
+
+@app.command("face-key")
+def face_key(site: Annotated[str, typer.Option(help="Site code")]) -> None:
+    """Print the face key the gates of SITE hold (base64): put it in the file or variable their config names."""
+    from sqlalchemy import select
+
+    from cloud.db import make_engine, make_sessionmaker
+    from cloud.sites.models import Site
+    from models.face import face_key_text, site_face_key
+
+    settings = _settings()
+    if settings.face_key is None:
+        typer.echo("error: no face key is set (STARFISH_FACE_KEY_FILE)", err=True)
+        raise typer.Exit(2)
+    engine = make_engine(settings.database_url)
+    with make_sessionmaker(engine)() as session:
+        known = session.scalar(select(Site.id).where(Site.code == site)) is not None
+    engine.dispose()
+    if not known:
+        typer.echo(f"error: no site {site}", err=True)
+        raise typer.Exit(2)
+    typer.echo(face_key_text(site_face_key(settings.face_key, site)))
+
+
+@app.command("purge-faces")
+def purge_faces() -> None:
+    """Run the face expiry sweep now: faces of ended passes leave the gates, and the cloud when no pass is left."""
+    from cloud.db import make_engine, make_sessionmaker, utcnow
+    from cloud.faces.gallery import sweep
+
+    settings = _settings()
+    engine = make_engine(settings.database_url)
+    with make_sessionmaker(engine)() as session:
+        swept = sweep(session, settings, now=utcnow())
+    engine.dispose()
+    typer.echo(f"{swept} holder(s) swept")

@@ -3,6 +3,7 @@
 from cloud.audit import models as audit_models
 from cloud.customers import models as customer_models
 from cloud.db import Base
+from cloud.faces import models as face_models
 from cloud.orders import models as order_models
 from cloud.payments import models as payment_models
 from cloud.points import models as points_models
@@ -17,6 +18,7 @@ __all__ = [
     "Base",
     "audit_models",
     "customer_models",
+    "face_models",
     "order_models",
     "payment_models",
     "points_models",

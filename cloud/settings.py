@@ -5,6 +5,11 @@
 service refuses to start with a default or missing JWT secret, ticket signing key, key-set
 root key or WeChat Pay key, and the message names the variable to set. The development
 defaults are published in this file, so they are worth nothing anywhere else.
+
+The face master key (``STARFISH_FACE_KEY_FILE``, base64 of 32 bytes, or ``STARFISH_FACE_KEY_B64``)
+seals face templates (`models.face`). Production refuses to start without it; the published development
+key works only in development; in ``test`` an unset key leaves face admission off (its endpoints
+answer 503 ``face_key_missing``), so tests of other domains need none.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from models.addresses import is_loopback
 from models.api import API_PREFIX
 from models.credential import load_public_key
+from models.face import load_face_key
 
 DEV_JWT_SECRET = "development-only-jwt-secret-do-not-use"
 # A fixed development signing key, so tickets survive a restart of the dev server. Refused in production.
 DEV_SIGNING_KEY_B64 = "c3RhcmZpc2gtZGV2LXNpZ25pbmcta2V5LTMyYnl0ZXM="
 DEV_KEYSET_ROOT_KEY_B64 = "c3RhcmZpc2gtZGV2LWtleXNldC1yb290LWtleS0zMmI="
 _DEV_KEYS = (DEV_SIGNING_KEY_B64, DEV_KEYSET_ROOT_KEY_B64)
+DEV_FACE_KEY_B64 = "c3RhcmZpc2gtZGV2LWZhY2UtbWFzdGVyLWtleS0zMmI="  # seals face templates in development only
 
 
 DEFAULT_DATABASE_URL = "sqlite:///./starfish-cloud.db"
@@ -57,6 +64,10 @@ class Settings(BaseSettings):
         description="Ed25519 private key that signs the ticket key sets gates install: 32 raw bytes, base64",
     )
     keyset_root_key_file: str | None = Field(default=None, description="The key-set root, PEM file (wins)")
+    face_key_file: str | None = Field(
+        default=None, description="The face master key: a file holding base64 of 32 bytes (wins over the _B64)"
+    )
+    face_key_b64: SecretStr = Field(default=SecretStr(""), description="The face master key, base64 of 32 bytes")
     order_pending_minutes: int = Field(default=15, gt=0, description="Unpaid orders expire after this")
     timezone: str = "Asia/Shanghai"
     # WeChat Pay APIv3 (the mini-program's payment)
@@ -121,6 +132,14 @@ class Settings(BaseSettings):
         same_b64 = self.signing_key_file is None and self.keyset_root_key_file is None
         if same_file or (same_b64 and self.signing_key_b64 == self.keyset_root_key_b64):
             problems.append("the key-set root must be another key than the ticket signing key")
+        face_key = self._face_key_text()
+        if face_key == DEV_FACE_KEY_B64 or (self.environment == "production" and not face_key):
+            problems.append("STARFISH_FACE_KEY_FILE must be set (base64 of 32 random bytes: seals face templates)")
+        elif face_key:
+            try:
+                load_face_key(face_key)
+            except ValueError as exc:
+                problems.append(f"STARFISH_FACE_KEY_FILE: {exc}")
         mqtt_login = self.mqtt_username and self.mqtt_password.get_secret_value()
         if self.environment == "production" and self.mqtt_host and not mqtt_login:
             problems.append("STARFISH_MQTT_USERNAME and STARFISH_MQTT_PASSWORD must be set when MQTT is")
@@ -131,6 +150,18 @@ class Settings(BaseSettings):
             hint = " (or set STARFISH_ENVIRONMENT=development for a local trial with published keys)"
             raise ValueError(f"refusing to start in {self.environment}: " + "; ".join(problems) + hint)
         return self
+
+    def _face_key_text(self) -> str:
+        if self.face_key_file:
+            with open(self.face_key_file, encoding="ascii") as f:
+                return f.read().strip()
+        return self.face_key_b64.get_secret_value().strip()
+
+    @cached_property
+    def face_key(self) -> bytes | None:
+        """The face master key; the published one in development when none is set; None: face admission is off."""
+        text = self._face_key_text() or (DEV_FACE_KEY_B64 if self.environment == "development" else "")
+        return load_face_key(text) if text else None
 
     @cached_property
     def signing_key(self) -> Ed25519PrivateKey:

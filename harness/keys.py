@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.settings import Settings
 from models.credential import public_key_b64
+from models.face import face_key_text, site_face_key
 
 # The key-set root the tests' clouds sign key sets with, and the public half their gates pin.
 KEYSET_ROOT_B64 = "dGVzdC1rZXlzZXQtcm9vdC1rZXktb2YtMzItYnl0ZXM="
@@ -29,10 +30,21 @@ def key_root_of(root_key_b64: str) -> str:
 
 KEY_ROOT = key_root_of(KEYSET_ROOT_B64)
 
+# The face master key the tests' clouds seal face templates with (published here: a test key, never production's).
+FACE_KEY_B64 = "dGVzdC1mYWNlLW1hc3Rlci1rZXktb2YtMzItYnl0ZXM="
+FACE_KEY = base64.b64decode(FACE_KEY_B64)
+
+
+def site_face_key_text(master_b64: str, site: str) -> str:
+    """What a gate of `site` holds as its face key (`face_key_text`), for a cloud with this master key (base64)."""
+    return face_key_text(site_face_key(base64.b64decode(master_b64), site))
+
 
 def cloud_secrets_env() -> dict[str, str]:
-    """Fresh secrets for a cloud process, as its STARFISH_ environment variables: JWT, ticket signing, key-set root."""
+    """Fresh secrets for a cloud process, as its STARFISH_ environment variables: JWT, ticket signing, key-set root,
+    face master key."""
     return {
+        "STARFISH_FACE_KEY_B64": base64.b64encode(os.urandom(32)).decode(),
         "STARFISH_JWT_SECRET": base64.b64encode(os.urandom(36)).decode(),
         "STARFISH_SIGNING_KEY_B64": base64.b64encode(os.urandom(32)).decode(),
         "STARFISH_KEYSET_ROOT_KEY_B64": base64.b64encode(os.urandom(32)).decode(),
@@ -59,5 +71,6 @@ def cloud_settings(database_url: str, **overrides: Any) -> Settings:
         "jwt_secret": base64.b64encode(os.urandom(36)).decode(),
         "signing_key_b64": base64.b64encode(os.urandom(32)).decode(),
         "keyset_root_key_b64": KEYSET_ROOT_B64,
+        "face_key_b64": FACE_KEY_B64,
     }
     return Settings(**{**fields, **overrides})

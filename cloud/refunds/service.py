@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from cloud.audit.service import record
 from cloud.deps import Principal, Role
 from cloud.errors import Conflict, Forbidden, NotFound
+from cloud.faces.gallery import on_passes_ended
 from cloud.orders.models import TRANSITIONS, Order, OrderStatus
 from cloud.orders.service import get_order, transition
 from cloud.points.service import reverse_for_refund
@@ -129,6 +130,8 @@ def refund(
         [StatusChange(ticket_id=str(t), status=TicketStatus.REVOKED, reason=REVOKED_REFUNDED) for t in sorted(tickets)],
         now=now,
     )
+    # Face hook: a refunded season pass's face leaves its site's gates (and the cloud, if no pass is left).
+    on_passes_ended(session, settings, tickets.values(), REVOKED_REFUNDED, actor, now=now)
     for (product_id, day), n in Counter((t.product_id, t.visit_date) for t in tickets.values()).items():
         products.release(session, products.get_product(session, product_id), day, n)
     session.flush()

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cloud.faces.deletions import confirm as confirm_deletions
 from cloud.sites.models import Gate
 from cloud.sites.service import get_site
 from cloud.sync import snapshot
@@ -32,6 +33,9 @@ def store_status(session: Session, m: StatusIn, ids: tuple[int, int], now: datet
         return
     newer = status.at is not None and (row.reported_at is None or status.at > row.reported_at)
     if m.state == "online" or newer:
+        # Face deletions this gate has now applied are confirmed, once, as of its status's time.
+        before = row.feed_seq or 0
+        confirm_deletions(session, site_id, gate_id, before, status.feed_seq, status.at or now)
         row.feed_seq = status.feed_seq
         row.outbox_depth = status.outbox_depth
         row.reported_at = status.at or row.reported_at

@@ -1,7 +1,9 @@
 """A site's snapshot for a gate that starts empty or saw a gap: NDJSON, streamed from a spool file.
 
 Lines: `SnapshotHeader`, one `Ticket` per ticket (all the site's tickets, in the order of their ids
-as text), then a `SnapshotStatus` per revoked ticket.
+as text), then a `SnapshotStatus` per revoked ticket, then a `SnapshotFace` per face template of the
+site's gallery (`cloud.faces`, in ticket-id order; `header.faces` counts them, summed into the checksum
+after the tickets).
 
 One consistent read (REPEATABLE READ on PostgreSQL; SQLite's transactions here are serialised
 anyway) makes two passes. The first reads ids and statuses: the header, which must come first,
@@ -32,11 +34,12 @@ from sqlalchemy import ColumnElement, Select, Text, cast, select
 from sqlalchemy.orm import Session
 
 from cloud.customers.models import Holder
+from cloud.faces.models import FaceGalleryEntry
 from cloud.sync.feed import gate_codes, head
 from cloud.tickets.models import Ticket
 from cloud.tickets.service import _WIRE_STATUS
 from models import ProductKind, TicketStatus
-from models.sync import KeySet, SnapshotHeader, SnapshotStatus, TicketSetChecksum
+from models.sync import KeySet, SnapshotFace, SnapshotHeader, SnapshotStatus, TicketSetChecksum
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +113,8 @@ def site_checksum(session: Session, site_id: int, *, yield_per: int = 5000) -> S
 def _header(
     reader: Session, site_id: int, site_code: str, keys: KeySet, statuses: IO[bytes], yield_per: int
 ) -> SnapshotHeader:
-    """First pass: count and checksum of the site's tickets; a status line per revoked one into `statuses`."""
+    """First pass: count and checksum of the site's tickets and face templates; a status line per revoked one,
+    then the face lines, into `statuses`."""
     seq, epoch = head(reader, site_id)
     checksum = Checksum()
     count = 0
@@ -124,6 +128,12 @@ def _header(
                 line = SnapshotStatus(ticket_id=ticket_id, status=status).model_dump_json()
                 statuses.write(line.encode() + b"\n")
         count += len(rows)
+    faces = 0
+    for ticket_id, holder_id, sealed in reader.execute(_faces_query(reader, site_id)):
+        checksum.add_face(ticket_id, str(holder_id), sealed)
+        face = SnapshotFace(ticket_id=ticket_id, holder_id=str(holder_id), sealed=sealed)
+        statuses.write(face.model_dump_json().encode() + b"\n")  # after the status lines, as the second pass copies
+        faces += 1
     return SnapshotHeader(
         site=site_code,
         epoch=epoch,
@@ -133,13 +143,27 @@ def _header(
         keys=keys.keys,
         keys_signature=keys.signature,
         gates=gate_codes(reader, site_id),
+        faces=faces or None,
+    )
+
+
+def _faces_query(reader: Session, site_id: int) -> Select[str, int, str]:
+    """The site's face templates (`cloud.faces`), in the checksum's order of ticket ids (code points)."""
+    ticket_id: ColumnElement[str] = FaceGalleryEntry.ticket_id.expression
+    if reader.get_bind().dialect.name == "postgresql":
+        ticket_id = ticket_id.collate("C")
+    return (
+        select(FaceGalleryEntry.ticket_id, FaceGalleryEntry.holder_id, FaceGalleryEntry.sealed)
+        .where(FaceGalleryEntry.site_id == site_id)
+        .order_by(ticket_id)
     )
 
 
 def _write_tickets(
     reader: Session, site_id: int, expected: int, statuses: IO[bytes], spool: Spool, yield_per: int
 ) -> None:
-    """Second pass (a thread): the ticket lines, then the status lines, into the spool; ends the transaction."""
+    """Second pass (a thread): the ticket lines, then the status and face lines, into the spool; ends the
+    transaction."""
     try:
         wire = WireLines()
         count = 0

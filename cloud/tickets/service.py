@@ -12,6 +12,7 @@ import models
 from cloud.audit.service import record
 from cloud.deps import Principal, Role
 from cloud.errors import Conflict, not_found
+from cloud.faces.gallery import on_passes_issued
 from cloud.orders.models import Order
 from cloud.orders.service import get_order
 from cloud.products.models import Product
@@ -89,6 +90,8 @@ def issue_for_order(session: Session, settings: Settings, order: Order, *, now: 
         record(session, "system", "tickets.issue", "order", order.id, {"ticket_ids": [t.id for t in fresh]})
         # Sync hook: the new tickets go onto the site's feed in this same transaction.
         append_changes(session, order.site_id, [TicketUpsert(ticket=wire_ticket(t)) for t in fresh], now=now)
+        # Face hook: an enrolled holder's new season pass carries their face to this site's gates.
+        on_passes_issued(session, settings, fresh, now=now)
     return sorted(existing + fresh, key=lambda t: t.id)
 
 
