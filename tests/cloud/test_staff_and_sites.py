@@ -109,6 +109,7 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("STARFISH_JWT_SECRET", "z" * 48)
     monkeypatch.setenv("STARFISH_SIGNING_KEY_B64", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
     monkeypatch.setenv("STARFISH_KEYSET_ROOT_KEY_B64", "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+    monkeypatch.setenv("STARFISH_FACE_KEY_B64", "AgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
     monkeypatch.setenv("STARFISH_DATABASE_URL", "postgresql+psycopg://u@h/db")
     s = Settings()
     assert s.environment == "production" and s.database_url.startswith("postgresql")

@@ -349,6 +349,7 @@ def test_outside_development_the_placeholder_notify_url_is_refused(platform: Wec
             jwt_secret=SecretStr("x" * 40),
             signing_key_b64=SecretStr(base64.b64encode(bytes(range(32))).decode()),
             keyset_root_key_b64=SecretStr(base64.b64encode(bytes(range(1, 33))).decode()),
+            face_key_b64=SecretStr(base64.b64encode(bytes(range(2, 34))).decode()),
         ),
         wechat_notify_url="https://example.invalid/api/v1/payments/wechat/notify",
     )
