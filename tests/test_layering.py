@@ -1,5 +1,5 @@
-"""The one-way house: imports run models <- sync <- edge | cloud, drivers <- edge and cloud, and the
-`starfish` command loads only the sub-command it runs (README, "The house")."""
+"""The one-way house: imports run models <- sync <- edge | cloud, drivers <- edge (and drivers.face <- cloud,
+lazily), and the `starfish` command loads only the sub-command it runs (README, "The house")."""
 
 from __future__ import annotations
 
@@ -58,11 +58,15 @@ def module_names(*packages: str) -> list[str]:
 
 
 def imported_modules(path: Path) -> Iterator[tuple[int, str, bool]]:
-    """(line, absolute module name, at module level) for every import in the file, wherever it stands."""
+    """(line, absolute module name, at module level) for every import in the file, wherever it stands
+    (not at module level: in a function, or under `if TYPE_CHECKING:`)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     package = path.relative_to(ROOT).with_suffix("").parts[:-1]  # edge/cli.py and edge/__init__.py: edge
     functions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
     in_function = {id(n) for f in ast.walk(tree) if isinstance(f, functions) for n in ast.walk(f) if n is not f}
+    # `if TYPE_CHECKING:` imports are never loaded: they count as lazy as a function's
+    type_only = (f for f in ast.walk(tree) if isinstance(f, ast.If) and ast.unparse(f.test).endswith("TYPE_CHECKING"))
+    in_function |= {id(n) for f in type_only for body in f.body for n in ast.walk(body)}
     for node in ast.walk(tree):
         at_module_level = id(node) not in in_function
         if isinstance(node, ast.Import):
@@ -86,12 +90,30 @@ def imported_modules(path: Path) -> Iterator[tuple[int, str, bool]]:
             yield node.lineno, node.args[0].value, at_module_level
 
 
+# The cloud may use one driver, the face encoder, and only inside functions: it enrolls photos, and
+# `starfish cloud serve` must not load OpenCV or dlib to start.
+CLOUD_DRIVERS = "drivers.face"
+
+
+def _cloud_driver_misuse(module: str, at_module_level: bool) -> str | None:
+    if module != CLOUD_DRIVERS and not module.startswith(CLOUD_DRIVERS + "."):
+        return f"imports {module}: cloud/ may use only {CLOUD_DRIVERS} of drivers/"
+    if at_module_level:
+        return f"imports {module} at module level: cloud/ imports {CLOUD_DRIVERS} inside functions (lazily)"
+    return None
+
+
 def layering_violations() -> list[str]:
     found: set[tuple[str, int, str]] = set()
     for package, allowed in ALLOWED.items():
         for path in python_files(package):
             for line, module, at_module_level in imported_modules(path):
                 target = module.split(".")[0]
+                if package == "cloud" and target == "drivers":
+                    misuse = _cloud_driver_misuse(module, at_module_level)
+                    if misuse is not None:
+                        found.add((str(path.relative_to(ROOT)), line, misuse))
+                    continue
                 if target not in PROJECT or target == package or target in allowed:
                     continue
                 if package == "starfish" and not at_module_level and target not in ("tests", "bench"):
