@@ -11,9 +11,12 @@ after another, writing into one preallocated output buffer (``a @ block`` over 6
 blocks: ~20 ms at 1M; a row-major ``B @ a`` measured 25-50 ms). A block once allocated is never
 moved, so adding a template never copies the gallery.
 
-Entries are keyed by the season pass's ticket id; the ids live in numpy arrays (fixed-width
-bytes, widened when a longer id arrives, plus a 64-bit hash of the ticket id for lookups), not
-Python objects: at 1M templates the process stays under ~600 MB, 488 MiB of it the matrix.
+Entries are keyed by the season pass's ticket id; the ids live beside each block in numpy arrays
+(fixed-width bytes, widened when a longer id arrives, plus a 64-bit hash of the ticket id for
+lookups), not Python objects: at 1M templates the process stays under ~600 MB, 488 MiB of it the
+matrix. The matrix blocks are anonymous mappings without transparent huge pages: a 2 MiB huge page
+would span 8 rows of a block, so a block holding a few templates would cost all its 32 MiB at once.
+Growing never copies or frees what is there, so the heap does not fragment as the gallery fills.
 Removing swaps the last template into the hole, so the filled columns stay contiguous.
 
 Not thread-safe: one owner (the face thread, `edge.face.pipeline`) searches and edits it.
@@ -22,6 +25,7 @@ Not thread-safe: one owner (the face thread, `edge.face.pipeline`) searches and 
 from __future__ import annotations
 
 import hashlib
+import mmap
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -49,6 +53,36 @@ def _key(ticket_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(ticket_id.encode(), digest_size=8).digest(), "little", signed=True)
 
 
+def _mapped(n: int, *shape: int) -> F32:
+    """Zeroed float32 memory of its own mapping (returned to the system when dropped), no huge pages."""
+    m = mmap.mmap(-1, max(n, 1) * 4)
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+        m.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(m, dtype=np.float32, count=n).reshape(shape or (n,))
+
+
+class _Block:
+    """BLOCK templates as columns, their squared norms, ticket-id hashes, ticket and holder ids."""
+
+    def __init__(self, size: int) -> None:
+        self.mat = _mapped(ENCODING_DIM * size, ENCODING_DIM, size)
+        self.norms = np.zeros(size, dtype=np.float32)
+        self.keys = np.zeros(size, dtype=np.int64)
+        self.tickets = np.zeros(size, dtype="S1")
+        self.holders = np.zeros(size, dtype="S1")
+
+    def set(self, col: int, key: int, ticket: bytes, holder: bytes, enc: F32, norm: float) -> None:
+        if len(ticket) > self.tickets.dtype.itemsize:
+            self.tickets = self.tickets.astype(f"S{len(ticket)}")
+        if len(holder) > self.holders.dtype.itemsize:
+            self.holders = self.holders.astype(f"S{len(holder)}")
+        self.mat[:, col] = enc
+        self.norms[col] = norm
+        self.keys[col] = key
+        self.tickets[col] = ticket
+        self.holders[col] = holder
+
+
 class Gallery:
     """Face templates by ticket id, searched for the nearest one."""
 
@@ -57,13 +91,9 @@ class Gallery:
         self._reset()
 
     def _reset(self) -> None:
-        self._blocks: list[F32] = []
-        self._norms: list[F32] = []
+        self._blocks: list[_Block] = []
         self._n = 0
-        self._keys = np.zeros(0, dtype=np.int64)
-        self._tickets = np.zeros(0, dtype="S1")
-        self._holders = np.zeros(0, dtype="S1")
-        self._out = np.zeros(0, dtype=np.float32)
+        self._out = _mapped(0)
 
     def __len__(self) -> int:
         return self._n
@@ -73,63 +103,53 @@ class Gallery:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the matrix, norms, ids and output buffer."""
-        arrays: list[np.ndarray] = [*self._blocks, *self._norms, self._keys, self._tickets, self._holders, self._out]
+        """Bytes allocated for the matrix, norms, ids and output buffer (untouched pages cost nothing)."""
+        arrays: list[np.ndarray] = [self._out]
+        for b in self._blocks:
+            arrays += [b.mat, b.norms, b.keys, b.tickets, b.holders]
         return sum(int(a.nbytes) for a in arrays)
 
+    def _cols(self, b: int) -> int:
+        return max(0, min(self.block, self._n - b * self.block))
+
     def _slot(self, ticket_id: str) -> int | None:
-        found = np.flatnonzero(self._keys[: self._n] == _key(ticket_id))
-        raw = ticket_id.encode()
-        for slot in found:
-            if self._tickets[slot] == raw:
-                return int(slot)
+        key, raw = _key(ticket_id), ticket_id.encode()
+        for b, blk in enumerate(self._blocks):
+            for col in np.flatnonzero(blk.keys[: self._cols(b)] == key):
+                if blk.tickets[col] == raw:
+                    return b * self.block + int(col)
         return None
 
     def _grow(self) -> None:
-        """One more block of columns, and room for its ids."""
-        self._blocks.append(np.zeros((ENCODING_DIM, self.block), dtype=np.float32))
-        self._norms.append(np.zeros(self.block, dtype=np.float32))
-        cap = len(self._blocks) * self.block
-        self._keys = np.resize(self._keys, cap)
-        self._tickets = np.resize(self._tickets, cap)
-        self._holders = np.resize(self._holders, cap)
-        self._out = np.zeros(cap, dtype=np.float32)
-
-    @staticmethod
-    def _fit(ids: np.ndarray, raw: bytes) -> np.ndarray:
-        if len(raw) > ids.dtype.itemsize:
-            return ids.astype(f"S{len(raw)}")
-        return ids
+        self._blocks.append(_Block(self.block))
+        out = _mapped(len(self._blocks) * self.block)
+        out[: self._out.size] = self._out
+        self._out = out
 
     def _write(self, slot: int, ticket_id: str, holder_id: str, encoding: F32) -> None:
         b, col = divmod(slot, self.block)
-        self._blocks[b][:, col] = encoding
-        self._norms[b][col] = np.dot(encoding, encoding)
-        t, h = ticket_id.encode(), holder_id.encode()
-        self._tickets = self._fit(self._tickets, t)
-        self._holders = self._fit(self._holders, h)
-        self._keys[slot] = _key(ticket_id)
-        self._tickets[slot] = t
-        self._holders[slot] = h
+        norm = float(np.dot(encoding, encoding))
+        self._blocks[b].set(col, _key(ticket_id), ticket_id.encode(), holder_id.encode(), encoding, norm)
+
+    def _append(self, ticket_id: str, holder_id: str, encoding: F32) -> None:
+        if self._n == len(self._blocks) * self.block:
+            self._grow()
+        self._n += 1
+        self._write(self._n - 1, ticket_id, holder_id, encoding)
 
     def put(self, ticket_id: str, holder_id: str, encoding: npt.ArrayLike) -> None:
         """Add the template of a pass, or replace the one it had."""
         enc = np.asarray(encoding, dtype=np.float32).reshape(ENCODING_DIM)
         slot = self._slot(ticket_id)
         if slot is None:
-            if self._n == len(self._blocks) * self.block:
-                self._grow()
-            slot = self._n
-            self._n += 1
-        self._write(slot, ticket_id, holder_id, enc)
+            self._append(ticket_id, holder_id, enc)
+        else:
+            self._write(slot, ticket_id, holder_id, enc)
 
     def load(self, entries: Iterable[tuple[str, str, npt.ArrayLike]]) -> None:
         """Add many templates of distinct passes (a start-up or a snapshot), without a lookup each."""
         for ticket_id, holder_id, encoding in entries:
-            if self._n == len(self._blocks) * self.block:
-                self._grow()
-            self._write(self._n, ticket_id, holder_id, np.asarray(encoding, dtype=np.float32).reshape(ENCODING_DIM))
-            self._n += 1
+            self._append(ticket_id, holder_id, np.asarray(encoding, dtype=np.float32).reshape(ENCODING_DIM))
 
     def remove(self, ticket_id: str) -> bool:
         """Forget a pass's template (the last one moves into its slot); False if there was none."""
@@ -137,17 +157,16 @@ class Gallery:
         if slot is None:
             return False
         last = self._n - 1
-        if slot != last:
-            lb, lc = divmod(last, self.block)
-            b, col = divmod(slot, self.block)
-            self._blocks[b][:, col] = self._blocks[lb][:, lc]
-            self._norms[b][col] = self._norms[lb][lc]
-            self._keys[slot] = self._keys[last]
-            self._tickets[slot] = self._tickets[last]
-            self._holders[slot] = self._holders[last]
         lb, lc = divmod(last, self.block)
-        self._blocks[lb][:, lc] = 0.0  # a deleted template does not linger in memory
-        self._norms[lb][lc] = 0.0
+        tail = self._blocks[lb]
+        if slot != last:
+            b, col = divmod(slot, self.block)
+            self._blocks[b].set(
+                col, int(tail.keys[lc]), tail.tickets[lc], tail.holders[lc], tail.mat[:, lc], float(tail.norms[lc])
+            )
+        tail.mat[:, lc] = 0.0  # a deleted template does not linger in memory
+        tail.norms[lc] = 0.0
+        tail.keys[lc] = 0
         self._n = last
         return True
 
@@ -161,24 +180,26 @@ class Gallery:
         if slot is None:
             return None
         b, col = divmod(slot, self.block)
-        return self._blocks[b][:, col].copy()
+        return self._blocks[b].mat[:, col].copy()
 
     def squared_distances(self, probe: npt.ArrayLike) -> F32:
         """||probe - t||^2 for every template, in slot order (a view of the output buffer)."""
         a = np.asarray(probe, dtype=np.float32).reshape(ENCODING_DIM)
-        out = self._out
-        for b in range(len(self._blocks)):
-            start = b * self.block
-            cols = min(self.block, self._n - start)
-            if cols <= 0:
+        for b, blk in enumerate(self._blocks):
+            cols = self._cols(b)
+            if cols == 0:
                 break
-            part = out[start : start + cols]
-            np.matmul(a, self._blocks[b][:, :cols], out=part)
+            part = self._out[b * self.block : b * self.block + cols]
+            np.matmul(a, blk.mat[:, :cols], out=part)
             part *= -2.0
-            part += self._norms[b][:cols]
-        found = out[: self._n]
+            part += blk.norms[:cols]
+        found = self._out[: self._n]
         found += np.dot(a, a)
         return found
+
+    def _ids(self, slot: int) -> tuple[bytes, bytes]:
+        b, col = divmod(slot, self.block)
+        return self._blocks[b].tickets[col], self._blocks[b].holders[col]
 
     def search(self, probe: npt.ArrayLike) -> Hit | None:
         """The nearest template to `probe` and the distance of the nearest other holder's; None if empty."""
@@ -187,19 +208,21 @@ class Gallery:
         d2 = self.squared_distances(probe)
         best = int(np.argmin(d2))
         best_d2 = float(d2[best])
-        holder = self._holders[best]
+        ticket, holder = self._ids(best)
         second: float | None = None
         if self._n > 1:
             d2[best] = np.inf
             other = int(np.argmin(d2))
-            if self._holders[other] == holder:  # one holder with two passes here: look past all of them
-                d2[self._holders[: self._n] == holder] = np.inf
+            if self._ids(other)[1] == holder:  # one holder with two passes here: look past all of them
+                for b, blk in enumerate(self._blocks):
+                    part = d2[b * self.block : b * self.block + self._cols(b)]
+                    part[blk.holders[: part.size] == holder] = np.inf
                 other = int(np.argmin(d2))
             if np.isfinite(d2[other]):
                 second = float(np.sqrt(max(float(d2[other]), 0.0)))
         return Hit(
-            ticket_id=self._tickets[best].decode(),
-            holder_id=holder.decode(),
+            ticket_id=bytes(ticket).decode(),
+            holder_id=bytes(holder).decode(),
             distance=float(np.sqrt(max(best_d2, 0.0))),
             second=second,
         )

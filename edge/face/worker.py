@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("starfish.gate")
 
 EncoderSource = Callable[[], "FaceEncoder"]
+NICE = 10
 
 
 class WorkerDied(Exception):
@@ -41,7 +43,9 @@ class WorkerDied(Exception):
 
 def _serve(conn: Connection, source: Any) -> None:
     """The child: build the encoder, then analyze each frame it is sent until told to stop."""
-    encoder = source if hasattr(source, "analyze") else source()
+    os.nice(NICE)  # best effort: when the two cores are busy, the gate's QR path and decisions go first
+    made = isinstance(source, type) or not hasattr(source, "analyze")  # a class or a factory, else an encoder
+    encoder = source() if made else source
     conn.send(("ready", None))
     while True:
         try:
