@@ -386,3 +386,35 @@ def test_real_encoder_in_the_worker_admits_obama_from_another_photo_and_not_bide
     assert seen_biden == [(1, 0)]  # biden: one unknown face, nothing journaled
     assert [(e.ticket_id, e.code) for e in entries] == [("1001", "ok")]
     assert entries[0].face_distance is not None and 0.2 < entries[0].face_distance < 0.6
+
+
+@pytest.mark.parametrize(
+    ("ticket", "code"),
+    [
+        pytest.param(season("1001", "alice").ticket, "ok", id="her-season-pass"),
+        pytest.param(season("1001", "someone-else").ticket, "unknown_ticket", id="another-holders-pass"),
+        pytest.param(make_ticket(ProductKind.DAY, ticket_id="1001"), "unknown_ticket", id="not-a-season-pass"),
+        pytest.param(None, "unknown_ticket", id="no-cached-pass"),
+    ],
+)
+def test_a_face_admits_only_as_its_holders_cached_season_pass(store: GateStore, ticket: Any, code: str) -> None:
+    from edge.decision import FaceMatch
+    from edge.gate import GateService
+    from models import GateConfig
+
+    if ticket is not None:
+        store.upsert_tickets([ticket])
+    service = GateService(store=store, config=GateConfig(gate_id="g1", site_id=SITE))
+    assert service.evaluate(FaceMatch("1001", "alice", 0.3), NOW).decision.code == code
+
+
+def test_a_face_is_refused_while_the_feed_is_stale_as_a_plain_code_is(store: GateStore) -> None:
+    from edge.decision import FaceMatch
+    from edge.gate import GateService
+    from models import GateConfig
+
+    store.upsert_tickets([season("1001", "alice").ticket])
+    service = GateService(store=store, config=GateConfig(gate_id="g1", site_id=SITE))
+    service.feed_stale = lambda now: True  # the gallery is only as fresh as the feed: a deletion may be missing
+    ev = service.evaluate(FaceMatch("1001", "alice", 0.3), NOW)
+    assert (ev.decision.admit, ev.decision.code) == (False, "stale_feed")
