@@ -11,7 +11,9 @@ thread's `next_frame` takes it. A frame the worker had no time for is dropped, n
 the face path cannot fall behind the camera and its memory cannot grow.
 
 A worker that dies (dlib crash, out of memory, killed) is started again after a pause, and the
-log says so; the frame it was working on is lost, nothing else.
+log says so; the frame it was working on is lost, nothing else. The pause doubles while it keeps
+dying without finishing a frame (1 s up to a minute), so a worker that cannot start at all costs
+one log line a minute, not a busy loop.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ log = logging.getLogger("starfish.gate")
 
 EncoderSource = Callable[[], "FaceEncoder"]
 NICE = 10
+MAX_PAUSE_S = 60.0
 
 
 class WorkerDied(Exception):
@@ -73,7 +76,8 @@ class FaceWorker:
     ) -> None:
         self.source = source
         self._ctx: SpawnContext = multiprocessing.get_context(context)  # type: ignore[assignment]
-        self.restart_after_s = restart_after_s
+        self.first_restart_s = restart_after_s
+        self.restart_after_s = restart_after_s  # the pause before the next start, after a death
         self.monotonic = monotonic
         self._proc: SpawnProcess | None = None
         self._conn: Connection | None = None
@@ -81,6 +85,7 @@ class FaceWorker:
         self._cond = threading.Condition()
         self._closed = False
         self.starts = 0
+        self.frames_since_start = 0
         self.frames = 0
         self.dropped = 0  # frames overwritten before the worker was free for them
 
@@ -116,15 +121,22 @@ class FaceWorker:
         there.close()
         self._proc, self._conn = proc, here
         self.starts += 1
+        self.frames_since_start = 0
         if self.starts > 1:
             log.warning("face worker restarted (pid %d, start %d)", proc.pid, self.starts)
         return here
 
     def _died(self, why: str) -> WorkerDied:
         proc = self._proc
+        if proc is not None:
+            proc.join(1.0)  # a pipe may break a moment before the process is gone: wait to read its exit code
         code = None if proc is None else proc.exitcode
-        log.error("face worker died (%s, exit code %s); restarting in %.1f s", why, code, self.restart_after_s)
         self._discard()
+        if self.frames_since_start == 0 and self.starts > 1:
+            self.restart_after_s = min(MAX_PAUSE_S, self.restart_after_s * 2)
+        else:
+            self.restart_after_s = self.first_restart_s
+        log.error("face worker died (%s, exit code %s); restarting in %.1f s", why, code, self.restart_after_s)
         return WorkerDied(why)
 
     def _discard(self) -> None:
@@ -147,6 +159,7 @@ class FaceWorker:
                     if kind == "ready":
                         continue
                     self.frames += 1
+                    self.frames_since_start += 1
                     if kind == "error":
                         log.warning("face worker could not analyze a frame: %s", body)
                         return []

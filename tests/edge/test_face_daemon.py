@@ -418,3 +418,24 @@ def test_a_face_is_refused_while_the_feed_is_stale_as_a_plain_code_is(store: Gat
     service.feed_stale = lambda now: True  # the gallery is only as fresh as the feed: a deletion may be missing
     ev = service.evaluate(FaceMatch("1001", "alice", 0.3), NOW)
     assert (ev.decision.admit, ev.decision.code) == (False, "stale_feed")
+
+
+def broken_encoder() -> FaceEncoder:
+    """An encoder that cannot even be built (models missing, say): the worker dies as it starts."""
+    raise SystemExit(4)
+
+
+def test_a_worker_that_cannot_start_is_retried_ever_more_slowly(caplog: pytest.LogCaptureFixture) -> None:
+    from edge.face.worker import FaceWorker, WorkerDied
+
+    worker = FaceWorker(broken_encoder, restart_after_s=0.25)
+    pauses = []
+    try:
+        for _ in range(3):
+            with pytest.raises(WorkerDied):
+                worker.analyze(frame(1))
+            pauses.append(worker.restart_after_s)
+    finally:
+        worker.close()
+    assert pauses == [0.25, 0.5, 1.0]
+    assert "exit code 4); restarting in 1.0 s" in caplog.text  # it died as it started, or as it was sent a frame
