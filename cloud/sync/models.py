@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, Uuid
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cloud.db import Base, UtcDateTime, utcnow
@@ -70,6 +70,7 @@ class GatePassage(Base):
     passed: Mapped[bool] = mapped_column(Boolean)
     counted: Mapped[bool] = mapped_column(Boolean)
     credential: Mapped[str] = mapped_column(String(8))
+    face_distance: Mapped[float | None] = mapped_column(Float)  # credential "face": the matched template's distance
     # Why this passage should not have happened, found when it arrived ("over_use": more counted entries
     # than the ticket allows, e.g. one single-use ticket admitted offline at two gates; "after_revocation").
     conflict: Mapped[str | None] = mapped_column(String(20), index=True)

@@ -314,3 +314,30 @@ def test_a_gate_past_the_deletes_seq_confirms_it_once_and_the_back_office_lists_
     assert deletion["pending"] == [] and api.as_(Role.ADMIN).get(url, params={"pending": True}).json() == []
     seen_by_holder = api.as_(Role.CUSTOMER).get(holder.me).json()["deletions"]
     assert seen_by_holder[0]["summary"] == deletion["summary"]
+
+
+def test_a_passage_admitted_by_face_is_stored_with_its_distance(
+    app: FastAPI, api: Api, site: dict[str, Any], holder: PassHolder
+) -> None:
+    from cloud.sync.inbound import EventIn
+    from cloud.sync.models import GatePassage
+    from models import PassageEvent
+
+    _gate(api, site["id"], "north-1")
+    event = PassageEvent(
+        gate_id="north-1",
+        site_id="nanshan",
+        at=datetime.now(UTC),
+        direction="in",
+        outcome="admit",
+        code="ok",
+        ticket_id=str(holder.ticket_id),
+        passed=True,
+        counted=True,
+        credential="face",
+        face_distance=0.31,
+    )
+    with app.state.sessionmaker() as s:
+        assert sync_service.store(s, [EventIn("nanshan", "north-1", event)]).new == 1
+        stored = s.scalars(select(GatePassage)).one()
+    assert (stored.credential, stored.face_distance) == ("face", 0.31)

@@ -1,4 +1,5 @@
-"""face admission: consent, sealed templates, each site's gallery, deletions confirmed per gate
+"""face admission: consent, sealed templates, each site's gallery, deletions confirmed per gate, and the
+distance of a passage admitted by face
 
 Revision ID: 0011
 Revises: 0010
@@ -21,6 +22,8 @@ UTC = cloud.db.UtcDateTime(timezone=True)
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("gate_passages", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("face_distance", sa.Float(), nullable=True))
     op.create_table(
         "face_consents",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -123,3 +126,5 @@ def downgrade() -> None:
     op.drop_table("face_templates")
     op.drop_index(op.f("ix_face_consents_holder_id"), table_name="face_consents")
     op.drop_table("face_consents")
+    with op.batch_alter_table("gate_passages", schema=None) as batch_op:
+        batch_op.drop_column("face_distance")
