@@ -19,15 +19,23 @@ would span 8 rows of a block, so a block holding a few templates would cost all 
 Growing never copies or frees what is there, so the heap does not fragment as the gallery fills.
 Removing swaps the last template into the hole, so the filled columns stay contiguous.
 
+Threads: OpenBLAS's own pool keeps its threads spinning for a while after every call, on the core
+the gate's QR path and decision loop need. So the gate runs BLAS single-threaded
+(`single_threaded_blas`) and a large gallery splits its blocks over a few threads of its own, which
+sleep between searches: at 1M ~19 ms on two cores (one thread: ~26 ms; OpenBLAS's two: ~21 ms).
+
 Not thread-safe: one owner (the face thread, `edge.face.pipeline`) searches and edits it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import mmap
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +43,7 @@ import numpy.typing as npt
 from models.face import ENCODING_DIM
 
 BLOCK = 65_536
+THREADED_FROM_BLOCKS = 4  # below ~200k templates one thread searches faster than handing blocks out
 
 F32 = npt.NDArray[np.float32]
 
@@ -51,6 +60,22 @@ class Hit:
 
 def _key(ticket_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(ticket_id.encode(), digest_size=8).digest(), "little", signed=True)
+
+
+def single_threaded_blas() -> bool:
+    """Make OpenBLAS (numpy's) use one thread in this process; False when no OpenBLAS is loaded."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return False
+    libs = sorted({line.split()[-1] for line in maps.splitlines() if "openblas" in line.lower() and "/" in line})
+    for lib in libs:
+        handle = ctypes.CDLL(lib)
+        for name in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            if hasattr(handle, name):
+                getattr(handle, name)(1)
+                return True
+    return False
 
 
 def _mapped(n: int, *shape: int) -> F32:
@@ -86,8 +111,10 @@ class _Block:
 class Gallery:
     """Face templates by ticket id, searched for the nearest one."""
 
-    def __init__(self, block: int = BLOCK) -> None:
+    def __init__(self, block: int = BLOCK, *, threads: int = 2) -> None:
         self.block = block
+        self.threads = threads
+        self._pool: ThreadPoolExecutor | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -182,17 +209,28 @@ class Gallery:
         b, col = divmod(slot, self.block)
         return self._blocks[b].mat[:, col].copy()
 
+    def _fill(self, a: F32, b: int) -> None:
+        cols = self._cols(b)
+        if cols == 0:
+            return
+        blk = self._blocks[b]
+        part = self._out[b * self.block : b * self.block + cols]
+        np.matmul(a, blk.mat[:, :cols], out=part)  # releases the GIL, as do the two below
+        part *= -2.0
+        part += blk.norms[:cols]
+
     def squared_distances(self, probe: npt.ArrayLike) -> F32:
         """||probe - t||^2 for every template, in slot order (a view of the output buffer)."""
         a = np.asarray(probe, dtype=np.float32).reshape(ENCODING_DIM)
-        for b, blk in enumerate(self._blocks):
-            cols = self._cols(b)
-            if cols == 0:
-                break
-            part = self._out[b * self.block : b * self.block + cols]
-            np.matmul(a, blk.mat[:, :cols], out=part)
-            part *= -2.0
-            part += blk.norms[:cols]
+        blocks = range(len(self._blocks))
+        if self.threads > 1 and len(self._blocks) >= THREADED_FROM_BLOCKS:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="face-search")
+            for done in [self._pool.submit(self._fill, a, b) for b in blocks]:
+                done.result()
+        else:
+            for b in blocks:
+                self._fill(a, b)
         found = self._out[: self._n]
         found += np.dot(a, a)
         return found

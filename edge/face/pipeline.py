@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge.face.gallery import Gallery, Hit
+from edge.face.gallery import Gallery, Hit, single_threaded_blas
 from edge.face.matcher import Matcher
 from edge.face.worker import FaceWorker, WorkerDied
 from models.face import ENCODING_BYTES, FaceSealError, template_aad, unseal
@@ -107,6 +107,7 @@ class FaceAdmission:
     def start(self, offer: Callable[[FaceMatch], None]) -> None:
         """Start the worker and the face thread; each match goes to `offer` (from the face thread)."""
         self._offer = offer
+        single_threaded_blas()  # OpenBLAS's spinning threads would take a core from the QR path (gallery.py)
         self.worker.start()
         self._thread = threading.Thread(target=self._run, name="face", daemon=True)
         self._thread.start()

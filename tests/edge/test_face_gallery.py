@@ -111,3 +111,18 @@ def test_clear_forgets_everything() -> None:
     gallery.load((str(i), "h", np.ones(128, np.float32) * i) for i in range(5))
     gallery.clear()
     assert len(gallery) == 0 and gallery.search(np.ones(128, np.float32)) is None and gallery.nbytes == 0
+
+
+def test_a_gallery_of_many_blocks_searched_on_threads_finds_what_one_thread_finds() -> None:
+    rng = np.random.default_rng(11)
+    templates = unitish(rng, 200)
+    holders = [f"h{i % 50}" for i in range(200)]  # four passes per holder
+    threaded, single = Gallery(block=16, threads=3), Gallery(block=16, threads=1)
+    for g in (threaded, single):
+        g.load((str(i), holders[i], templates[i]) for i in range(200))
+    for probe in unitish(rng, 10):
+        hit = threaded.search(probe)
+        best, dist, second = reference(templates, holders, probe)
+        assert hit == single.search(probe)
+        assert hit is not None and hit.ticket_id == str(best)
+        assert (hit.distance, hit.second) == (pytest.approx(dist, abs=1e-4), pytest.approx(second, abs=1e-4))
