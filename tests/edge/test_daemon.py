@@ -227,7 +227,7 @@ def test_a_failing_decision_never_stops_the_gate(tmp_path: Path, signing_key: Ed
     daemon, _ = build(tmp_path, signing_key, FakeBarrier(), scanner=scanner, on_handled=seen.append)
     original = daemon.service.evaluate
 
-    def flaky(data: bytes | str, now: datetime) -> Any:
+    def flaky(data: Any, now: datetime) -> Any:
         if data == b"BOOM0001":
             raise RuntimeError("disk on fire")
         return original(data, now)
