@@ -126,10 +126,10 @@ def camera_frame(path: Path) -> np.ndarray:
 
 
 def _people() -> dict[str, Encoding]:
-    from drivers.face import DlibFaceEncoder
+    from drivers.face import NO_GATES, DlibFaceEncoder
     from drivers.face_image import decode_photo
 
-    encoder = DlibFaceEncoder(detect_width=1024)
+    encoder = DlibFaceEncoder(detect_width=1024, gates=NO_GATES)
     found = {name: encoder.analyze(decode_photo((_faces_dir() / name).read_bytes()), bgr=False) for name in PEOPLE}
     return {name: faces[0].encoding for name, faces in found.items() if faces and faces[0].encoding is not None}
 

@@ -60,10 +60,10 @@ def identity(path: Path, root: Path) -> str | None:
 def _encodings(root: Path) -> tuple[dict[str, tuple[str, Encoding]], list[str]]:
     import numpy as np
 
-    from drivers.face import DlibFaceEncoder
+    from drivers.face import NO_GATES, DlibFaceEncoder
     from drivers.face_image import decode_photo
 
-    encoder = DlibFaceEncoder(detect_width=1024)
+    encoder = DlibFaceEncoder(detect_width=1024, gates=NO_GATES)
     taken: dict[str, tuple[str, Encoding]] = {}
     hashes: set[str] = set()
     skipped: list[str] = []

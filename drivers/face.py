@@ -3,11 +3,12 @@
 The real encoder is `DlibFaceEncoder` (face_recognition over dlib: HOG detector, 68-point landmarks,
 ResNet encoder); `FakeFaceEncoder` answers from a table for logic tests. Both speak `FaceEncoder`.
 
-CONTRACT (written before the implementation; the implementer keeps these names and shapes):
+The API:
 
 * `analyze(image, *, bgr=True) -> list[FaceFound]`: every face the HOG detector finds, largest first
   (by box area), each with its `Quality`; only the largest carries an `encoding` (float32, shape (128,)),
-  and only when `encode_largest` is true (the default). Detection runs on the image scaled to
+  and only when `encode_largest` is true (the default) and it passes the encoder's quality `gates` (a
+  face the matcher would skip is not worth the encoder's ~80 ms). Detection runs on the image scaled to
   `detect_width` pixels wide (never upscaled), with `upsample` HOG upsampling passes; boxes are in
   the coordinates of the image given. An image that is not an HxWx3 (or HxW, or HxWx4) uint8 array
   raises `FaceImageError`.
@@ -156,6 +157,10 @@ class QualityGates:
         return {}
 
 
+# No gate at all: every face found is encoded (the technician's `starfish face compare`, distance studies).
+NO_GATES = QualityGates(
+    min_face_px=0, min_blur=0.0, min_brightness=0.0, max_brightness=255.0, max_yaw_deg=180.0, max_pitch_deg=180.0
+)
 ENROLLMENT_GATES = QualityGates(
     min_face_px=120, min_blur=60.0, min_brightness=50.0, max_brightness=210.0, max_yaw_deg=20.0, max_pitch_deg=20.0
 )
@@ -307,7 +312,7 @@ class DlibFaceEncoder:
         except ValueError as exc:
             raise FaceImageError(str(exc)) from exc
         boxes = self._detect(rgb, self.detect_width, self.upsample)
-        return self._describe(rgb, boxes, encode_largest)
+        return self._describe(rgb, boxes, encode_largest, skip_below=self.gates)
 
     def enroll(self, data: bytes) -> Enrolled:
         """One uploaded photo to one encoding under the enrollment gates, or `EnrollmentError` saying why not.
@@ -361,7 +366,11 @@ class DlibFaceEncoder:
         ]
         return sorted((b for b in boxes if b.area > 0), key=lambda b: b.area, reverse=True)
 
-    def _describe(self, rgb: Image, boxes: list[Box], encode_largest: bool) -> list[FaceFound]:
+    def _describe(
+        self, rgb: Image, boxes: list[Box], encode_largest: bool, skip_below: QualityGates | None = None
+    ) -> list[FaceFound]:
+        """Quality per face; the largest encoded unless it fails `skip_below` (the encoder's ~80 ms are
+        spent only on a face the matcher would look at)."""
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         found = []
         for i, box in enumerate(boxes):
@@ -378,7 +387,7 @@ class DlibFaceEncoder:
                 pitch_deg=pitch,
             )
             encoding = None
-            if i == 0 and encode_largest:
+            if i == 0 and encode_largest and (skip_below is None or skip_below.failed(quality) is None):
                 if self._landmarks5 is not None:
                     shape = self._landmarks5(rgb, rect)
                 encoding = np.asarray(

@@ -108,10 +108,10 @@ def compare(
     todo = _pairs(pairs) if pairs is not None else [(images[0], images[1])] if images else []
 
     from drivers.errors import DriverError
-    from drivers.face import DlibFaceEncoder
+    from drivers.face import NO_GATES, DlibFaceEncoder
 
     try:
-        photos = _Photos(DlibFaceEncoder(detect_width=detect_width, upsample=upsample))
+        photos = _Photos(DlibFaceEncoder(detect_width=detect_width, upsample=upsample, gates=NO_GATES))
     except DriverError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

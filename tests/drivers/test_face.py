@@ -43,6 +43,7 @@ from drivers.face import (
     ENROLLMENT_GATES,
     GOOD_QUALITY,
     MAX_PHOTO_BYTES,
+    NO_GATES,
     DlibFaceEncoder,
     Enrolled,
     EnrollmentError,
@@ -64,7 +65,7 @@ TEST = FACES / "knn_examples" / "test"
 
 @pytest.fixture(scope="module")
 def encoder() -> DlibFaceEncoder:
-    return DlibFaceEncoder(detect_width=800)
+    return DlibFaceEncoder(detect_width=800, gates=NO_GATES)
 
 
 def _read(path: Path) -> Image:
@@ -263,6 +264,13 @@ def test_analyze_without_encoding_leaves_the_encoding_out(encoder: DlibFaceEncod
     assert len(faces) == 1 and faces[0].encoding is None and faces[0].quality.face_px > 200
 
 
+def test_a_face_failing_the_encoders_gates_is_found_but_not_encoded() -> None:
+    turned = _read(TRAIN / "kit_harington" / "john2.jpeg")  # yaw -37 degrees: past the gate's 30
+    faces = DlibFaceEncoder(detect_width=800).analyze(turned)
+    assert faces and faces[0].encoding is None
+    assert QualityGates().failed(faces[0].quality) == "head_turned"
+
+
 @pytest.mark.parametrize(
     "image",
     [np.zeros((10, 10, 3), np.float32), np.zeros((0, 0, 3), np.uint8), np.zeros((5, 5, 2), np.uint8), "frame"],
@@ -279,7 +287,7 @@ def test_the_landmark_model_must_be_small_or_large() -> None:
 
 
 def test_the_small_landmark_model_encodes_the_same_person_close() -> None:
-    small = DlibFaceEncoder(model="small", detect_width=800)
+    small = DlibFaceEncoder(model="small", detect_width=800, gates=NO_GATES)
     assert _distance(_analyzed(small, FACES / "obama.jpg"), _analyzed(small, FACES / "obama2.jpg")) < 0.6
 
 
