@@ -34,6 +34,7 @@ import numpy as np
 
 from bench.stats import summary
 from edge.face.gallery import Gallery, single_threaded_blas
+from harness.testdata import portrait_frame
 
 if TYPE_CHECKING:
     from drivers.face import Encoding
@@ -109,22 +110,6 @@ def _search_in_child(n: int, iterations: int) -> dict[str, Any]:
     return dict(json.loads(out.stdout))
 
 
-def camera_frame(path: Path) -> np.ndarray:
-    """A portrait photo as a 640x480 BGR frame: its top 60 % fills the height (a skier near the lens)."""
-    import cv2
-
-    image = cv2.imread(str(path))
-    if image is None:
-        raise FileNotFoundError(path)
-    h, w = image.shape[:2]
-    s = 480 / (h * 0.6)
-    big = cv2.resize(image, (round(w * s), round(h * s)))[:480, :640]
-    out = np.zeros((480, 640, 3), np.uint8)
-    x = (640 - big.shape[1]) // 2
-    out[: big.shape[0], x : x + big.shape[1]] = big
-    return out
-
-
 def _people() -> dict[str, Encoding]:
     from drivers.face import NO_GATES, DlibFaceEncoder
     from drivers.face_image import decode_photo
@@ -157,7 +142,7 @@ def frame_to_decision(sizes: tuple[int, ...], iterations: int, tmp: Path) -> dic
 
     single_threaded_blas()  # as the gate runs it (edge.face.gallery)
     people = _people()
-    frame = camera_frame(_faces_dir() / "obama2.jpg")
+    frame = portrait_frame(_faces_dir() / "obama2.jpg")
     store = _season_store(tmp / "frame.db")
     service = GateService(store=store, config=GateConfig(gate_id="bench", site_id=SITE))
     worker = FaceWorker(DlibFaceEncoder)  # the gate's encoder at its default detection width
@@ -275,7 +260,7 @@ async def _qr_path(tmp: Path, iterations: int, face: bool, templates: int) -> di
         cfg,
         store=store,
         barrier=proxy,
-        camera=_LoopCamera(camera_frame(_faces_dir() / "obama2.jpg")),
+        camera=_LoopCamera(portrait_frame(_faces_dir() / "obama2.jpg")),
         decoder=make_decoder(DEFAULT_DECODER),
         face_encoder=DlibFaceEncoder if face else None,
     )

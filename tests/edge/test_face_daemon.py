@@ -26,7 +26,7 @@ from edge.config import parse_config
 from edge.daemon import GateDaemon
 from edge.store import GateStore, JournalEntry, apply_change
 from harness.processes import eventually
-from harness.testdata import SHARED_TESTDATA
+from harness.testdata import FACES, portrait_frame
 from harness.tickets import NOW, make_ticket, sign
 from models import Holder, ProductKind, TicketStatus
 from models.credential import public_key_b64
@@ -337,24 +337,6 @@ def test_the_gallery_follows_the_feed_put_delete_and_reload(tmp_path: Path, sign
     store.close()
 
 
-FACES = SHARED_TESTDATA / "faces"
-
-
-def photo_frame(name: str) -> np.ndarray:
-    """A portrait photo as a 640x480 BGR camera frame: its top 60 % fills the height (a skier near the lens)."""
-    import cv2
-
-    image = cv2.imread(str(FACES / name))
-    assert image is not None, name
-    h, w = image.shape[:2]
-    s = 480 / (h * 0.6)
-    big = cv2.resize(image, (round(w * s), round(h * s)))[:480, :640]
-    out = np.zeros((480, 640, 3), np.uint8)
-    x = (640 - big.shape[1]) // 2
-    out[: big.shape[0], x : x + big.shape[1]] = big
-    return out
-
-
 @pytest.mark.skipif(not FACES.is_dir(), reason="needs ../shared/testdata/faces")
 def test_real_encoder_in_the_worker_admits_obama_from_another_photo_and_not_biden(
     tmp_path: Path, signing_key: Ed25519PrivateKey
@@ -374,11 +356,11 @@ def test_real_encoder_in_the_worker_admits_obama_from_another_photo_and_not_bide
         assert daemon.face is not None
         counts = daemon.face.matcher.counts
         await eventually(lambda: daemon.face and daemon.face.worker.frames, "the worker's models loaded", 60.0)
-        camera.tail = photo_frame("biden.jpg")
+        camera.tail = portrait_frame(FACES / "biden.jpg")
         await eventually(lambda: counts.unknown, "biden looked at", 60.0)
         await asyncio.sleep(1.0)  # a second more of him
         seen_biden.append((counts.unknown, len(daemon.store.entries())))
-        camera.tail = photo_frame("obama2.jpg")
+        camera.tail = portrait_frame(FACES / "obama2.jpg")
         await eventually(lambda: faced(daemon.store), "obama admitted", 60.0)
 
     run(daemon, body)
