@@ -308,6 +308,10 @@ class Resort:
         g = self._gates[gate]
         return GateView.of(gate, g.process.running, GateStoreReader(g.db))
 
+    def gate_faces(self, gate: str) -> list[str]:
+        """The pass ids whose (sealed) face template the gate's store holds."""
+        return [ticket_id for ticket_id, _, _ in GateStoreReader(self._gates[gate].db).face_templates()]
+
     def cloud_view(self) -> CloudView:
         stored = stored_per_gate(self.workdir / "cloud.db")
         try:
