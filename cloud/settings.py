@@ -132,12 +132,21 @@ class Settings(BaseSettings):
         same_b64 = self.signing_key_file is None and self.keyset_root_key_file is None
         if same_file or (same_b64 and self.signing_key_b64 == self.keyset_root_key_b64):
             problems.append("the key-set root must be another key than the ticket signing key")
-        face_key = self._face_key_text()
-        if face_key == DEV_FACE_KEY_B64 or (self.environment == "production" and not face_key):
-            problems.append("STARFISH_FACE_KEY_FILE must be set (base64 of 32 random bytes: seals face templates)")
-        elif face_key:
+        face_key: str | None
+        try:
+            face_key = self._face_key_text()
+        except OSError as exc:
+            problems.append(f"STARFISH_FACE_KEY_FILE cannot be read: {exc}")
+            face_key = None
+        if face_key is None:
+            pass
+        elif not face_key:
+            if self.environment == "production":
+                problems.append("STARFISH_FACE_KEY_FILE must be set (base64 of 32 random bytes: seals face templates)")
+        else:
             try:
-                load_face_key(face_key)
+                if load_face_key(face_key) == load_face_key(DEV_FACE_KEY_B64):
+                    problems.append("STARFISH_FACE_KEY_FILE holds the published development key: set your own")
             except ValueError as exc:
                 problems.append(f"STARFISH_FACE_KEY_FILE: {exc}")
         mqtt_login = self.mqtt_username and self.mqtt_password.get_secret_value()

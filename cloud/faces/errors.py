@@ -42,7 +42,9 @@ _TEXT = {
 def enrollment_refused(code: str, details: Mapping[str, Any]) -> DomainError:
     """The encoder's refusal (`drivers.face.EnrollmentError`) as the API says it: 422, the same code and details."""
     en, zh = _enrollment_text(code, details)
-    return DomainError(code, en, zh, status_code=422, **dict(details))
+    # An image library's own words ("cannot identify image file <_io.BytesIO at 0x7f...>") are not the client's.
+    shown = {k: v for k, v in details.items() if not (code == "unreadable_image" and k == "reason")}
+    return DomainError(code, en, zh, status_code=422, **shown)
 
 
 def consent_required(holder_id: int) -> Conflict:

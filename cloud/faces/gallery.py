@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Integer, cast, delete, exists, select, update
@@ -20,19 +20,30 @@ from sqlalchemy.orm import Session
 
 from cloud.audit.service import record
 from cloud.customers.models import Holder
-from cloud.faces.models import FaceConsent, FaceDeletion, FaceFeedUpsert, FaceGalleryEntry, FaceTemplate
+from cloud.faces.models import (
+    FaceConsent,
+    FaceDeletion,
+    FaceFeedUpsert,
+    FaceGalleryEntry,
+    FaceSiteSettings,
+    FaceTemplate,
+)
 from cloud.settings import Settings
 from cloud.sites.models import Site
 from cloud.sync.feed import append_change
 from cloud.sync.models import FeedChange
 from cloud.tickets.models import Ticket, TicketState
 from models import ProductKind
-from models.face import seal, site_face_key, store_face_key, template_aad, unseal
+from models.face import FaceSealError, seal, site_face_key, store_face_key, template_aad, unseal
 from models.sync import FaceDelete, FaceUpsert
 
 log = logging.getLogger("starfish.cloud.faces")
 
-_LIVE = (TicketState.VALID.value, TicketState.USED.value)  # "used" is the cloud's summary; a pass still admits
+# "used" means the gates used up the pass's entries: it admits nobody any more, so its face goes too.
+_LIVE = (TicketState.VALID.value,)
+# A pass's face reaches its site's gates this long before the pass starts (a pass for next season,
+# bought in summer, does not put the face on the gates months early); the sweep sends it then.
+LEAD = timedelta(days=1)
 
 
 def store_aad(holder_id: int) -> bytes:
@@ -56,6 +67,19 @@ def valid_season_passes(session: Session, holder_id: int, now: datetime) -> list
                 Ticket.valid_until > now,
             )
             .order_by(Ticket.valid_until, Ticket.id)
+        )
+    )
+
+
+def keeps_photos(session: Session, site_ids: Iterable[int]) -> bool:
+    """Does any of these sites keep enrollment photos for the cashier's compare?"""
+    ids = set(site_ids)
+    return bool(
+        ids
+        and session.scalar(
+            select(FaceSiteSettings.site_id)
+            .where(FaceSiteSettings.site_id.in_(ids), FaceSiteSettings.keep_photos.is_(True))
+            .limit(1)
         )
     )
 
@@ -87,14 +111,23 @@ def reconcile(
     """
     session.get(Holder, holder_id, with_for_update=True)
     template = session.get(FaceTemplate, holder_id)
-    if template is not None and drop_template:
-        _drop_template(session, template, reason, actor)
+    if template is not None and (drop_template or active_consent(session, holder_id) is None):
+        _drop_template(session, template, reason if drop_template else "consent_withdrawn", actor)
+        template = None
+    if template is not None and master is not None and not _opens(master, template):
+        # Sealed under another master key (replaced without re-sealing): useless, and never to block a sale.
+        log.error("holder %d's face template does not open with the face key: deleted", holder_id)
+        _drop_template(session, template, "unreadable_template", actor)
         template = None
     passes = valid_season_passes(session, holder_id, now)
     wanted: dict[int, Ticket] = {}
-    if template is not None and active_consent(session, holder_id) is not None:
+    if template is not None:
         for ticket in passes:
-            wanted.setdefault(ticket.site_id, ticket)
+            if ticket.valid_from <= now + LEAD:
+                wanted.setdefault(ticket.site_id, ticket)
+    if template is not None and template.photo_sealed is not None and not keeps_photos(session, wanted):
+        template.photo_sealed = None  # no site the face is carried to keeps photos (any more)
+        record(session, actor, "face.photo_deleted", "holder", holder_id, {"reason": reason})
     current = {
         row.site_id: row
         for row in session.scalars(select(FaceGalleryEntry).where(FaceGalleryEntry.holder_id == holder_id))
@@ -114,6 +147,14 @@ def reconcile(
     if template is not None and not passes:
         _drop_template(session, template, "no_valid_pass", actor)
     return deletions
+
+
+def _opens(master: bytes, template: FaceTemplate) -> bool:
+    try:
+        unseal(store_face_key(master), template.sealed, store_aad(template.holder_id))
+    except FaceSealError:
+        return False
+    return True
 
 
 def _drop_template(session: Session, template: FaceTemplate, reason: str, actor: Any) -> None:
@@ -219,7 +260,24 @@ def sweep(session: Session, settings: Settings, *, now: datetime) -> int:
         Ticket.valid_until > now,
     )
     unheld = select(FaceTemplate.holder_id).where(~live_pass)
-    holders = sorted(set(session.scalars(ended)) | set(session.scalars(unheld)))
+    unconsented = select(FaceTemplate.holder_id).where(
+        ~exists().where(FaceConsent.holder_id == FaceTemplate.holder_id, FaceConsent.withdrawn_at.is_(None))
+    )
+    starting = (  # a pass that starts within LEAD, at a site whose gates do not carry the holder yet
+        select(FaceTemplate.holder_id)
+        .join(Ticket, Ticket.holder_id == FaceTemplate.holder_id)
+        .where(
+            Ticket.kind == ProductKind.SEASON.value,
+            Ticket.status.in_(_LIVE),
+            Ticket.valid_from <= now + LEAD,
+            Ticket.valid_until > now,
+            ~exists().where(
+                FaceGalleryEntry.holder_id == FaceTemplate.holder_id, FaceGalleryEntry.site_id == Ticket.site_id
+            ),
+        )
+    )
+    holders = sorted({*session.scalars(ended), *session.scalars(unheld), *session.scalars(unconsented)})
+    holders = sorted({*holders, *session.scalars(starting)})
     for holder_id in holders:
         reconcile(session, settings.face_key, holder_id, reason="pass_ended", actor="system", now=now)
     session.commit()

@@ -178,6 +178,9 @@ def get_settings(site_id: IdPath, session: SessionDep, _: Admin) -> FaceSettings
 
 
 @router.put("/sites/{site_id}/face-settings")
-def put_settings(site_id: IdPath, body: FaceSettingsIn, session: SessionDep, actor: Admin) -> FaceSettingsOut:
-    """Keep enrollment photos (sealed) for the cashier's compare at this site: off by default."""
-    return service.set_site_settings(session, actor, site_id, body.keep_photos)
+def put_settings(
+    site_id: IdPath, body: FaceSettingsIn, session: SessionDep, settings: SettingsDep, actor: Admin
+) -> FaceSettingsOut:
+    """Keep enrollment photos (sealed) for the cashier's compare at this site: off by default; off deletes the
+    photos kept for it."""
+    return service.set_site_settings(session, settings, actor, site_id, body.keep_photos, now=utcnow())

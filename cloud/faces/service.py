@@ -24,7 +24,7 @@ from cloud.deps import Principal, Role
 from cloud.errors import not_found
 from cloud.faces import deletions, errors
 from cloud.faces.encoder import encode
-from cloud.faces.gallery import active_consent, photo_aad, reconcile, store_aad, valid_season_passes
+from cloud.faces.gallery import LEAD, active_consent, keeps_photos, photo_aad, reconcile, store_aad, valid_season_passes
 from cloud.faces.models import FaceConsent, FaceGalleryEntry, FaceSiteSettings, FaceTemplate
 from cloud.faces.schemas import CarriedOut, ConsentOut, EnrollmentOut, FaceRecordOut, FaceSettingsOut
 from cloud.settings import Settings
@@ -90,16 +90,6 @@ def request_deletion(session: Session, settings: Settings, actor: Principal, hol
     session.commit()
 
 
-def _keeps_photos(session: Session, site_ids: set[int]) -> bool:
-    return bool(
-        session.scalar(
-            select(FaceSiteSettings.site_id)
-            .where(FaceSiteSettings.site_id.in_(site_ids), FaceSiteSettings.keep_photos.is_(True))
-            .limit(1)
-        )
-    )
-
-
 def enroll(
     session: Session,
     settings: Settings,
@@ -127,9 +117,12 @@ def enroll(
         enrolled = encode(encoder, photo)
     except EnrollmentError as exc:
         raise errors.enrollment_refused(exc.code, exc.details) from exc
+    # The holder's row lock (as `reconcile` takes it) first: a withdrawal racing this enrollment either
+    # commits before (and this check refuses) or waits, and then deletes what this enrollment stored.
+    session.get(Holder, holder_id, with_for_update=True)
     passes = _check_enrollable(session, holder_id, now)
     store_key = store_face_key(master)
-    keep = _keeps_photos(session, {t.site_id for t in passes})
+    keep = keeps_photos(session, {t.site_id for t in passes if t.valid_from <= now + LEAD})
     template = session.get(FaceTemplate, holder_id)
     if template is None:
         template = FaceTemplate(holder_id=holder_id)
@@ -206,8 +199,11 @@ def site_settings(session: Session, site_id: int) -> FaceSettingsOut:
     return FaceSettingsOut(site_id=site_id, keep_photos=row is not None and row.keep_photos)
 
 
-def set_site_settings(session: Session, actor: Principal, site_id: int, keep_photos: bool) -> FaceSettingsOut:
-    """Turn keeping photos on or off for enrollments from now on (photos already kept stay until deleted)."""
+def set_site_settings(
+    session: Session, settings: Settings, actor: Principal, site_id: int, keep_photos: bool, *, now: datetime
+) -> FaceSettingsOut:
+    """Turn keeping photos on (for enrollments from now on) or off: off deletes the photos kept for this site's
+    holders at once, unless another site they are carried to keeps photos."""
     get_site(session, site_id)
     row = session.get(FaceSiteSettings, site_id)
     if row is None:
@@ -215,5 +211,14 @@ def set_site_settings(session: Session, actor: Principal, site_id: int, keep_pho
         session.add(row)
     row.keep_photos = keep_photos
     record(session, actor, "face.settings", "site", site_id, {"keep_photos": keep_photos})
+    if not keep_photos:
+        session.flush()
+        holders = session.scalars(
+            select(FaceGalleryEntry.holder_id)
+            .join(FaceTemplate, FaceTemplate.holder_id == FaceGalleryEntry.holder_id)
+            .where(FaceGalleryEntry.site_id == site_id, FaceTemplate.photo_sealed.is_not(None))
+        )
+        for holder_id in sorted(set(holders)):
+            reconcile(session, settings.face_key, holder_id, reason="photos_off", actor=actor, now=now)
     session.commit()
     return FaceSettingsOut(site_id=site_id, keep_photos=keep_photos)

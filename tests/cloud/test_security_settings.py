@@ -81,6 +81,7 @@ _FACE_KEY = base64.b64encode(bytes(range(2, 34))).decode()
         pytest.param({"face_key_b64": ""}, "STARFISH_FACE_KEY_FILE", id="no-face-key"),
         pytest.param({"face_key_b64": DEV_FACE_KEY_B64}, "STARFISH_FACE_KEY_FILE", id="dev-face-key"),
         pytest.param({"face_key_b64": _KEY_A[:20]}, "face key is base64 of 32 bytes", id="short-face-key"),
+        pytest.param({"face_key_file": "/nonexistent/face.key"}, "cannot be read", id="missing-face-key-file"),
     ],
 )
 def test_production_refuses_published_keys_one_key_for_two_jobs_and_a_clear_broker_link(
