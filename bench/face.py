@@ -6,7 +6,9 @@
   to the face worker process (real `DlibFaceEncoder`, HOG at the gate's default detection width), its
   faces back, the gallery searched, the matcher (k = 1 so every frame decides) and `GateService.evaluate`
   on the cached season pass: p50/p95 with 1k, 10k, 100k and 1M templates (random vectors plus the real
-  encodings of the photo people; the probe's own template is obama.jpg's).
+  encodings of the photo people; the probe's own template is obama.jpg's). Per frame: a skier at a gate
+  with the default k = 2 of m = 3 waits for two frames, plus up to one frame the worker was busy with,
+  the intake hop and the journal commit (~0.3 ms, see bench.admission).
 * search alone at 1M, in a child process holding only the gallery: p50/p95 and its RSS (VmRSS after the
   searches, VmHWM the peak).
 * the QR decision path's p99 as `bench.admission` measures it (decoded text -> verify -> lookup ->

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edge.face.rule import DEFAULT_MARGIN, DEFAULT_TARGET
+from edge.face.rule import BASE_THRESHOLD, DEFAULT_MARGIN, DEFAULT_TARGET, FLOOR, IMPOSTOR_MEAN, IMPOSTOR_SD
 from models import GateConfig
 from models.credential import load_public_key
 from models.sync_config import SyncConfig
@@ -104,6 +104,16 @@ class FaceRuleConfig(_Section):
         ge=0,
         lt=1,
         description="The best holder must be this much nearer than the next other one",
+    )
+    impostor_mean: float = Field(
+        default=IMPOSTOR_MEAN, gt=0, lt=2, description="Mean distance between different people (edge.face.rule)"
+    )
+    impostor_sd: float = Field(default=IMPOSTOR_SD, gt=0, lt=1, description="Its standard deviation")
+    floor: float = Field(
+        default=FLOOR,
+        gt=0,
+        le=BASE_THRESHOLD,
+        description="Never a threshold below this (the top of the holders' own distances)",
     )
     k: int = Field(default=2, ge=1, le=50, description="The same holder must win k ...")
     m: int = Field(default=3, ge=1, le=50, description="... of the last m frames with a face")

@@ -180,7 +180,7 @@ class GateDaemon:
         if fc is None or not fc.enabled or self.face_encoder is None or self.camera is None:
             return
         from edge.face.matcher import Matcher
-        from edge.face.pipeline import FaceAdmission, FaceKeyError, load_site_key, stored_faces
+        from edge.face.pipeline import FaceAdmission, FaceKeyError, load_site_key
         from edge.face.rule import FaceRule
         from edge.face.worker import FaceWorker
         from edge.hardware import quality_gates
@@ -192,7 +192,15 @@ class GateDaemon:
             return
         r = fc.rule
         matcher = Matcher(
-            FaceRule(target=r.target, margin=r.margin, k=r.k, m=r.m),
+            FaceRule(
+                target=r.target,
+                margin=r.margin,
+                k=r.k,
+                m=r.m,
+                impostor_mean=r.impostor_mean,
+                impostor_sd=r.impostor_sd,
+                floor=r.floor,
+            ),
             quality_gates(fc),
             vote_max_age_s=fc.vote_max_age_s,
             readmit_after_s=fc.readmit_after_s,
@@ -203,7 +211,7 @@ class GateDaemon:
             matcher=matcher,
             key=key,
             site=self.config.gate.site_id,
-            rows=lambda: stored_faces(path),
+            store_path=path,
             monotonic=self.monotonic,
         )
         self.face.start(lambda match: self._offer_face(loop, match))
@@ -365,7 +373,12 @@ async def run_from_config(config: EdgeConfig) -> int:
         camera = make_camera(config.camera)
     if config.scanner is not None:
         scanner = make_scanner(config.scanner)
-    face_encoder = make_face_encoder(config.face) if config.face is not None and config.face.enabled else None
+    face_encoder = None
+    if config.face is not None and config.face.enabled:
+        try:
+            face_encoder = make_face_encoder(config.face)
+        except DriverError as exc:
+            log.error("face admission is OFF: %s", exc)
     daemon = GateDaemon(
         config,
         store=store,

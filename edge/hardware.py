@@ -81,8 +81,16 @@ def quality_gates(cfg: FaceConfig) -> QualityGates:
 
 
 def make_face_encoder(cfg: FaceConfig) -> Callable[[], FaceEncoder]:
-    """How the face worker process builds its encoder: picklable, so dlib loads only in that process."""
+    """How the face worker process builds its encoder: picklable, so dlib loads only in that process.
+
+    The package is looked for here, so a gate without it says so by name at start, not as a dying worker."""
+    import importlib.util
+
+    from drivers.errors import MissingDependencyError
     from drivers.face import DlibFaceEncoder
+
+    if importlib.util.find_spec("face_recognition") is None:
+        raise MissingDependencyError("face_recognition", "face admission", "install dlib-bin and face_recognition")
 
     return functools.partial(
         DlibFaceEncoder, detect_width=cfg.detect_width, upsample=cfg.upsample, gates=quality_gates(cfg)

@@ -58,7 +58,8 @@ class Hit:
     second: float | None
 
 
-def _key(ticket_id: str) -> int:
+def template_key(ticket_id: str) -> int:
+    """The 64-bit hash a template is looked up by (its ticket id's)."""
     return int.from_bytes(hashlib.blake2b(ticket_id.encode(), digest_size=8).digest(), "little", signed=True)
 
 
@@ -96,11 +97,15 @@ class _Block:
         self.tickets = np.zeros(size, dtype="S1")
         self.holders = np.zeros(size, dtype="S1")
 
+    def widen(self, ticket: int, holder: int) -> None:
+        """Make room for ids this long (bytes)."""
+        if ticket > self.tickets.dtype.itemsize:
+            self.tickets = self.tickets.astype(f"S{ticket}")
+        if holder > self.holders.dtype.itemsize:
+            self.holders = self.holders.astype(f"S{holder}")
+
     def set(self, col: int, key: int, ticket: bytes, holder: bytes, enc: F32, norm: float) -> None:
-        if len(ticket) > self.tickets.dtype.itemsize:
-            self.tickets = self.tickets.astype(f"S{len(ticket)}")
-        if len(holder) > self.holders.dtype.itemsize:
-            self.holders = self.holders.astype(f"S{len(holder)}")
+        self.widen(len(ticket), len(holder))
         self.mat[:, col] = enc
         self.norms[col] = norm
         self.keys[col] = key
@@ -140,7 +145,7 @@ class Gallery:
         return max(0, min(self.block, self._n - b * self.block))
 
     def _slot(self, ticket_id: str) -> int | None:
-        key, raw = _key(ticket_id), ticket_id.encode()
+        key, raw = template_key(ticket_id), ticket_id.encode()
         for b, blk in enumerate(self._blocks):
             for col in np.flatnonzero(blk.keys[: self._cols(b)] == key):
                 if blk.tickets[col] == raw:
@@ -156,7 +161,7 @@ class Gallery:
     def _write(self, slot: int, ticket_id: str, holder_id: str, encoding: F32) -> None:
         b, col = divmod(slot, self.block)
         norm = float(np.dot(encoding, encoding))
-        self._blocks[b].set(col, _key(ticket_id), ticket_id.encode(), holder_id.encode(), encoding, norm)
+        self._blocks[b].set(col, template_key(ticket_id), ticket_id.encode(), holder_id.encode(), encoding, norm)
 
     def _append(self, ticket_id: str, holder_id: str, encoding: F32) -> None:
         if self._n == len(self._blocks) * self.block:
@@ -177,6 +182,31 @@ class Gallery:
         """Add many templates of distinct passes (a start-up or a snapshot), without a lookup each."""
         for ticket_id, holder_id, encoding in entries:
             self._append(ticket_id, holder_id, np.asarray(encoding, dtype=np.float32).reshape(ENCODING_DIM))
+
+    def load_arrays(
+        self,
+        keys: npt.NDArray[np.int64],
+        tickets: npt.NDArray[np.bytes_],
+        holders: npt.NDArray[np.bytes_],
+        matrix: F32,
+    ) -> None:
+        """Add templates of distinct passes given as arrays (`edge.face.loader.Chunk`): copied by slices, block
+        by block, with no Python work per template."""
+        n, i = len(keys), 0
+        while i < n:
+            if self._n == len(self._blocks) * self.block:
+                self._grow()
+            b, col = divmod(self._n, self.block)
+            take = min(n - i, self.block - col)
+            blk, part = self._blocks[b], matrix[i : i + take]
+            blk.widen(tickets.dtype.itemsize, holders.dtype.itemsize)
+            blk.mat[:, col : col + take] = part.T
+            blk.norms[col : col + take] = np.einsum("ij,ij->i", part, part)
+            blk.keys[col : col + take] = keys[i : i + take]
+            blk.tickets[col : col + take] = tickets[i : i + take]
+            blk.holders[col : col + take] = holders[i : i + take]
+            self._n += take
+            i += take
 
     def remove(self, ticket_id: str) -> bool:
         """Forget a pass's template (the last one moves into its slot); False if there was none."""

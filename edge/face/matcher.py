@@ -104,12 +104,15 @@ class Matcher:
     def probe(self, faces: list[FaceFound], now: float) -> Encoding | None:
         """The encoding worth searching for: the largest face's, if it passes the quality gates."""
         self.counts.frames += 1
-        if not faces or faces[0].encoding is None:
+        if not faces:
             self.counts.no_face += 1
             return None
         failed = self.gates.failed(faces[0].quality)
-        if failed is not None:
+        if failed is not None:  # the encoder leaves such a face unencoded: count it as what it is
             self.counts.skipped[failed] = self.counts.skipped.get(failed, 0) + 1
+            return None
+        if faces[0].encoding is None:
+            self.counts.no_face += 1
             return None
         return faces[0].encoding
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge.face.gallery import Gallery, Hit, single_threaded_blas
+from edge.face.loader import Chunk, load_in_child, open_chunks
 from edge.face.matcher import Matcher
 from edge.face.worker import FaceWorker, WorkerDied
 from models.face import ENCODING_BYTES, FaceSealError, template_aad, unseal
@@ -43,18 +44,7 @@ log = logging.getLogger("starfish.gate")
 
 Rows = Callable[[], Iterable[tuple[str, str, str]]]
 _RELOAD = ("reload", "", "", "")
-
-
-def stored_faces(path: str | Path) -> Iterator[tuple[str, str, str]]:
-    """Every sealed template of the gate store at `path`, through a connection of the caller's thread."""
-    from edge.store import GateStore
-    from edge.store.faces import all_faces
-
-    store = GateStore(path)
-    try:
-        yield from all_faces(store)
-    finally:
-        store.close()
+RELOAD_RETRY_S = 5.0
 
 
 class FaceAdmission:
@@ -67,8 +57,10 @@ class FaceAdmission:
         matcher: Matcher,
         key: bytes,
         site: str,
-        rows: Rows,
+        store_path: str | Path | None = None,
+        rows: Rows | None = None,
         gallery: Gallery | None = None,
+        reload_retry_s: float = RELOAD_RETRY_S,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.worker = worker
@@ -76,7 +68,9 @@ class FaceAdmission:
         self.gallery = gallery or Gallery()
         self._key = key
         self._site = site
-        self._rows = rows
+        self._store_path = store_path  # the gallery is loaded from it by a child process (edge.face.loader)
+        self._rows = rows  # or from these rows, on the face thread (tests)
+        self.reload_retry_s = reload_retry_s
         self.monotonic = monotonic
         self._ops: deque[tuple[str, str, str, str]] = deque([_RELOAD])
         self._unopened: set[str] = set()
@@ -129,20 +123,18 @@ class FaceAdmission:
                 log.error("face template of ticket %s skipped: %s", ticket_id, exc)
             return None
 
+    def _chunks(self) -> Iterator[Chunk]:
+        if self._store_path is not None:
+            return load_in_child(self._store_path, self._key, self._site)
+        return open_chunks(self._rows() if self._rows is not None else (), self._key, self._site)
+
     def _reload(self) -> None:
         started = time.perf_counter()
         failed: list[str] = []
-
-        def opened() -> Iterator[tuple[str, str, Encoding]]:
-            for ticket_id, holder_id, sealed in self._rows():
-                try:
-                    raw = unseal(self._key, sealed, template_aad(self._site, ticket_id, holder_id))
-                    yield ticket_id, holder_id, unpack_encoding_array(raw)
-                except FaceSealError:
-                    failed.append(ticket_id)
-
         self.gallery.clear()
-        self.gallery.load(opened())
+        for chunk in self._chunks():
+            self.gallery.load_arrays(chunk.keys, chunk.tickets, chunk.holders, chunk.matrix)
+            failed += chunk.failed
         if failed:
             self._unopened.update(failed)
             log.error(
@@ -157,7 +149,14 @@ class FaceAdmission:
         while self._ops:
             op, ticket_id, holder_id, sealed = self._ops.popleft()
             if op == "reload":
-                self._reload()
+                try:
+                    self._reload()
+                except Exception as exc:
+                    # The gallery stays empty (no face admits) until a load succeeds; later news waits behind it.
+                    self._ops.appendleft(_RELOAD)
+                    log.error("face gallery could not be loaded (%s); trying again in %.0f s", exc, self.reload_retry_s)
+                    self._stop.wait(self.reload_retry_s)
+                    return
                 self.loaded.set()
             elif op == "delete":
                 self.gallery.remove(ticket_id)

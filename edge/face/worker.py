@@ -38,6 +38,7 @@ log = logging.getLogger("starfish.gate")
 EncoderSource = Callable[[], "FaceEncoder"]
 NICE = 10
 MAX_PAUSE_S = 60.0
+FRAME_DEADLINE_S = 10.0  # a frame takes ~0.1 s; a worker this long on one is stuck (deadlock, swapping): killed
 
 
 class WorkerDied(Exception):
@@ -107,7 +108,7 @@ class FaceWorker:
             if self._latest is None and not self._closed:
                 self._cond.wait(timeout)
             latest, self._latest = self._latest, None
-            return latest
+            return None if self._closed else latest
 
     def wake(self) -> None:
         """Let a `next_frame` waiting for a frame return now."""
@@ -150,7 +151,10 @@ class FaceWorker:
 
     def analyze(self, frame: Image) -> list[FaceFound]:
         """The faces of one frame, from the worker (started on first use). Raises `WorkerDied`."""
+        if self._closed:
+            raise WorkerDied("closed")  # never start a worker again once the gate is stopping
         conn = self._conn or self._start()
+        deadline = time.monotonic() + FRAME_DEADLINE_S
         try:
             conn.send(frame)
             while True:
@@ -167,6 +171,8 @@ class FaceWorker:
                     return faces
                 if self._proc is None or not self._proc.is_alive():
                     raise self._died("ended")
+                if time.monotonic() > deadline:
+                    raise self._died(f"no answer in {FRAME_DEADLINE_S:.0f} s")
         except (EOFError, OSError) as exc:
             raise self._died(type(exc).__name__) from exc
 

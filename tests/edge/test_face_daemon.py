@@ -254,9 +254,17 @@ def test_a_crashed_face_worker_is_restarted_and_says_so(
     tmp_path: Path, signing_key: Ed25519PrivateKey, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="starfish.gate")
-    camera = PacedCamera([frame(2)], tail=frame(1))
+    camera = PacedCamera([], tail=frame(2))  # bob, until the worker he kills has been started again
     daemon, _ = build(tmp_path, signing_key, FakeFaceEncoder(analyze=crash_on_bob), camera)
     feed(daemon.store, season("1001", "alice"), template("1001", "alice", ALICE))
+    original_read = camera.read
+
+    def read() -> np.ndarray | None:
+        if daemon.face is not None and daemon.face.worker.starts >= 2:
+            camera.tail = frame(1)  # then alice
+        return original_read()
+
+    camera.read = read  # type: ignore[method-assign]
 
     async def body() -> None:
         await eventually(lambda: faced(daemon.store), "alice admitted after the restart", 30.0)
@@ -307,7 +315,7 @@ def test_a_template_that_does_not_open_is_skipped_and_the_others_load(
 def test_the_gallery_follows_the_feed_put_delete_and_reload(tmp_path: Path, signing_key: Ed25519PrivateKey) -> None:
     from drivers.face import QualityGates
     from edge.face.matcher import Matcher
-    from edge.face.pipeline import FaceAdmission, stored_faces
+    from edge.face.pipeline import FaceAdmission
     from edge.face.rule import FaceRule
     from edge.face.worker import FaceWorker
 
@@ -318,7 +326,7 @@ def test_the_gallery_follows_the_feed_put_delete_and_reload(tmp_path: Path, sign
         matcher=Matcher(FaceRule(), QualityGates()),
         key=SITE_KEY,
         site=SITE,
-        rows=lambda: stored_faces(store.path),
+        store_path=store.path,  # opened by a child process, as on a gate
     )
     face.apply_pending()  # the start-up load
     assert len(face.gallery) == 1
@@ -421,3 +429,32 @@ def test_a_worker_that_cannot_start_is_retried_ever_more_slowly(caplog: pytest.L
         worker.close()
     assert pauses == [0.25, 0.5, 1.0]
     assert "exit code 4); restarting in 1.0 s" in caplog.text  # it died as it started, or as it was sent a frame
+
+
+def test_a_gallery_that_cannot_be_loaded_admits_no_face_and_is_tried_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from drivers.face import QualityGates
+    from edge.face.matcher import Matcher
+    from edge.face.pipeline import FaceAdmission
+    from edge.face.rule import FaceRule
+    from edge.face.worker import FaceWorker
+
+    missing = tmp_path / "not-yet" / "gate.db"
+    face = FaceAdmission(
+        worker=FaceWorker(FakeFaceEncoder()),
+        matcher=Matcher(FaceRule(), QualityGates()),
+        key=SITE_KEY,
+        site=SITE,
+        store_path=missing,
+        reload_retry_s=0.0,
+    )
+    face.apply_pending()
+    assert not face.loaded.is_set() and len(face.gallery) == 0
+    assert "face gallery could not be loaded" in caplog.text
+    missing.parent.mkdir()
+    store = GateStore(missing)
+    feed(store, template("1001", "alice", ALICE))
+    face.apply_pending()  # the load is still due, and now succeeds
+    assert face.loaded.is_set() and len(face.gallery) == 1
+    store.close()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from edge.face.gallery import Gallery
+from harness.tickets import NOW
 
 
 def unitish(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -126,3 +129,53 @@ def test_a_gallery_of_many_blocks_searched_on_threads_finds_what_one_thread_find
         assert hit == single.search(probe)
         assert hit is not None and hit.ticket_id == str(best)
         assert (hit.distance, hit.second) == (pytest.approx(dist, abs=1e-4), pytest.approx(second, abs=1e-4))
+
+
+def test_templates_loaded_as_arrays_search_edit_and_grow_as_if_put_one_by_one() -> None:
+    from edge.face.loader import open_chunks
+    from models.face import seal, site_face_key, template_aad
+
+    rng = np.random.default_rng(7)
+    templates = unitish(rng, 150)
+    key = site_face_key(bytes(32), "nanshan")
+    ids = [(str(10 ** (i % 3) + i), f"holder-{i}") for i in range(150)]  # ids of several lengths
+    rows = [
+        (t, h, seal(key, templates[i].astype("<f4").tobytes(), template_aad("nanshan", t, h)))
+        for i, (t, h) in enumerate(ids)
+    ]
+    rows.append(("999999", "mallory", "AAAA" * 10))  # does not open: left out, and said
+    by_arrays, one_by_one = Gallery(block=64), Gallery(block=64)
+    one_by_one.load((t, h, templates[i]) for i, (t, h, _) in enumerate(rows[:150]))
+    chunks = list(open_chunks(rows, key, "nanshan", size=40))  # chunks cross the blocks' boundaries
+    for chunk in chunks:
+        by_arrays.load_arrays(chunk.keys, chunk.tickets, chunk.holders, chunk.matrix)
+    assert [f for c in chunks for f in c.failed] == ["999999"]
+    assert len(by_arrays) == 150
+    for probe in [*unitish(rng, 10), templates[42]]:
+        a, b = by_arrays.search(probe), one_by_one.search(probe)
+        assert a is not None and b is not None and (a.ticket_id, a.holder_id) == (b.ticket_id, b.holder_id)
+        assert (a.distance, a.second) == pytest.approx((b.distance, b.second), abs=1e-5)
+    assert by_arrays.remove(rows[3][0]) and rows[3][0] not in by_arrays  # looked up by the loaded hashes
+    by_arrays.put("a-much-longer-ticket-id-than-before", "h", templates[3])
+    assert by_arrays.search(templates[3]).ticket_id == "a-much-longer-ticket-id-than-before"  # type: ignore[union-attr]
+
+
+def test_a_child_process_opens_a_stores_templates_as_the_face_thread_would(tmp_path: Path) -> None:
+    from edge.face.loader import LoadFailed, load_in_child, open_chunks, stored_rows
+    from edge.store import GateStore, apply_change
+    from models.face import seal, site_face_key, template_aad
+    from models.sync import FaceUpsert
+
+    key = site_face_key(bytes(32), "nanshan")
+    templates = unitish(np.random.default_rng(3), 5)
+    store = GateStore(tmp_path / "gate.db")
+    for i in range(5):
+        sealed = seal(key, templates[i].astype("<f4").tobytes(), template_aad("nanshan", str(i), "h"))
+        apply_change(store, FaceUpsert(ticket_id=str(i), holder_id="h", sealed=sealed), i + 1, gate="g", fresh=NOW)
+    [here] = list(open_chunks(stored_rows(store.path), key, "nanshan"))
+    [there] = list(load_in_child(store.path, key, "nanshan"))
+    assert there.tickets.tolist() == here.tickets.tolist() == [str(i).encode() for i in range(5)]
+    assert np.array_equal(there.matrix, templates) and np.array_equal(there.keys, here.keys)
+    store.close()
+    with pytest.raises(LoadFailed, match="unable to open database"):
+        list(load_in_child(tmp_path / "none" / "gate.db", key, "nanshan"))

@@ -122,9 +122,11 @@ def test_a_face_failing_a_quality_gate_is_skipped_unsearched_and_counted(quality
         raise AssertionError("a skipped face is never searched")
 
     faces = [fake_face([0.1] * 128, quality=quality)]
+    unencoded = [fake_face(None, quality=quality)]  # as the real encoder gives it: not worth encoding
     for t in range(3):
         assert m.frame(faces, search, t * 0.1) is None
-    assert m.counts.skipped == {gate: 3}
+        assert m.frame(unencoded, search, t * 0.1 + 0.05) is None
+    assert m.counts.skipped == {gate: 6} and m.counts.no_face == 0
 
 
 def test_only_the_largest_face_is_judged() -> None:
