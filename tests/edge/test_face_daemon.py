@@ -226,7 +226,7 @@ def test_a_qr_code_scanned_while_the_face_worker_is_busy_is_decided_without_wait
 ) -> None:
     day = sign(signing_key, make_ticket(ticket_id="2001")).encode()
     camera = PacedCamera([frame(1, qr=True)], tail=frame(1))
-    slow = FakeFaceEncoder(analyze=faces_in, delay_ms=2000, spin=True)  # dlib on a bad day
+    slow = FakeFaceEncoder(analyze=faces_in, delay_ms=4000, spin=True)  # dlib on a very bad day
     daemon, _ = build(tmp_path, signing_key, slow, camera, decoder=MarkedQr(day), face={"rule": {"k": 1, "m": 1}})
     feed(daemon.store, season("1001", "alice"), template("1001", "alice", ALICE))
     frames_done_at_qr: list[int] = []
@@ -373,7 +373,8 @@ def test_real_encoder_in_the_worker_admits_obama_from_another_photo_and_not_bide
 
     run(daemon, body)
     entries = faced(GateStore(tmp_path / "gate.db"))
-    assert seen_biden == [(1, 0)]  # biden: one unknown face, nothing journaled
+    [(unknown, journaled)] = seen_biden
+    assert unknown >= 1 and journaled == 0  # biden: an unknown face (counted per appearance), nothing journaled
     assert [(e.ticket_id, e.code) for e in entries] == [("1001", "ok")]
     assert entries[0].face_distance is not None and 0.2 < entries[0].face_distance < 0.6
 
