@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge.face.gallery import Gallery, Hit, single_threaded_blas
-from edge.face.loader import Chunk, load_in_child, open_chunks
+from edge.face.loader import Chunk, open_chunks, stored_rows
 from edge.face.matcher import Matcher
 from edge.face.worker import FaceWorker, WorkerDied
 from models.face import ENCODING_BYTES, FaceSealError, template_aad, unseal
@@ -68,7 +68,7 @@ class FaceAdmission:
         self.gallery = gallery or Gallery()
         self._key = key
         self._site = site
-        self._store_path = store_path  # the gallery is loaded from it by a child process (edge.face.loader)
+        self._store_path = store_path  # the gallery is loaded from it (edge.face.loader)
         self._rows = rows  # or from these rows, on the face thread (tests)
         self.reload_retry_s = reload_retry_s
         self.monotonic = monotonic
@@ -125,7 +125,7 @@ class FaceAdmission:
 
     def _chunks(self) -> Iterator[Chunk]:
         if self._store_path is not None:
-            return load_in_child(self._store_path, self._key, self._site)
+            return open_chunks(stored_rows(self._store_path), self._key, self._site)
         return open_chunks(self._rows() if self._rows is not None else (), self._key, self._site)
 
     def _reload(self) -> None:

@@ -326,7 +326,7 @@ def test_the_gallery_follows_the_feed_put_delete_and_reload(tmp_path: Path, sign
         matcher=Matcher(FaceRule(), QualityGates()),
         key=SITE_KEY,
         site=SITE,
-        store_path=store.path,  # opened by a child process, as on a gate
+        store_path=store.path,  # read from the file, as on a gate
     )
     face.apply_pending()  # the start-up load
     assert len(face.gallery) == 1

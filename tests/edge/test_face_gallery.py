@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from edge.face.gallery import Gallery
-from harness.tickets import NOW
 
 
 def unitish(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -158,24 +155,3 @@ def test_templates_loaded_as_arrays_search_edit_and_grow_as_if_put_one_by_one() 
     assert by_arrays.remove(rows[3][0]) and rows[3][0] not in by_arrays  # looked up by the loaded hashes
     by_arrays.put("a-much-longer-ticket-id-than-before", "h", templates[3])
     assert by_arrays.search(templates[3]).ticket_id == "a-much-longer-ticket-id-than-before"  # type: ignore[union-attr]
-
-
-def test_a_child_process_opens_a_stores_templates_as_the_face_thread_would(tmp_path: Path) -> None:
-    from edge.face.loader import LoadFailed, load_in_child, open_chunks, stored_rows
-    from edge.store import GateStore, apply_change
-    from models.face import seal, site_face_key, template_aad
-    from models.sync import FaceUpsert
-
-    key = site_face_key(bytes(32), "nanshan")
-    templates = unitish(np.random.default_rng(3), 5)
-    store = GateStore(tmp_path / "gate.db")
-    for i in range(5):
-        sealed = seal(key, templates[i].astype("<f4").tobytes(), template_aad("nanshan", str(i), "h"))
-        apply_change(store, FaceUpsert(ticket_id=str(i), holder_id="h", sealed=sealed), i + 1, gate="g", fresh=NOW)
-    [here] = list(open_chunks(stored_rows(store.path), key, "nanshan"))
-    [there] = list(load_in_child(store.path, key, "nanshan"))
-    assert there.tickets.tolist() == here.tickets.tolist() == [str(i).encode() for i in range(5)]
-    assert np.array_equal(there.matrix, templates) and np.array_equal(there.keys, here.keys)
-    store.close()
-    with pytest.raises(LoadFailed, match="unable to open database"):
-        list(load_in_child(tmp_path / "none" / "gate.db", key, "nanshan"))
