@@ -79,6 +79,9 @@ def open_store(path: str) -> sqlite3.Connection:
         conn = sqlite3.connect(path, timeout=5.0)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
+        # A deleted face template's sealed bytes are zeroed where that costs no extra write (FAST): what the
+        # cloud asked the gate to delete does not wait in free pages for the next VACUUM.
+        conn.execute("PRAGMA secure_delete=FAST")
         conn.executescript(SCHEMA)
         with conn:
             _add_columns(conn)

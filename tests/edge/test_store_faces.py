@@ -268,3 +268,15 @@ def test_encrypted_templates_are_unreadable_without_the_key(tmp_path: Path, real
     ]:
         with pytest.raises(FaceSealError):
             unseal(key, stored, wrong_aad)
+
+
+def test_a_deleted_template_does_not_linger_in_the_file_once_checkpointed(tmp_path: Path) -> None:
+    store = GateStore(tmp_path / "gate.db")
+    text = sealed("5001", "h1")
+    apply(store, FaceUpsert(ticket_id="5001", holder_id="h1", sealed=text))
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert text.encode() in file_bytes(Path(store.path))
+    apply(store, FaceDelete(ticket_id="5001"))
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # as SQLite does by itself every 1000 pages
+    assert text.encode() not in file_bytes(Path(store.path))  # zeroed (secure_delete), not left in a free page
+    store.close()
