@@ -153,8 +153,7 @@ class GateDaemon:
             entry.passed,
             reason(entry.code),
         )
-        raw = f"face:{data.ticket_id}".encode() if isinstance(data, FaceMatch) else data
-        handled = Handled(source, raw, ev, entry)
+        handled = Handled(source, data.label if isinstance(data, FaceMatch) else data, ev, entry)
         if self.sync is not None:
             self.sync.nudge()  # the entry is in the outbox now: publish it at once
         if self.on_handled is not None:
@@ -171,7 +170,7 @@ class GateDaemon:
         """Hand a recognised face from the face thread to the decision task, as the input ``face``."""
         now = self.monotonic()
         if self.intake.allow("face", now):
-            scan = FaceScan(f"face:{match.ticket_id}".encode(), "face", self.clock(), now, match)
+            scan = FaceScan(match.label, "face", self.clock(), now, match)
             loop.call_soon_threadsafe(self.intake.put, scan)
 
     def _start_face(self, loop: asyncio.AbstractEventLoop) -> None:

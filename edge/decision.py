@@ -51,6 +51,11 @@ class FaceMatch:
     holder_id: str
     distance: float
 
+    @property
+    def label(self) -> bytes:
+        """How the face stands where a code's text would (intake, observers, logs)."""
+        return f"face:{self.ticket_id}".encode()
+
 
 Presented = Credential | FaceMatch
 

@@ -40,6 +40,14 @@ class Chunk:
     failed: list[str] = field(default_factory=list)
 
 
+def open_template(key: bytes, site: str, ticket_id: str, holder_id: str, sealed: str) -> bytes:
+    """A sealed template's 512 bytes (float32 LE); `FaceSealError` when it does not open or is no encoding."""
+    plain = unseal(key, sealed, template_aad(site, ticket_id, holder_id))
+    if len(plain) != ENCODING_BYTES:
+        raise FaceSealError(f"a face encoding is {ENCODING_BYTES} bytes, not {len(plain)}")
+    return plain
+
+
 def open_chunks(rows: Iterable[tuple[str, str, str]], key: bytes, site: str, size: int = CHUNK) -> Iterator[Chunk]:
     """The rows (ticket id, holder id, sealed) opened with the site's key, `size` at a time."""
     keys: list[int] = []
@@ -49,9 +57,7 @@ def open_chunks(rows: Iterable[tuple[str, str, str]], key: bytes, site: str, siz
     failed: list[str] = []
     for ticket_id, holder_id, sealed in rows:
         try:
-            plain = unseal(key, sealed, template_aad(site, ticket_id, holder_id))
-            if len(plain) != ENCODING_BYTES:
-                raise FaceSealError(f"a face encoding is {ENCODING_BYTES} bytes, not {len(plain)}")
+            plain = open_template(key, site, ticket_id, holder_id, sealed)
         except FaceSealError:
             failed.append(ticket_id)
             continue

@@ -30,11 +30,13 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from edge.face.gallery import Gallery, Hit, single_threaded_blas
-from edge.face.loader import Chunk, open_chunks, stored_rows
+from edge.face.loader import Chunk, open_chunks, open_template, stored_rows
 from edge.face.matcher import Matcher
 from edge.face.worker import FaceWorker, WorkerDied
-from models.face import ENCODING_BYTES, FaceSealError, template_aad, unseal
+from models.face import FaceSealError
 
 if TYPE_CHECKING:
     from drivers.face import Encoding, Image
@@ -116,7 +118,7 @@ class FaceAdmission:
 
     def _open(self, ticket_id: str, holder_id: str, sealed: str) -> Encoding | None:
         try:
-            return unpack_encoding_array(unseal(self._key, sealed, template_aad(self._site, ticket_id, holder_id)))
+            return np.frombuffer(open_template(self._key, self._site, ticket_id, holder_id, sealed), "<f4")
         except FaceSealError as exc:
             if ticket_id not in self._unopened:
                 self._unopened.add(ticket_id)
@@ -190,15 +192,6 @@ class FaceAdmission:
             except Exception:
                 log.exception("face matching failed on a frame; it goes on with the next")
                 self._stop.wait(0.5)
-
-
-def unpack_encoding_array(raw: bytes) -> Encoding:
-    """A template's 512 bytes as a float32 vector."""
-    import numpy as np
-
-    if len(raw) != ENCODING_BYTES:
-        raise FaceSealError(f"a face encoding is {ENCODING_BYTES} bytes, not {len(raw)}")
-    return np.frombuffer(raw, dtype="<f4").astype(np.float32)
 
 
 class FaceKeyError(Exception):
