@@ -213,7 +213,8 @@ def test_passback_spans_face_and_qr_of_the_same_pass(tmp_path: Path, signing_key
     feed(daemon.store, season("1001", "alice"), template("1001", "alice", ALICE))
 
     async def body() -> None:
-        await eventually(lambda: faced(daemon.store), "a face decision", 20.0)
+        # the face's passage completed (counted), not merely journaled: only a counted entry holds passback
+        await eventually(lambda: [e.passed for e in faced(daemon.store)] == [True], "a face passage", 20.0)
         clock.now = NOW + timedelta(seconds=10)  # past rescan suppression, within the 60 s passback
         handled = await daemon.handle(token.encode(), "scanner")
         assert (handled.entry.ticket_id, handled.entry.code) == ("1001", "passback")
