@@ -5,7 +5,8 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 # a,b: whichever of the names this release has (zbar is libzbar0t64 from Debian 13 / Ubuntu 24.04)
-APT_PACKAGES := libzbar0,libzbar0t64 postgresql fonts-wqy-microhei mosquitto
+# chromium: the technician page's browser tests (Playwright drives Debian's build; its own download cannot work here)
+APT_PACKAGES := libzbar0,libzbar0t64 postgresql fonts-wqy-microhei mosquitto chromium
 PYTHON ?= python3
 UV_VERSION := 0.13.9
 export UV_PYTHON_DOWNLOADS := never

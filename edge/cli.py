@@ -86,6 +86,18 @@ def gate_check(config: ConfigOpt, code: Annotated[str, typer.Argument(help="The 
     typer.echo(json.dumps(out, ensure_ascii=False))
 
 
+@gate_app.command("hash-password")
+def gate_hash_password() -> None:
+    """Ask for a password twice and print its argon2id hash, for `web.break_glass.password_hash`."""
+    from argon2 import PasswordHasher
+
+    password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 10:
+        typer.echo("error: use at least 10 characters (as the cloud asks of staff passwords)", err=True)
+        raise typer.Exit(2)
+    typer.echo(PasswordHasher().hash(password))
+
+
 @app.command("decode")
 def decode(
     images: Annotated[list[Path], typer.Argument(help="Image files")],

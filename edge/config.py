@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edge.face.rule import BASE_THRESHOLD, DEFAULT_MARGIN, DEFAULT_TARGET, FLOOR, IMPOSTOR_MEAN, IMPOSTOR_SD
 from models import GateConfig
 from models.credential import load_public_key
+from models.ops import USERNAME_PATTERN
 from models.sync_config import SyncConfig
 
 
@@ -156,6 +157,44 @@ class FaceConfig(_Section):
         return self
 
 
+class BreakGlassConfig(_Section):
+    """A local technician account for a gate that has never synced (see `WebConfig.break_glass`)."""
+
+    username: str = Field(min_length=3, max_length=64, pattern=USERNAME_PATTERN, description="Login name")
+    password_hash: str = Field(
+        pattern=r"^\$argon2",
+        description="argon2id hash of the password (`starfish gate hash-password`), never the password",
+    )
+
+
+class WebConfig(_Section):
+    """The technician page (`edge.web`) and /metrics, served by the daemon on the resort LAN."""
+
+    bind: str = Field(default="127.0.0.1", description="Address to listen on (loopback unless set: the LAN address)")
+    port: int = Field(default=8080, gt=0, lt=65536, description="TCP port of the page and /metrics")
+    tls_cert: Path | None = Field(default=None, description="PEM certificate: serve HTTPS (with tls_key)")
+    tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert")
+    break_glass: BreakGlassConfig | None = Field(
+        default=None,
+        description="Local account that works only until the gate has received the cloud's technician list",
+    )
+    session_idle_min: float = Field(default=30, gt=0, le=24 * 60, description="A session ends after this idle time")
+    session_max_h: float = Field(default=12, gt=0, le=24 * 7, description="... and after this long in any case")
+    lockout_after: int = Field(default=5, ge=1, le=100, description="Failed logins of one name before it is locked")
+    lockout_min: float = Field(default=15, gt=0, le=24 * 60, description="How long a locked name stays locked")
+    metrics_token_file: Path | None = Field(default=None, description="File holding the bearer token for /metrics")
+    metrics_token_env: str | None = Field(default=None, description="... or the environment variable holding it")
+    lang: Literal["zh-CN", "en"] = Field(default="zh-CN", description="The page's language until a user picks one")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WebConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both tls_cert and tls_key, or neither")
+        if self.metrics_token_file is not None and self.metrics_token_env is not None:
+            raise ValueError("name the metrics token with at most one of metrics_token_file or metrics_token_env")
+        return self
+
+
 class StoreConfig(_Section):
     path: Path = Field(default=Path("/var/lib/starfish/gate.db"), description="SQLite journal and cache")
 
@@ -184,7 +223,11 @@ class EdgeConfig(_Section):
     input_debounce_s: float = Field(
         default=1.5, ge=0, description="A code still in view is read again only after this pause"
     )
+    web: WebConfig | None = Field(default=None, description="The technician page and /metrics; none: not served")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per log line, for a log collector"
+    )
 
     @field_validator("trusted_keys")
     @classmethod

@@ -21,6 +21,7 @@ from pydantic import AwareDatetime, Field, SerializerFunctionWrapHandler, Valida
 
 from models.face import SEALED_MAX
 from models.messages import CODE_MAX, ID_MAX, GateConfig, Message, PassageEvent, Ticket, TicketStatus
+from models.ops import TECHNICIANS_MAX, GateHealth, TechnicianAccount
 
 EVENT_BATCH_MAX = 500
 PROBLEM_MAX = 500  # a gate status's problem sentence
@@ -103,8 +104,16 @@ class FaceDelete(Message):
     ticket_id: TicketId
 
 
+class Technicians(Message):
+    """The site's active gate technicians (`models.ops`), replacing the last list: an account left out
+    (disabled, deleted, no longer `gate_tech`) can no longer log in to the site's gates."""
+
+    kind: Literal["technicians"] = "technicians"
+    accounts: list[TechnicianAccount] = Field(max_length=TECHNICIANS_MAX)
+
+
 Change = Annotated[
-    TicketUpsert | StatusChange | KeySet | GateConfigChange | GateRoster | FaceUpsert | FaceDelete,
+    TicketUpsert | StatusChange | KeySet | GateConfigChange | GateRoster | FaceUpsert | FaceDelete | Technicians,
     Field(discriminator="kind"),
 ]
 
@@ -131,12 +140,21 @@ class FeedHead(Message):
 
     A gate at `seq` or beyond knows it was up to date at `at` (the cloud's clock), so a quiet feed
     does not go stale while the link lives; a gate that stays below `seq` lost a message.
+
+    `checksum` is the cloud's ticket-set checksum (`TicketSetChecksum`) when its feed was at
+    `checksum_seq`, the last it computed: a gate whose own checksum at that seq is the same is in step.
     """
 
     site: Code
     epoch: Epoch = ""
     seq: int = Field(ge=0)
     at: AwareDatetime
+    checksum: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    checksum_seq: int | None = Field(default=None, ge=0)
+
+    @model_serializer(mode="wrap")
+    def _older_peers_read_it(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _omit_unset_additions(handler(self), checksum=None, checksum_seq=None)
 
 
 class EventBatch(Message):
@@ -263,10 +281,11 @@ class GateStatus(Message):
         description="Why this gate's sync cannot work as configured (its name is not in the cloud's roster, "
         "the broker refuses what it publishes); None: nothing known to be wrong",
     )
+    health: GateHealth | None = Field(default=None, description="Devices, backlog and disk (None: an older gate)")
 
     @model_serializer(mode="wrap")
     def _older_peers_read_it(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return _omit_unset_additions(handler(self), problem=None)
+        return _omit_unset_additions(handler(self), problem=None, health=None)
 
 
 class SnapshotHeader(Message):
@@ -286,10 +305,15 @@ class SnapshotHeader(Message):
     faces: int | None = Field(
         default=None, ge=0, description="Face template lines after the status lines (None: none, or an older cloud)"
     )
+    technicians: list[TechnicianAccount] | None = Field(
+        default=None,
+        max_length=TECHNICIANS_MAX,
+        description="The site's active gate technicians (None: a cloud that sends none; the gate keeps its list)",
+    )
 
     @model_serializer(mode="wrap")
     def _older_peers_read_it(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return _omit_unset_additions(handler(self), faces=None)
+        return _omit_unset_additions(handler(self), faces=None, technicians=None)
 
 
 class SnapshotStatus(Message):
