@@ -105,6 +105,18 @@ class Settings(BaseSettings):
     sync_previous_public_keys: dict[int, str] = Field(
         default_factory=dict, description="Key id -> base64 public key of retired signing keys gates still trust"
     )
+    checksum_interval_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Each site's ticket-set checksum is recomputed this often when its feed moved, for the feed head "
+        "(gates compare theirs with it: 'in step')",
+    )
+    metrics_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="Bearer token for GET /metrics; unset: /metrics is open in development and off elsewhere",
+    )
+    metrics_token_file: str | None = Field(default=None, description="File holding the /metrics token (wins)")
+    log_format: Literal["text", "json"] = Field(default="text", description="json: one JSON object per log line")
 
     @field_validator("sync_previous_public_keys")
     @classmethod
