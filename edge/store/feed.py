@@ -1,4 +1,5 @@
-"""The cloud's ticket feed at the gate: its position, applying one change, keys, gate config, roster, faces.
+"""The cloud's ticket feed at the gate: its position, applying one change, keys, gate config, roster, faces,
+technicians.
 
 Functions over a `GateStore`, called only by the store's owner (the daemon's event loop). Each
 that changes the store commits exactly once, so the caller can acknowledge the MQTT message that
@@ -12,7 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 
-from edge.store import faces, tickets
+from edge.store import faces, technicians, tickets
 from edge.store.gate_store import GateStore
 from edge.store.schema import iso, set_meta
 from models.credential import load_public_key
@@ -24,6 +25,7 @@ from models.sync import (
     GateRoster,
     KeySet,
     StatusChange,
+    Technicians,
     TicketUpsert,
 )
 from sync.errors import KeySetError
@@ -89,7 +91,8 @@ def apply_change(store: GateStore, change: Change, seq: int, *, gate: str, fresh
     A key set whose keys do not load raises `KeySetError` before anything is written.
     `gate` names this gate: only its own gate config is kept. A face template is kept sealed, as
     received; a `FaceUpsert` the cloud scrubbed (sealed None: deleted since, a `FaceDelete` follows)
-    changes nothing, so a gate catching up never holds a deleted face even for a moment.
+    changes nothing, so a gate catching up never holds a deleted face even for a moment. A technician
+    list replaces the last one.
     """
     if isinstance(change, KeySet):
         check_keys(change.keys)
@@ -110,6 +113,8 @@ def apply_change(store: GateStore, change: Change, seq: int, *, gate: str, fresh
             faces.put(c, change.ticket_id, change.holder_id, change.sealed)
         elif isinstance(change, FaceDelete):
             faces.delete(c, change.ticket_id)
+        elif isinstance(change, Technicians):
+            technicians.replace(c, change.accounts)
         set_meta(c, FEED_SEQ, str(seq))
         set_meta(c, FRESH_AT, iso(fresh))
 

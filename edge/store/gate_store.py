@@ -1,7 +1,8 @@
 """`GateStore`: all durable state of one gate, owned by the gate service (SQLite, WAL, synchronous=FULL).
 
 Tables: tickets (cache), revocations, keys (trusted public keys), passages (the journal, this
-gate's decisions and other gates' passages), outbox (events waiting for upload), meta. The SQL
+gate's decisions and other gates' passages), outbox (events waiting for upload), technicians (the
+cloud's gate technicians) and tech_actions (what they did here), meta. The SQL
 lives in this package's modules; `GateStore` holds the connection and the transactions.
 `recover` resolves what a crash left pending: see its docstring.
 """
@@ -10,18 +11,20 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import sqlite_utils
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.decision import History
-from edge.store import journal, outbox, schema, tickets
+from edge.store import journal, outbox, schema, technicians, tickets
 from edge.store.journal import JournalEntry
 from models import Outcome, PassageEvent, Ticket, TicketStatus
 from models.credential import load_public_key
+from models.ops import TechnicianAccount
 
 
 class GateStore:
@@ -150,3 +153,27 @@ class GateStore:
         """Remove events the cloud confirmed it stored."""
         with self._tx() as c:
             outbox.acknowledge(c, event_ids)
+
+    def outbox_oldest_at(self) -> datetime | None:
+        """When the oldest event waiting for the cloud happened (its scan time); None: the outbox is empty."""
+        return outbox.oldest_at(self.conn)
+
+    # --- technicians -------------------------------------------------------------------------
+
+    def technicians(self) -> dict[str, str]:
+        """Login name -> argon2 hash of the cloud's technicians this gate holds."""
+        return technicians.accounts(self.conn)
+
+    def has_technician_list(self) -> bool:
+        """Has the cloud's technician list ever arrived (then the break-glass account is off)?"""
+        return technicians.received(self.conn)
+
+    def set_technicians(self, accounts: Sequence[TechnicianAccount]) -> None:
+        """Replace the technician list (the feed does this in its own transaction: `edge.store.feed`)."""
+        with self._tx() as c:
+            technicians.replace(c, accounts)
+
+    def record_action(self, username: str, action: str, justification: str, ok: bool, detail: str, at: datetime) -> int:
+        """Journal one technician action (or login event), committed; its id."""
+        with self._tx() as c:
+            return technicians.record_action(c, username, action, justification, ok, detail, at)

@@ -18,6 +18,9 @@ from edge.store.outbox import enqueue
 from edge.store.schema import iso
 from models import Direction, Outcome, PassageEvent, PassageRecord
 
+REMOTE = "remote"  # resolution of a passage learnt from another gate of the site
+OWN = f"resolution IS NOT '{REMOTE}'"  # this gate's own decisions (`passages_own_at` repeats it)
+
 # The journal's columns: a passage record's fields, then what only the journal knows.
 COLUMNS = (*(f for f in PassageRecord.model_fields if f != "schema_version"), "resolution")
 
@@ -141,3 +144,33 @@ def record_remote(c: sqlite3.Connection, passages: list[PassageEvent], resolutio
     _insert(
         c, [JournalEntry.model_validate(dict(e) | {"resolution": resolution}) for e in passages], "INSERT OR IGNORE"
     )
+
+
+def search(
+    conn: sqlite3.Connection,
+    *,
+    ticket_ids: list[str] | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+) -> list[JournalEntry]:
+    """This gate's own decisions, newest first: of these tickets (None: any), at `since` <= at < `until`.
+
+    Each shape of the query has its index: by ticket `passages_ticket` (ticket, at), by time only the
+    partial index `passages_own_at`, whose condition the query repeats word for word so SQLite takes it.
+    """
+    where = [OWN]
+    params: list[object] = []
+    if ticket_ids is not None:
+        if not ticket_ids:
+            return []
+        where.append(f"ticket_id IN ({', '.join('?' * len(ticket_ids))})")
+        params += ticket_ids
+    if since is not None:
+        where.append("at >= ?")
+        params.append(iso(since))
+    if until is not None:
+        where.append("at < ?")
+        params.append(iso(until))
+    params.append(limit)
+    return entries(conn, f"WHERE {' AND '.join(where)} ORDER BY at DESC LIMIT ?", tuple(params))

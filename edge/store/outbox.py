@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Iterable
+from datetime import datetime
 
 from models import PassageEvent
 
@@ -32,6 +33,12 @@ def after(conn: sqlite3.Connection, seq: int, limit: int) -> list[tuple[int, str
 
 def depth(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+
+def oldest_at(conn: sqlite3.Connection) -> datetime | None:
+    """The time of the event queued first (events are queued in about the order they happen); None: empty."""
+    row = conn.execute("SELECT json_extract(body, '$.at') FROM outbox ORDER BY seq LIMIT 1").fetchone()
+    return None if row is None or row[0] is None else datetime.fromisoformat(row[0])
 
 
 def acknowledge(c: sqlite3.Connection, event_ids: Iterable[uuid.UUID]) -> None:

@@ -12,16 +12,18 @@ import contextlib
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge.store import faces, journal, outbox, tickets
+from edge.store import faces, journal, outbox, technicians, tickets
 from edge.store.feed import FEED_EPOCH, FEED_SEQ
 from edge.store.journal import JournalEntry
 from edge.store.schema import StoreError, get_meta
 from edge.store.upload import REMOTE
+from edge.web.port import TechActionView
 from models import PassageEvent, Ticket, TicketStatus
 
 T = TypeVar("T")
@@ -76,10 +78,47 @@ class GateStoreReader:
         where = f"{_OWN[True]} AND rowid > ? ORDER BY rowid"
         return self._read(lambda c: journal.entries(c, where, (mark,)), [])
 
+    def search(
+        self, ticket: str | None = None, since: datetime | None = None, until: datetime | None = None, limit: int = 50
+    ) -> list[JournalEntry]:
+        """This gate's own decisions, newest first, at `since` <= at < `until` (either may be None).
+
+        `ticket` is what a technician reads off the ticket in the skier's hand: its ticket id, or the
+        code of a ticket in the cache (printed on a voucher); either finds the ticket's decisions.
+        """
+
+        def read(c: sqlite3.Connection) -> list[JournalEntry]:
+            ids = None
+            if ticket is not None:
+                ids = [ticket]
+                cached = c.execute("SELECT ticket_id FROM tickets WHERE code = ?", (ticket,)).fetchone()
+                if cached is not None and cached[0] != ticket:
+                    ids.append(str(cached[0]))
+            return journal.search(c, ticket_ids=ids, since=since, until=until, limit=limit)
+
+        return self._read(read, [])
+
+    def actions(
+        self, since: datetime | None = None, until: datetime | None = None, limit: int = 50
+    ) -> list[TechActionView]:
+        """Technicians' actions and logins at this gate, newest first, at `since` <= at < `until`."""
+        return self._read(lambda c: technicians.actions(c, since=since, until=until, limit=limit), [])
+
+    def technicians(self) -> dict[str, str]:
+        """Login name -> argon2 hash of the cloud's technicians the gate holds."""
+        return self._read(technicians.accounts, {})
+
+    def has_technician_list(self) -> bool:
+        return self._read(technicians.received, False)
+
     # --- outbox ----------------------------------------------------------------------------
 
     def outbox_depth(self) -> int:
         return self._read(outbox.depth, 0)
+
+    def outbox_oldest_at(self) -> datetime | None:
+        """The time of the oldest event waiting for the cloud (None: none waits)."""
+        return self._read(outbox.oldest_at, None)
 
     def outbox(self, limit: int = 100) -> list[PassageEvent]:
         """The oldest events not yet confirmed by the cloud."""

@@ -1,8 +1,10 @@
 """The gate store's SQLite schema and how its file is opened (WAL, synchronous=FULL).
 
-`face_templates` holds each season pass's face template exactly as the feed carried it: sealed
-(`models.face`) under the site's face key, which is never in this file. Columns added after a
-release (`ADDED`) are added to an older store's tables when it is opened.
+`technicians` holds the cloud's gate technicians (login name, argon2 hash) as the feed last sent
+them, `tech_actions` what they did at this gate (and their logins). `face_templates` holds each season
+pass's face template exactly as the feed carried it: sealed (`models.face`) under the site's face key,
+which is never in this file. Columns added after a release (`ADDED`) are added to an older store's
+tables when it is opened.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ CREATE TABLE IF NOT EXISTS passages (
 );
 CREATE INDEX IF NOT EXISTS passages_ticket ON passages (ticket_id, at);
 CREATE INDEX IF NOT EXISTS passages_pending ON passages (passed) WHERE passed IS NULL;
+-- the technician page's journal search by time, newest first: this gate's own decisions only
+CREATE INDEX IF NOT EXISTS passages_own_at ON passages (at) WHERE resolution IS NOT 'remote';
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT NOT NULL UNIQUE,
@@ -52,6 +56,20 @@ CREATE TABLE IF NOT EXISTS face_templates (
     holder_id TEXT NOT NULL,
     sealed TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS technicians (
+    username TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tech_actions (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    username TEXT NOT NULL,
+    action TEXT NOT NULL,
+    justification TEXT NOT NULL DEFAULT '',
+    ok INTEGER NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS tech_actions_at ON tech_actions (at);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL

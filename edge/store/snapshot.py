@@ -15,10 +15,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from edge.store import technicians as tech_accounts
 from edge.store import tickets
 from edge.store.feed import FEED_EPOCH, FEED_SEQ, FRESH_AT, SNAPSHOT_CHECKSUM, check_keys, set_roster
 from edge.store.gate_store import GateStore
 from edge.store.schema import iso, set_meta
+from models.ops import TechnicianAccount
 from models.sync import SnapshotFace, SnapshotStatus, TicketSetChecksum
 from sync.errors import SnapshotError
 
@@ -152,9 +154,11 @@ def install_snapshot(
     fresh: datetime,
     epoch: str = "",
     gates: Sequence[str] | None = None,
+    technicians: Sequence[TechnicianAccount] | None = None,
 ) -> None:
-    """Replace tickets, statuses, face templates, (non-empty) keys and (given) gate roster by a staged
-    snapshot, in one transaction (a snapshot without face lines leaves no template: an older cloud's).
+    """Replace tickets, statuses, face templates, (non-empty) keys, (given) gate roster and (given)
+    technician list by a staged snapshot, in one transaction (a snapshot without face lines leaves no
+    template: an older cloud's; one without a technician list keeps the gate's).
 
     The staging file must be finished and closed; a set that repeats a ticket id or code raises
     `SnapshotError` and changes nothing. An empty key set keeps the current keys: a gate that
@@ -192,6 +196,8 @@ def install_snapshot(
             set_meta(c, SNAPSHOT_CHECKSUM, checksum)
             if gates is not None:
                 set_roster(c, gates)
+            if technicians is not None:
+                tech_accounts.replace(c, technicians)
     except sqlite3.IntegrityError as exc:  # the staged tickets have no keys of their own
         what = "a face template's ticket id" if "face_templates" in str(exc) else "a ticket id or code"
         raise SnapshotError(f"snapshot lists {what} twice: {exc}") from exc

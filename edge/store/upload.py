@@ -14,7 +14,7 @@ from edge.store.gate_store import GateStore
 from models import PassageEvent
 from models.sync import EVENT_CLOCK_SKEW, implausible_time
 
-REMOTE = "remote"  # resolution of a passage learnt from another gate of the site
+REMOTE = journal.REMOTE  # resolution of a passage learnt from another gate of the site
 
 
 def outbox_after(store: GateStore, after: int, limit: int) -> list[tuple[int, str, str]]:
