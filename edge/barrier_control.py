@@ -1,7 +1,9 @@
 """The barrier's one owner: opens it for one passage at a time, watches the passage sensor and the fire alarm.
 
-Everybody else asks through `BarrierController.pass_one`; a fault is reported once, the board is
-reconnected in the background, and the fire alarm holds the barrier open before it is journaled.
+Everybody else asks through `BarrierController.pass_one` (or a technician's `test_open` and
+`set_keep_open`): every request goes through one queue to the one task that talks to the board. A
+fault is reported once, the board is reconnected in the background, and the fire alarm holds the
+barrier open before it is journaled.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from edge.hardware import Barrier
@@ -57,7 +59,10 @@ class BarrierController:
         self.alarm = False
         self.keep_open = keep_open
         self.sensor_timeouts_in_a_row = 0
-        self._requests: asyncio.Queue[asyncio.Future[PassResult]] = asyncio.Queue()
+        self._requests: asyncio.Queue[tuple[asyncio.Future[PassResult], Callable[[], Awaitable[PassResult]]]] = (
+            asyncio.Queue()
+        )
+        self._serving = False
         self._healthy = False
         self._last_attempt = 0.0
         self._reported_error: str | None = None
@@ -74,10 +79,45 @@ class BarrierController:
     def held_open(self) -> bool:
         return self.alarm or self.keep_open
 
+    @property
+    def busy(self) -> bool:
+        """A passage is in progress or waiting for the barrier."""
+        return self._serving or not self._requests.empty()
+
     async def pass_one(self) -> PassResult:
         """Open for one passage and wait for it to end (sensor, open, timeout or fault)."""
+        return await self._ask(self._open_once)
+
+    async def test_open(self) -> PassResult:
+        """A technician's test: open for one passage exactly as for an admission, and wait for it to end.
+
+        Refused (`how` "busy") while a passage is in progress or waiting, and ("held_open") while the
+        barrier is held open by keep-open or the fire alarm: there is nothing to test then, and a
+        pulse must not be what closes a held barrier.
+        """
+        if self.busy:
+            return PassResult(False, "busy", "a passage is in progress")
+        if self.held_open:
+            return PassResult(False, "held_open", "the barrier is held open (keep-open or fire alarm)")
+        return await self._ask(self._open_once)
+
+    async def set_keep_open(self, on: bool) -> PassResult:
+        """Hold the barrier open (free passage) or release it; the board's answer, through the barrier task.
+
+        The flag is set at once, so a board that is down now is held open when it reconnects."""
+        self.keep_open = on
+        return await self._ask(self._apply_hold)
+
+    async def _apply_hold(self) -> PassResult:
+        try:
+            await self.barrier.set_hold_open(self.held_open)
+        except Exception as exc:
+            return PassResult(False, "fault", self._fault(exc))
+        return PassResult(False, "held" if self.held_open else "released")
+
+    async def _ask(self, op: Callable[[], Awaitable[PassResult]]) -> PassResult:
         fut: asyncio.Future[PassResult] = asyncio.get_running_loop().create_future()
-        await self._requests.put(fut)
+        await self._requests.put((fut, op))
         try:
             # Bounded: a dead barrier task must never hang the gate.
             return await asyncio.wait_for(asyncio.shield(fut), self.passage_timeout_s + 10)
@@ -138,10 +178,14 @@ class BarrierController:
                 return
             await self._watch_alarm(inputs.fire_alarm)
 
-    async def _serve(self, fut: asyncio.Future[PassResult]) -> None:
+    async def _serve(self, fut: asyncio.Future[PassResult], op: Callable[[], Awaitable[PassResult]]) -> None:
         if fut.done():  # the asker gave up (stopping): do not open for nobody
             return
-        result = await self._open_once()
+        self._serving = True
+        try:
+            result = await op()
+        finally:
+            self._serving = False
         if not fut.done():
             fut.set_result(result)
 
@@ -216,11 +260,11 @@ class BarrierController:
         await self._connect()
         while not stop.is_set() or not self._requests.empty():
             try:
-                fut = await asyncio.wait_for(self._requests.get(), timeout=self.idle_poll_s)
+                fut, op = await asyncio.wait_for(self._requests.get(), timeout=self.idle_poll_s)
             except TimeoutError:
                 await self._idle()
                 continue
-            await self._serve(fut)
+            await self._serve(fut, op)
         try:
             await self.barrier.close()
         except Exception as exc:

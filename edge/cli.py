@@ -45,12 +45,14 @@ def gate_run(config: ConfigOpt) -> None:
     from edge.store import StoreError
 
     cfg = _load(config)
-    logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from edge.logs import configure
+
+    configure(cfg.log_level, cfg.log_format)
     if cfg.log_level != "DEBUG":
         # The barrier driver reports each fault once, naming the board; pymodbus would repeat it.
         logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     try:
-        code = asyncio.run(run_from_config(cfg))
+        code = asyncio.run(run_from_config(cfg, config))
     except (StoreError, DriverError, OSError) as exc:
         typer.echo(f"error: cannot start gate {cfg.gate.gate_id}: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -4,6 +4,9 @@ Tasks: one per input (camera and/or scanner; blocking drivers run in threads and
 to the event loop through the `Intake`, which drops what cannot be a credential and keeps one
 input from crowding out another), one decision task that handles one code at a time, and one
 task that owns the barrier (`BarrierController`). SIGTERM or SIGINT stops it cleanly.
+
+With a `web:` block it also serves the technician page and /metrics (`edge.panel.serve_page`), as a
+task of the same loop; its slow work (store reads, JPEG, argon2) runs in threads.
 """
 
 from __future__ import annotations
@@ -13,10 +16,10 @@ import logging
 import signal
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from drivers.errors import DriverError
@@ -25,44 +28,31 @@ from edge.config import EdgeConfig
 from edge.decision import FaceMatch
 from edge.gate import Evaluation, GateService
 from edge.hardware import Barrier, Scanner
+from edge.inputs import Debouncer, InputHealth, supervise
 from edge.intake import NOT_A_CREDENTIAL, TOO_OLD, Intake, Scan
+from edge.panel import DaemonPanel, serve_page
 from edge.reasons import reason
 from edge.store import GateStore, JournalEntry
 from models.credential import could_be_credential
 
 if TYPE_CHECKING:
+    from edge.camera_view import FrameTap
     from edge.face.pipeline import FaceAdmission
     from edge.face.worker import EncoderSource
     from edge.hardware import Camera, FaceEncoder, QrDecoder
+    from edge.metrics import GateMetrics
     from sync.gate import GateSync
 
 log = logging.getLogger("starfish.gate")
 
 Clock = Callable[[], datetime]
+Watcher = Callable[[JournalEntry, str], None]  # an entry as journaled (decided, then ended), and its input
+
+__all__ = ["Debouncer", "FaceScan", "GateDaemon", "Handled", "Scan", "run_from_config"]
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class Debouncer:
-    """Drops a code that is still in view: seen again within `window_s` of its last sighting.
-
-    Remembers the `capacity` most recently seen codes: a flood of distinct codes costs the same
-    per read as a quiet day.
-    """
-
-    def __init__(self, window_s: float, capacity: int = 1000) -> None:
-        self.window_s = window_s
-        self.capacity = capacity
-        self._seen: OrderedDict[bytes, float] = OrderedDict()
-
-    def fresh(self, code: bytes, now: float) -> bool:
-        last = self._seen.pop(code, None)
-        self._seen[code] = now
-        while len(self._seen) > self.capacity:
-            self._seen.popitem(last=False)
-        return last is None or now - last >= self.window_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +88,15 @@ class GateDaemon:
         monotonic: Callable[[], float] = time.monotonic,
         on_handled: Callable[[Handled], None] | None = None,
         face_encoder: EncoderSource | FaceEncoder | None = None,
+        config_path: Path | None = None,
     ) -> None:
         self.config = config
+        self.config_path = config_path  # re-read by a technician's reload-config (edge.reload)
         self.store = store
         self.clock = clock
         self.monotonic = monotonic  # read ages, debounce and input rates
+        self.started_at = clock()
+        self.started_mono = monotonic()
         self.service = GateService(store=store, config=config.gate)
         bc = config.barrier
         self.controller = BarrierController(
@@ -128,22 +122,43 @@ class GateDaemon:
         self.sync: GateSync | None = None
         self.face_encoder = face_encoder  # runs in the face worker process (edge.face.worker)
         self.face: FaceAdmission | None = None
+        self.inputs = {
+            name: InputHealth() for name, device in (("camera", camera), ("scanner", scanner)) if device is not None
+        }
+        self.watchers: list[Watcher] = []  # told of every decision journaled, and again when its passage ended
+        self.metrics: GateMetrics | None = None  # with a web block (edge.panel.serve_page)
+        self.frames: FrameTap | None = None  # the camera page's latest frame, with a web block and a camera
+        self.panel: DaemonPanel | None = None
+        self.debouncers: list[Debouncer] = []  # the inputs' (reload-config sets their window)
 
     def _alarm(self, on: bool) -> None:
         self.service.alarm = on  # free passage starts even if journaling the alarm fails
         self.service.record_alarm(on, self.clock())
 
-    async def handle(self, data: bytes | FaceMatch, source: str, at: datetime | None = None) -> Handled:
-        """Decide on one code (or recognised face), journal it, and drive the barrier if it admits."""
+    async def handle(
+        self, data: bytes | FaceMatch, source: str, at: datetime | None = None, mono: float | None = None
+    ) -> Handled:
+        """Decide on one code (or recognised face), journal it, and drive the barrier if it admits.
+
+        `mono` is when the input read it (`monotonic`): the metrics time the read -> journal path."""
+        mono = self.monotonic() if mono is None else mono
         now = at or self.clock()
         ev = self.service.evaluate(data, now)
         entry = self.service.journal(ev, now, barrier_ok=self.controller.healthy)
+        if self.metrics is not None:
+            self.metrics.decided(entry, source, self.monotonic() - mono)
+        self._tell(entry, source)
         if entry.passed is None:
             result = await self.controller.pass_one()
             if result.fault:
                 entry = self.service.barrier_failed(entry, result.detail)
+                if self.metrics is not None:
+                    self.metrics.barrier_fault()
             else:
                 entry = self.service.complete(entry, passed=result.passed, how=result.how)
+            if self.metrics is not None:
+                self.metrics.ended(entry)
+            self._tell(entry, source)
         log.info(
             "%s %s ticket=%s code=%s passed=%s (%s)",
             source,
@@ -159,6 +174,13 @@ class GateDaemon:
         if self.on_handled is not None:
             self.on_handled(handled)
         return handled
+
+    def _tell(self, entry: JournalEntry, source: str) -> None:
+        for watch in self.watchers:
+            try:
+                watch(entry, source)
+            except Exception:
+                log.exception("a decision watcher failed")  # the page's trouble, never the gate's
 
     def _offer(self, loop: asyncio.AbstractEventLoop, data: bytes, source: str) -> None:
         """Hand a read from an input's thread to the decision task, within the input's rate."""
@@ -212,29 +234,10 @@ class GateDaemon:
             site=self.config.gate.site_id,
             store_path=path,
             monotonic=self.monotonic,
+            on_faces=None if self.frames is None else self.frames.faces,
         )
         self.face.start(lambda match: self._offer_face(loop, match))
         log.info("face admission on (k=%d of m=%d, target %g per attempt)", r.k, r.m, r.target)
-
-    def _supervised(self, name: str, device: Scanner | Camera, step: Callable[[], bool]) -> None:
-        """Run one input's read loop in its thread: errors are logged and retried, never fatal."""
-        reported = ""
-        try:
-            while not self._threads_stop.is_set():
-                try:
-                    if not step():
-                        return
-                    reported = ""
-                except Exception as exc:
-                    if str(exc) != reported:
-                        log.error("%s: %s", name, exc, exc_info=not isinstance(exc, DriverError))
-                        reported = str(exc)
-                    self._threads_stop.wait(0.5)
-        finally:
-            try:
-                device.close()  # closed by its owner thread, never from the event loop
-            except Exception as exc:
-                log.warning("closing %s: %s", name, exc)
 
     def _scanner_step(self, loop: asyncio.AbstractEventLoop, scanner: Scanner, debounce: Debouncer) -> bool:
         line = scanner.read_line(0.3)
@@ -255,7 +258,10 @@ class GateDaemon:
             return False
         if self.face is not None:
             self.face.submit(frame)  # the face worker takes it when free; QR decoding goes on now
-        for code in decoder.decode(frame):
+        codes = decoder.decode(frame)
+        if self.frames is not None:
+            self.frames.offer(frame, codes, self.monotonic())
+        for code in codes:
             if debounce.fresh(code.raw, self.monotonic()):
                 self._offer(loop, code.raw, "camera")
         return True
@@ -270,12 +276,21 @@ class GateDaemon:
                 self.intake.drop(scan.source, TOO_OLD)
                 continue
             data = scan.match if isinstance(scan, FaceScan) else scan.data
-            self._in_flight = asyncio.ensure_future(self.handle(data, scan.source, scan.at))
+            self._in_flight = asyncio.ensure_future(self.handle(data, scan.source, scan.at, scan.mono))
             try:
                 await asyncio.shield(self._in_flight)
             except Exception:
                 # A decision must never take the gate down; the barrier stays closed.
                 log.exception("failed to handle a %s read; barrier stays closed", scan.source)
+
+    def _input_thread(self, name: str, device: Scanner | Camera, step: Callable[[], bool]) -> threading.Thread:
+        health, stop, clock = self.inputs[name], self._threads_stop, self.clock
+        return threading.Thread(
+            target=supervise,
+            args=(name, device, step),
+            kwargs={"stop": stop, "health": health, "clock": clock},
+            daemon=True,
+        )
 
     def request_stop(self) -> None:
         self.stop_event.set()
@@ -297,34 +312,32 @@ class GateDaemon:
             self.store.set_keys(self.config.trusted_keys)
             self.service.reload_keys()
         loop = asyncio.get_running_loop()
+        self.panel = panel = DaemonPanel(self)
+        await panel.refresh()
+        web = await serve_page(self) if self.config.web is not None else None  # before the inputs: the frame tap
         self._start_face(loop)
         if self.config.sync is not None:
             from edge.sync_port import StorePort
             from sync.gate import GateSync
 
-            port = StorePort(self.store, gate_id=self.config.gate.gate_id, service=self.service, faces=self.face)
+            port = StorePort(
+                self.store,
+                gate_id=self.config.gate.gate_id,
+                service=self.service,
+                faces=self.face,
+                health=panel.health,
+            )
             self.sync = GateSync(self.config.sync, port=port, clock=self.clock)
             self.service.feed_stale = self.sync.feed_stale
             self.sync.start()
         threads = []
+        self.debouncers = [Debouncer(self.config.input_debounce_s) for _ in range(2)]
         if self.scanner is not None:
-            scanner, sd = self.scanner, Debouncer(self.config.input_debounce_s)
-            threads.append(
-                threading.Thread(
-                    target=self._supervised,
-                    args=("scanner", scanner, lambda: self._scanner_step(loop, scanner, sd)),
-                    daemon=True,
-                )
-            )
+            scanner, sd = self.scanner, self.debouncers[0]
+            threads.append(self._input_thread("scanner", scanner, lambda: self._scanner_step(loop, scanner, sd)))
         if self.camera is not None and self.decoder is not None:
-            camera, decoder, cd = self.camera, self.decoder, Debouncer(self.config.input_debounce_s)
-            threads.append(
-                threading.Thread(
-                    target=self._supervised,
-                    args=("camera", camera, lambda: self._camera_step(loop, camera, decoder, cd)),
-                    daemon=True,
-                )
-            )
+            camera, decoder, cd = self.camera, self.decoder, self.debouncers[1]
+            threads.append(self._input_thread("camera", camera, lambda: self._camera_step(loop, camera, decoder, cd)))
         for t in threads:
             t.start()
         barrier_stop = asyncio.Event()
@@ -335,6 +348,8 @@ class GateDaemon:
         try:
             await self.stop_event.wait()
         finally:
+            if web is not None:
+                await web.stop()  # first: no technician action may start while the gate stops
             self._threads_stop.set()
             decision_task.cancel()
             await asyncio.gather(decision_task, return_exceptions=True)
@@ -360,8 +375,8 @@ def install_signal_handlers(daemon: GateDaemon) -> None:
         loop.add_signal_handler(sig, daemon.request_stop)
 
 
-async def run_from_config(config: EdgeConfig) -> int:
-    """Build the devices the config names and run the gate until SIGTERM."""
+async def run_from_config(config: EdgeConfig, config_path: Path | None = None) -> int:
+    """Build the devices the config names and run the gate until SIGTERM (`config_path`: for reload-config)."""
     from edge.hardware import make_barrier, make_camera, make_decoder, make_face_encoder, make_scanner
 
     config.store.path.parent.mkdir(parents=True, exist_ok=True)
@@ -386,6 +401,7 @@ async def run_from_config(config: EdgeConfig) -> int:
         decoder=decoder,
         scanner=scanner,
         face_encoder=face_encoder,
+        config_path=config_path,
     )
     install_signal_handlers(daemon)
     try:
