@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,11 +43,23 @@ class DecodedCode:
 
     raw is the payload as the library hands it over: zxing gives the exact bytes, while pyzbar and OpenCV
     transcode non-ASCII payloads to UTF-8 first. For the ASCII tokens on our tickets they are the same.
+    points are the code's corners in image pixels, as the library reports them (zxing and OpenCV: four,
+    clockwise from top-left; pyzbar: its polygon); () when unknown. They do not take part in equality.
     """
 
     text: str
     raw: bytes
     decoder: str
+    points: tuple[tuple[int, int], ...] = field(default=(), compare=False)
+
+
+def _points(xy: Iterable[Any]) -> tuple[tuple[int, int], ...]:
+    """Corner points as (x, y) pixel pairs, from any sequence of pairs or of objects with x and y."""
+    out = []
+    for p in xy:
+        x, y = (p.x, p.y) if hasattr(p, "x") else (p[0], p[1])
+        out.append((round(float(x)), round(float(y))))
+    return tuple(out)
 
 
 class QrDecoder(Protocol):
@@ -129,7 +141,10 @@ class ZxingDecoder:
     def _code(self, barcode: Any) -> DecodedCode:
         raw = bytes(barcode.bytes)
         binary = barcode.content_type == self._zxing.ContentType.Binary
-        return DecodedCode(text=raw.decode("latin-1") if binary else barcode.text, raw=raw, decoder=self.name)
+        pos = barcode.position
+        corners = _points((pos.top_left, pos.top_right, pos.bottom_right, pos.bottom_left))
+        text = raw.decode("latin-1") if binary else barcode.text
+        return DecodedCode(text=text, raw=raw, decoder=self.name, points=corners)
 
 
 class PyzbarDecoder:
@@ -159,7 +174,10 @@ class PyzbarDecoder:
         except self._pyzbar.PyZbarError:
             return []
         # zbar has already transcoded the payload to UTF-8 where it could guess the charset.
-        return [DecodedCode(text=_text_of(s.data), raw=bytes(s.data), decoder=self.name) for s in found]
+        return [
+            DecodedCode(text=_text_of(s.data), raw=bytes(s.data), decoder=self.name, points=_points(s.polygon))
+            for s in found
+        ]
 
 
 class OpenCvDecoder:
@@ -176,12 +194,13 @@ class OpenCvDecoder:
         if gray is None:
             return []
         try:
-            raw, _points, _straight = self._detector.detectAndDecodeBytes(gray)
+            raw, points, _straight = self._detector.detectAndDecodeBytes(gray)
         except cv2.error:  # e.g. "mode 13 not implemented" for Hanzi-mode payloads
             return []
         if not raw:
             return []
-        return [DecodedCode(text=_text_of(bytes(raw)), raw=bytes(raw), decoder=self.name)]
+        corners = _points(np.asarray(points).reshape(-1, 2)) if points is not None else ()
+        return [DecodedCode(text=_text_of(bytes(raw)), raw=bytes(raw), decoder=self.name, points=corners)]
 
 
 class ChainDecoder:

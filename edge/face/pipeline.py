@@ -39,7 +39,7 @@ from edge.face.worker import FaceWorker, WorkerDied
 from models.face import FaceSealError
 
 if TYPE_CHECKING:
-    from drivers.face import Encoding, Image
+    from drivers.face import Box, Encoding, Image
     from edge.decision import FaceMatch
 
 log = logging.getLogger("starfish.gate")
@@ -64,8 +64,10 @@ class FaceAdmission:
         gallery: Gallery | None = None,
         reload_retry_s: float = RELOAD_RETRY_S,
         monotonic: Callable[[], float] = time.monotonic,
+        on_faces: Callable[[list[Box], float], None] | None = None,
     ) -> None:
         self.worker = worker
+        self.on_faces = on_faces  # each analysed frame's face boxes and time (the page's camera view)
         self.matcher = matcher
         self.gallery = gallery or Gallery()
         self._key = key
@@ -183,6 +185,8 @@ class FaceAdmission:
                     continue
                 frame, at = taken
                 faces = self.worker.analyze(frame)
+                if self.on_faces is not None:
+                    self.on_faces([f.box for f in faces], at)
                 self.apply_pending()
                 match = self.matcher.frame(faces, self.search, at)
                 if match is not None:
