@@ -42,7 +42,8 @@ def ended_label(resolution: str | None) -> str:
 
 
 def face_results(counts: dict[str, object]) -> dict[str, int]:
-    """`FaceCounts` (as a dict; `skipped` nested or already flattened as skipped_<gate>) -> result label -> count."""
+    """Face counts -> result label -> count: `FaceCounts` as a dict (`offered`, `skipped` nested) or as the panel
+    gives them (matched, unknown, ambiguous, no_face, skipped_<gate>)."""
     out: dict[str, int] = {}
     for key, value in counts.items():
         if key == "skipped" and isinstance(value, dict):
@@ -51,6 +52,8 @@ def face_results(counts: dict[str, object]) -> dict[str, int]:
             out[key] = value
         elif key in _FACE_RESULTS and isinstance(value, int):
             out[_FACE_RESULTS[key]] = value
+        elif key in _FACE_RESULTS.values() and isinstance(value, int):
+            out[key] = value  # already named by result (the panel's `face_counts`)
     return out
 
 
