@@ -7,14 +7,15 @@ from datetime import timedelta
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cloud.audit.service import record
-from cloud.db import add_unique, utcnow
+from cloud.db import add_unique, one_at_a_time, utcnow
 from cloud.deps import STAFF_ROLES, Principal, Role
-from cloud.errors import Conflict, DomainError, Unauthorized
+from cloud.errors import Conflict, DomainError, Unauthorized, not_found
 from cloud.settings import Settings
+from cloud.staff import technicians
 from cloud.staff.models import Staff
 
 _hasher = PasswordHasher()
@@ -55,8 +56,67 @@ def create_staff(session: Session, actor: Principal | str | None, username: str,
     staff = Staff(username=username, password_hash=_hasher.hash(password), role=role.value, active=True)
     add_unique(session, staff, taken)
     record(session, actor, "staff.create", "staff", staff.id, {"username": username, "role": role.value})
+    if technicians.is_technician(staff.role, staff.active):
+        technicians.announce(session)
     session.commit()
     return staff
+
+
+def update_staff(
+    session: Session,
+    actor: Principal | str | None,
+    staff_id: int,
+    *,
+    active: bool | None = None,
+    password: str | None = None,
+    role: Role | None = None,
+) -> Staff:
+    """Enable or disable an account, set its password, change its role; audited (never the password).
+
+    A change that touches the gate technicians (`cloud.staff.technicians`) sends every site's gates the
+    new list in the same transaction. The last active admin cannot be disabled or given another role:
+    nobody could then manage staff.
+    """
+    staff = session.get(Staff, staff_id, with_for_update=True)
+    if staff is None:
+        raise not_found("Staff", "员工", staff_id)
+    if role is not None and role not in STAFF_ROLES:
+        raise DomainError("bad_role", f"{role.value} is not a staff role", f"{role.value} 不是员工角色")
+    was_technician = technicians.is_technician(staff.role, staff.active)
+    was_admin = staff.active and staff.role == Role.ADMIN.value
+    changed: dict[str, object] = {}
+    if active is not None and active != staff.active:
+        staff.active = changed["active"] = active
+    if role is not None and role.value != staff.role:
+        changed["role"] = {"from": staff.role, "to": role.value}
+        staff.role = role.value
+    if password is not None:
+        staff.password_hash = _hasher.hash(password)
+        changed["password"] = "changed"
+    if was_admin and not (staff.active and staff.role == Role.ADMIN.value):
+        _keep_an_admin(session)
+    if changed:
+        record(session, actor, "staff.update", "staff", staff.id, {"username": staff.username, **changed})
+    is_technician = technicians.is_technician(staff.role, staff.active)
+    if was_technician != is_technician or (is_technician and "password" in changed):
+        technicians.announce(session)
+    session.commit()
+    return staff
+
+
+def _keep_an_admin(session: Session) -> None:
+    """Refuse a change that leaves no active admin (two admins disabling each other at once take turns)."""
+    session.flush()
+    one_at_a_time(session, "staff.admins")
+    admins = session.scalar(
+        select(func.count()).select_from(Staff).where(Staff.role == Role.ADMIN.value, Staff.active.is_(True))
+    )
+    if not admins:
+        raise Conflict(
+            "last_admin",
+            "This is the last active admin: enable or appoint another admin first",
+            "这是最后一位在职管理员：请先启用或任命另一位管理员",
+        )
 
 
 def list_staff(session: Session) -> list[Staff]:

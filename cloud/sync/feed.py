@@ -72,6 +72,11 @@ def new_epoch(session: Session, site_id: int) -> str:
     return epoch
 
 
+def lock_feed(session: Session, site_id: int) -> None:
+    """Take the site's feed lock until this transaction ends (before reading what the next change is made of)."""
+    _advance_head(session, site_id, 0)
+
+
 def _advance_head(session: Session, site_id: int, by: int) -> int:
     # INSERT .. ON CONFLICT DO UPDATE .. RETURNING: one round trip that locks the head row until commit
     # (PostgreSQL); SQLite transactions here begin IMMEDIATE, so writers take turns anyway.

@@ -1,21 +1,30 @@
-"""Each gate's last reported status: stored as it arrives, shown against the site's feed head."""
+"""Each gate's last reported status: stored as it arrives, shown against the site's feed head, with why
+a gate needs a technician (`attention`)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cloud.db import utcnow
 from cloud.faces.deletions import confirm as confirm_deletions
 from cloud.sites.models import Gate
 from cloud.sites.service import get_site
-from cloud.sync import snapshot
+from cloud.sync import checksums, snapshot
 from cloud.sync.feed import head_seq
 from cloud.sync.inbound import StatusIn
 from cloud.sync.models import GateStatusRecord
-from cloud.sync.schemas import GateSyncOut, SiteSyncOut
+from cloud.sync.schemas import Attention, GateSyncOut, SiteSyncOut
+from models.ops import GateHealth
+
+SILENT_AFTER = timedelta(seconds=90)  # online, but no status for 3 of the gates' status intervals (30 s)
+BEHIND_AFTER = timedelta(seconds=60)  # a gate below the feed head whose status is older than this is stuck
+BACKLOG_S = 300  # an unconfirmed passage older than this: the gate's events are not getting through
+DISK_LOW_MB = 500
 
 
 def store_status(session: Session, m: StatusIn, ids: tuple[int, int], now: datetime) -> None:
@@ -42,21 +51,79 @@ def store_status(session: Session, m: StatusIn, ids: tuple[int, int], now: datet
         if status.checksum is not None and status.checksum_seq is not None:
             row.checksum, row.checksum_seq = status.checksum, status.checksum_seq
         row.problem = status.problem
+        row.health = status.health.model_dump(mode="json") if status.health is not None else None
 
 
-def site_sync_status(session: Session, site_id: int, *, verify: bool = False) -> SiteSyncOut:
-    """Each gate of the site with its last reported status, against the site's feed head.
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What the cloud knows of a gate, for `attention`."""
 
-    `verify` also sums the cloud's ticket set (one pass over the site's tickets) and says, of each
-    gate whose checksum was taken at the feed head, whether its ticket set equals the cloud's.
+    state: str  # online, offline, unknown (never reported)
+    last_seen: datetime | None  # the cloud's clock
+    reported_at: datetime | None  # the gate's clock
+    lag: int | None
+    in_step: bool | None
+    problem: str | None
+    health: GateHealth | None
+
+
+def attention(gate: Seen, now: datetime) -> list[Attention]:
+    """Why this gate needs a technician, in a fixed order; empty: it does not.
+
+    Devices, backlog and disk are judged on the health the gate last reported, also once it is offline:
+    what it said last is still the best guess of what the technician will find.
+    """
+    codes: list[Attention] = []
+    if gate.state == "unknown" or gate.reported_at is None:
+        codes.append("never_reported")
+    if gate.state == "offline":
+        codes.append("offline")
+    if gate.state == "online" and gate.last_seen is not None and now - gate.last_seen > SILENT_AFTER:
+        codes.append("silent")
+    if gate.lag and gate.reported_at is not None and now - gate.reported_at > BEHIND_AFTER:
+        codes.append("behind")
+    h = gate.health
+    if h is not None and h.oldest_unacked_s is not None and h.oldest_unacked_s > BACKLOG_S:
+        codes.append("backlog")
+    if gate.in_step is False:
+        codes.append("not_in_step")
+    if gate.problem:
+        codes.append("problem")
+    if h is not None:
+        devices: list[tuple[bool, Attention]] = [
+            (h.barrier == "error", "barrier_fault"),
+            (h.camera == "error", "camera_error"),
+            (h.scanner == "error", "scanner_error"),
+            (h.disk_free_mb is not None and h.disk_free_mb < DISK_LOW_MB, "disk_low"),
+            (h.fire_alarm, "fire_alarm"),
+            (h.keep_open, "keep_open"),
+        ]
+        codes.extend(code for on, code in devices if on)
+    return codes
+
+
+def site_sync_status(
+    session: Session, site_id: int, *, verify: bool = False, now: datetime | None = None
+) -> SiteSyncOut:
+    """Each gate of the site with its last reported status and health, against the site's feed head, and
+    which gates need a technician.
+
+    `in_step` compares the gate's checksum with the cloud's last computed one (`cloud.sync.checksums`) when
+    both were taken at the same feed sequence; `verify` sums the cloud's ticket set first (one pass over
+    the site's tickets, kept as the last one), so a gate whose checksum is at the head is compared now.
+    When the cloud cannot compare, the gate's own verdict against the checksum its feed head carried
+    (`health.in_step`) is shown.
     """
     site = get_site(session, site_id)
-    cloud_checksum = None
+    fresh = None
     if verify:
         summed = snapshot.site_checksum(session, site.id)
-        head, cloud_checksum = summed.seq, summed.checksum
+        head, fresh = summed.seq, summed.checksum
     else:
         head = head_seq(session, site.id)
+    now = now or utcnow()
+    last = checksums.cached(session, site.id)
+    cloud_checksum = (last.seq, last.checksum) if last is not None else None
     rows = session.execute(
         select(Gate, GateStatusRecord)
         .outerjoin(GateStatusRecord, GateStatusRecord.gate_id == Gate.id)
@@ -65,6 +132,7 @@ def site_sync_status(session: Session, site_id: int, *, verify: bool = False) ->
     )
     gates = []
     for gate, status in rows:
+        seen = Seen("unknown", None, None, None, None, None, None)
         reported: dict[str, Any] = {
             "state": "unknown",
             "feed_seq": None,
@@ -73,7 +141,12 @@ def site_sync_status(session: Session, site_id: int, *, verify: bool = False) ->
             "reported_at": None,
         }
         if status is not None:
-            compared = cloud_checksum is not None and status.checksum is not None and status.checksum_seq == head
+            health = GateHealth.model_validate(status.health) if status.health is not None else None
+            in_step = health.in_step if health is not None else None
+            if cloud_checksum is not None and status.checksum is not None and status.checksum_seq == cloud_checksum[0]:
+                in_step = status.checksum == cloud_checksum[1]
+            lag = max(head - status.feed_seq, 0) if status.reported_at is not None else None
+            seen = Seen(status.state, status.updated_at, status.reported_at, lag, in_step, status.problem, health)
             reported = {
                 "state": status.state,
                 "feed_seq": status.feed_seq,
@@ -83,7 +156,26 @@ def site_sync_status(session: Session, site_id: int, *, verify: bool = False) ->
                 "checksum": status.checksum,
                 "checksum_seq": status.checksum_seq,
                 "problem": status.problem,
-                "in_step": status.checksum == cloud_checksum if compared else None,
+                "in_step": in_step,
+                "health": health,
+                "lag": lag,
             }
-        gates.append(GateSyncOut(gate_id=gate.id, code=gate.code, name=gate.name, **reported))
-    return SiteSyncOut(site_id=site.id, site_code=site.code, feed_seq=head, checksum=cloud_checksum, gates=gates)
+        codes = attention(seen, now)
+        gates.append(
+            GateSyncOut(
+                gate_id=gate.id,
+                code=gate.code,
+                name=gate.name,
+                attention=codes,
+                needs_technician=bool(codes),
+                **reported,
+            )
+        )
+    return SiteSyncOut(
+        site_id=site.id,
+        site_code=site.code,
+        feed_seq=head,
+        checksum=fresh,
+        gates=gates,
+        needing_technician=[g.code for g in gates if g.needs_technician],
+    )

@@ -90,7 +90,20 @@ class GateStatusRecord(Base):
     checksum: Mapped[str | None] = mapped_column(String(64))  # the gate's ticket-set checksum ...
     checksum_seq: Mapped[int | None] = mapped_column(Integer)  # ... when its feed was at this sequence
     problem: Mapped[str | None] = mapped_column(String(PROBLEM_MAX))  # what the gate says is wrong with its sync
+    health: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # its last `models.ops.GateHealth`, as JSON
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)  # the cloud's: last seen
+
+
+class SiteChecksum(Base):
+    """The site's ticket-set checksum the cloud last computed (a snapshot, a verify, the periodic recompute),
+    and the feed sequence it was taken at: what every `FeedHead` carries, and gates' checksums are compared with."""
+
+    __tablename__ = "site_checksums"
+
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    checksum: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)  # when it was computed (the cloud's clock)
 
 
 class QuarantinedEvent(Base):

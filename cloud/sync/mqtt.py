@@ -7,7 +7,10 @@ Threads, not asyncio: paho runs its own network thread, and the database calls b
   changes QoS 1 in sequence order, and sets `published_at` when the broker's PUBACK came back.
 - Heartbeat: every `heartbeat_s` each site's feed head (`FeedHead`: all changes up to seq are
   published) goes out retained on ``sf/<site>/head``. Gates take it as "the feed is fresh as of
-  then" on a quiet night, and as a lost message when they stay below it.
+  then" on a quiet night, and as a lost message when they stay below it. It carries the site's last
+  computed ticket-set checksum (`cloud.sync.checksums`); at each heartbeat the sites whose feed moved
+  since theirs, older than `checksum_interval_s`, are summed again on a worker thread
+  (`cloud.sync.recompute`), so the publisher never waits for a million tickets to be read.
 - Consumer: a persistent session (fixed client id, clean session off) subscribed QoS 1 with manual
   acknowledgement. A batch of messages is stored and committed first; only then are the broker's
   messages acknowledged and the EventAcks published (convention 9). Until the commit succeeds nothing
@@ -35,7 +38,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.db import utcnow
 from cloud.settings import Settings
-from cloud.sync import dead_letters, feed, inbound, service
+from cloud.staff import technicians
+from cloud.sync import checksums, dead_letters, feed, inbound, service
+from cloud.sync.recompute import ChecksumRecompute
 from models.sync import EVENT_BATCH_MAX, EventAck, FeedHead, FeedMessage
 from sync import topics
 from sync.link import Login, MqttLink, Received
@@ -70,6 +75,7 @@ class CloudSync:
         receive_maximum: int = 2000,
         session_expiry_s: int = 7 * 24 * 3600,
         republish_after_s: float = 30.0,
+        checksum_interval_s: float = 300.0,
         store: Store = service.store,
     ) -> None:
         self._factory = factory
@@ -81,6 +87,7 @@ class CloudSync:
         self._max_in_flight = max_in_flight
         self._republish_after_s = republish_after_s
         self._store = store
+        self.recompute = ChecksumRecompute(factory, interval_s=checksum_interval_s)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.connected = threading.Event()
@@ -134,6 +141,7 @@ class CloudSync:
             tls_ca_file=settings.mqtt_tls_ca_file,
             poll_s=settings.sync_poll_seconds,
             heartbeat_s=settings.sync_heartbeat_seconds,
+            checksum_interval_s=settings.checksum_interval_s,
         )
 
     # --- life cycle -----------------------------------------------------------------------------
@@ -155,6 +163,7 @@ class CloudSync:
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
+        self.recompute.stop(timeout)
         for factory in self._attached:
             event.remove(factory, "after_commit", self._after_commit)
         self._attached.clear()
@@ -258,10 +267,13 @@ class CloudSync:
         now = utcnow()  # before the read: a change committed after it is not vouched for
         with self._factory() as session:
             heads = feed.published_heads(session, now)
+            summed = checksums.by_site_code(session)
         for site, epoch, seq, at in heads:
-            head = FeedHead(site=site, epoch=epoch, seq=seq, at=at)
+            checksum_seq, checksum = summed.get(site, (None, None))
+            head = FeedHead(site=site, epoch=epoch, seq=seq, at=at, checksum=checksum, checksum_seq=checksum_seq)
             self._client.publish(topics.head(site), head.model_dump_json(), qos=1, retain=True)
         self._head_at = time.monotonic()
+        self.recompute.kick()  # the next heads carry what it sums
 
     # --- consumer ---------------------------------------------------------------------------------
 
@@ -359,11 +371,12 @@ def _feed_message(site: str, epoch: str, seq: int, at: datetime, body: dict[str,
 
 
 def start(factory: sessionmaker[Session], settings: Settings) -> CloudSync | None:
-    """At start-up: put the current public keys and gate rosters on every site's feed, then start MQTT
-    if a broker is set."""
+    """At start-up: put the current public keys, gate rosters and technicians on every site's feed, then start
+    MQTT if a broker is set."""
     with factory() as session:
         feed.ensure_key_sets(session, feed.trusted_key_set(settings))
         feed.ensure_rosters(session)
+        technicians.ensure(session)
     if not settings.mqtt_host:
         return None
     return CloudSync.from_settings(factory, settings).start()

@@ -6,6 +6,25 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from models.ops import GateHealth
+
+# Why a gate needs a technician (`cloud.sync.gate_status.attention` says when each applies).
+Attention = Literal[
+    "never_reported",
+    "offline",
+    "silent",
+    "behind",
+    "backlog",
+    "not_in_step",
+    "problem",
+    "barrier_fault",
+    "camera_error",
+    "scanner_error",
+    "disk_low",
+    "fire_alarm",
+    "keep_open",
+]
+
 
 class GateSyncOut(BaseModel):
     gate_id: int
@@ -23,9 +42,25 @@ class GateSyncOut(BaseModel):
     )
     in_step: bool | None = Field(
         default=None,
-        description="With verify: the gate's checksum equals the cloud's (True) or not (False); None when not "
-        "compared (no verify, or the gate's checksum is not at the feed head)",
+        description="The gate's checksum equals the cloud's last one at the same feed sequence (True) or not "
+        "(False); with verify the cloud's is summed now, at the feed head. None: not comparable (another "
+        "sequence); then the gate's own comparison with the checksum in the feed head, when it reported one",
     )
+    health: GateHealth | None = Field(
+        default=None,
+        description="Devices, backlog and disk, as the gate last reported them (None: never, or an older gate)",
+    )
+    lag: int | None = Field(
+        default=None, description="Feed changes the gate has yet to apply: the feed head minus its feed_seq"
+    )
+    attention: list[Attention] = Field(
+        default_factory=list,
+        description="Why the gate needs a technician: never_reported; offline; silent (online, but no status for "
+        "90 s); behind (lag, and its status is over 60 s old); backlog (an unconfirmed passage over 300 s old); "
+        "not_in_step; problem (its sync says something is wrong); barrier_fault, camera_error, scanner_error; "
+        "disk_low (under 500 MB); fire_alarm; keep_open",
+    )
+    needs_technician: bool = Field(default=False, description="attention is not empty")
 
 
 class SiteSyncOut(BaseModel):
@@ -36,6 +71,9 @@ class SiteSyncOut(BaseModel):
         default=None, description="With verify: the cloud's ticket-set checksum of the site at `feed_seq`"
     )
     gates: list[GateSyncOut]
+    needing_technician: list[str] = Field(
+        default_factory=list, description="The codes of the gates that need a technician (their attention is not empty)"
+    )
 
 
 # Why the cloud holds a well-formed event back: one list for the code that decides it and the API.

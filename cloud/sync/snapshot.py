@@ -35,6 +35,8 @@ from sqlalchemy.orm import Session
 
 from cloud.customers.models import Holder
 from cloud.faces.models import FaceGalleryEntry
+from cloud.staff import technicians
+from cloud.sync import checksums
 from cloud.sync.feed import gate_codes, head
 from cloud.tickets.models import Ticket
 from cloud.tickets.service import _WIRE_STATUS
@@ -90,7 +92,7 @@ def build(session: Session, site_id: int, site_code: str, keys: KeySet, *, yield
     spool = Spool()
     threading.Thread(
         target=_write_tickets,
-        args=(reader, site_id, header.tickets, statuses, spool, yield_per),
+        args=(reader, site_id, header, statuses, spool, yield_per),
         name="snapshot-writer",
         daemon=True,
     ).start()
@@ -99,15 +101,19 @@ def build(session: Session, site_id: int, site_code: str, keys: KeySet, *, yield
 
 def site_checksum(session: Session, site_id: int, *, yield_per: int = 5000) -> SnapshotHeader:
     """The site's ticket count and checksum at its feed head, as a snapshot's header would say, without
-    the ticket lines (one pass; what a gate's status checksum is compared with). Ends the transaction."""
+    the ticket lines (one pass; what a gate's status checksum is compared with). Kept as the site's last
+    checksum (`cloud.sync.checksums`) and committed: ends the transaction."""
     session.rollback()  # the read below must be the first of its transaction: seq and tickets agree
     try:
         if session.get_bind().dialect.name == "postgresql":
             session.connection(execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True})
         with open(os.devnull, "wb") as nowhere:
-            return _header(session, site_id, "", KeySet(keys={}), nowhere, yield_per)
+            header = _header(session, site_id, "", KeySet(keys={}), nowhere, yield_per)
     finally:
         session.rollback()
+    checksums.remember(session, site_id, header.seq, header.checksum)
+    session.commit()
+    return header
 
 
 def _header(
@@ -144,6 +150,7 @@ def _header(
         keys_signature=keys.signature,
         gates=gate_codes(reader, site_id),
         faces=faces or None,
+        technicians=technicians.accounts(reader),  # always a list: a gate then knows who its technicians are
     )
 
 
@@ -160,10 +167,11 @@ def _faces_query(reader: Session, site_id: int) -> Select[str, int, str]:
 
 
 def _write_tickets(
-    reader: Session, site_id: int, expected: int, statuses: IO[bytes], spool: Spool, yield_per: int
+    reader: Session, site_id: int, header: SnapshotHeader, statuses: IO[bytes], spool: Spool, yield_per: int
 ) -> None:
     """Second pass (a thread): the ticket lines, then the status and face lines, into the spool; ends the
-    transaction."""
+    transaction, then keeps the header's checksum as the site's last (`cloud.sync.checksums`)."""
+    expected = header.tickets
     try:
         wire = WireLines()
         count = 0
@@ -187,6 +195,17 @@ def _write_tickets(
         statuses.close()
         reader.rollback()
         reader.close()
+    _remember(reader, site_id, header)
+
+
+def _remember(reader: Session, site_id: int, header: SnapshotHeader) -> None:
+    """Keep the snapshot's checksum, in a transaction of its own once the reader's ended (SQLite: its lock)."""
+    try:
+        with Session(reader.get_bind()) as session:
+            checksums.remember(session, site_id, header.seq, header.checksum)
+            session.commit()
+    except Exception:
+        log.exception("could not keep the checksum of site %d's snapshot", site_id)
 
 
 def _wire_query(reader: Session, site_id: int) -> Select[*tuple[Any, ...]]:

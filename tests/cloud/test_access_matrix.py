@@ -25,6 +25,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/auth/token"): "public",
     ("POST", "/api/v1/staff"): "admin",
     ("GET", "/api/v1/staff"): "admin",
+    ("PATCH", "/api/v1/staff/{staff_id}"): "admin",
     ("POST", "/api/v1/sites"): "admin",
     ("GET", "/api/v1/sites"): "admin cashier finance gate_tech",
     ("POST", "/api/v1/sites/{site_id}/gates"): "admin",
