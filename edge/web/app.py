@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edge.config import WebConfig
 from edge.web import errors, routes_api, routes_auth
 from edge.web.port import GatePanel
-from edge.web.state import MAX_BODY, WebState, load_metrics_token
+from edge.web.state import WebState, load_metrics_token
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,6 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
         return errors.not_found().response()
     if exc.status_code == 405:
         return errors.method_not_allowed().response()
-    if exc.status_code == 413:
-        return errors.too_large(MAX_BODY).response()
     return errors.error_response(exc.status_code, f"http_{exc.status_code}", str(exc.detail), str(exc.detail))
 
 
@@ -121,7 +119,6 @@ def build_app(
         ],
         middleware=[Middleware(SecurityHeaders)],
         exception_handlers={errors.WebError: _web_error, HTTPException: _http_error},
-        max_body_size=MAX_BODY,
     )
     app.state.web = state
     return app

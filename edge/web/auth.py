@@ -20,7 +20,6 @@ import hmac
 import secrets
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Literal
 
 from edge.web.port import LoginSource
@@ -202,12 +201,9 @@ class Lockout:
         self._names.clear(username)
 
 
-@cache
-def _dummy_hash() -> str:
-    """A hash of a random password with the default parameters: unknown names cost a verify too."""
-    from argon2 import PasswordHasher
-
-    return PasswordHasher().hash(secrets.token_urlsafe(16))
+# The hash of a random password nobody kept, with argon2-cffi's default parameters (those of the cloud's
+# staff hashes): an unknown name costs one verify like a known one, and nothing at start-up.
+DUMMY_HASH = "$argon2id$v=19$m=65536,t=3,p=4$CZM/0dwWJLMTOynhObQG9A$IrxTnM4bsWITs3N/yR+FQdkzWcNk5dDAXIYUvkcUwNU"
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
@@ -216,7 +212,7 @@ def verify_password(password_hash: str | None, password: str) -> bool:
     from argon2.exceptions import InvalidHashError, VerificationError
 
     try:
-        return PasswordHasher().verify(password_hash or _dummy_hash(), password) and password_hash is not None
+        return PasswordHasher().verify(password_hash or DUMMY_HASH, password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 

@@ -110,6 +110,9 @@ async def read_json(request: Request) -> dict[str, Any]:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json":
         raise errors.WebError(415, "json_required", "Send JSON (application/json)", "请以 JSON 格式提交")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY:
+        raise errors.too_large(MAX_BODY)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from edge.web.auth import ADDRESS_LOCKOUT_AFTER, Lockout, SessionStore, same_origin, same_token, verify_password
+from edge.web.auth import (
+    ADDRESS_LOCKOUT_AFTER,
+    DUMMY_HASH,
+    Lockout,
+    SessionStore,
+    same_origin,
+    same_token,
+    verify_password,
+)
 from tests.edge.web_fakes import fast_hash
 
 MIN = 60.0
@@ -140,3 +148,12 @@ def test_passwords_verify_against_their_argon2_hash_and_a_missing_account_never_
     assert not verify_password(h, "correct hors")
     assert not verify_password("not-a-hash", "correct horse")
     assert not verify_password(None, "correct horse")
+
+
+def test_an_unknown_name_costs_a_verify_with_the_default_parameters_of_real_hashes() -> None:
+    from argon2 import PasswordHasher
+    from argon2.exceptions import VerifyMismatchError
+
+    assert not PasswordHasher().check_needs_rehash(DUMMY_HASH)  # same parameters as a real account's hash
+    with pytest.raises(VerifyMismatchError):  # a well-formed hash: the full verify runs, then mismatches
+        PasswordHasher().verify(DUMMY_HASH, "dummy password for timing")
