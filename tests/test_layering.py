@@ -184,7 +184,16 @@ load_config({str(gate_yaml)!r})
 """
     )
     assert {"edge.daemon", "sync.gate.client", "drivers.barrier", "paho.mqtt.client"} <= modules
-    assert not loaded(modules, "fastapi", "starlette", "sqlalchemy", "pydantic_settings", "alembic", "uvicorn", "cloud")
+    # Starlette and uvicorn are the gate's own technician page (edge.web), loaded only with a web: block.
+    assert not loaded(modules, "fastapi", "sqlalchemy", "pydantic_settings", "alembic", "cloud")
+
+
+def test_a_gate_without_a_web_block_loads_no_web_server(gate_yaml: Path) -> None:
+    modules = modules_loaded_by(
+        RESOLVE + f'resolve("gate", "run", "--config", {str(gate_yaml)!r})\nimport edge.daemon\n'
+    )
+    assert "edge.daemon" in modules
+    assert not loaded(modules, "starlette", "uvicorn", "prometheus_client", "argon2")
 
 
 def test_a_cloud_serve_loads_no_camera_or_gate_code() -> None:
