@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cloud.db import make_engine, make_sessionmaker, utcnow
 from cloud.deps import public
 from cloud.errors import install_handlers
+from cloud.metrics import install as install_metrics
 from cloud.settings import Settings
 from models.api import API_PREFIX
 
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None, *, expiry_every_s: float = 30.0
     app.state.engine = engine
     app.state.sessionmaker = factory
     install_handlers(app)
+    app.state.metrics = install_metrics(app, factory, settings)
     for router in _routers():
         app.include_router(router, prefix=API_PREFIX)
 

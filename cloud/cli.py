@@ -45,7 +45,20 @@ def serve(
     settings = _settings()
     if migrate_first:
         upgrade(settings.database_url)
-    uvicorn.run("cloud.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="warning")
+    from uvicorn.config import LOGGING_CONFIG
+
+    from cloud.logs import uvicorn_log_config
+
+    log_config = uvicorn_log_config() if settings.log_format == "json" else LOGGING_CONFIG
+    uvicorn.run(
+        "cloud.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        log_config=log_config,
+    )
 
 
 @app.command("create-admin")

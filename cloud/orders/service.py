@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cloud import metrics
 from cloud.audit.service import record
 from cloud.customers.models import Customer, Holder
 from cloud.deps import Principal, Role
@@ -150,6 +151,7 @@ def create_order(
                 return _same_request(existing, digest), False
         raise Conflict("duplicate_order", "This order already exists", "订单已存在") from exc
     record(session, actor, "order.create", "order", order.id, {"number": order.number, "total_fen": total})
+    metrics.order(session, order.channel, "created")
     session.commit()
     return order, True
 
@@ -270,6 +272,7 @@ def transition(session: Session, order: Order, to: OrderStatus, actor: Principal
         )
     order.status = to.value
     record(session, actor, f"order.{to.value}", "order", order.id, {"from": current.value, "note": note})
+    metrics.order(session, order.channel, to.value)
 
 
 def _release_items(session: Session, order: Order) -> None:

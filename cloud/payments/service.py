@@ -23,7 +23,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from cloud import fulfilment
+from cloud import fulfilment, metrics
 from cloud.audit.service import record
 from cloud.customers.models import Customer
 from cloud.deps import Principal
@@ -117,6 +117,7 @@ def start_payment(
         session.add(payment)
         session.flush()
         record(session, actor, "payment.start", "payment", payment.id, _detail(payment))
+    metrics.payment(session, provider.name, payment.status)
     session.commit()
     return payment, started
 
@@ -224,6 +225,7 @@ def settle(
     else:
         detail = {**_detail(payment), "order_status": order.status, "needs_refund": True}
         record(session, provider, "payment.late", "payment", payment.id, detail)
+    metrics.payment(session, provider, payment.status)
     return payment
 
 

@@ -17,6 +17,7 @@ from datetime import datetime
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from cloud import metrics
 from cloud.db import utcnow
 from cloud.deps import MAX_ID
 from cloud.sites.models import Gate, Site
@@ -85,6 +86,7 @@ def store(session: Session, batch: Sequence[Inbound], *, now: datetime | None = 
             out.unknown_gates += 1
             log.warning("dropped a status from unregistered gate %s/%s", m.site, m.gate)
     session.commit()
+    metrics.events(out)
     return out
 
 
