@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 from edge import store as gate_store
 from edge.store import GateStore
 from models import PassageEvent
+from models.ops import GateHealth
 from models.sync import Change, FaceDelete, FaceUpsert, SnapshotHeader
 
 if TYPE_CHECKING:
@@ -51,7 +52,8 @@ class FaceListener(Protocol):
 
 class StorePort:
     """`GatePort` over a `GateStore`; `service` (when given) reloads its keys after a new key set,
-    `faces` (when given) hears of every face template change after its commit."""
+    `faces` (when given) hears of every face template change after its commit, `health` (when given)
+    tells the gate's health for its status (`edge.vitals.GateVitals.health`)."""
 
     def __init__(
         self,
@@ -60,11 +62,13 @@ class StorePort:
         gate_id: str,
         service: GateService | None = None,
         faces: FaceListener | None = None,
+        health: Callable[[], GateHealth | None] | None = None,
     ) -> None:
         self.store = store
         self._gate_id = gate_id
         self.service = service
         self.faces = faces
+        self._health = health
 
     @property
     def gate_id(self) -> str:
@@ -128,6 +132,7 @@ class StorePort:
             fresh=fresh,
             epoch=header.epoch,
             gates=header.gates,
+            technicians=header.technicians,
         )
         if self.faces is not None:
             _tell(self.faces.faces_reloaded)
@@ -145,6 +150,9 @@ class StorePort:
         self, *, acknowledged: Iterable[uuid.UUID], remote: Iterable[PassageEvent], now: datetime
     ) -> list[tuple[PassageEvent, str]]:
         return gate_store.apply_batch(self.store, acknowledged=acknowledged, remote=remote, now=now)
+
+    def health(self) -> GateHealth | None:
+        return None if self._health is None else self._health()
 
 
 def _tell(call: Callable[..., None], *args: str) -> None:

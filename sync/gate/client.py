@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -91,6 +92,7 @@ class GateSync:
         self.peers = Peers(config, link=self.link, commit=self.commit, roster=lambda: self.feed.roster)
         self._task: asyncio.Task[None] | None = None
         self._problems: dict[str, str] = {}  # what is wrong with this gate's name, by who said so
+        self._last_message_at: float | None = None  # monotonic: the last message of any kind from the broker
 
     # --- public API, called on the event loop ------------------------------------------------
 
@@ -109,6 +111,19 @@ class GateSync:
     def nudge(self) -> None:
         """A new event is in the outbox: publish it now (safe from any thread)."""
         self.link.post(Signal.NUDGE)
+
+    def request_resync(self, why: str) -> bool:
+        """Fetch a snapshot now (a technician asked, saying `why`); False when one is already under way."""
+        if self.feed.resyncing:
+            return False
+        self.feed.request_snapshot(why)
+        return True
+
+    def last_message_age_s(self, now_monotonic: float) -> float | None:
+        """Seconds since the broker last sent this gate anything (the feed head comes every few seconds);
+        None: nothing yet."""
+        at = self._last_message_at
+        return None if at is None else max(0.0, now_monotonic - at)
 
     def feed_stale(self, now: datetime) -> bool:
         """Is the feed older than `max_feed_age_s` (plain codes must be refused)?"""
@@ -147,6 +162,19 @@ class GateSync:
         return self.status.checksum
 
     @property
+    def in_step(self) -> bool | None:
+        """Does the gate's ticket set equal the cloud's, by the checksum the cloud's feed head last announced?
+
+        None (unknown) until both sides summed their set at the same feed seq: the cloud sums now and
+        then, the gate every `checksum_interval_s` while its feed moves, keeping its last few sums.
+        """
+        cloud = self.feed.head_checksum
+        if cloud is None:
+            return None
+        own = self.status.sums.get(cloud[0])
+        return None if own is None else own == cloud[1]
+
+    @property
     def peer_events_dropped(self) -> collections.Counter[str]:
         return self.peers.dropped
 
@@ -182,6 +210,7 @@ class GateSync:
 
     def _dispatch(self, item: Item) -> None:
         if isinstance(item, Received):
+            self._last_message_at = time.monotonic()
             self._on_message(item)
         elif isinstance(item, Connected):
             self._on_connected(item)

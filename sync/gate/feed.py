@@ -1,12 +1,12 @@
 """Down: the cloud's ticket feed, applied in strict sequence order, and the snapshots that mend it.
 
 Owns where the gate is on the feed: the last sequence applied, the run of the feed it follows
-(its epoch) and the runs it left, the cloud's announced head, when the feed was last confirmed
-fresh, the site's gate roster, the messages held back (unacknowledged) until they can apply, and
-the snapshot task. A gap, a new run of the feed, a fresh gate or a lost broker session fetch a
-snapshot (`sync.snapshot_client`) and the feed resumes after its sequence. The retained feed
-head (`FeedHead`, a heartbeat) keeps a quiet feed fresh, and a gate that stays below it for
-`feed_gap_grace_s` without progress lost a message: snapshot.
+(its epoch) and the runs it left, the cloud's announced head (and the last ticket-set checksum it
+announced), when the feed was last confirmed fresh, the site's gate roster, the messages held back
+(unacknowledged) until they can apply, and the snapshot task. A gap, a new run of the feed, a fresh
+gate or a lost broker session fetch a snapshot (`sync.snapshot_client`) and the feed resumes after
+its sequence. The retained feed head (`FeedHead`, a heartbeat) keeps a quiet feed fresh, and a gate
+that stays below it for `feed_gap_grace_s` without progress lost a message: snapshot.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ class Feed:
         self.fresh_at: datetime | None = None
         self._fresh_saved: datetime | None = None
         self.head_seq = 0  # the cloud's last announced head
+        self.head_checksum: tuple[int, str] | None = None  # the cloud's last (seq, ticket-set checksum), as announced
         self.epoch: str | None = None  # the run of the feed this gate follows (None: adopt the first seen)
         self._retired: set[str] = set()  # runs this gate left: their stragglers are dropped, not followed
         self.roster: frozenset[str] | None = None  # the site's gates, as the cloud named them (None: not yet)
@@ -151,6 +152,10 @@ class Feed:
         if not self._same_epoch(head.epoch):
             return
         self.head_seq = head.seq  # the latest word: a feed reset brings the head down too
+        if head.checksum is not None and head.checksum_seq is not None:
+            self.head_checksum = (head.checksum_seq, head.checksum)
+        else:
+            self.head_checksum = None  # a cloud that no longer says: nothing to compare with
         if head.seq <= self.seq and not self.resyncing:
             # Up to date as of the cloud's `at` (a retained head may be old: the link may be down).
             at = min(head.at, self.clock())
@@ -299,6 +304,7 @@ class Feed:
                 self.link.ack(delivery)
         if header.epoch != self.epoch:
             self._dropped_max = 0  # counted in the old run's sequence numbers
+            self.head_checksum = None  # the old run's
             if self.epoch is not None:
                 self._retired.add(self.epoch)
         self.seq = header.seq

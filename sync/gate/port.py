@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from models import PassageEvent
+from models.ops import GateHealth
 from models.sync import Change, SnapshotHeader
 from sync.snapshot_client import SnapshotSink
 
@@ -104,4 +105,10 @@ class GatePort(Protocol):
     ) -> list[tuple[PassageEvent, str]]:
         """In one commit: drop `acknowledged` from the outbox and journal other gates' passages;
         returns the passages not believed, each with why."""
+        ...
+
+    # --- the gate's own health, for its status --------------------------------------------------
+
+    def health(self) -> GateHealth | None:
+        """Devices, backlog and disk as the gate knows them now (cheap: called every tick); None: not known."""
         ...

@@ -34,6 +34,7 @@ from harness.tickets import NOW, make_ticket
 from models import Direction, Outcome, ProductKind, Ticket, TicketStatus
 from models.credential import public_key_b64
 from models.keyset import sign_key_set
+from models.ops import TechnicianAccount
 from models.sync import (
     EventAck,
     FeedMessage,
@@ -80,6 +81,7 @@ class SnapshotState:
     faces: list[SnapshotFace] = field(default_factory=list)  # none: a header without `faces`, as an older cloud's
     faces_announced: int | None = None  # what the header claims, when not len(faces)
     extra_lines: list[str] = field(default_factory=list)  # sent after the face lines
+    technicians: list[TechnicianAccount] | None = None  # none: a header without `technicians`, as an older cloud's
 
     def checksum(self) -> str:
         checksum = TicketSetChecksum()
@@ -99,6 +101,7 @@ class SnapshotState:
             keys=self.keys,
             keys_signature=sign_key_set(self.key_root, self.keys),
             faces=self.faces_announced if self.faces_announced is not None else (len(self.faces) or None),
+            technicians=self.technicians,
         )
         lines = [header.model_dump_json()]
         lines += [t.model_dump_json() for t in self.tickets]
@@ -239,11 +242,12 @@ def gate_sync(store: GateStore, broker: AnonymousBroker, snapshots: SnapshotServ
     base = snapshots if isinstance(snapshots, str) else snapshots.base
     service = kw.pop("service", None)
     faces = kw.pop("faces", None)
+    health = kw.pop("health", None)
     gate = kw.pop("gate", "g1")
     clock = kw.pop("clock", None)
     return GateSync(
         sync_config(broker, base, gate, **kw),
-        port=StorePort(store, gate_id=gate, service=service, faces=faces),
+        port=StorePort(store, gate_id=gate, service=service, faces=faces, health=health),
         password=PASSWORD,
         tick_s=0.1,
         **({} if clock is None else {"clock": clock}),
