@@ -13,7 +13,7 @@ safe to call from there (the panel's is: cached counts).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -41,7 +41,7 @@ def ended_label(resolution: str | None) -> str:
     return resolution.split(":", 1)[0].strip() or "unknown"
 
 
-def face_results(counts: dict[str, object]) -> dict[str, int]:
+def face_results(counts: Mapping[str, object]) -> dict[str, int]:
     """Face counts -> result label -> count: `FaceCounts` as a dict (`offered`, `skipped` nested) or as the panel
     gives them (matched, unknown, ambiguous, no_face, skipped_<gate>)."""
     out: dict[str, int] = {}
