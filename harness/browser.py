@@ -94,6 +94,8 @@ class Browser:
     def shot(self, page: Page, name: str, *, full_page: bool = True) -> Path:
         """Save a screenshot as test-artifacts/<prefix><name>.png and return its path."""
         self.artifacts.mkdir(parents=True, exist_ok=True)
+        if full_page:
+            page.evaluate("window.scrollTo(0, 0)")  # else a sticky bar shows where the page was scrolled to
         path = self.artifacts / f"{self.prefix}{re.sub(r'[^A-Za-z0-9_.-]+', '-', name)}.png"
         page.screenshot(path=str(path), full_page=full_page)
         return path

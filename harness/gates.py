@@ -144,6 +144,20 @@ class GateProcess(ChildProcess):
         self.wait_until(lambda: self.said(") running") >= self._runs, "running", timeout)
         return self
 
+    @property
+    def web_url(self) -> str:
+        """The technician page's address, from the config's `web:` block (ValueError without one)."""
+        web = self.config.get("web")
+        if web is None:
+            raise ValueError(f"{self.name} has no web: block")
+        scheme = "https" if web.get("tls_cert") else "http"
+        return f"{scheme}://{web.get('bind', '127.0.0.1')}:{web.get('port', 8080)}"
+
+    def wait_page(self, timeout: float = 30.0) -> str:
+        """Until the daemon serves its technician page; its address."""
+        self.wait_until(lambda: self.said("technician page on ") >= self._runs, "technician page served", timeout)
+        return self.web_url
+
     def scan(self, *codes: str, timeout: float = 30.0) -> None:
         """Present codes at the scanner, one line each, as fast as the gate reads them."""
         self.scanner.feed(codes, timeout=timeout, reading=self.alive, who=self.name)

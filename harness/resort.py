@@ -81,13 +81,16 @@ class Resort:
         passback_seconds: float = 10.0,
         season_holders: int = 8,
         startup_timeout: float = 60.0,
+        web: bool = False,
     ) -> None:
+        """`web`: every gate also serves its technician page on a free loopback port (`page_url`)."""
         self.workdir = workdir
         self.site = site
         self.gate_names = gates
         self.passback_seconds = passback_seconds
         self.season_holders = season_holders
         self.startup_timeout = startup_timeout
+        self.web = web
         self.url = f"sqlite:///{workdir / 'cloud.db'}"
         self._stack = ExitStack()
         self._gates: dict[str, _Gate] = {}
@@ -241,6 +244,8 @@ class Resort:
             "input_debounce_s": 0,
             "log_level": "INFO",
         }
+        if self.web:
+            config["web"] = {"bind": "127.0.0.1", "port": free_port()}
         process = GateProcess(folder, config, own_session=True)  # it adds the store and the scanner's pty
         self._stack.callback(process.close)
         parse_config(process.config, f"gate {login.gate}")  # a mistake here is ours: say so before starting it
@@ -307,6 +312,10 @@ class Resort:
     def gate_view(self, gate: str) -> GateView:
         g = self._gates[gate]
         return GateView.of(gate, g.process.running, GateStoreReader(g.db))
+
+    def page_url(self, gate: str) -> str:
+        """A gate's technician page (a resort started with `web=True`), once it is served."""
+        return self._gates[gate].process.wait_page(self.startup_timeout)
 
     def gate_faces(self, gate: str) -> list[str]:
         """The pass ids whose (sealed) face template the gate's store holds."""

@@ -111,7 +111,7 @@
     const c = el("div", { class: `card ${level}` }, el("h3", { text: title }));
     for (const [label, value, cls] of lines) {
       if (value === null) continue;
-      const long = String(value).length > 24 ? " long" : "";
+      const long = String(label).length + String(value).length > 20 ? " long" : "";
       c.append(el("div", { class: `kv${long}` }, el("span", { class: "k", text: label }),
         el("span", { class: `v ${cls || ""}`, text: String(value) })));
     }
@@ -193,9 +193,11 @@
   // --- decisions -------------------------------------------------------------------------------
 
   function kindOf(d) {
+    // Live rows name the reader; rows read back from the journal know only the credential.
     if (d.credential === "face") return t("k_face");
     if (d.input === "scanner") return t("k_serial");
-    return t("k_qr");
+    if (d.input === "camera" || d.credential === "signed" || d.credential === "plain") return t("k_qr");
+    return "–";
   }
   function endedOf(d) {
     if (d.outcome !== "admit") return "";
@@ -262,6 +264,7 @@
       if (res.status === 404) {
         cameraOff = true;
         img.hidden = true;
+        note.hidden = false;
         note.dataset.i18n = "no_camera";
         note.textContent = t("no_camera");
         return;
@@ -271,15 +274,17 @@
         const old = img.src;
         img.src = url;
         img.hidden = false;
-        delete note.dataset.i18n;
-        note.textContent = "";
+        note.hidden = true;
         if (old.startsWith("blob:")) URL.revokeObjectURL(old);
       } else {
         note.dataset.i18n = "no_frame";
         note.textContent = t("no_frame");
+        note.hidden = false;
       }
     } catch {
+      note.dataset.i18n = "network";
       note.textContent = t("network");
+      note.hidden = false;
     }
     scheduleCamera();
   }
@@ -303,8 +308,14 @@
     const result = $("action-result");
     if (!lastResult) return;
     const [key, body, fallback] = lastResult;
-    const details = body && body.details && Object.keys(body.details).length ? ` ${JSON.stringify(body.details)}` : "";
+    const details = body && body.details ? detailsText(body.details) : "";
     result.textContent = `${t(key)}: ${(body && msg(body)) || fallback}${details}`;
+  }
+  function detailsText(details) {
+    const parts = Object.entries(details)
+      .filter(([k]) => !["ended", "passed"].includes(k)) // already in the sentence
+      .map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(", ") : typeof v === "object" ? JSON.stringify(v) : v}`);
+    return parts.length ? ` (${parts.join("; ")})` : "";
   }
   function openAction(button) {
     pending = { path: button.dataset.action, key: button.dataset.i18n, label: button.textContent };
@@ -387,7 +398,7 @@
         el("li", { class: `row action ${a.ok ? "admit" : "deny"}`, "data-testid": "journal-action",
           "data-action": a.action },
           el("span", { class: "time", text: stamp(a.at) }),
-          el("span", { class: "kind", text: a.action }),
+          el("span", { class: "kind", text: window.SF_I18N[lang][`a_${a.action}`] ?? a.action }),
           el("span", { class: "outcome", text: a.username }),
           el("span", { class: "reason", text: a.justification || "–" }),
           el("span", { class: "ended", text: a.detail || "" })))));
@@ -406,7 +417,7 @@
         const nested = v !== null && typeof v === "object" && Object.keys(v).length > 0;
         const key = el("span", { class: "k", text: k, title: desc || null });
         const item = nested
-          ? el("li", {}, el("details", { open: path === "" }, el("summary", {}, key), tree(v, descriptions, here)))
+          ? el("li", {}, el("details", {}, el("summary", {}, key), tree(v, descriptions, here)))
           : el("li", {}, key, el("span", { class: "v", text: JSON.stringify(v) }));
         if (desc) item.append(el("div", { class: "desc", text: desc }));
         list.append(item);

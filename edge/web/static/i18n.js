@@ -23,6 +23,9 @@ window.SF_I18N = {
     too_short: "请填写至少 5 个字的理由", sending: "正在执行…", live: "实时", reconnecting: "重新连接中…",
     login_failed: "登录失败", network: "网络错误", retry_after: "请在 {s} 秒后再试", ago: "{t} 前",
     h: "时", m: "分", s: "秒", d: "天", mb: "MB", gb: "GB", kb: "KB",
+    a_test_open: "测试开闸", a_keep_open_on: "开启常开", a_keep_open_off: "关闭常开", a_resync: "重新同步",
+    a_reload_config: "重新加载配置", a_login: "登录", a_login_failed: "登录失败", a_locked_out: "锁定",
+    a_logout: "退出",
   },
   en: {
     title: "Gate maintenance", login_title: "Technician login", username: "Username", password: "Password",
@@ -47,5 +50,8 @@ window.SF_I18N = {
     sending: "Working…", live: "live", reconnecting: "reconnecting…", login_failed: "Login failed",
     network: "Network error", retry_after: "Try again in {s} s", ago: "{t} ago",
     h: "h", m: "min", s: "s", d: "d", mb: "MB", gb: "GB", kb: "kB",
+    a_test_open: "test-open", a_keep_open_on: "keep-open on", a_keep_open_off: "keep-open off", a_resync: "resync",
+    a_reload_config: "reload config", a_login: "login", a_login_failed: "login failed", a_locked_out: "locked out",
+    a_logout: "logout",
   },
 };
