@@ -123,7 +123,7 @@ def test_each_reason_a_gate_needs_a_technician_is_named(
     add_gate(api, site["id"], "ok")
     now = utcnow()
     report(app, "ok", status("ok", 2, now), received=now)
-    kw = {"feed_seq": 2, "health": HEALTHY.model_copy(update=health)} | extra
+    kw: dict[str, Any] = {"feed_seq": 2, "health": HEALTHY.model_copy(update=health)} | extra
     said = now - (said_ago or timedelta(0))
     report(app, "g1", status("g1", at=said, **kw), received=now - (received_ago or timedelta(0)))
     body = gates_status(api, site["id"])
