@@ -245,6 +245,8 @@ def test_a_test_open_pulses_the_relay_board_and_lands_in_the_journal_with_its_ju
 
 def test_the_page_fits_a_phone_screen(gate: GateProcess, browser: Browser) -> None:
     page = browser.page(width=PHONE[0], height=PHONE[1])
+    refused: list[str] = []  # what the page's Content-Security-Policy blocked (an inline style, a script...)
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
     try_login(page, gate.web_url, USER, "wrong password")
     login_error(page)
     browser.shot(page, "phone-login", full_page=False)
@@ -257,6 +259,7 @@ def test_the_page_fits_a_phone_screen(gate: GateProcess, browser: Browser) -> No
     assert page.locator("h2").first.text_content() == "Status"
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE[0]
     browser.shot(page, "phone-en")
+    assert refused == []
 
 
 def test_a_technician_disabled_in_the_cloud_loses_the_page_after_the_gates_sync(

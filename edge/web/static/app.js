@@ -493,6 +493,7 @@
       form.password.value = "";
       form.password.focus();
     });
+    if ((await api("/api/session", { noRedirect: true })).ok) location.replace("/"); // already logged in
   }
 
   document.addEventListener("DOMContentLoaded", () => {
