@@ -484,10 +484,7 @@
         location.replace("/");
         return;
       }
-      let text = msg(r.body) || t("login_failed");
-      const retry = r.body && ((r.body.details && r.body.details.retry_after_s) ?? r.body.retry_after_s);
-      if (r.status === 429 && retry) text += ` ${t("retry_after", { s: Math.ceil(retry) })}`;
-      error.textContent = text;
+      error.textContent = msg(r.body) || t("login_failed"); // a lockout's sentence says when to try again
       error.dataset.code = r.body ? r.body.code : String(r.status);
       error.hidden = false;
       form.password.value = "";
