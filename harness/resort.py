@@ -91,6 +91,7 @@ class Resort:
         self.season_holders = season_holders
         self.startup_timeout = startup_timeout
         self.web = web
+        self.metrics_token = secrets.token_urlsafe(24)  # the gates' (with `web`) and the cloud's /metrics
         self.url = f"sqlite:///{workdir / 'cloud.db'}"
         self._stack = ExitStack()
         self._gates: dict[str, _Gate] = {}
@@ -199,6 +200,7 @@ class Resort:
             "STARFISH_MQTT_USERNAME": "cloud",
             "STARFISH_MQTT_PASSWORD": mqtt_password,
             "STARFISH_SYNC_POLL_SECONDS": "0.5",
+            "STARFISH_METRICS_TOKEN": self.metrics_token,
         }
         self.cloud = CloudServer(env, self.workdir / "cloud.log", own_session=True)
         self._cloud_base = self.cloud.base
@@ -245,7 +247,9 @@ class Resort:
             "log_level": "INFO",
         }
         if self.web:
-            config["web"] = {"bind": "127.0.0.1", "port": free_port()}
+            token = folder / "metrics.token"
+            token.write_text(self.metrics_token)
+            config["web"] = {"bind": "127.0.0.1", "port": free_port(), "metrics_token_file": str(token)}
         process = GateProcess(folder, config, own_session=True)  # it adds the store and the scanner's pty
         self._stack.callback(process.close)
         parse_config(process.config, f"gate {login.gate}")  # a mistake here is ours: say so before starting it
