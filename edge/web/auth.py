@@ -6,10 +6,15 @@ app (`edge.web.app`) owns one `SessionStore` and one `Lockout` and feeds them th
 Decisions:
 - Sessions live in memory only: a daemon restart logs everyone out (a technician logs in again; nothing
   on the gate's disk can be replayed as a session).
-- A name's lockout counts failures of that name whoever sends them, so a locked name stays locked even
-  when the right password arrives (the password could be the guess that finally hit). A success before
-  the lockout clears the name's failures. An address is locked after `ADDRESS_LOCKOUT_AFTER` failures of
-  any names in the window: the LAN is small and a technician never needs fifty tries.
+- `after` failures of one name from one address lock that name *at that address*, so a locked name
+  stays locked there even when the right password arrives (the password could be the guess that finally
+  hit), while the technician's own laptop still logs in: one machine on the LAN cannot lock a technician
+  out of every gate. `NAME_SPREAD` times as many failures of a name from any addresses lock the name
+  everywhere (a guesser using many machines). A success before the lockout clears the name's failures.
+  An address is locked after `ADDRESS_LOCKOUT_AFTER` failures of any names in the window: the LAN is
+  small and a technician never needs fifty tries.
+- One login of a name, and one from an address, is checked at a time (`begin`/`end`): attempts sent all
+  at once would otherwise each pass the lockout before any of them failed.
 - A locked-out attempt costs no password check and is not journaled one by one: the lockout itself is
   journaled once when it begins (the journal is not a flood target).
 """
@@ -25,6 +30,7 @@ from typing import Literal
 from edge.web.port import LoginSource
 
 ADDRESS_LOCKOUT_AFTER = 50
+NAME_SPREAD = 4  # a name's failures from any addresses lock it everywhere at NAME_SPREAD x `after`
 MAX_SESSIONS = 64  # live sessions at once; the least recently used goes first
 MAX_TRACKED = 10_000  # names or addresses with recent failures held in memory
 
@@ -132,9 +138,9 @@ class _Limiter:
         """Count one failure; True when it starts a lockout."""
         t = self._tracks.get(key)
         if t is None:
+            if len(self._tracks) >= MAX_TRACKED:
+                self._forget(now, room=1)
             t = self._tracks[key] = _Track()
-            if len(self._tracks) > MAX_TRACKED:
-                self._forget(now)
         self._tracks.move_to_end(key)
         while t.failures and now - t.failures[0] >= self.window_s:
             t.failures.popleft()
@@ -148,16 +154,24 @@ class _Limiter:
     def clear(self, key: str) -> None:
         self._tracks.pop(key, None)
 
-    def _forget(self, now: float) -> None:
-        """Drop keys with nothing recent; if still too many, the least recently failed."""
+    def _forget(self, now: float, room: int) -> None:
+        """Drop keys with nothing recent; if still too many, the least recently failed that is not locked
+        (a flood of new names must not unlock a locked one), and only then locked ones."""
+
+        def locked(t: _Track) -> bool:
+            return t.locked_until is not None and now < t.locked_until
+
         for key in [
             k
             for k, t in self._tracks.items()
-            if (t.locked_until is None or now >= t.locked_until)
-            and (not t.failures or now - t.failures[-1] >= self.window_s)
+            if not locked(t) and (not t.failures or now - t.failures[-1] >= self.window_s)
         ]:
             del self._tracks[key]
-        while len(self._tracks) > MAX_TRACKED:
+        for key in [k for k, t in self._tracks.items() if not locked(t)]:
+            if len(self._tracks) <= MAX_TRACKED - room:
+                break
+            del self._tracks[key]
+        while len(self._tracks) > MAX_TRACKED - room:
             self._tracks.popitem(last=False)
 
 
@@ -168,37 +182,60 @@ class Refusal:
 
 
 class Lockout:
-    """Failed logins per name (`after` in `window_s` lock the name for `window_s`) and per address."""
+    """Failed logins per name at an address, per name anywhere, and per address (see the module's rules)."""
 
     def __init__(self, *, after: int, window_s: float, address_after: int = ADDRESS_LOCKOUT_AFTER) -> None:
-        self._names = _Limiter(after, window_s)
+        self._pairs = _Limiter(after, window_s)
+        self._names = _Limiter(after * NAME_SPREAD, window_s)
         self._addresses = _Limiter(address_after, window_s)
+        self._in_flight: set[str] = set()
 
     def configure(self, *, after: int, window_s: float) -> None:
         """New limits count from the next failure; running lockouts keep their end."""
-        self._names.after = after
-        self._names.window_s = window_s
-        self._addresses.window_s = window_s
+        self._pairs.after, self._names.after = after, after * NAME_SPREAD
+        for limiter in (self._pairs, self._names, self._addresses):
+            limiter.window_s = window_s
 
     def check(self, username: str, address: str, now: float) -> Refusal | None:
         """Refused before any password check while the name or the address is locked."""
-        for scope, limiter, key in (("address", self._addresses, address), ("name", self._names, username)):
+        for scope, limiter, key in (
+            ("address", self._addresses, address),
+            ("name", self._pairs, _pair(username, address)),
+            ("name", self._names, username),
+        ):
             left = limiter.retry_after(key, now)
             if left is not None:
                 return Refusal(scope, max(1, int(left + 0.999)))  # type: ignore[arg-type]
         return None
 
+    def begin(self, username: str, address: str) -> bool:
+        """Start checking a login; False while another login of this name or from this address is checked."""
+        keys = {f"n:{username}", f"a:{address}"}
+        if keys & self._in_flight:
+            return False
+        self._in_flight |= keys
+        return True
+
+    def end(self, username: str, address: str) -> None:
+        self._in_flight -= {f"n:{username}", f"a:{address}"}
+
     def failed(self, username: str, address: str, now: float) -> list[Literal["name", "address"]]:
         """Count a failed login; the scopes whose lockout it starts."""
         started: list[Literal["name", "address"]] = []
-        if self._names.fail(username, now):
+        pair = self._pairs.fail(_pair(username, address), now)
+        if self._names.fail(username, now) or pair:
             started.append("name")
         if self._addresses.fail(address, now):
             started.append("address")
         return started
 
-    def succeeded(self, username: str) -> None:
+    def succeeded(self, username: str, address: str) -> None:
+        self._pairs.clear(_pair(username, address))
         self._names.clear(username)
+
+
+def _pair(username: str, address: str) -> str:
+    return f"{address}\n{username}"
 
 
 # The hash of a random password nobody kept, with argon2-cffi's default parameters (those of the cloud's

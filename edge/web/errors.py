@@ -50,6 +50,17 @@ def bad_login() -> WebError:
     return WebError(401, "bad_login", "Wrong name or password", "用户名或密码错误")
 
 
+def login_busy() -> WebError:
+    return WebError(
+        429,
+        "login_busy",
+        "Another login of this name or from this address is being checked: try again in a moment",
+        "该用户名或该地址的另一次登录正在校验，请稍后再试",
+        headers={"Retry-After": "1"},
+        retry_after_s=1,
+    )
+
+
 def locked_out(retry_after_s: int) -> WebError:
     return WebError(
         429,

@@ -45,9 +45,22 @@ async def login(request: Request) -> JSONResponse:
     refusal = st.lockout.check(username, address, st.monotonic())
     if refusal is not None:
         raise errors.locked_out(refusal.retry_after_s)
+    if not st.lockout.begin(username, address):
+        raise errors.login_busy()
+    try:
+        return await _check_login(st, username, password, address)
+    finally:
+        st.lockout.end(username, address)
 
-    source, password_hash = st.account(username)
+
+async def _check_login(st: WebState, username: str, password: str, address: str) -> JSONResponse:
+    """One login of this name and from this address at a time (`Lockout.begin`): the lockout is read
+    again after waiting for a verify slot, so attempts sent at once are counted one after another."""
     async with st.verifying:
+        refusal = st.lockout.check(username, address, st.monotonic())
+        if refusal is not None:
+            raise errors.locked_out(refusal.retry_after_s)
+        source, password_hash = st.account(username)
         ok = await asyncio.to_thread(verify_password, password_hash, password)
     name = _journal_name(username)
     if not ok:
@@ -63,7 +76,7 @@ async def login(request: Request) -> JSONResponse:
             raise errors.locked_out(int(st.config.lockout_min * 60))
         raise errors.bad_login()
 
-    st.lockout.succeeded(username)
+    st.lockout.succeeded(username, address)
     s = st.sessions.create(username, source, password_hash or "", st.monotonic())
     log.info("web: %s logged in (%s) from %s", username, source, address)
     await st.panel.journal_action(username, "login", "", True, f"{source} from {address}")

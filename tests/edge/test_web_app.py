@@ -710,3 +710,24 @@ def test_the_server_leaves_the_daemons_signal_handlers_alone(panel: FakePanel, s
     finally:
         signal.signal(signal.SIGTERM, before[0])
         signal.signal(signal.SIGINT, before[1])
+
+
+def test_logins_sent_all_at_once_are_counted_one_after_another_and_the_lockout_holds(
+    panel: FakePanel, clock: Clock, static: Path
+) -> None:
+    """Two hundred guesses and then the right password, all in flight together (attack run, issue 11)."""
+    app = build_app(panel, WebConfig(lockout_after=5), static_dir=static, monotonic=clock)
+
+    async def storm() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app, client=("10.0.0.66", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gate") as c:
+            guesses = [f"guess{i}" for i in range(200)] + [PW]
+            return await asyncio.gather(
+                *[c.post("/api/login", json={"username": "li.wei", "password": p}) for p in guesses]
+            )
+
+    answers = asyncio.run(storm())
+    assert [r.status_code for r in answers].count(401) <= 5  # never more password checks than the lockout allows
+    assert answers[-1].status_code == 429  # the right password, sent among the guesses: refused
+    assert panel.actions_journaled().count("login_failed") <= 5
+    assert "login" not in panel.actions_journaled()

@@ -7,6 +7,8 @@ import pytest
 from edge.web.auth import (
     ADDRESS_LOCKOUT_AFTER,
     DUMMY_HASH,
+    MAX_TRACKED,
+    NAME_SPREAD,
     Lockout,
     SessionStore,
     same_origin,
@@ -78,17 +80,47 @@ def test_new_limits_apply_to_live_sessions() -> None:
     assert sessions.get(s.token, 6 * MIN) is None
 
 
-def test_a_name_is_locked_after_its_failures_within_the_window_and_unlocks_after_it() -> None:
+def test_a_name_is_locked_at_an_address_after_its_failures_there_and_unlocks_after_the_window() -> None:
     lock = Lockout(after=3, window_s=15 * MIN)
     assert lock.failed("li.wei", "10.0.0.5", 0) == []
-    assert lock.failed("li.wei", "10.0.0.6", 60) == []  # failures of a name count from any address
-    assert lock.check("li.wei", "10.0.0.7", 61) is None
-    assert lock.failed("li.wei", "10.0.0.7", 120) == ["name"]
-    refusal = lock.check("li.wei", "10.0.0.8", 121)
+    assert lock.failed("li.wei", "10.0.0.5", 60) == []
+    assert lock.check("li.wei", "10.0.0.5", 61) is None
+    assert lock.failed("li.wei", "10.0.0.5", 120) == ["name"]
+    refusal = lock.check("li.wei", "10.0.0.5", 121)
     assert refusal is not None and refusal.scope == "name" and refusal.retry_after_s == 15 * 60 - 1
-    assert lock.check("zhang.san", "10.0.0.7", 121) is None  # other names are not locked
-    assert lock.check("li.wei", "10.0.0.8", 120 + 15 * MIN - 1) is not None
-    assert lock.check("li.wei", "10.0.0.8", 120 + 15 * MIN) is None
+    assert lock.check("li.wei", "10.0.0.8", 121) is None  # the technician's own laptop still logs in
+    assert lock.check("zhang.san", "10.0.0.5", 121) is None  # other names are not locked
+    assert lock.check("li.wei", "10.0.0.5", 120 + 15 * MIN - 1) is not None
+    assert lock.check("li.wei", "10.0.0.5", 120 + 15 * MIN) is None
+
+
+def test_a_name_failing_from_many_addresses_is_locked_everywhere() -> None:
+    lock = Lockout(after=3, window_s=15 * MIN)
+    started: list[str] = []
+    for i in range(3 * NAME_SPREAD):
+        started += lock.failed("li.wei", f"10.0.1.{i}", float(i))
+    assert started == ["name"]
+    refusal = lock.check("li.wei", "10.0.0.99", 60)
+    assert refusal is not None and refusal.scope == "name"
+
+
+def test_one_login_of_a_name_and_one_from_an_address_is_checked_at_a_time() -> None:
+    lock = Lockout(after=3, window_s=15 * MIN)
+    assert lock.begin("li.wei", "10.0.0.5")
+    assert not lock.begin("li.wei", "10.0.0.6")  # the same name from elsewhere waits
+    assert not lock.begin("zhang.san", "10.0.0.5")  # another name from the same address waits
+    assert lock.begin("zhang.san", "10.0.0.6")
+    lock.end("li.wei", "10.0.0.5")
+    assert lock.begin("li.wei", "10.0.0.7")
+
+
+def test_a_flood_of_new_names_does_not_unlock_a_locked_one() -> None:
+    lock = Lockout(after=2, window_s=15 * MIN, address_after=10**9)
+    lock.failed("li.wei", "10.0.0.5", 0)
+    assert lock.failed("li.wei", "10.0.0.5", 0) == ["name"]
+    for i in range(MAX_TRACKED + 10):
+        lock.failed(f"guess{i}", "10.0.0.66", 1)
+    assert lock.check("li.wei", "10.0.0.5", 2) is not None
 
 
 def test_failures_spread_wider_than_the_window_do_not_lock() -> None:
@@ -102,7 +134,7 @@ def test_a_success_before_the_lockout_clears_the_names_failures() -> None:
     lock = Lockout(after=3, window_s=15 * MIN)
     lock.failed("li.wei", "10.0.0.5", 0)
     lock.failed("li.wei", "10.0.0.5", 1)
-    lock.succeeded("li.wei")
+    lock.succeeded("li.wei", "10.0.0.5")
     assert lock.failed("li.wei", "10.0.0.5", 2) == []
     assert lock.failed("li.wei", "10.0.0.5", 3) == []
     assert lock.failed("li.wei", "10.0.0.5", 4) == ["name"]
