@@ -100,6 +100,57 @@ def gate_hash_password() -> None:
     typer.echo(PasswordHasher().hash(password))
 
 
+@gate_app.command("web-cert")
+def gate_web_cert(
+    out: Annotated[Path, typer.Option(help="Writes OUT.pem (certificate) and OUT.key (private key, mode 0600)")],
+    host: Annotated[list[str], typer.Option(help="The gate's LAN address or DNS name (repeat for several)")],
+    days: Annotated[int, typer.Option(min=1, max=3650, help="Valid for this many days")] = 825,
+) -> None:
+    """Make a self-signed certificate for the technician page (`web.tls_cert`, `web.tls_key`).
+
+    Browsers warn about a self-signed certificate until it (or a resort CA that signed it) is trusted on the
+    technicians' laptops and phones; its fingerprint, printed here, is what they compare the first time."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    cert_path, key_path = out.with_suffix(".pem"), out.with_suffix(".key")
+    for path in (cert_path, key_path):
+        if path.exists():
+            typer.echo(f"error: {path} exists; refusing to overwrite it", err=True)
+            raise typer.Exit(2)
+    names: list[x509.GeneralName] = []
+    for h in host:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            names.append(x509.DNSName(h))
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host[0])])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    typer.echo(f"{cert_path}\n{key_path}\nSHA-256 fingerprint: {cert.fingerprint(hashes.SHA256()).hex(':')}")
+
+
 @app.command("decode")
 def decode(
     images: Annotated[list[Path], typer.Argument(help="Image files")],

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edge.face.rule import BASE_THRESHOLD, DEFAULT_MARGIN, DEFAULT_TARGET, FLOOR, IMPOSTOR_MEAN, IMPOSTOR_SD
 from models import GateConfig
+from models.addresses import is_loopback
 from models.credential import load_public_key
 from models.ops import USERNAME_PATTERN
 from models.sync_config import SyncConfig
@@ -174,6 +175,17 @@ class WebConfig(_Section):
     port: int = Field(default=8080, gt=0, lt=65536, description="TCP port of the page and /metrics")
     tls_cert: Path | None = Field(default=None, description="PEM certificate: serve HTTPS (with tls_key)")
     tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert")
+    plain_http: bool = Field(
+        default=False,
+        description="Serve plain HTTP on a LAN address (technicians' passwords and cookies cross the LAN in clear); "
+        "without it a LAN address needs tls_cert and tls_key (`starfish gate web-cert` makes a pair)",
+    )
+    hostnames: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Other names or addresses the page is reached by (a DNS name, a second address); a request "
+        "naming any other host is refused, so a web page elsewhere cannot reach the gate by DNS rebinding",
+    )
     break_glass: BreakGlassConfig | None = Field(
         default=None,
         description="Local account that works only until the gate has received the cloud's technician list",
@@ -190,9 +202,29 @@ class WebConfig(_Section):
     def _tls_pair(self) -> WebConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("set both tls_cert and tls_key, or neither")
+        if self.bind in WILDCARD_ADDRESSES and not self.hostnames:
+            raise ValueError(f"bind {self.bind!r} listens everywhere: name the gate's addresses in hostnames")
+        if not is_loopback(self.bind) and self.tls_cert is None and not self.plain_http:
+            raise ValueError(
+                f"bind {self.bind} is a LAN address: set tls_cert and tls_key (`starfish gate web-cert` makes a "
+                "self-signed pair), or plain_http: true where the LAN is trusted"
+            )
         if self.metrics_token_file is not None and self.metrics_token_env is not None:
             raise ValueError("name the metrics token with at most one of metrics_token_file or metrics_token_env")
         return self
+
+
+WILDCARD_ADDRESSES = frozenset({"0.0.0.0", "::", ""})
+
+
+def allowed_hosts(web: WebConfig) -> frozenset[str]:
+    """The host names a request to the page may carry in `Host` (lower case, no port)."""
+    names = {h.lower().strip("[]") for h in web.hostnames}
+    if web.bind not in WILDCARD_ADDRESSES:
+        names.add(web.bind.lower().strip("[]"))
+    if is_loopback(web.bind):
+        names |= {"localhost", "127.0.0.1", "::1"}
+    return frozenset(names)
 
 
 class StoreConfig(_Section):

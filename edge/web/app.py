@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -21,7 +21,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edge.config import WebConfig
+from edge.config import WebConfig, allowed_hosts
 from edge.web import errors, routes_api, routes_auth
 from edge.web.port import GatePanel
 from edge.web.state import WebState, load_metrics_token
@@ -43,14 +43,19 @@ class SecurityHeaders:
     """The security headers on every response, `Cache-Control: no-store` on the API and /metrics, and a
     JSON 500 (with those headers) for anything a route failed to handle."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, hosts: frozenset[str]) -> None:
         self.app = app
+        self.hosts = hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        if _host_name(Headers(scope=scope).get("host", "")) not in self.hosts:
+            # DNS rebinding: a page elsewhere whose name now points here would otherwise be same-origin.
+            await errors.wrong_host().response()(scope, receive, send)
+            return
         no_store = path.startswith("/api/") or path == "/metrics"
         started = False
 
@@ -72,6 +77,14 @@ class SecurityHeaders:
             if started:
                 raise
             await errors.internal().response()(scope, receive, send_with_headers)
+
+
+def _host_name(host: str) -> str:
+    """`Host` without its port, lower case: "10.0.0.20:8080" -> "10.0.0.20", "[::1]:8080" -> "::1"."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def _page(static_dir: Path, name: str) -> Callable[[Request], Response]:
@@ -117,7 +130,7 @@ def build_app(
             *routes_auth.routes,
             *routes_api.routes,
         ],
-        middleware=[Middleware(SecurityHeaders)],
+        middleware=[Middleware(SecurityHeaders, hosts=allowed_hosts(config))],
         exception_handlers={errors.WebError: _web_error, HTTPException: _http_error},
     )
     app.state.web = state

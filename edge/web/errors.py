@@ -50,6 +50,15 @@ def bad_login() -> WebError:
     return WebError(401, "bad_login", "Wrong name or password", "用户名或密码错误")
 
 
+def wrong_host() -> WebError:
+    return WebError(
+        421,
+        "host",
+        "This gate does not answer to that host name (web.hostnames lists the names it does)",
+        "本闸机不响应该主机名（web.hostnames 中列出可用名称）",
+    )
+
+
 def login_busy() -> WebError:
     return WebError(
         429,

@@ -44,9 +44,12 @@ def static(tmp_path: Path) -> Path:
     return tmp_path
 
 
+GATE = "http://gate-7.resort.lan"  # as web.hostnames names the gate in these tests
+
+
 def _client(panel: FakePanel, clock: Clock, static: Path, address: str = "10.0.0.5", **web: Any) -> TestClient:
-    app = build_app(panel, WebConfig(**web), static_dir=static, monotonic=clock)
-    return TestClient(app, client=(address, 50000))
+    app = build_app(panel, WebConfig(hostnames=["gate-7.resort.lan"], **web), static_dir=static, monotonic=clock)
+    return TestClient(app, base_url=GATE, client=(address, 50000))
 
 
 @pytest.fixture
@@ -162,7 +165,7 @@ def test_an_address_trying_fifty_wrong_passwords_is_locked_out_but_other_address
         assert r.status_code == 429
     assert panel.journal[-1] == ("li.wei", "locked_out", "", False, "address 10.0.0.66 locked for 15 min")
     app = c.app
-    with TestClient(app, client=("10.0.0.5", 50000)) as other:
+    with TestClient(app, base_url=GATE, client=("10.0.0.5", 50000)) as other:
         login(other, "zhang.san")
 
 
@@ -277,7 +280,7 @@ def test_a_post_from_another_site_is_refused(client: TestClient, panel: FakePane
     )
     assert r.status_code == 403 and code(r) == "origin"
     assert panel.acts == []
-    same = {"Origin": "http://testserver", "X-CSRF-Token": csrf}
+    same = {"Origin": GATE, "X-CSRF-Token": csrf}
     assert client.post("/api/actions/test-open", json={"justification": "testing it"}, headers=same).status_code == 200
 
 
@@ -716,11 +719,11 @@ def test_logins_sent_all_at_once_are_counted_one_after_another_and_the_lockout_h
     panel: FakePanel, clock: Clock, static: Path
 ) -> None:
     """Two hundred guesses and then the right password, all in flight together (attack run, issue 11)."""
-    app = build_app(panel, WebConfig(lockout_after=5), static_dir=static, monotonic=clock)
+    app = build_app(panel, WebConfig(lockout_after=5), static_dir=static, monotonic=clock)  # Host: 127.0.0.1
 
     async def storm() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app, client=("10.0.0.66", 50000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://gate") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8080") as c:
             guesses = [f"guess{i}" for i in range(200)] + [PW]
             return await asyncio.gather(
                 *[c.post("/api/login", json={"username": "li.wei", "password": p}) for p in guesses]
@@ -731,3 +734,82 @@ def test_logins_sent_all_at_once_are_counted_one_after_another_and_the_lockout_h
     assert answers[-1].status_code == 429  # the right password, sent among the guesses: refused
     assert panel.actions_journaled().count("login_failed") <= 5
     assert "login" not in panel.actions_journaled()
+
+
+@pytest.mark.parametrize(
+    ("host", "answered"),
+    [
+        pytest.param("gate-7.resort.lan", True, id="a-listed-name"),
+        pytest.param("GATE-7.resort.lan:8080", True, id="its-case-and-port"),
+        pytest.param("127.0.0.1:8080", True, id="the-bind-address"),
+        pytest.param("evil.example:8080", False, id="a-rebound-name"),
+        pytest.param("", False, id="none"),
+    ],
+)
+def test_a_request_naming_another_host_is_refused_so_dns_rebinding_finds_nothing(
+    panel: FakePanel, clock: Clock, static: Path, host: str, answered: bool
+) -> None:
+    with _client(panel, clock, static) as c:
+        r = c.post(
+            "/api/login",
+            json={"username": "li.wei", "password": PW},
+            headers={"host": host, "origin": f"http://{host}"},
+        )
+    assert (r.status_code == 200) is answered
+    if not answered:
+        assert r.status_code == 421 and code(r) == "host"
+
+
+def test_web_cert_makes_a_pair_the_page_serves_https_with_for_the_gates_names(
+    panel: FakePanel, static: Path, tmp_path: Path
+) -> None:
+    import ssl
+
+    from typer.testing import CliRunner
+
+    from starfish.cli import app as starfish
+
+    out = CliRunner().invoke(
+        starfish, ["gate", "web-cert", "--out", str(tmp_path / "web"), "--host", "127.0.0.1", "--host", "gate.lan"]
+    )
+    assert out.exit_code == 0, out.output
+    assert "SHA-256 fingerprint" in out.output
+    assert (tmp_path / "web.key").stat().st_mode & 0o077 == 0
+    again = CliRunner().invoke(starfish, ["gate", "web-cert", "--out", str(tmp_path / "web"), "--host", "127.0.0.1"])
+    assert again.exit_code == 2 and "refusing to overwrite" in again.output
+    config = WebConfig(bind="127.0.0.1", port=_free_port(), tls_cert=tmp_path / "web.pem", tls_key=tmp_path / "web.key")
+
+    async def scenario() -> None:
+        server = WebServer(build_app(panel, config, static_dir=static), config)
+        await server.start()
+        try:
+            trust = ssl.create_default_context(cafile=str(tmp_path / "web.pem"))  # what a technician's laptop pins
+            async with httpx.AsyncClient(base_url=server.url, verify=trust, timeout=10) as http:
+                assert code(await http.get("/api/session")) == "login_required"
+        finally:
+            await server.stop()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("web", "error"),
+    [
+        pytest.param({"bind": "10.0.0.20"}, "is a LAN address", id="lan-without-tls"),
+        pytest.param({"bind": "10.0.0.20", "plain_http": True}, None, id="lan-plain-http-by-choice"),
+        pytest.param({"bind": "10.0.0.20", "tls_cert": "/c.pem", "tls_key": "/k.pem"}, None, id="lan-with-tls"),
+        pytest.param({"bind": "0.0.0.0", "plain_http": True}, "listens everywhere", id="wildcard-without-names"),
+        pytest.param({"bind": "0.0.0.0", "plain_http": True, "hostnames": ["gate.lan"]}, None, id="wildcard-named"),
+        pytest.param({"bind": "127.0.0.1"}, None, id="loopback"),
+    ],
+)
+def test_the_page_on_a_lan_address_needs_tls_unless_plain_http_is_chosen(
+    web: dict[str, Any], error: str | None
+) -> None:
+    from pydantic import ValidationError
+
+    if error is None:
+        WebConfig.model_validate(web)
+    else:
+        with pytest.raises(ValidationError, match=error):
+            WebConfig.model_validate(web)
