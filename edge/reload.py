@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -32,6 +33,7 @@ _MASKED_NAMES = frozenset({"key_file", "key_env", "tls_key"})
 _MASKED_PARTS = ("password", "secret", "token")
 _WEB_LIVE = ("session_idle_min", "session_max_h", "lockout_after", "lockout_min", "lang", "break_glass")
 _FACE_LIVE = ("vote_max_age_s", "readmit_after_s")
+_URL_LOGIN = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 
 
 def _secret(name: str) -> bool:
@@ -43,6 +45,8 @@ def _masked(value: Any) -> Any:
         return {k: (MASK if _secret(str(k)) and v is not None else _masked(v)) for k, v in value.items()}
     if isinstance(value, list):
         return [_masked(v) for v in value]
+    if isinstance(value, str):
+        return _URL_LOGIN.sub(rf"\1{MASK}@", value)  # rtsp://admin:pw@camera/... keeps its host, not its login
     return value
 
 

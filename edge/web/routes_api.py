@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import unicodedata
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -142,8 +143,8 @@ async def action(request: Request) -> JSONResponse:
     why = body.get("justification")
     if not isinstance(why, str):
         raise errors.justification(0, JUSTIFICATION_MIN, JUSTIFICATION_MAX)
-    why = why.strip()
-    if not JUSTIFICATION_MIN <= len(why) <= JUSTIFICATION_MAX:
+    why = " ".join(why.split())  # one line in the journal and the log, however it was typed or pasted
+    if not JUSTIFICATION_MIN <= len(why) <= JUSTIFICATION_MAX or any(unicodedata.category(c) == "Cc" for c in why):
         raise errors.justification(len(why), JUSTIFICATION_MIN, JUSTIFICATION_MAX)
     on = body.get("on")
     if name == "keep_open" and not isinstance(on, bool):

@@ -224,7 +224,7 @@ def test_the_config_view_masks_every_secret_and_describes_the_fields(
     data = config_data(tmp_path, signing_key)
     argon = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
     data |= {
-        "camera": {"source": "/dev/video0"},
+        "camera": {"source": "rtsp://admin:camera-pass-9@192.0.2.30/stream1"},
         "face": {"key_env": "STARFISH_FACE_KEY_SECRET_NAME"},
         "sync": {
             "site": "nanshan",
@@ -252,6 +252,7 @@ def test_the_config_view_masks_every_secret_and_describes_the_fields(
         "STARFISH_FACE_KEY_SECRET_NAME",
         "web-private.key",
         "metrics-token-file",
+        "camera-pass-9",
     ):
         assert secret not in text, secret
     cfg = view["config"]
@@ -259,6 +260,7 @@ def test_the_config_view_masks_every_secret_and_describes_the_fields(
     assert (cfg["web"]["tls_key"], cfg["web"]["metrics_token_env"]) == (MASK, None)  # unset stays visibly unset
     assert (cfg["web"]["bind"], cfg["web"]["tls_cert"]) == ("192.0.2.20", "/etc/starfish/web.pem")
     assert (cfg["sync"]["password_file"], cfg["face"]["key_env"], cfg["face"]["key_file"]) == (MASK, MASK, None)
+    assert cfg["camera"]["source"] == f"rtsp://{MASK}@192.0.2.30/stream1"  # the login in a URL, not the host
     assert view["descriptions"]["web.break_glass.password_hash"].startswith("argon2id hash")
     assert view["descriptions"]["barrier.passage_timeout_s"] == "How long to wait for somebody to pass"
 

@@ -300,7 +300,7 @@ def test_each_action_is_carried_out_with_the_technicians_name_and_justification(
 ) -> None:
     csrf = login(client)
     r = client.post(
-        f"/api/actions/{path}", json={"justification": "  barrier sticks  ", **extra}, headers={"X-CSRF-Token": csrf}
+        f"/api/actions/{path}", json={"justification": "  barrier\n sticks  ", **extra}, headers={"X-CSRF-Token": csrf}
     )
     assert r.status_code == 200
     assert r.json() == {"ok": True, "code": "done", "en": "Done", "zh": "完成", "details": {}}
@@ -316,6 +316,7 @@ def test_each_action_is_carried_out_with_the_technicians_name_and_justification(
         pytest.param("    okay    ", id="four-after-trimming"),
         pytest.param("x" * 501, id="501"),
         pytest.param(42, id="not-text"),
+        pytest.param("coil check\x1b[2J\x00", id="control-characters"),
     ],
 )
 def test_an_action_without_a_proper_justification_is_refused_and_not_carried_out(
