@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -13,6 +15,7 @@ import jwt
 from fastapi import Depends, Path, Request
 from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud.errors import Forbidden, Unauthorized
@@ -108,15 +111,66 @@ def principal_from_token(token: str | None, settings: Settings) -> Principal:
         raise Unauthorized("invalid_token", "The session is invalid or expired", "登录已失效，请重新登录") from exc
 
 
+STAFF_RECHECK_S = 10.0  # a staff member disabled or given another role loses their open sessions within this
+
+
+class _StaffCheck:
+    """Is a staff member's token still theirs: the account active, with the role the token names?
+
+    A JWT lives `jwt_ttl_minutes` (12 h); the account behind it is read again at most every
+    `STAFF_RECHECK_S` per process, in a session of its own that ends at once (never the route's
+    transaction), so disabling someone (`PATCH /staff/{id}`) or changing their role takes effect within
+    seconds everywhere instead of when their token expires.
+    """
+
+    def __init__(self, recheck_s: float = STAFF_RECHECK_S) -> None:
+        self.recheck_s = recheck_s
+        self._seen: dict[int, tuple[float, bool, str]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, request: Request, principal: Principal) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            seen = self._seen.get(principal.subject_id)
+        if seen is None or now - seen[0] >= self.recheck_s:
+            from cloud.staff.models import Staff  # the staff domain builds on these dependencies
+
+            with request.app.state.sessionmaker() as s:
+                row = s.execute(select(Staff.active, Staff.role).where(Staff.id == principal.subject_id)).first()
+            seen = (now, bool(row and row.active), row.role if row else "")
+            with self._lock:
+                if len(self._seen) > 10_000:
+                    self._seen.clear()
+                self._seen[principal.subject_id] = seen
+        return seen[1] and seen[2] == principal.role.value
+
+
+def staff_check(request: Request) -> _StaffCheck:
+    check: _StaffCheck | None = getattr(request.app.state, "staff_check", None)
+    if check is None:
+        check = request.app.state.staff_check = _StaffCheck()
+    return check
+
+
 class require:
-    """A dependency that lets only the given roles through; routes declare who may call them."""
+    """A dependency that lets only the given roles through; routes declare who may call them.
+
+    Sync, so FastAPI runs it in a worker thread: a staff token's account is read back now and then
+    (`_StaffCheck`), which must never hold up the event loop behind SQLite's lock."""
 
     def __init__(self, *roles: Role) -> None:
         self.roles = frozenset(roles)
 
-    async def __call__(self, settings: SettingsDep, token: Annotated[str | None, Depends(oauth2)]) -> Principal:
-        # async: checking a JWT is a few microseconds of CPU, not worth a hop to the thread pool
+    def __call__(
+        self, request: Request, settings: SettingsDep, token: Annotated[str | None, Depends(oauth2)]
+    ) -> Principal:
         principal = principal_from_token(token, settings)
+        if principal.role in STAFF_ROLES and not staff_check(request)(request, principal):
+            raise Unauthorized(
+                "staff_disabled",
+                "This account is disabled or its role changed: sign in again",
+                "该账号已停用或角色已变更，请重新登录",
+            )
         if principal.role not in self.roles:
             raise Forbidden(
                 "forbidden",

@@ -66,5 +66,8 @@ class AuthedClient:
     def put(self, url: str, **kw: Any) -> httpx.Response:
         return self.request("PUT", url, **kw)
 
+    def patch(self, url: str, **kw: Any) -> httpx.Response:
+        return self.request("PATCH", url, **kw)
+
     def delete(self, url: str, **kw: Any) -> httpx.Response:
         return self.request("DELETE", url, **kw)

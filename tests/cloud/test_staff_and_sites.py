@@ -113,3 +113,30 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("STARFISH_DATABASE_URL", "postgresql+psycopg://u@h/db")
     s = Settings()
     assert s.environment == "production" and s.database_url.startswith("postgresql")
+
+
+def test_a_staff_member_disabled_or_given_another_role_loses_their_open_session(api: Api, app: FastAPI) -> None:
+    from cloud.deps import _StaffCheck
+
+    app.state.staff_check = _StaffCheck(recheck_s=0)  # read the account back on every request
+    for name, role in (("wang.cashier", "cashier"), ("zhao.admin", "admin")):
+        r = api.as_(Role.ADMIN).post(
+            "/api/v1/staff", json={"username": name, "password": "long enough pw", "role": role}
+        )
+        assert r.status_code == 201
+    ids = {s["username"]: s["id"] for s in api.as_(Role.ADMIN).get("/api/v1/staff").json()}
+
+    def bearer(name: str) -> dict[str, str]:
+        r = api.client.post("/api/v1/auth/token", data={"username": name, "password": "long enough pw"})
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+    cashier, admin = bearer("wang.cashier"), bearer("zhao.admin")
+    assert api.client.get("/api/v1/sites", headers=cashier).status_code == 200
+    assert api.client.get("/api/v1/staff", headers=admin).status_code == 200
+    api.as_(Role.ADMIN).patch(f"/api/v1/staff/{ids['wang.cashier']}", json={"active": False}).raise_for_status()
+    api.as_(Role.ADMIN).patch(f"/api/v1/staff/{ids['zhao.admin']}", json={"role": "cashier"}).raise_for_status()
+    r = api.client.get("/api/v1/sites", headers=cashier)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "staff_disabled"
+    r = api.client.get("/api/v1/staff", headers=admin)  # a demoted admin's token no longer acts as admin
+    assert r.status_code == 401 and r.json()["error"]["code"] == "staff_disabled"
+    assert api.client.get("/api/v1/sites", headers=bearer("zhao.admin")).status_code == 200  # signed in again
