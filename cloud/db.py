@@ -73,12 +73,27 @@ def make_engine(url: str) -> Engine:
             # IMMEDIATE: take the write lock up front. A deferred transaction that reads, then
             # writes after another writer committed fails at once with "database is locked"
             # (busy_timeout cannot help); SQLite has one writer anyway, so queueing costs little.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A long read-only pass (`read_only_snapshot`) begins deferred: WAL gives it a snapshot
+            # at its first read and the writers go on meanwhile.
+            deferred = conn.get_execution_options().get(SQLITE_DEFERRED, False)
+            conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
         return engine
     # No pre-ping (a round trip per request); connections are recycled instead, and a dead one
     # fails that one request, which the client retries (orders are idempotent by key).
     return create_engine(url, pool_size=10, max_overflow=10, pool_recycle=1800)
+
+
+SQLITE_DEFERRED = "starfish_sqlite_deferred"
+
+
+def read_only_snapshot(session: Session) -> None:
+    """Make the session's next transaction one consistent, read-only view that blocks no writer: REPEATABLE
+    READ on PostgreSQL, a deferred transaction on SQLite (never one that writes). Call before its first read."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True})
+    else:
+        session.connection(execution_options={SQLITE_DEFERRED: True})
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -34,6 +34,7 @@ from sqlalchemy import ColumnElement, Select, Text, cast, select
 from sqlalchemy.orm import Session
 
 from cloud.customers.models import Holder
+from cloud.db import read_only_snapshot
 from cloud.faces.models import FaceGalleryEntry
 from cloud.staff import technicians
 from cloud.sync import checksums
@@ -78,8 +79,7 @@ def build(session: Session, site_id: int, site_code: str, keys: KeySet, *, yield
     session.rollback()  # SQLite: the read below takes the database's lock, which this session may hold
     reader = Session(session.get_bind())  # the snapshot's own transaction: it outlives the request
     try:
-        if reader.get_bind().dialect.name == "postgresql":
-            reader.connection(execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True})
+        read_only_snapshot(reader)
         statuses = tempfile.TemporaryFile()  # noqa: SIM115 - closed by the second pass
         try:
             header = _header(reader, site_id, site_code, keys, statuses, yield_per)
@@ -105,8 +105,7 @@ def site_checksum(session: Session, site_id: int, *, yield_per: int = 5000) -> S
     checksum (`cloud.sync.checksums`) and committed: ends the transaction."""
     session.rollback()  # the read below must be the first of its transaction: seq and tickets agree
     try:
-        if session.get_bind().dialect.name == "postgresql":
-            session.connection(execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True})
+        read_only_snapshot(session)
         with open(os.devnull, "wb") as nowhere:
             header = _header(session, site_id, "", KeySet(keys={}), nowhere, yield_per)
     finally:
