@@ -98,7 +98,6 @@ AGO = timedelta(minutes=2)
     ("code", "health", "extra", "received_ago", "said_ago"),
     [
         pytest.param("silent", {}, {}, AGO, AGO, id="silent-online-but-no-status-for-two-minutes"),
-        pytest.param("behind", {}, {"feed_seq": 0}, timedelta(0), AGO, id="behind-below-the-head-for-two-minutes"),
         pytest.param("backlog", {"oldest_unacked_s": 301}, {}, timedelta(0), timedelta(0), id="backlog"),
         pytest.param("problem", {}, {"problem": "the broker refuses what I publish"}, timedelta(0), timedelta(0)),
         pytest.param("barrier_fault", {"barrier": "error", "barrier_error": "no answer from slave 1"}, {}, None, None),
@@ -138,10 +137,24 @@ def test_limits_are_not_reasons_until_passed(app: FastAPI, api: Api, site: dict[
     edge = HEALTHY.model_copy(update={"oldest_unacked_s": 300, "disk_free_mb": 500})
     report(app, "g1", status("g1", 0, now - timedelta(seconds=50), health=edge), received=now - timedelta(seconds=80))
     assert gate_of(gates_status(api, site["id"]), "g1")["attention"] == []
-    # Seen from later on (an explicit clock): silent after 90 s, behind after 60 s.
+    # Seen from later on (an explicit clock): silent after 90 s, behind once the change it lacks is 60 s old.
     with app.state.sessionmaker() as session:
         later = site_sync_status(session, site["id"], now=now + timedelta(seconds=11))
+        assert later.gates[0].attention == ["silent"]
+        later = site_sync_status(session, site["id"], now=now + timedelta(seconds=61))
     assert later.gates[0].attention == ["silent", "behind"]
+
+
+def test_a_live_gate_stuck_below_the_head_is_behind_though_it_reports_on_time(
+    app: FastAPI, api: Api, site: dict[str, Any]
+) -> None:
+    add_gate(api, site["id"], "g1")  # feed: the roster, seq 1
+    now = utcnow()
+    report(app, "g1", status("g1", 0, now), received=now)  # just now, and still without seq 1
+    with app.state.sessionmaker() as session:
+        assert site_sync_status(session, site["id"], now=now).gates[0].attention == []  # it may yet catch up
+        stuck = site_sync_status(session, site["id"], now=now + timedelta(seconds=61))
+    assert stuck.gates[0].attention == ["behind"]  # its status is fresh (30 s heartbeats); the change is not
 
 
 def test_an_offline_gate_is_named_with_what_it_last_said(app: FastAPI, api: Api, site: dict[str, Any]) -> None:
