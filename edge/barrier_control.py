@@ -93,13 +93,14 @@ class BarrierController:
 
         Refused (`how` "busy") while a passage is in progress or waiting, and ("held_open") while the
         barrier is held open by keep-open or the fire alarm: there is nothing to test then, and a
-        pulse must not be what closes a held barrier.
+        pulse must not be what closes a held barrier. A skier's scan during the test ends its wait at
+        once (`how` "gave_way"): the admission opens for them and its passage is theirs, counted.
         """
         if self.busy:
             return PassResult(False, "busy", "a passage is in progress")
         if self.held_open:
             return PassResult(False, "held_open", "the barrier is held open (keep-open or fire alarm)")
-        return await self._ask(self._open_once)
+        return await self._ask(lambda: self._open_once(give_way=True))
 
     async def set_keep_open(self, on: bool) -> PassResult:
         """Hold the barrier open (free passage) or release it; the board's answer, through the barrier task.
@@ -189,7 +190,7 @@ class BarrierController:
         if not fut.done():
             fut.set_result(result)
 
-    async def _open_once(self) -> PassResult:
+    async def _open_once(self, *, give_way: bool = False) -> PassResult:
         try:
             before = (await self.barrier.read_inputs()).passage_complete if self.has_sensor else None
         except Exception as exc:
@@ -204,7 +205,7 @@ class BarrierController:
         # Watch the sensor from the moment the coil goes on, not after the pulse: a quick skier's
         # passage signal can start and end within the pulse. The driver serialises the requests.
         pulse = asyncio.create_task(self.barrier.pulse_open(), name="pulse")
-        watch = asyncio.create_task(self._wait_for_passage(bool(before)), name="watch-passage")
+        watch = asyncio.create_task(self._wait_for_passage(bool(before), give_way), name="watch-passage")
         try:
             try:
                 await pulse
@@ -222,7 +223,7 @@ class BarrierController:
                 task.cancel()
             await asyncio.gather(pulse, watch, return_exceptions=True)
             raise
-        if result.how == "timeout":
+        if result.how == "timeout" and not give_way:
             self.sensor_timeouts_in_a_row += 1
             if self.sensor_timeouts_in_a_row % 3 == 0:
                 log.error(
@@ -233,11 +234,13 @@ class BarrierController:
             self.sensor_timeouts_in_a_row = 0
         return result
 
-    async def _wait_for_passage(self, high_before: bool) -> PassResult:
+    async def _wait_for_passage(self, high_before: bool, give_way: bool = False) -> PassResult:
         seen_low = not high_before
         deadline = time.monotonic() + self.passage_timeout_s
         while time.monotonic() < deadline:
             await asyncio.sleep(self.poll_s)
+            if give_way and not self._requests.empty():
+                return PassResult(False, "gave_way", "a ticket was scanned: the test gave way to the admission")
             try:
                 inputs = await self.barrier.read_inputs()
             except Exception as exc:

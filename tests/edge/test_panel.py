@@ -98,6 +98,36 @@ def token(key: Ed25519PrivateKey, ticket_id: str = "1001") -> bytes:
     return sign(key, make_ticket(ProductKind.PUNCH, ticket_id=ticket_id)).encode()
 
 
+def test_a_skier_scanned_during_a_test_open_is_admitted_and_counted_the_test_gives_way(
+    tmp_path: Path, signing_key: Ed25519PrivateKey
+) -> None:
+    async def scenario() -> None:
+        sim = RelayBoardSim(passage_input=0, fire_alarm_input=1, passage_delay_s=0.05, passage_hold_s=0.1)
+        port = await sim.start_tcp()
+        barrier = ModbusBarrier(transport="tcp", port=port, open_coil=0, passage_input=0, fire_alarm_input=1)
+        data = config_data(tmp_path, signing_key, port=port, passage_timeout_s=8.0)
+        daemon, _ = build(tmp_path, signing_key, barrier, data)
+
+        async def body(panel: DaemonPanel) -> None:
+            sim.skier_passes = False  # nobody walks through for the test
+            test = asyncio.create_task(panel.act("test_open", username=TECH, justification=WHY))
+            await eventually(lambda: sim.open_count == 1, "the test opened the barrier", 5)
+            sim.skier_passes = True  # then a skier scans and walks through
+            handled = await daemon.handle(token(signing_key), "scanner")
+            result = await test
+            assert (result.ok, result.details["ended"]) == (True, "gave_way")
+            assert (handled.entry.passed, handled.entry.counted) == (True, True)  # the passage is the skier's
+            assert sim.open_count == 2  # opened again for the admission, not left to the test's pulse
+
+        try:
+            await running(daemon, body)
+        finally:
+            await sim.stop()
+
+    asyncio.run(scenario())
+    assert actions(tmp_path) == [(TECH, "test_open", WHY, True, "gave_way")]
+
+
 def test_test_open_pulses_the_relay_board_and_is_journaled_as_an_action_not_a_passage(
     tmp_path: Path, signing_key: Ed25519PrivateKey
 ) -> None:
