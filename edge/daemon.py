@@ -350,6 +350,8 @@ class GateDaemon:
         finally:
             if web is not None:
                 await web.stop()  # first: no technician action may start while the gate stops
+            if self.panel is not None:
+                await self.panel.finish_actions()  # a test-open's passage ends and is journaled
             self._threads_stop.set()
             decision_task.cancel()
             await asyncio.gather(decision_task, return_exceptions=True)

@@ -128,6 +128,7 @@ class DaemonPanel:
         self.keep_open_by_technician = False
         self.served_web: WebConfig | None = None  # the settings the page was built with (reload changes them)
         self._subscribers: set[asyncio.Queue[DecisionView]] = set()
+        self._acting: set[asyncio.Future[ActionResult]] = set()
         self._counts = _Counts()
         self._counted_at = -math.inf
         self._refresh: asyncio.Task[None] | None = None
@@ -280,6 +281,21 @@ class DaemonPanel:
     # --- actions -------------------------------------------------------------------------------
 
     async def act(
+        self, action: ActionName, *, username: str, justification: str, on: bool | None = None
+    ) -> ActionResult:
+        """Carried out in a task of its own: a request cut off (the page closed, the server stopping) never
+        cuts an action between opening the barrier and journaling it; `finish_actions` waits for them."""
+        task = asyncio.ensure_future(self._act(action, username=username, justification=justification, on=on))
+        self._acting.add(task)
+        task.add_done_callback(self._acting.discard)
+        return await asyncio.shield(task)
+
+    async def finish_actions(self) -> None:
+        """Wait for technician actions still running (the gate is stopping)."""
+        if self._acting:
+            await asyncio.gather(*self._acting, return_exceptions=True)
+
+    async def _act(
         self, action: ActionName, *, username: str, justification: str, on: bool | None = None
     ) -> ActionResult:
         name: str = action

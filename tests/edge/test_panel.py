@@ -128,6 +128,31 @@ def test_a_skier_scanned_during_a_test_open_is_admitted_and_counted_the_test_giv
     assert actions(tmp_path) == [(TECH, "test_open", WHY, True, "gave_way")]
 
 
+def test_a_test_open_cut_off_by_the_gate_stopping_still_ends_and_is_journaled(
+    tmp_path: Path, signing_key: Ed25519PrivateKey
+) -> None:
+    async def scenario() -> None:
+        sim = RelayBoardSim(passage_input=0, fire_alarm_input=1, passage_delay_s=0.05, passage_hold_s=0.1)
+        port = await sim.start_tcp()
+        barrier = ModbusBarrier(transport="tcp", port=port, open_coil=0, passage_input=0, fire_alarm_input=1)
+        data = config_data(tmp_path, signing_key, port=port, passage_timeout_s=1.0)
+        daemon, _ = build(tmp_path, signing_key, barrier, data)
+
+        async def body(panel: DaemonPanel) -> None:
+            sim.skier_passes = False
+            request = asyncio.create_task(panel.act("test_open", username=TECH, justification=WHY))
+            await eventually(lambda: sim.open_count == 1, "the test opened the barrier", 5)
+            request.cancel()  # the page's request is cut off, as the server stopping does after its grace
+
+        try:
+            await running(daemon, body)  # stops the daemon right after
+        finally:
+            await sim.stop()
+
+    asyncio.run(scenario())
+    assert actions(tmp_path) == [(TECH, "test_open", WHY, True, "timeout")]
+
+
 def test_test_open_pulses_the_relay_board_and_is_journaled_as_an_action_not_a_passage(
     tmp_path: Path, signing_key: Ed25519PrivateKey
 ) -> None:
