@@ -58,6 +58,9 @@ def _version() -> str:
 VERSION = _version()
 
 
+STATUS_REFRESH_S = 30.0
+
+
 @dataclass(frozen=True, slots=True)
 class _Counts:
     """What costs a query or a system call, read in a thread now and then."""
@@ -145,10 +148,10 @@ class DaemonPanel:
         except Exception:
             log.exception("technician page: could not read the store's counts")
 
-    def _maybe_refresh(self) -> None:
+    def _maybe_refresh(self, every_s: float) -> None:
         if self._refresh is not None and not self._refresh.done():
             return
-        if time.monotonic() - self._counted_at < self.refresh_s:
+        if time.monotonic() - self._counted_at < every_s:
             return
         with contextlib.suppress(RuntimeError):  # no running loop: keep the cache
             self._refresh = asyncio.get_running_loop().create_task(self.refresh(), name="panel-counts")
@@ -172,8 +175,10 @@ class DaemonPanel:
         out.update({f"skipped_{gate}": n for gate, n in dict(c.skipped).items()})
         return out
 
-    def vitals(self) -> GateVitals:
-        self._maybe_refresh()
+    def vitals(self, *, refresh_s: float | None = None) -> GateVitals:
+        """The gate's health now; the counts (tickets, outbox, disk...) are `refresh_s` old at most (the
+        page's 2 s by default)."""
+        self._maybe_refresh(self.refresh_s if refresh_s is None else refresh_s)
         d, c, sync = self.daemon, self._counts, self.daemon.sync
         now_mono = time.monotonic()
         feed_seq = sync.feed_seq if sync is not None else c.feed_seq
@@ -221,8 +226,9 @@ class DaemonPanel:
         )
 
     def health(self) -> GateHealth | None:
-        """What the sync client's status tells the cloud of this gate."""
-        return self.vitals().health()
+        """What the sync client's status tells the cloud of this gate (asked every second: its counts are
+        read every `STATUS_REFRESH_S`, unless the page keeps them fresher; device states are live)."""
+        return self.vitals(refresh_s=STATUS_REFRESH_S).health()
 
     # --- live decisions and the journal ------------------------------------------------------
 

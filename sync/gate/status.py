@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("starfish.sync")
 
+DEVICE_CHANGE_EVERY_S = 5.0  # a change of device states alone goes out at most this often
 SUMS_KEPT = 8  # the gate's last checksums kept to compare with the cloud's, which may be a little older
 
 # What of a gate's health makes a status go out at once when it changes (the rest waits for the refresh).
@@ -121,8 +122,15 @@ class Status:
         if not self.link.connected:
             return
         health = self.health()
-        changed = (self.feed.seq, depth, self.problem, _devices(health)) != self._sent
-        if changed or time.monotonic() - self._sent_at >= self.config.status_interval_s:
+        numbers, devices = (self.feed.seq, depth, self.problem), _devices(health)
+        age = time.monotonic() - self._sent_at
+        sent = self._sent
+        if (
+            sent is None
+            or numbers != sent[:3]
+            or (devices != sent[3] and age >= DEVICE_CHANGE_EVERY_S)  # a flapping camera: not every second
+            or age >= self.config.status_interval_s
+        ):
             self.publish(depth, health)
 
     def snapshot_installed(self, header: SnapshotHeader) -> None:

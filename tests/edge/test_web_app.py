@@ -19,6 +19,7 @@ from edge.config import BreakGlassConfig, WebConfig
 from edge.web.app import STATIC_DIR, build_app
 from edge.web.port import ActionResult, JournalPage
 from edge.web.server import WebServer, WebServerError
+from harness.processes import eventually
 from tests.edge.web_fakes import Clock, FakePanel, decision, fast_hash, tech_action
 
 PW = "snow-on-the-pass"
@@ -572,8 +573,7 @@ def test_the_server_serves_the_page_on_a_loopback_port_and_streams_live_decision
                     assert stream.headers["content-type"].startswith("text/event-stream")
                     lines = stream.aiter_lines()
                     assert await anext(lines) == "retry: 3000"
-                    while not panel.queues:
-                        await asyncio.sleep(0.01)
+                    await eventually(lambda: panel.queues, "the stream subscribed", 10)
                     panel.publish(decision("ev-9"))
                     assert await _read_event(lines) == decision("ev-9").as_json()
                     panel.publish(decision("ev-9", ended="sensor"))

@@ -65,7 +65,7 @@ def test_a_snapshot_brings_the_technician_list_to_a_new_gate(
 # --- health up ----------------------------------------------------------------------------------
 
 
-def test_the_gates_health_reaches_its_retained_status_and_a_device_fault_goes_out_at_once(
+def test_the_gates_health_reaches_its_retained_status_and_a_device_fault_goes_out_within_seconds(
     store: GateStore, broker: AnonymousBroker, snapshots: SnapshotServer
 ) -> None:
     health = [GateHealth(version="1.4.0", uptime_s=60, camera="ok", scanner="ok", tickets=0)]
