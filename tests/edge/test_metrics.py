@@ -15,46 +15,28 @@ from edge.metrics import GateMetrics, ended_label, face_results, intake_drops
 from edge.store import JournalEntry
 from edge.vitals import DeviceVitals, GateVitals
 from models.messages import Direction, Outcome
+from tests.edge import web_fakes
 
 NOW = datetime(2026, 1, 10, 9, 30, tzinfo=UTC)
 
 
 def vitals(**changes: object) -> GateVitals:
-    v = GateVitals(
+    """The page tests' gate (tests.edge.web_fakes), with the figures these tests read."""
+    v = replace(
+        web_fakes.vitals(),
         site_id="alpine",
         gate_id="lift-1",
-        direction="in",
         version="0.11.0",
         started_at=NOW,
         uptime_s=120.0,
-        sync_configured=True,
-        broker_connected=True,
         last_message_age_s=1.5,
-        feed_epoch="e1",
-        feed_seq=40,
-        feed_head=42,
-        feed_lag=2,
-        feed_stale=False,
-        resyncing=False,
-        problem=None,
-        outbox_depth=3,
         outbox_oldest_age_s=12.5,
         tickets=1500,
         faces=20,
-        face_counts=None,
-        checksum="abc",
-        checksum_seq=40,
-        in_step=True,
         trusted_keys=[1],
         technicians=2,
-        barrier=DeviceVitals("ok"),
-        keep_open=False,
-        fire_alarm=False,
-        passage_sensor=True,
-        fire_alarm_input=False,
         camera=DeviceVitals("ok"),
         scanner=DeviceVitals("absent"),
-        disk_free_bytes=10**9,
         journal_bytes=10**6,
     )
     return replace(v, **changes)  # type: ignore[arg-type]

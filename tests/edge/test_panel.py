@@ -76,7 +76,10 @@ def build(
     return daemon, clock
 
 
-async def running(daemon: GateDaemon, body: Callable[[DaemonPanel], Awaitable[None]]) -> None:
+async def running(
+    daemon: GateDaemon, body: Callable[[DaemonPanel], Awaitable[None]], sim: RelayBoardSim | None = None
+) -> None:
+    """Run the daemon for `body`, then stop it (and the relay board simulator, if any)."""
     task = asyncio.create_task(daemon.run())
     try:
         await eventually(lambda: daemon.panel is not None and daemon.controller.healthy, "the barrier connected", 5)
@@ -84,7 +87,24 @@ async def running(daemon: GateDaemon, body: Callable[[DaemonPanel], Awaitable[No
         await body(daemon.panel)
     finally:
         daemon.request_stop()
-        await asyncio.wait_for(task, 10)
+        try:
+            await asyncio.wait_for(task, 10)
+        finally:
+            if sim is not None:
+                await sim.stop()
+
+
+async def relay_gate(
+    tmp_path: Path, key: Ed25519PrivateKey, *, passage_timeout_s: float
+) -> tuple[RelayBoardSim, GateDaemon]:
+    """A gate on the simulated relay board (Modbus TCP on loopback) with a passage sensor and a fire alarm."""
+    sim = RelayBoardSim(passage_input=0, fire_alarm_input=1, passage_delay_s=0.05, passage_hold_s=0.1)
+    port = await sim.start_tcp()
+    barrier = ModbusBarrier(transport="tcp", port=port, open_coil=0, passage_input=0, fire_alarm_input=1)
+    daemon, _ = build(
+        tmp_path, key, barrier, config_data(tmp_path, key, port=port, passage_timeout_s=passage_timeout_s)
+    )
+    return sim, daemon
 
 
 def actions(tmp_path: Path) -> list[tuple[str, str, str, bool, str]]:
@@ -102,11 +122,7 @@ def test_a_skier_scanned_during_a_test_open_is_admitted_and_counted_the_test_giv
     tmp_path: Path, signing_key: Ed25519PrivateKey
 ) -> None:
     async def scenario() -> None:
-        sim = RelayBoardSim(passage_input=0, fire_alarm_input=1, passage_delay_s=0.05, passage_hold_s=0.1)
-        port = await sim.start_tcp()
-        barrier = ModbusBarrier(transport="tcp", port=port, open_coil=0, passage_input=0, fire_alarm_input=1)
-        data = config_data(tmp_path, signing_key, port=port, passage_timeout_s=8.0)
-        daemon, _ = build(tmp_path, signing_key, barrier, data)
+        sim, daemon = await relay_gate(tmp_path, signing_key, passage_timeout_s=8.0)
 
         async def body(panel: DaemonPanel) -> None:
             sim.skier_passes = False  # nobody walks through for the test
@@ -115,14 +131,11 @@ def test_a_skier_scanned_during_a_test_open_is_admitted_and_counted_the_test_giv
             sim.skier_passes = True  # then a skier scans and walks through
             handled = await daemon.handle(token(signing_key), "scanner")
             result = await test
-            assert (result.ok, result.details["ended"]) == (True, "gave_way")
+            assert (result.ok, result.details) == (True, {"ended": "gave_way", "passed": False})
             assert (handled.entry.passed, handled.entry.counted) == (True, True)  # the passage is the skier's
             assert sim.open_count == 2  # opened again for the admission, not left to the test's pulse
 
-        try:
-            await running(daemon, body)
-        finally:
-            await sim.stop()
+        await running(daemon, body, sim)
 
     asyncio.run(scenario())
     assert actions(tmp_path) == [(TECH, "test_open", WHY, True, "gave_way")]
@@ -132,11 +145,7 @@ def test_a_test_open_cut_off_by_the_gate_stopping_still_ends_and_is_journaled(
     tmp_path: Path, signing_key: Ed25519PrivateKey
 ) -> None:
     async def scenario() -> None:
-        sim = RelayBoardSim(passage_input=0, fire_alarm_input=1, passage_delay_s=0.05, passage_hold_s=0.1)
-        port = await sim.start_tcp()
-        barrier = ModbusBarrier(transport="tcp", port=port, open_coil=0, passage_input=0, fire_alarm_input=1)
-        data = config_data(tmp_path, signing_key, port=port, passage_timeout_s=1.0)
-        daemon, _ = build(tmp_path, signing_key, barrier, data)
+        sim, daemon = await relay_gate(tmp_path, signing_key, passage_timeout_s=1.0)
 
         async def body(panel: DaemonPanel) -> None:
             sim.skier_passes = False
@@ -144,10 +153,7 @@ def test_a_test_open_cut_off_by_the_gate_stopping_still_ends_and_is_journaled(
             await eventually(lambda: sim.open_count == 1, "the test opened the barrier", 5)
             request.cancel()  # the page's request is cut off, as the server stopping does after its grace
 
-        try:
-            await running(daemon, body)  # stops the daemon right after
-        finally:
-            await sim.stop()
+        await running(daemon, body, sim)  # stops the daemon right after
 
     asyncio.run(scenario())
     assert actions(tmp_path) == [(TECH, "test_open", WHY, True, "timeout")]
@@ -157,11 +163,7 @@ def test_test_open_pulses_the_relay_board_and_is_journaled_as_an_action_not_a_pa
     tmp_path: Path, signing_key: Ed25519PrivateKey
 ) -> None:
     async def scenario() -> None:
-        sim = RelayBoardSim(passage_input=0, fire_alarm_input=1, passage_delay_s=0.05, passage_hold_s=0.1)
-        port = await sim.start_tcp()
-        barrier = ModbusBarrier(transport="tcp", port=port, open_coil=0, passage_input=0, fire_alarm_input=1)
-        data = config_data(tmp_path, signing_key, port=port, passage_timeout_s=1.0)
-        daemon, _ = build(tmp_path, signing_key, barrier, data)
+        sim, daemon = await relay_gate(tmp_path, signing_key, passage_timeout_s=1.0)
 
         async def body(panel: DaemonPanel) -> None:
             result = await panel.act("test_open", username=TECH, justification=WHY)
@@ -177,10 +179,7 @@ def test_test_open_pulses_the_relay_board_and_is_journaled_as_an_action_not_a_pa
             assert handled.entry.resolution == "timeout"
             assert sim.open_count == 2  # the refused test did not open the barrier
 
-        try:
-            await running(daemon, body)
-        finally:
-            await sim.stop()
+        await running(daemon, body, sim)
 
     asyncio.run(scenario())
     assert actions(tmp_path) == [(TECH, "test_open", WHY, True, "sensor"), (TECH, "test_open", WHY, False, "busy")]
