@@ -11,7 +11,15 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edge.face.rule import BASE_THRESHOLD, DEFAULT_MARGIN, DEFAULT_TARGET, FLOOR, IMPOSTOR_MEAN, IMPOSTOR_SD
+from edge.face.rule import (
+    BASE_THRESHOLD,
+    DEFAULT_MARGIN,
+    DEFAULT_TARGET,
+    FLOOR,
+    IMPOSTOR_MEAN,
+    IMPOSTOR_SD,
+    FaceRule,
+)
 from models import GateConfig
 from models.addresses import is_loopback
 from models.credential import load_public_key
@@ -125,6 +133,18 @@ class FaceRuleConfig(_Section):
         if self.k > self.m:
             raise ValueError(f"k ({self.k}) cannot exceed m ({self.m})")
         return self
+
+    def to_rule(self) -> FaceRule:
+        """The matcher's rule with these settings."""
+        return FaceRule(
+            target=self.target,
+            margin=self.margin,
+            k=self.k,
+            m=self.m,
+            impostor_mean=self.impostor_mean,
+            impostor_sd=self.impostor_sd,
+            floor=self.floor,
+        )
 
 
 class FaceConfig(_Section):

@@ -202,7 +202,6 @@ class GateDaemon:
             return
         from edge.face.matcher import Matcher
         from edge.face.pipeline import FaceAdmission, FaceKeyError, load_site_key
-        from edge.face.rule import FaceRule
         from edge.face.worker import FaceWorker
         from edge.hardware import quality_gates
 
@@ -213,15 +212,7 @@ class GateDaemon:
             return
         r = fc.rule
         matcher = Matcher(
-            FaceRule(
-                target=r.target,
-                margin=r.margin,
-                k=r.k,
-                m=r.m,
-                impostor_mean=r.impostor_mean,
-                impostor_sd=r.impostor_sd,
-                floor=r.floor,
-            ),
+            r.to_rule(),
             quality_gates(fc),
             vote_max_age_s=fc.vote_max_age_s,
             readmit_after_s=fc.readmit_after_s,

@@ -115,20 +115,11 @@ async def _apply(daemon: GateDaemon, old: EdgeConfig, running: EdgeConfig, *, ke
     logging.getLogger().setLevel(running.log_level)
     face, fc = daemon.face, running.face
     if face is not None and fc is not None:
-        from edge.face.rule import FaceRule
         from edge.hardware import quality_gates
 
         r = fc.rule
         m = face.matcher
-        m.rule = FaceRule(
-            target=r.target,
-            margin=r.margin,
-            k=r.k,
-            m=r.m,
-            impostor_mean=r.impostor_mean,
-            impostor_sd=r.impostor_sd,
-            floor=r.floor,
-        )
+        m.rule = r.to_rule()
         m.gates = quality_gates(fc)
         m.vote_max_age_s, m.readmit_after_s = fc.vote_max_age_s, fc.readmit_after_s
     served = daemon.panel.served_web if daemon.panel is not None else None
