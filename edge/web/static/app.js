@@ -160,6 +160,15 @@
       [t("tickets"), s.tickets], [t("faces"), s.faces === null ? t("off") : s.faces],
       [t("keys"), s.trusted_keys.length ? s.trusted_keys.join(", ") : t("none")], [t("technicians"), s.technicians],
     ]));
+    if (s.face_counts) {
+      const f = s.face_counts;
+      const skipped = Object.keys(f).filter((k) => k.startsWith("skipped_")).sort()
+        .map((k) => [`${t("skipped")}: ${k.slice("skipped_".length)}`, f[k]]);
+      cards.push(card(t("face_matching"), "good", [
+        [t("faces"), s.faces], [t("matched"), f.matched ?? 0], [t("f_unknown"), f.unknown ?? 0],
+        [t("ambiguous"), f.ambiguous ?? 0], [t("no_face"), f.no_face ?? 0], ...skipped,
+      ]));
+    }
     const barrierLines = device(s.barrier, [
       [t("sensor"), s.passage_sensor ? t("present") : t("absent")],
       [t("fire_alarm"), s.fire_alarm_input ? onoff(s.fire_alarm) : t("absent"), s.fire_alarm ? "bad" : ""],
