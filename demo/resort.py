@@ -111,12 +111,15 @@ def run_resort_demo(options: Options, *, console: Console | None = None) -> int:
             )
             console.print("starting the resort: cloud (SQLite), cloud broker, site broker bridged to it, 2 gates ...")
             started = time.monotonic()
-            resort = stack.enter_context(Resort(workdir))
+            resort = stack.enter_context(Resort(workdir, web=True))
             console.print(
                 f"ready in {time.monotonic() - started:.1f} s: cloud {resort.api.base}, "
                 f"cloud broker :{resort.cloud_broker.port}, site broker :{resort.site_broker.port} (bridged), "
                 f"gates {', '.join(resort.gates)} on simulated relay boards and scanners; files in {workdir}"
             )
+            name, password = resort.technician
+            pages = ", ".join(f"{gate} {resort.page_url(gate)}" for gate in resort.gates)
+            console.print(f"technician pages: {pages} (log in as {name} / {password} once the gate has synced)")
             return _run(resort, options, console, stack)
     except KeyboardInterrupt:
         console.print("interrupted: everything the demo started is stopped")

@@ -92,6 +92,8 @@ class Resort:
         self.startup_timeout = startup_timeout
         self.web = web
         self.metrics_token = secrets.token_urlsafe(24)  # the gates' (with `web`) and the cloud's /metrics
+        # With `web`: a gate technician in the cloud, whose account reaches the gates down the feed.
+        self.technician = ("demo.tech", secrets.token_urlsafe(12))
         self.url = f"sqlite:///{workdir / 'cloud.db'}"
         self._stack = ExitStack()
         self._gates: dict[str, _Gate] = {}
@@ -176,6 +178,8 @@ class Resort:
         """Admin, site, gates, products, cashier and season-pass holders, through a short-lived server here."""
         from cloud.app import create_app
         from cloud.customers.service import add_holder
+        from cloud.deps import Role
+        from cloud.staff.service import create_staff
         from harness.cloud import live_server
 
         app = create_app(settings, expiry_every_s=0)
@@ -185,6 +189,8 @@ class Resort:
                 setup.set_up_resort(self.site, self.gate_names)
                 assert setup.customer_id is not None
                 with app.state.sessionmaker() as session:
+                    if self.web:
+                        create_staff(session, None, *self.technician, Role.GATE_TECH)
                     for i in range(self.season_holders):
                         holder = add_holder(session, setup.customer_id, f"季卡会员{i + 1:02d}", f"E{1000000 + i}")
                         self._holders.append(holder.id)
