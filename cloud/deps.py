@@ -18,6 +18,7 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cloud.db import read_only_snapshot
 from cloud.errors import Forbidden, Unauthorized
 from cloud.settings import Settings
 from models.api import API_PREFIX
@@ -132,10 +133,12 @@ class _StaffCheck:
         now = time.monotonic()
         with self._lock:
             seen = self._seen.get(principal.subject_id)
-        if seen is None or now - seen[0] >= self.recheck_s:
+        # A "no" is read again at once: it may be a member re-enabled (or given this role) a moment ago.
+        if seen is None or not (seen[1] and seen[2] == principal.role.value) or now - seen[0] >= self.recheck_s:
             from cloud.staff.models import Staff  # the staff domain builds on these dependencies
 
             with request.app.state.sessionmaker() as s:
+                read_only_snapshot(s)  # SQLite: a plain BEGIN, never queueing behind a sale for the write lock
                 row = s.execute(select(Staff.active, Staff.role).where(Staff.id == principal.subject_id)).first()
             seen = (now, bool(row and row.active), row.role if row else "")
             with self._lock:

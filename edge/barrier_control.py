@@ -223,7 +223,10 @@ class BarrierController:
                 task.cancel()
             await asyncio.gather(pulse, watch, return_exceptions=True)
             raise
-        if result.how == "timeout" and not give_way:
+        if give_way:  # a test: an empty turnstile is expected, and says nothing of the admissions' streak
+            if result.passed:
+                self.sensor_timeouts_in_a_row = 0
+        elif result.how == "timeout":
             self.sensor_timeouts_in_a_row += 1
             if self.sensor_timeouts_in_a_row % 3 == 0:
                 log.error(

@@ -293,8 +293,13 @@ class DaemonPanel:
         cuts an action between opening the barrier and journaling it; `finish_actions` waits for them."""
         task = asyncio.ensure_future(self._act(action, username=username, justification=justification, on=on))
         self._acting.add(task)
-        task.add_done_callback(self._acting.discard)
+        task.add_done_callback(self._acted)
         return await asyncio.shield(task)
+
+    def _acted(self, task: asyncio.Future[ActionResult]) -> None:
+        self._acting.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # logged here, whoever still awaits it
+            log.error("technician action failed", exc_info=task.exception())
 
     async def finish_actions(self) -> None:
         """Wait for technician actions still running (the gate is stopping)."""
@@ -341,6 +346,9 @@ class DaemonPanel:
             return _result(False, "barrier_fault", en, zh, ended=detail), detail
         if r.passed:
             en, zh = f"The barrier opened and the passage ended ({r.how})", f"闸门已打开，通行结束（{r.how}）"
+        elif r.how == "gave_way":
+            en = "The barrier opened; a skier's ticket was scanned and the gate let them through as an admission"
+            zh = "闸门已打开；期间有游客刷票，已按正常放行处理"
         else:
             en, zh = "The barrier opened; nobody passed before the timeout", "闸门已打开；超时内无人通过"
         return _result(True, "done", en, zh, ended=r.how, passed=r.passed), r.how

@@ -22,7 +22,7 @@ from cloud.sync.schemas import Attention, GateSyncOut, SiteSyncOut
 from models.ops import GateHealth
 
 SILENT_AFTER = timedelta(seconds=90)  # online, but no status for 3 of the gates' status intervals (30 s)
-BEHIND_AFTER = timedelta(seconds=60)  # a gate still lacking a change written this long ago is stuck
+BEHIND_AFTER = timedelta(seconds=60)  # a gate still lacking a change published this long ago is stuck
 BACKLOG_S = 300  # an unconfirmed passage older than this: the gate's events are not getting through
 DISK_LOW_MB = 500
 
@@ -62,7 +62,7 @@ class Seen:
     last_seen: datetime | None  # the cloud's clock
     reported_at: datetime | None  # the gate's clock
     lag: int | None
-    missing_since: datetime | None  # when the first change this gate lacks was written (the cloud's clock)
+    missing_since: datetime | None  # when the first change this gate lacks was published (the cloud's clock)
     in_step: bool | None
     problem: str | None
     health: GateHealth | None
@@ -83,7 +83,8 @@ def attention(gate: Seen, now: datetime) -> list[Attention]:
         codes.append("silent")
     if gate.lag and gate.missing_since is not None and now - gate.missing_since > BEHIND_AFTER:
         # Judged by the change it lacks, not by its status's age: a live gate reports every 30 s
-        # even while it is stuck, and a quiet feed that just moved is no gate's fault yet.
+        # even while it is stuck, and a quiet feed that just moved (or a publisher that is behind) is
+        # no gate's fault yet.
         codes.append("behind")
     h = gate.health
     if h is not None and h.oldest_unacked_s is not None and h.oldest_unacked_s > BACKLOG_S:
@@ -105,8 +106,9 @@ def attention(gate: Seen, now: datetime) -> list[Attention]:
     return codes
 
 
-def _written_at(session: Session, site_id: int, seq: int) -> datetime | None:
-    return session.scalar(select(FeedChange.created_at).where(FeedChange.site_id == site_id, FeedChange.seq == seq))
+def _published_at(session: Session, site_id: int, seq: int) -> datetime | None:
+    """When the broker took feed change `seq` (None: not yet published, which is the cloud's delay, no gate's)."""
+    return session.scalar(select(FeedChange.published_at).where(FeedChange.site_id == site_id, FeedChange.seq == seq))
 
 
 def site_sync_status(
@@ -153,7 +155,7 @@ def site_sync_status(
             if cloud_checksum is not None and status.checksum is not None and status.checksum_seq == cloud_checksum[0]:
                 in_step = status.checksum == cloud_checksum[1]
             lag = max(head - status.feed_seq, 0) if status.reported_at is not None else None
-            missing_since = _written_at(session, site.id, status.feed_seq + 1) if lag else None
+            missing_since = _published_at(session, site.id, status.feed_seq + 1) if lag else None
             seen = Seen(
                 status.state, status.updated_at, status.reported_at, lag, missing_since, in_step, status.problem, health
             )

@@ -20,13 +20,16 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import select
 
 from cloud.app import create_app
 from cloud.db import utcnow
 from cloud.deps import Role
 from cloud.settings import Settings
 from cloud.sync import checksums, inbound, service, snapshot
+from cloud.sync.feed import mark_published
 from cloud.sync.gate_status import site_sync_status
+from cloud.sync.models import FeedChange
 from harness.api import Api
 from harness.mosquitto import AnonymousBroker
 from harness.processes import wait_until
@@ -46,6 +49,13 @@ HEALTHY = GateHealth(
 def add_gate(api: Api, site_id: int, code: str) -> None:
     r = api.as_(Role.ADMIN).post(f"/api/v1/sites/{site_id}/gates", json={"code": code, "name": code.upper()})
     assert r.status_code == 201, r.text
+
+
+def publish_feed(app: FastAPI, at: datetime) -> None:
+    """The cloud's publisher has sent every change so far, the broker acknowledging them at `at`."""
+    with app.state.sessionmaker() as session:
+        ids = list(session.scalars(select(FeedChange.id).where(FeedChange.published_at.is_(None))))
+        mark_published(session, ids, now=at)
 
 
 def report(app: FastAPI, gate: str, payload: bytes, *, received: datetime) -> None:
@@ -135,6 +145,7 @@ def test_limits_are_not_reasons_until_passed(app: FastAPI, api: Api, site: dict[
     add_gate(api, site["id"], "g1")
     now = utcnow()
     edge = HEALTHY.model_copy(update={"oldest_unacked_s": 300, "disk_free_mb": 500})
+    publish_feed(app, now)
     report(app, "g1", status("g1", 0, now - timedelta(seconds=50), health=edge), received=now - timedelta(seconds=80))
     assert gate_of(gates_status(api, site["id"]), "g1")["attention"] == []
     # Seen from later on (an explicit clock): silent after 90 s, behind once the change it lacks is 60 s old.
@@ -151,6 +162,10 @@ def test_a_live_gate_stuck_below_the_head_is_behind_though_it_reports_on_time(
     add_gate(api, site["id"], "g1")  # feed: the roster, seq 1
     now = utcnow()
     report(app, "g1", status("g1", 0, now), received=now)  # just now, and still without seq 1
+    with app.state.sessionmaker() as session:
+        unsent = site_sync_status(session, site["id"], now=now + timedelta(seconds=61))
+    assert unsent.gates[0].attention == []  # the cloud has not published seq 1 yet: no gate's fault
+    publish_feed(app, now)
     with app.state.sessionmaker() as session:
         assert site_sync_status(session, site["id"], now=now).gates[0].attention == []  # it may yet catch up
         stuck = site_sync_status(session, site["id"], now=now + timedelta(seconds=61))

@@ -140,3 +140,16 @@ def test_a_staff_member_disabled_or_given_another_role_loses_their_open_session(
     r = api.client.get("/api/v1/staff", headers=admin)  # a demoted admin's token no longer acts as admin
     assert r.status_code == 401 and r.json()["error"]["code"] == "staff_disabled"
     assert api.client.get("/api/v1/sites", headers=bearer("zhao.admin")).status_code == 200  # signed in again
+
+
+def test_a_member_re_enabled_is_let_in_at_once_though_their_refusal_was_just_read(api: Api, app: FastAPI) -> None:
+    r = api.as_(Role.ADMIN).post(
+        "/api/v1/staff", json={"username": "wang.cashier", "password": "long enough pw", "role": "cashier"}
+    )
+    staff_id = r.json()["id"]
+    r = api.client.post("/api/v1/auth/token", data={"username": "wang.cashier", "password": "long enough pw"})
+    cashier = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    api.as_(Role.ADMIN).patch(f"/api/v1/staff/{staff_id}", json={"active": False}).raise_for_status()
+    assert api.client.get("/api/v1/sites", headers=cashier).status_code == 401  # read now: the first use
+    api.as_(Role.ADMIN).patch(f"/api/v1/staff/{staff_id}", json={"active": True}).raise_for_status()
+    assert api.client.get("/api/v1/sites", headers=cashier).status_code == 200  # a "no" is never kept

@@ -132,6 +132,7 @@ def test_a_skier_scanned_during_a_test_open_is_admitted_and_counted_the_test_giv
             handled = await daemon.handle(token(signing_key), "scanner")
             result = await test
             assert (result.ok, result.details) == (True, {"ended": "gave_way", "passed": False})
+            assert "as an admission" in result.en  # not "nobody passed": the skier did, counted
             assert (handled.entry.passed, handled.entry.counted) == (True, True)  # the passage is the skier's
             assert sim.open_count == 2  # opened again for the admission, not left to the test's pulse
 
@@ -139,6 +140,25 @@ def test_a_skier_scanned_during_a_test_open_is_admitted_and_counted_the_test_giv
 
     asyncio.run(scenario())
     assert actions(tmp_path) == [(TECH, "test_open", WHY, True, "gave_way")]
+
+
+def test_a_test_open_nobody_walks_through_does_not_hide_a_faulty_sensors_streak(
+    tmp_path: Path, signing_key: Ed25519PrivateKey
+) -> None:
+    async def scenario() -> None:
+        sim, daemon = await relay_gate(tmp_path, signing_key, passage_timeout_s=0.3)
+
+        async def body(panel: DaemonPanel) -> None:
+            sim.skier_passes = False  # the sensor never reports a passage
+            for i in range(2):
+                await daemon.handle(token(signing_key, f"100{i}"), "scanner")
+            assert daemon.controller.sensor_timeouts_in_a_row == 2
+            await panel.act("test_open", username=TECH, justification=WHY)  # nobody walks through the test
+            assert daemon.controller.sensor_timeouts_in_a_row == 2  # the admissions' streak stands
+
+        await running(daemon, body, sim)
+
+    asyncio.run(scenario())
 
 
 def test_a_test_open_cut_off_by_the_gate_stopping_still_ends_and_is_journaled(
