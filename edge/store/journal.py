@@ -15,7 +15,7 @@ from pydantic import field_validator
 
 from edge.decision import History, Passage, PriorScan
 from edge.store.outbox import enqueue
-from edge.store.schema import iso
+from edge.store.schema import iso, time_window
 from models import Direction, Outcome, PassageEvent, PassageRecord
 
 REMOTE = "remote"  # resolution of a passage learnt from another gate of the site
@@ -166,11 +166,6 @@ def search(
             return []
         where.append(f"ticket_id IN ({', '.join('?' * len(ticket_ids))})")
         params += ticket_ids
-    if since is not None:
-        where.append("at >= ?")
-        params.append(iso(since))
-    if until is not None:
-        where.append("at < ?")
-        params.append(iso(until))
+    time_window(where, params, since, until)
     params.append(limit)
     return entries(conn, f"WHERE {' AND '.join(where)} ORDER BY at DESC LIMIT ?", tuple(params))

@@ -108,6 +108,16 @@ def open_store(path: str) -> sqlite3.Connection:
     return conn
 
 
+def time_window(where: list[str], params: list[object], since: datetime | None, until: datetime | None) -> None:
+    """Add `since <= at < until` (either end open when None) to a query's conditions and parameters."""
+    if since is not None:
+        where.append("at >= ?")
+        params.append(iso(since))
+    if until is not None:
+        where.append("at < ?")
+        params.append(iso(until))
+
+
 def iso(dt: datetime) -> str:
     """A time as the store keeps it: UTC, microseconds, so text order is time order."""
     if dt.tzinfo is None:

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 
-from edge.store.schema import get_meta, iso, set_meta
+from edge.store.schema import get_meta, iso, set_meta, time_window
 from edge.web.port import TechActionView
 from models.ops import TechnicianAccount
 
@@ -54,13 +54,9 @@ def actions(
     conn: sqlite3.Connection, *, since: datetime | None, until: datetime | None, limit: int
 ) -> list[TechActionView]:
     """Technician actions at `since` <= at < `until`, newest first."""
-    where, params = ["1"], []
-    if since is not None:
-        where.append("at >= ?")
-        params.append(iso(since))
-    if until is not None:
-        where.append("at < ?")
-        params.append(iso(until))
+    where: list[str] = ["1"]
+    params: list[object] = []
+    time_window(where, params, since, until)
     rows = conn.execute(
         "SELECT id, at, username, action, justification, ok, detail FROM tech_actions "
         f"WHERE {' AND '.join(where)} ORDER BY at DESC, id DESC LIMIT ?",
