@@ -41,6 +41,7 @@ def _routers() -> list[APIRouter]:
 async def _expiry_loop(factory: sessionmaker[Session], settings: Settings, every_s: float) -> None:
     from cloud.faces.gallery import sweep
     from cloud.orders.service import expire_pending
+    from cloud.refunds.payout import sweep_with as refund_sweep
 
     while True:
         await asyncio.sleep(every_s)
@@ -58,6 +59,13 @@ async def _expiry_loop(factory: sessionmaker[Session], settings: Settings, every
                 log.info("face sweep: %d holder(s) whose pass ended", n)
         except Exception:
             log.exception("face sweep failed; will retry")
+        try:  # WeChat refunds to send again, and those whose notification never came
+            with factory() as session:
+                n = await asyncio.to_thread(lambda: refund_sweep(session, settings, now=utcnow()))
+            if n:
+                log.info("refund sweep: %d WeChat refund(s) sent or checked", n)
+        except Exception:
+            log.exception("refund sweep failed; will retry")
 
 
 def create_app(settings: Settings | None = None, *, expiry_every_s: float = 30.0, threads: int = 8) -> FastAPI:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -115,7 +116,9 @@ class RefundNotice:
 class WechatRefunds:
     """The refund half of WeChat Pay, on the same merchant keys and platform certificates as payments."""
 
-    def __init__(self, wechat: WechatPay, *, transport: httpx.BaseTransport | None = None, timeout_s: float = 10.0):
+    def __init__(
+        self, wechat: WechatPay, *, transport: httpx.BaseTransport | None = None, timeout_s: float = 10.0
+    ) -> None:
         self.wechat = wechat
         self._transport = transport
         self._timeout_s = timeout_s
@@ -139,7 +142,7 @@ class WechatRefunds:
         """The refund's current state; RefundCallFailed with code RESOURCE_NOT_EXISTS if WeChat has none."""
         return self._call("GET", f"{REFUNDS_PATH}/{quote(out_refund_no, safe='')}", None, now=now)
 
-    def _call(self, method: str, path: str, payload: dict[str, object] | None, *, now: datetime) -> RefundState:
+    def _call(self, method: str, path: str, payload: Mapping[str, object] | None, *, now: datetime) -> RefundState:
         try:
             cfg = self.wechat.config
         except DomainError as exc:  # not configured (yet): nothing was sent
@@ -184,7 +187,9 @@ class WechatRefunds:
             envelope = _Envelope.model_validate_json(body)
             resource = _RefundResource.model_validate_json(_decrypt(cfg.api_v3_key, envelope.resource))
         except ValidationError as exc:
-            raise _rejected("bad_notification", "The refund notification is malformed", "退款通知格式错误", 400) from exc
+            raise _rejected(
+                "bad_notification", "The refund notification is malformed", "退款通知格式错误", 400
+            ) from exc
         if resource.mchid != cfg.mchid:
             raise _rejected("wrong_merchant", "The notification is for another merchant", "通知不属于本商户", 400)
         if envelope.event_type not in REFUND_EVENTS or envelope.event_type != f"REFUND.{resource.refund_status}":

@@ -1,8 +1,9 @@
 """Refunds: per-product rules, revoked tickets on the site's revocation feed, stock and points given back.
 
-Money: counter orders are paid back in cash at the window (`succeeded`). Orders paid online (WeChat Pay)
-or through an OTA are recorded as `pending_provider`: the call to the provider's refund API belongs to
-the payments domain and is not made here.
+Money: counter orders are paid back in cash at the window (`succeeded`). Orders paid with WeChat Pay are
+refunded through it (`cloud/refunds/payout.py`: sent after this commit, then `processing` until WeChat's
+notification or query says `succeeded`, `failed` or `abnormal`). Orders paid through an OTA, and online
+orders with no WeChat payment, stay `pending_provider`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from cloud.orders.service import get_order, transition
 from cloud.points.service import reverse_for_refund
 from cloud.products import service as products
 from cloud.refunds.models import Refund, RefundItem, RefundStatus, Revocation
+from cloud.refunds.payout import attach_wechat
 from cloud.refunds.rules import assess
 from cloud.settings import Settings
 from cloud.sites.models import Site
@@ -119,6 +121,8 @@ def refund(
         items=[RefundItem(ticket_id=x.ticket_id, amount_fen=x.amount_fen, fee_fen=x.fee_fen) for x in lines],
     )
     session.add(refund)
+    if order.channel == "online":
+        attach_wechat(session, refund, order, now=now)
     session.add_all(
         Revocation(site_id=order.site_id, ticket_id=t.id, reason=REVOKED_REFUNDED, created_at=now)
         for t in sorted(tickets.values(), key=lambda t: t.id)
