@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from typer.testing import CliRunner
 
 from cloud.deps import Role
 from cloud.settings import DEV_VOUCHER_KEY_B64, Settings
@@ -20,7 +21,8 @@ from harness.api import Api
 from harness.keys import VOUCHER_KEY_B64, cloud_settings, production_env, settings_of
 from models import Ticket as WireTicket
 from models.sync import SnapshotHeader
-from models.voucher import looks_like_ours, site_voucher_key
+from models.voucher import load_voucher_key, looks_like_ours, site_voucher_key
+from starfish.cli import app as cli
 from tests.cloud.api import next_weekday
 from tests.cloud.paid_orders import pay, sell_paid
 
@@ -103,3 +105,18 @@ def test_production_refuses_the_published_development_voucher_key(db_url: str) -
     with pytest.raises(ValidationError, match="STARFISH_VOUCHER_KEY_FILE holds the published development key"):
         settings_of(env)
     assert settings_of(production_env(db_url)).voucher_key is not None
+
+
+def test_the_cli_prints_the_voucher_key_a_sites_gates_hold(
+    app: FastAPI, settings: Settings, site: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        "STARFISH_ENVIRONMENT": "development",
+        "STARFISH_DATABASE_URL": settings.database_url,
+        "STARFISH_VOUCHER_KEY_B64": VOUCHER_KEY_B64,
+    }.items():
+        monkeypatch.setenv(name, value)
+    printed = CliRunner().invoke(cli, ["cloud", "voucher-key", "--site", SITE])
+    assert printed.exit_code == 0, printed.output
+    assert load_voucher_key(printed.output) == NANSHAN_KEY
+    assert CliRunner().invoke(cli, ["cloud", "voucher-key", "--site", "nowhere"]).exit_code == 2
