@@ -223,8 +223,13 @@ def _settle(session: Session, refund: Refund, state: RefundState, *, now: dateti
 
 def accept_notification(
     session: Session, wechat: WechatPay, headers: SignedHeaders, body: bytes, *, now: datetime
-) -> Refund:
-    """Verify, decrypt and apply a refund notification; raises (changing nothing) unless it is genuine and ours."""
+) -> Refund | None:
+    """Verify, decrypt and apply a refund notification; raises (changing nothing) unless it is genuine.
+
+    A genuine notification of a refund we never asked for (made by hand on the merchant platform) is
+    acknowledged and logged, not refused: WeChat would only send it again for a day, and no retry makes
+    it ours. Our refund rows are committed before WeChat hears of them, so no notification outruns one.
+    """
     notice = WechatRefunds(wechat).verify_notification(headers, body, now=now)
     _remember_nonce(session, "wechat_refund", notice.nonce, now)
     refund = session.scalar(
@@ -234,7 +239,9 @@ def accept_notification(
         .execution_options(populate_existing=True)
     )
     if refund is None:
-        raise not_found("Refund", "退款", notice.state.out_refund_no)
+        log.warning("WeChat refund %s is not one of ours: acknowledged", notice.state.out_refund_no)
+        session.commit()
+        return None
     if notice.state.refund_fen != refund.amount_fen:
         raise DomainError(
             "amount_mismatch",

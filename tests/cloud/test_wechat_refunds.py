@@ -17,6 +17,7 @@ from cloud.deps import Role
 from cloud.payments.wechat import WechatPay
 from cloud.payments.wechat_refunds import REFUND_NOTIFY_PATH, WechatRefunds
 from cloud.refunds import payout
+from cloud.refunds.models import Refund
 from cloud.settings import Settings
 from harness.api import Api
 from harness.cloud import live_server
@@ -91,6 +92,7 @@ def test_a_refund_of_a_wechat_order_is_sent_and_succeeds_when_wechat_notifies(
     assert number == f"{order['number']}R{refund['id']}"
     at_wechat = wechat.refunds[number]
     assert (at_wechat.refund_fen, at_wechat.total_fen) == (27000, 28000)  # less the 10.00 fee
+    assert at_wechat.notify_url == f"https://starfish.test{REFUND_NOTIFY_PATH}"  # the payment notification's host
 
     with live_server(app) as base:  # the notification crosses a real socket
 
@@ -211,29 +213,53 @@ def test_a_notification_that_is_not_genuine_changes_nothing(
     assert refund_of(api, order)["status"] == "succeeded"
 
 
-@pytest.mark.parametrize(
-    "ending, status, error",
-    [
-        pytest.param("CLOSED", "failed", "CLOSED", id="closed"),
-        pytest.param("ABNORMAL", "abnormal", "ABNORMAL", id="abnormal"),
-    ],
-)
-def test_a_refund_wechat_closes_or_cannot_deliver_is_shown_and_can_be_retried(
-    app: FastAPI, api: Api, wechat: WechatPlatform, day_product: dict[str, Any], ending: str, status: str, error: str
+def test_a_refund_wechat_closes_is_shown_and_a_retry_pays_it_back(
+    app: FastAPI, api: Api, wechat: WechatPlatform, day_product: dict[str, Any]
 ) -> None:
     order = paid_order(api, wechat, day_product)
     refund = refund_all(api, order)
-    assert wechat.finish_refund(refund["out_refund_no"], ending) == [200]
+    assert wechat.finish_refund(refund["out_refund_no"], "CLOSED") == [200]
     shown = refund_of(api, order)
-    assert (shown["status"], shown["last_error"].split(":")[0]) == (status, error)
+    assert (shown["status"], shown["last_error"]) == ("failed", "CLOSED: WeChat Pay closed the refund")
     assert [r["id"] for r in api.as_(Role.ADMIN).get("/api/v1/refunds/failing").json()] == [refund["id"]]
 
-    wechat.refunds[refund["out_refund_no"]].status = "CLOSED"  # the merchant platform gave up on it
     r = api.as_(Role.ADMIN).post(f"/api/v1/refunds/{refund['id']}/retry")
     assert r.json()["status"] == "processing"
+    assert wechat.refund_requests.count(refund["out_refund_no"]) == 2
     assert wechat.finish_refund(refund["out_refund_no"]) == [200]
     assert refund_of(api, order)["status"] == "succeeded"
-    assert wechat.refund_requests.count(refund["out_refund_no"]) == 2
+
+
+def test_an_abnormal_refund_is_shown_and_asked_after_until_it_is_settled_by_hand(
+    app: FastAPI, api: Api, settings: Settings, wechat: WechatPlatform, day_product: dict[str, Any]
+) -> None:
+    order = paid_order(api, wechat, day_product)
+    refund = refund_all(api, order)
+    assert wechat.finish_refund(refund["out_refund_no"], "ABNORMAL") == [200]
+    shown = refund_of(api, order)
+    assert (shown["status"], shown["last_error"].split(":")[0]) == ("abnormal", "ABNORMAL")
+    assert [r["id"] for r in api.as_(Role.FINANCE).get("/api/v1/refunds/failing").json()] == [refund["id"]]
+
+    wechat.refund_notify = "never"
+    wechat.finish_refund(refund["out_refund_no"], "SUCCESS")  # settled by hand on the merchant platform
+    assert sweep(app, settings, at=utcnow() + timedelta(minutes=4)) == 0  # abnormal: asked after hourly
+    with app.state.sessionmaker() as session:  # an hour on (the stand-in signs with the real clock)
+        session.get(Refund, refund["id"]).next_attempt_at = utcnow()
+        session.commit()
+    assert sweep(app, settings, at=utcnow()) == 1
+    assert refund_of(api, order)["status"] == "succeeded"
+
+
+def test_a_genuine_notification_of_a_refund_we_never_made_is_acknowledged(
+    api: Api, wechat: WechatPlatform, day_product: dict[str, Any]
+) -> None:
+    order = paid_order(api, wechat, day_product)
+    refund = refund_all(api, order)
+    stranger = wechat.refunds.pop(refund["out_refund_no"])
+    stranger.out_refund_no, stranger.status = "MANUAL-0001", "SUCCESS"
+    wechat.refunds["MANUAL-0001"] = stranger
+    assert notify(api, wechat.refund_notification("MANUAL-0001")).status_code == 200
+    assert refund_of(api, order)["status"] == "processing"
 
 
 def test_a_request_whose_answer_was_lost_is_sent_again_under_the_same_number(

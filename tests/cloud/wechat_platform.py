@@ -95,6 +95,7 @@ class PlatformRefund:
     transaction_id: str
     refund_fen: int
     total_fen: int
+    notify_url: str
     status: str = "PROCESSING"
     success_time: str | None = None
     create_time: str = field(default_factory=lambda: datetime.now(CHINA).isoformat(timespec="seconds"))
@@ -319,6 +320,7 @@ class WechatPlatform:
                 transaction_id=asked["transaction_id"],
                 refund_fen=amount["refund"],
                 total_fen=amount["total"],
+                notify_url=asked.get("notify_url", ""),
             )
             self.refunds[number] = known
         elif known.status == "CLOSED":  # a closed refund asked for again under its own number is tried again
