@@ -9,8 +9,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from cloud.app import create_app
 from cloud.audit.models import AuditEntry
 from cloud.db import utcnow
 from cloud.deps import Role
@@ -21,6 +23,7 @@ from cloud.refunds.models import Refund
 from cloud.settings import Settings
 from harness.api import Api
 from harness.cloud import live_server
+from harness.processes import poll_until
 from tests.cloud.test_wechat_pay import deliver, place_order
 from tests.cloud.wechat_platform import Notify, WechatPlatform
 
@@ -316,3 +319,16 @@ def test_a_late_payment_is_refunded_through_wechat_pay(
     assert wechat.refunds[late["out_refund_no"]].refund_fen == 28000
     assert wechat.finish_refund(late["out_refund_no"]) == [200]
     assert refund_of(api, order)["status"] == "succeeded"
+
+
+def test_the_background_loop_sends_a_late_payments_refund(
+    app: FastAPI, api: Api, settings: Settings, wechat: WechatPlatform, day_product: dict[str, Any]
+) -> None:
+    order = place_order(api, day_product)
+    assert api.as_(Role.CUSTOMER).post(f"/api/v1/orders/{order['id']}/cancel").status_code == 200
+    assert deliver(api, wechat.notification(order["number"], order["total_fen"])).status_code == 200
+    number = refund_of(api, order)["out_refund_no"]
+
+    with TestClient(create_app(settings, expiry_every_s=0.05)):  # the service's loop, on the same database
+        assert poll_until(lambda: number in wechat.refunds, 20)
+    assert refund_of(api, order)["status"] == "processing"
