@@ -34,8 +34,9 @@ def _routers() -> list[APIRouter]:
     from cloud.staff.routes import router as staff
     from cloud.sync.routes import router as sync
     from cloud.tickets.routes import router as tickets
+    from cloud.verify.routes import router as verify
 
-    return [staff, sites, products, customers, faces, orders, payments, tickets, refunds, points, audit, sync]
+    return [staff, sites, products, customers, faces, orders, payments, tickets, refunds, points, audit, sync, verify]
 
 
 async def _expiry_loop(factory: sessionmaker[Session], settings: Settings, every_s: float) -> None:

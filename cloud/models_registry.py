@@ -13,6 +13,7 @@ from cloud.sites import models as site_models
 from cloud.staff import models as staff_models
 from cloud.sync import models as sync_models
 from cloud.tickets import models as ticket_models
+from cloud.verify import models as verify_models
 
 __all__ = [
     "Base",
@@ -28,4 +29,5 @@ __all__ = [
     "staff_models",
     "sync_models",
     "ticket_models",
+    "verify_models",
 ]

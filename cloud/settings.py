@@ -81,6 +81,7 @@ class Settings(BaseSettings):
         description="The voucher master key (base64 of 32 bytes): the check group of OTA tickets' plain codes",
     )
     order_pending_minutes: int = Field(default=15, gt=0, description="Unpaid orders expire after this")
+    verify_undo_minutes: int = Field(default=10, gt=0, description="A handheld verification can be undone this long")
     timezone: str = "Asia/Shanghai"
     # WeChat Pay APIv3 (the mini-program's payment)
     wechat_base_url: str = "https://api.mch.weixin.qq.com"

@@ -89,6 +89,11 @@ EXPECTED: dict[tuple[str, str], str] = {
     # "gate": HTTP Basic with a gate's own credentials; no staff or customer token opens it.
     ("GET", "/api/v1/sync/sites/{site_code}/snapshot"): "gate",
     ("GET", "/api/v1/health"): "public",
+    # Handheld verification (核销): the verifier role, the ticket window and gate technicians; finance reads.
+    ("GET", "/api/v1/verify/lookup"): "admin cashier gate_tech verifier",
+    ("POST", "/api/v1/verify"): "admin cashier gate_tech verifier",
+    ("POST", "/api/v1/verify/{verification_id}/undo"): "admin cashier gate_tech verifier",
+    ("GET", "/api/v1/verify/list"): "admin cashier finance gate_tech verifier",
 }
 
 ROLES: list[Role | None] = [*Role, None]  # None: nobody signed in
