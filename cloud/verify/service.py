@@ -12,7 +12,8 @@ same transaction, so the two ways of using a ticket see each other:
 
 Each verification is stored once per handheld-made `event_id`, refusals too: a handheld replaying its
 offline queue gets the same answer again. The rules are applied at the handheld's scan time `at`
-(an admission made offline stays one), which must be plausible (`models.sync.implausible_time`).
+(an admission made offline stays one), which must be plausible (`models.sync.implausible_time`, and
+no earlier than the ticket's sale, as sync judges a gate's passage): else 422, nothing stored.
 Undo gives the entry back within `STARFISH_VERIFY_UNDO_MINUTES` of the verification reaching the
 cloud (the handheld's clock is not trusted for that), audited with its reason; undoing again
 answers the undone verification again.
@@ -44,7 +45,7 @@ from cloud.verify import rules
 from cloud.verify.models import Verification
 from cloud.verify.schemas import LookupOut, TicketLookupOut, VerificationOut, VerifyIn
 from models.credential import Invalid, PlainCode, SignedCredential, load_public_key, parse, site_tag
-from models.sync import implausible_time
+from models.sync import EVENT_CLOCK_SKEW, implausible_time
 
 PHONE = re.compile(r"1\d{10}")  # a mainland mobile number; ticket numbers have at most 10 digits
 LOOKUP_MAX = 50
@@ -65,6 +66,13 @@ def verify(session: Session, settings: Settings, actor: Principal, body: VerifyI
     ticket, refused = _locked_ticket(session, settings, body.code, body.site_id)
     if (done := _stored(session, body)) is not None:  # the same event, committed while we waited for the lock
         return done
+    if ticket is not None and body.at < ticket.issued_at - EVENT_CLOCK_SKEW:
+        raise DomainError(
+            "before_sale",
+            "The scan time is before the ticket was sold: check the handheld's clock",
+            "扫码时间早于售票时间：请检查手持机时间",
+            status_code=422,
+        )
     verdict = rules.judge(ticket, body.site_id, body.at) if ticket is not None else rules.refusal(refused or "")
     row = Verification(
         event_id=body.event_id,
