@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from cloud.db import utcnow
 from cloud.deps import IdPath, Principal, Role, SessionDep, SettingsDep, TransactionScopedRoute, require
 from cloud.verify import service
-from cloud.verify.schemas import LookupOut, UndoIn, VerificationOut, VerifyIn
+from cloud.verify.schemas import DEVICE, PRINTABLE, LookupOut, UndoIn, VerificationOut, VerifyIn
 
 router = APIRouter(prefix="/verify", tags=["verify"], route_class=TransactionScopedRoute)
 Verifiers = Annotated[Principal, Depends(require(Role.ADMIN, Role.CASHIER, Role.GATE_TECH, Role.VERIFIER))]
@@ -22,7 +22,7 @@ SiteQuery = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
 
 @router.get("/lookup")
 def lookup(
-    q: Annotated[str, Query(min_length=1, max_length=512)],
+    q: Annotated[str, Query(min_length=1, max_length=512, pattern=PRINTABLE)],
     session: SessionDep,
     settings: SettingsDep,
     _: Verifiers,
@@ -60,9 +60,9 @@ def verifications(
     settings: SettingsDep,
     _: Readers,
     site_id: SiteQuery = None,
-    channel: Annotated[str | None, Query(max_length=16)] = None,
-    staff: Annotated[str | None, Query(max_length=64)] = None,
-    gate: Annotated[str | None, Query(max_length=32, description="The handheld's name")] = None,
+    channel: Annotated[str | None, Query(max_length=16, pattern=PRINTABLE)] = None,
+    staff: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE)] = None,
+    gate: Annotated[str | None, Query(pattern=DEVICE, description="The handheld's name")] = None,
     day: date | None = None,
     accepted: bool | None = None,
     format: Literal["json", "csv"] = "json",

@@ -8,6 +8,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from cloud.verify.models import CODE_MAX
 
 DEVICE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no control characters (PostgreSQL refuses NUL in text)
 
 
 class VerifyIn(BaseModel):
@@ -15,7 +16,12 @@ class VerifyIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    code: str = Field(min_length=1, max_length=CODE_MAX, description="Signed QR text, plain/OTA code or ticket number")
+    code: str = Field(
+        min_length=1,
+        max_length=CODE_MAX,
+        pattern=PRINTABLE,
+        description="Signed QR text, plain/OTA code or ticket number",
+    )
     event_id: uuid.UUID = Field(description="Made by the handheld; the same id again gets the same answer")
     at: AwareDatetime = Field(description="When the handheld scanned it (the rules are applied at this time)")
     device: str = Field(pattern=DEVICE, description="The handheld's name, e.g. hh-07")
@@ -25,7 +31,7 @@ class VerifyIn(BaseModel):
 class UndoIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=2, max_length=200)
+    reason: str = Field(min_length=2, max_length=200, pattern=PRINTABLE)
 
 
 class VerificationOut(BaseModel):

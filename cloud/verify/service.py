@@ -49,6 +49,7 @@ from models.sync import EVENT_CLOCK_SKEW, implausible_time
 
 PHONE = re.compile(r"1\d{10}")  # a mainland mobile number; ticket numbers have at most 10 digits
 LOOKUP_MAX = 50
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2100, 1, 1)  # days a list may ask for (local midnights stay in range)
 
 
 def verify(session: Session, settings: Settings, actor: Principal, body: VerifyIn, *, now: datetime) -> Verification:
@@ -307,6 +308,8 @@ def listing(
     if accepted is not None:
         stmt = stmt.where(Verification.accepted.is_(accepted))
     if day is not None:
+        if not FIRST_DAY <= day <= LAST_DAY:
+            raise DomainError("day_out_of_range", f"No verifications on {day}", f"{day} 无核销记录", status_code=422)
         tz = ZoneInfo(get_site(session, site_id).timezone if site_id is not None else settings.timezone)
         start, end = local_midnight(day, tz), local_midnight(day + timedelta(days=1), tz)
         stmt = stmt.where(Verification.at >= start, Verification.at < end)

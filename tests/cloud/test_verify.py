@@ -57,7 +57,7 @@ def ticket_of(app: FastAPI, api: Api, site_id: int, product_id: int, day: Any = 
 
 
 def verify(api: Api, site_id: int, code: str, *, role: Role = Role.VERIFIER, **kw: Any) -> dict[str, Any]:
-    body = {"code": code, "event_id": str(uuid.uuid4()), "at": utcnow().isoformat(), "device": "hh-01"}
+    body: dict[str, Any] = {"code": code, "event_id": str(uuid.uuid4()), "at": utcnow().isoformat(), "device": "hh-01"}
     body.update(site_id=site_id, **kw)
     r = api.as_(role).post(URL, json=body)
     assert r.status_code == 200, r.text
