@@ -1,6 +1,7 @@
 """Imports every domain's tables so Alembic and create_all see the whole schema."""
 
 from cloud.audit import models as audit_models
+from cloud.channels import models as channel_models
 from cloud.customers import models as customer_models
 from cloud.db import Base
 from cloud.faces import models as face_models
@@ -18,6 +19,7 @@ from cloud.verify import models as verify_models
 __all__ = [
     "Base",
     "audit_models",
+    "channel_models",
     "customer_models",
     "face_models",
     "order_models",
