@@ -18,6 +18,7 @@ OTA tickets' plain codes (`models.voucher`); its published development key is re
 from __future__ import annotations
 
 import base64
+import json
 from functools import cached_property
 from typing import Literal
 
@@ -79,6 +80,12 @@ class Settings(BaseSettings):
     voucher_key_b64: SecretStr = Field(
         default=SecretStr(""),
         description="The voucher master key (base64 of 32 bytes): the check group of OTA tickets' plain codes",
+    )
+    channel_secrets_file: str | None = Field(
+        default=None, description="OTA channels' secrets: a JSON file {channel: {name: value}} (wins over the _JSON)"
+    )
+    channel_secrets_json: SecretStr = Field(
+        default=SecretStr(""), description="OTA channels' secrets as JSON {channel: {name: value}}, e.g. douyin"
     )
     order_pending_minutes: int = Field(default=15, gt=0, description="Unpaid orders expire after this")
     verify_undo_minutes: int = Field(default=10, gt=0, description="A handheld verification can be undone this long")
@@ -208,6 +215,23 @@ class Settings(BaseSettings):
             with open(self.voucher_key_file, encoding="ascii") as f:
                 return f.read().strip()
         return self.voucher_key_b64.get_secret_value().strip()
+
+    @cached_property
+    def channel_secrets(self) -> dict[str, dict[str, str]]:
+        """Each OTA channel's secrets (signing keys, AES keys), never stored in the database; {} when none."""
+        if self.channel_secrets_file:
+            with open(self.channel_secrets_file, encoding="utf-8") as f:
+                text = f.read()
+        else:
+            text = self.channel_secrets_json.get_secret_value()
+        if not text.strip():
+            return {}
+        data = json.loads(text)
+        if not isinstance(data, dict) or not all(
+            isinstance(v, dict) and all(isinstance(x, str) for x in v.values()) for v in data.values()
+        ):
+            raise ValueError("channel secrets must be a JSON object {channel: {name: text}}")
+        return {str(k): {str(n): x for n, x in v.items()} for k, v in data.items()}
 
     @cached_property
     def voucher_key(self) -> bytes | None:
