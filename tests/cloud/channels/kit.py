@@ -163,6 +163,37 @@ class ChannelCloud:
                 s.add(mapped)
             s.commit()
 
+    def gate_passage(self, ticket_id: int, *, gate: str = "g1", at: datetime | None = None) -> str | None:
+        """A gate of the site admitted the ticket and its passage reached the cloud (stored by the same code the
+        MQTT consumer runs); the conflict it was flagged with. This is what triggers a platform's verify call."""
+        from cloud.db import utcnow
+        from cloud.deps import Role
+        from cloud.sync import service as sync_service
+        from cloud.sync.inbound import EventIn
+        from cloud.sync.models import GatePassage
+        from models import Direction, Outcome, PassageEvent
+
+        site_id, site_code = self.site["id"], self.site["code"]
+        gates = self.api.as_(Role.ADMIN).get(f"/api/v1/sites/{site_id}/gates").json()
+        if gate not in {g["code"] for g in gates}:
+            r = self.api.as_(Role.ADMIN).post(f"/api/v1/sites/{site_id}/gates", json={"code": gate, "name": gate})
+            assert r.status_code == 201, r.text
+        event = PassageEvent(
+            gate_id=gate,
+            site_id=site_code,
+            at=at or utcnow(),
+            direction=Direction.IN,
+            outcome=Outcome.ADMIT,
+            code="ok",
+            ticket_id=str(ticket_id),
+            passed=True,
+            counted=True,
+            credential="plain",
+        )
+        with self.sessions() as session:
+            sync_service.store(session, [EventIn(site_code, gate, event)])
+            return session.scalar(select(GatePassage.conflict).where(GatePassage.event_id == event.event_id))
+
     def send_due_calls(self, now: datetime | None = None) -> int:
         """Send the verify calls that are due now, as the cloud's background loop does; how many were tried."""
         from cloud.channels.calls import send_due
