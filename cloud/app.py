@@ -23,6 +23,7 @@ log = logging.getLogger("starfish.cloud")
 
 def _routers() -> list[APIRouter]:
     from cloud.audit.routes import router as audit
+    from cloud.channels.routes import router as channels
     from cloud.customers.routes import router as customers
     from cloud.faces.routes import router as faces
     from cloud.orders.routes import router as orders
@@ -36,10 +37,14 @@ def _routers() -> list[APIRouter]:
     from cloud.tickets.routes import router as tickets
     from cloud.verify.routes import router as verify
 
-    return [staff, sites, products, customers, faces, orders, payments, tickets, refunds, points, audit, sync, verify]
+    return [
+        *(staff, sites, products, customers, faces, orders, payments, tickets, refunds, points, audit, sync, verify),
+        channels,
+    ]
 
 
 async def _expiry_loop(factory: sessionmaker[Session], settings: Settings, every_s: float) -> None:
+    from cloud.channels.calls import send_due, sweep_messages
     from cloud.faces.gallery import sweep
     from cloud.orders.service import expire_pending
     from cloud.refunds.payout import sweep_with as refund_sweep
@@ -67,6 +72,14 @@ async def _expiry_loop(factory: sessionmaker[Session], settings: Settings, every
                 log.info("refund sweep: %d WeChat refund(s) sent or checked", n)
         except Exception:
             log.exception("refund sweep failed; will retry")
+        try:  # verify calls due to the OTA platforms (each result committed), then old channel messages
+            with factory() as session:
+                n = await asyncio.to_thread(lambda: send_due(session, settings, now=utcnow()))
+                await asyncio.to_thread(lambda: sweep_messages(session, utcnow()))
+            if n:
+                log.info("channel calls: %d verify call(s) sent", n)
+        except Exception:
+            log.exception("channel calls failed; will retry")
 
 
 def create_app(settings: Settings | None = None, *, expiry_every_s: float = 30.0, threads: int = 8) -> FastAPI:

@@ -57,8 +57,10 @@ def refund(
     reason: str,
     *,
     now: datetime,
+    commit: bool = True,
 ) -> Refund:
-    """Refund some of an order's tickets under their products' rules, revoke them, and commit."""
+    """Refund some of an order's tickets under their products' rules, revoke them, and commit (`commit=False`:
+    the caller commits, e.g. an OTA channel's refund together with its answer)."""
     order = get_order(session, order_id, actor)
     if actor.role is Role.CUSTOMER and order.channel != "online":
         raise Forbidden(
@@ -161,7 +163,8 @@ def refund(
             "reason": reason,
         },
     )
-    session.commit()
+    if commit:
+        session.commit()
     return refund
 
 
