@@ -94,6 +94,17 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/verify"): "admin cashier gate_tech verifier",
     ("POST", "/api/v1/verify/{verification_id}/undo"): "admin cashier gate_tech verifier",
     ("GET", "/api/v1/verify/list"): "admin cashier finance gate_tech verifier",
+    # OTA channels: the platforms' notifications are public (their signature is the auth); the back office
+    # configures channels (admin) and watches and retries the verify calls (admin, finance).
+    ("POST", "/api/v1/channels/{code}/notify"): "public",
+    ("POST", "/api/v1/channels/{code}/notify/{action}"): "public",
+    ("GET", "/api/v1/channels"): "admin",
+    ("PUT", "/api/v1/channels/{code}"): "admin",
+    ("GET", "/api/v1/channels/{code}/skus/{sku}"): "admin",
+    ("PUT", "/api/v1/channels/{code}/skus/{sku}"): "admin",
+    ("DELETE", "/api/v1/channels/{code}/skus/{sku}"): "admin",
+    ("GET", "/api/v1/channels/calls"): "admin finance",
+    ("POST", "/api/v1/channels/calls/{call_id}/retry"): "admin finance",
 }
 
 ROLES: list[Role | None] = [*Role, None]  # None: nobody signed in
