@@ -6,9 +6,11 @@ same transaction, so the two ways of using a ticket see each other:
 
 - gate then handheld: the gate's passage, once it reached the cloud, has counted the entry, and the
   handheld is refused ``used_up`` (a gate still holding its passage in its outbox is the known window);
-- handheld then gate: a gate that admits the ticket offline sends a passage the cloud flags
-  ``over_use`` as it arrives, as it would for two gates. The next step sends a `usage` change down the
-  site's feed after each verification and undo, so the gates deny a used-up ticket offline as well.
+- handheld then gate: each accepted verification, and each undo, goes down the site's feed as a
+  `models.sync.Usage` change in the same transaction, so every gate of the site counts it like another
+  gate's passage and denies a used-up ticket offline (a gate that admitted it before the change arrived
+  sends a passage the cloud flags ``over_use``, as it would for two gates). A gate that takes a snapshot
+  instead finds the verification counted in the ticket line (`entries_used`, `first_entry_at`).
 
 Each verification is stored once per handheld-made `event_id`, refusals too: a handheld replaying its
 offline queue gets the same answer again. The rules are applied at the handheld's scan time `at`
@@ -38,6 +40,7 @@ from cloud.orders.models import Order
 from cloud.settings import Settings
 from cloud.sites.models import Site
 from cloud.sites.service import get_site
+from cloud.sync.feed import append_change
 from cloud.sync.models import GatePassage
 from cloud.tickets.models import Ticket, TicketState
 from cloud.tickets.service import local_midnight
@@ -45,7 +48,7 @@ from cloud.verify import rules
 from cloud.verify.models import Verification
 from cloud.verify.schemas import LookupOut, TicketLookupOut, VerificationOut, VerifyIn
 from models.credential import Invalid, PlainCode, SignedCredential, load_public_key, parse, site_tag
-from models.sync import EVENT_CLOCK_SKEW, implausible_time
+from models.sync import EVENT_CLOCK_SKEW, Usage, implausible_time
 
 PHONE = re.compile(r"1\d{10}")  # a mainland mobile number; ticket numbers have at most 10 digits
 LOOKUP_MAX = 50
@@ -94,6 +97,7 @@ def verify(session: Session, settings: Settings, actor: Principal, body: VerifyI
         if verdict.ok:
             _count(ticket, body.at)
             row.entries_left = rules.entries_left(ticket)
+            _tell_gates(session, ticket, row, now=now)
     session.add(row)
     try:
         session.commit()
@@ -103,6 +107,24 @@ def verify(session: Session, settings: Settings, actor: Principal, body: VerifyI
             return done
         raise
     return row
+
+
+def _tell_gates(session: Session, ticket: Ticket, v: Verification, *, now: datetime) -> None:
+    """Append the verification (or its undo) to the ticket's site's feed, counts as they now stand, under
+    the feed's lock: taken after the ticket's row lock, as every writer of a ticket and the feed takes them."""
+    site = session.scalar(select(Site.code).where(Site.id == ticket.site_id))
+    assert site is not None
+    usage = Usage(
+        ticket_id=str(ticket.id),
+        event_id=v.event_id,
+        at=v.at,
+        site=site,
+        device=v.device,
+        undone=v.undone_at is not None,
+        entries_used=ticket.entries_used,
+        first_entry_at=ticket.first_entry_at,
+    )
+    append_change(session, ticket.site_id, usage, now=now)
 
 
 def _stored(session: Session, body: VerifyIn) -> Verification | None:
@@ -201,6 +223,7 @@ def undo(
     ticket.first_entry_at = _first_entry(session, ticket, but=v.id)
     v.undone_at, v.undone_by, v.undo_reason = now, actor.actor[:100], reason
     v.entries_left = rules.entries_left(ticket)
+    _tell_gates(session, ticket, v, now=now)
     record(
         session, actor, "verify.undo", "verification", v.id, {"ticket_id": ticket.id, "reason": reason, "at": str(v.at)}
     )
