@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, aliased
 from cloud.channels import registry
 from cloud.channels.base import CallResult, ChannelAccount, UsedEntry, VerifyCall
 from cloud.channels.models import Channel, ChannelCall, ChannelMessage, ChannelOrder
+from cloud.db import utcnow
 from cloud.orders.models import Order
 from cloud.settings import Settings
 from cloud.tickets.models import Ticket
@@ -109,9 +110,16 @@ def backoff(attempts: int) -> timedelta:
 
 
 def send_due(
-    session: Session, settings: Settings, *, now: datetime, http: httpx.Client | None = None, limit: int = 50
+    session: Session,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    http: httpx.Client | None = None,
+    limit: int = 50,
 ) -> int:
-    """Send the verify calls due at `now`, one by one, each result committed; how many were tried."""
+    """Send the verify calls due at `now` (default: the clock), one by one, each result committed; how many
+    were tried. Never raises for one bad call: it is logged and marked."""
+    now = now or utcnow()
     client = http or httpx.Client(timeout=10)
     tried = 0
     try:
