@@ -17,6 +17,7 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.utils import format_datetime, parsedate_to_datetime
@@ -80,6 +81,7 @@ class MeituanPlatform:
     refuse_with: tuple[int, str] | None = None
     already_on_repeat: bool = False  # a requestId already counted gets 1008 instead of its first answer
     clock_skew_s: int = 300
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))  # Meituan's clock, for our Date
     consumed: list[Consumed] = field(default_factory=list)  # accepted notices (each attempt that got through)
     refused: list[str] = field(default_factory=list)  # why a notice was refused (our signature, Date ...)
     used: dict[str, int] = field(default_factory=dict)  # Meituan order id -> used quantity it counts
@@ -134,10 +136,11 @@ class MeituanPlatform:
         action = sent.url.rsplit("/", 1)[-1]
         return self.send(action, {}, at=at, content=sent.content)
 
-    def reserialised(self, sent: Sent) -> Sent:
-        """The same headers with the body's JSON re-serialised (keys reordered, spaces): someone replaying them."""
+    def reserialised(self, sent: Sent, **changes: Any) -> Sent:
+        """The same headers with the body's JSON re-serialised (keys reordered, spaces) and any field changed:
+        someone replaying captured headers (MWS does not sign the body)."""
         data = json.loads(sent.content)
-        data["body"] = dict(reversed(list(data["body"].items())))
+        data["body"] = dict(reversed(list({**data["body"], **changes}.items())))
         raw = json.dumps(dict(reversed(list(data.items()))), ensure_ascii=False, indent=1).encode()
         return Sent(sent.url, sent.headers, raw, post(sent.url, raw, sent.headers))
 
@@ -242,7 +245,7 @@ class MeituanPlatform:
             sent_at = parsedate_to_datetime(date_header)
         except (TypeError, ValueError):
             return "no Date"
-        if abs((datetime.now(UTC) - sent_at).total_seconds()) > self.clock_skew_s:
+        if abs((self.clock() - sent_at).total_seconds()) > self.clock_skew_s:
             return "stale Date"
         expected = f"MWS {self.client_id}:{mws(self.secret, got.method, got.path, date_header)}"
         if not hmac.compare_digest(got.headers.get("authorization", ""), expected):

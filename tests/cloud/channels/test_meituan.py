@@ -7,9 +7,11 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
 from cloud.channels.base import (
     Authentic,
@@ -30,7 +32,11 @@ from cloud.channels.base import (
     Voucher,
 )
 from cloud.channels.meituan import CONSUME_PATH, MeituanAdapter, mws_signature
-from tests.cloud.channels.kit import TEST_SECRETS
+from cloud.channels.models import ChannelCall, ChannelOrder
+from cloud.orders.models import Order
+from cloud.sync.models import FeedChange
+from cloud.tickets.models import Ticket
+from tests.cloud.channels.kit import TEST_SECRETS, ChannelCloud
 from tests.cloud.channels.meituan_platform import CONFIG, MeituanPlatform, mws
 
 ADAPTER = MeituanAdapter()
@@ -328,3 +334,194 @@ def test_an_unreachable_platform_is_retried() -> None:
     with httpx.Client(timeout=2) as http:
         result = ADAPTER.send(call(), account("http://127.0.0.1:9"), http, datetime.now(UTC))
     assert result.verdict == "retry" and result.detail.startswith("network")
+
+
+# ---- end to end: Meituan and our cloud over real sockets ----
+
+
+@pytest.fixture
+def mt(channel_cloud: ChannelCloud, product: dict[str, Any]) -> Iterator[MeituanPlatform]:
+    platform = MeituanPlatform(notify_url=lambda action: channel_cloud.notify_url("meituan", action)).start()
+    channel_cloud.configure(
+        "meituan", base_url=platform.base_url, skus={"MT-DAY": (product["id"], 26000)}, config=CONFIG
+    )
+    yield platform
+    platform.stop()
+
+
+def tomorrow() -> date:
+    return datetime.now(ZoneInfo("Asia/Shanghai")).date() + timedelta(days=1)
+
+
+def state(cloud: ChannelCloud) -> tuple[int, int, int, int]:
+    """Orders, tickets, feed rows and verify calls: what a refused message must leave alone."""
+    with cloud.sessions() as s:
+        return (
+            s.scalar(select(func.count(Order.id))) or 0,
+            s.scalar(select(func.count(Ticket.id))) or 0,
+            s.scalar(select(func.count(FeedChange.id))) or 0,
+            s.scalar(select(func.count(ChannelCall.id))) or 0,
+        )
+
+
+def tickets_of(cloud: ChannelCloud, meituan_order: int) -> list[Ticket]:
+    with cloud.sessions() as s:
+        order_id = s.scalar(select(ChannelOrder.order_id).where(ChannelOrder.order_ref == str(meituan_order)))
+        return list(s.scalars(select(Ticket).where(Ticket.order_id == order_id).order_by(Ticket.id)))
+
+
+def feed(cloud: ChannelCloud, kind: str) -> list[dict[str, Any]]:
+    with cloud.sessions() as s:
+        return [row.body for row in s.scalars(select(FeedChange).where(FeedChange.kind == kind))]
+
+
+def bought(mt: MeituanPlatform, order_id: int, quantity: int = 1) -> list[str]:
+    """Meituan creates and pays an order; the codes we answered."""
+    created = mt.create(order_id, "MT-DAY", quantity, tomorrow(), unit_price_fen=26000)
+    assert created.json()["code"] == 200, created.json()
+    paid = mt.pay(order_id).json()
+    assert paid["code"] == 200, paid
+    return [v["voucherCode"] for v in paid["body"]["vouchers"]]
+
+
+def test_an_order_paid_on_meituan_gets_our_codes_in_the_answer_and_on_the_sites_feed(
+    channel_cloud: ChannelCloud, mt: MeituanPlatform
+) -> None:
+    created = mt.create(5001, "MT-DAY", 2, tomorrow(), unit_price_fen=26000).json()
+    assert (created["code"], created["body"]["orderStatus"], created["body"]["vouchers"]) == (200, "pending", [])
+    assert state(channel_cloud)[:2] == (1, 0)  # stock held, nothing issued before the payment
+    paid = mt.pay(5001).json()
+    codes = [v["voucherCode"] for v in paid["body"]["vouchers"]]
+    assert (paid["code"], paid["body"]["orderStatus"], paid["body"]["orderId"]) == (200, "issued", 5001)
+    assert len(codes) == 2 and all(c.startswith("MTNA") and len(c) == 17 for c in codes)
+    assert paid["body"]["partnerOrderId"] == created["body"]["partnerOrderId"]
+    assert [t.code for t in tickets_of(channel_cloud, 5001)] == codes
+    assert sorted(b["ticket"]["code"] for b in feed(channel_cloud, "ticket")) == sorted(codes)
+
+
+def test_resends_and_meituans_own_retries_make_one_order_with_the_same_codes(
+    channel_cloud: ChannelCloud, mt: MeituanPlatform
+) -> None:
+    created = mt.create(5002, "MT-DAY", 1, tomorrow())
+    assert mt.resend(created).response.content == created.response.content
+    assert mt.retry(created).json()["body"]["partnerOrderId"] == created.json()["body"]["partnerOrderId"]
+    paid = mt.pay(5002)
+    before = state(channel_cloud)
+    again = [mt.resend(paid), mt.retry(paid), mt.retry(paid, at=datetime.now(UTC) + timedelta(seconds=5))]
+    assert again[0].response.content == paid.response.content
+    assert all(a.json()["body"]["vouchers"] == paid.json()["body"]["vouchers"] for a in again)
+    assert mt.query(5002).json()["body"]["vouchers"] == paid.json()["body"]["vouchers"]
+    assert state(channel_cloud) == before and before[:2] == (1, 1)
+
+
+@pytest.mark.parametrize("case", ["bad-signature", "stale-date", "future-date", "reserialised", "altered-body"])
+def test_forged_stale_or_replayed_messages_are_refused_and_change_nothing(
+    channel_cloud: ChannelCloud, mt: MeituanPlatform, case: str
+) -> None:
+    created = mt.create(5003, "MT-DAY", 1, tomorrow())
+    before = state(channel_cloud)
+    pay = {"orderId": 5003, "payTime": "2026-12-20 10:00:00"}
+    if case == "bad-signature":
+        refused = mt.send("pay", pay, secret="not-the-secret")
+    elif case == "stale-date":
+        refused = mt.send("pay", pay, at=datetime.now(UTC) - timedelta(seconds=700))
+    elif case == "future-date":
+        refused = mt.send("pay", pay, at=datetime.now(UTC) + timedelta(seconds=700))
+    elif case == "reserialised":
+        refused = mt.reserialised(created)
+    else:
+        refused = mt.reserialised(created, orderId=6666, quantity=5)
+    answer = refused.json()
+    expected = 409 if case in {"reserialised", "altered-body"} else 401
+    assert (refused.response.status_code, answer["code"]) == (200, expected), answer
+    assert answer["describe"] != "success" and answer["body"] == {}
+    assert state(channel_cloud) == before
+    assert mt.query(5003).json()["body"]["orderStatus"] == "pending"
+
+
+def test_a_refund_of_an_unused_ticket_is_approved_and_revokes_it_on_the_feed(
+    channel_cloud: ChannelCloud, mt: MeituanPlatform
+) -> None:
+    codes = bought(mt, 5004, 2)
+    asked = mt.refund(5004, "MT-R-1", quantity=1)
+    answer = asked.json()["body"]
+    assert (asked.json()["code"], answer["refundResult"], answer["refundId"]) == (200, "APPROVE", "MT-R-1")
+    (refunded,) = answer["vouchers"]
+    assert refunded["voucherCode"] in codes and refunded["status"] in {"refunded", "revoked"}
+    first, second = tickets_of(channel_cloud, 5004)
+    revoked = first if first.code == refunded["voucherCode"] else second
+    assert [b["ticket_id"] for b in feed(channel_cloud, "status")] == [str(revoked.id)]
+    before = state(channel_cloud)
+    assert mt.retry(asked).json()["body"] == answer  # Meituan asks again: the same decision, nothing more revoked
+    assert state(channel_cloud) == before
+
+
+def test_a_refund_of_a_used_ticket_is_rejected(channel_cloud: ChannelCloud, mt: MeituanPlatform) -> None:
+    bought(mt, 5005, 1)
+    (ticket,) = tickets_of(channel_cloud, 5005)
+    assert channel_cloud.gate_passage(ticket.id) is None
+    answer = mt.refund(5005, "MT-R-2").json()
+    assert (answer["code"], answer["body"]["refundResult"], answer["body"]["rejectCode"]) == (
+        200,
+        "REJECT",
+        "ticket_used",
+    )
+    assert feed(channel_cloud, "status") == [] and tickets_of(channel_cloud, 5005)[0].status == "valid"
+
+
+def calls(cloud: ChannelCloud) -> list[ChannelCall]:
+    with cloud.sessions() as s:
+        return list(s.scalars(select(ChannelCall).order_by(ChannelCall.id)))
+
+
+def test_a_gate_passage_sends_one_signed_consume_notice_with_the_calls_request_id(
+    channel_cloud: ChannelCloud, mt: MeituanPlatform
+) -> None:
+    (code,) = bought(mt, 5006, 1)
+    (ticket,) = tickets_of(channel_cloud, 5006)
+    channel_cloud.gate_passage(ticket.id)
+    now = datetime.now(UTC)
+    assert channel_cloud.send_due_calls(now) == 1
+    (call,) = calls(channel_cloud)
+    (got,) = mt.consumed
+    assert mt.refused == [] and got.headers["authorization"].startswith("MWS mt-client-7:")
+    assert (got.body["orderId"], got.body["requestId"], got.body["usedQuantity"], got.body["quantity"]) == (
+        5006,
+        call.idempotency_key,
+        1,
+        1,
+    )
+    with channel_cloud.sessions() as s:
+        number = s.scalar(select(Order.number).where(Order.id == ticket.order_id))
+    assert got.body["partnerOrderId"] == number and got.body["vouchers"][0]["voucherCode"] == code
+    assert (call.state, call.attempts, mt.used) == ("done", 0, {"5006": 1})
+    assert channel_cloud.send_due_calls(now + timedelta(hours=1)) == 0 and len(mt.consumed) == 1
+
+
+def test_platform_errors_are_retried_with_the_same_request_id_until_already_verified_is_done(
+    channel_cloud: ChannelCloud, mt: MeituanPlatform
+) -> None:
+    mt.fail_first, mt.fail_mode, mt.already_on_repeat = 2, "lost", True  # counted, but the answer is lost twice
+    bought(mt, 5007, 1)
+    channel_cloud.gate_passage(tickets_of(channel_cloud, 5007)[0].id)
+    start = datetime.now(UTC)
+    assert channel_cloud.send_due_calls(start) == 1
+    assert channel_cloud.send_due_calls(start) == 0  # backing off
+    (call,) = calls(channel_cloud)
+    assert (call.state, call.attempts) == ("pending", 1) and "500" in (call.last_error or "")
+    for minutes in (1, 10):
+        later = start + timedelta(minutes=minutes)
+        mt.clock = lambda later=later: later  # type: ignore[misc]
+        assert channel_cloud.send_due_calls(later) == 1
+    (call,) = calls(channel_cloud)
+    assert call.state == "done" and [c.body["requestId"] for c in mt.consumed] == [call.idempotency_key] * 3
+    assert mt.used == {"5007": 1}
+
+
+def test_a_permanent_refusal_leaves_the_call_failing(channel_cloud: ChannelCloud, mt: MeituanPlatform) -> None:
+    mt.refuse_with = (1006, "券号不存在")
+    bought(mt, 5008, 1)
+    channel_cloud.gate_passage(tickets_of(channel_cloud, 5008)[0].id)
+    assert channel_cloud.send_due_calls(datetime.now(UTC)) == 1
+    (call,) = calls(channel_cloud)
+    assert (call.state, call.attempts) == ("failing", 1) and "1006" in (call.last_error or "")
