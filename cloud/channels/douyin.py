@@ -11,8 +11,10 @@ configures them (``D/connect/spi``):
   ``certificate_info_list[{certificate_id}]`` (scenic V2). Douyin's certificate ids are kept in the order's extra
   (``certificate_ids``), one per ticket in ticket order; when Douyin sends none, the certificate id is ours: the
   ticket's id [GUESS]. SKU mapping: ``sku.third_sku_id`` (the id the merchant gave the SKU on our side) when set,
-  else Douyin's ``sku.sku_id`` [GUESS]. Vouchers are undated (``visit_date=None``): 团购 codes are valid from
-  ``start_time`` to ``expire_time`` (kept in extra), any day; dated tickets are Douyin's 日历票 API, not this one.
+  else Douyin's ``sku.sku_id`` [GUESS]. 团购 vouchers are undated, valid ``start_time`` .. ``expire_time`` (kept in
+  extra); dated tickets are Douyin's 日历票 API, not this one. So the line's visit date is the voucher's first valid
+  day (China time) when that is after the day Douyin sent the order (a voucher sold ahead of the season), else
+  None (the machinery's "today"); the mapped product's ``valid_days`` should match the voucher's validity [GUESS].
   A failure we cannot undo (unknown SKU, sold out, ...) is answered ``result=2`` (failed: Douyin refunds at once,
   [DOC]); an order not yet issued is answered ``error_code=100`` so Douyin resends [GUESS from a notify SPI's doc].
 - ``refund_apply``: 退款申请 (``.../tripartite.code/refund.apply``) -> `RefundRequest(decided=False)`, answered
@@ -57,8 +59,9 @@ import hmac
 import json
 import threading
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -102,6 +105,7 @@ _REJECT_ERRORS = {
     "disabled": (ERR_RETRY, "渠道未启用，请稍后重试"),
 }
 _STATUS = {"pending": 0, "issued": 1, "used": 2, "refunded": 3, "cancelled": 4, "expired": 5}  # [GUESS]
+CHINA = ZoneInfo("Asia/Shanghai")  # Douyin's times are China's
 _TOKEN_MARGIN = timedelta(seconds=60)
 _tokens: dict[tuple[str, str], tuple[str, datetime]] = {}  # (base url, client key) -> (token, good until)
 _tokens_lock = threading.Lock()
@@ -166,13 +170,15 @@ class DouyinAdapter:
             return Rejected("malformed", "the body is not JSON")
         if not isinstance(body, dict):
             return Rejected("malformed", "the body is not a JSON object")
-        return Authentic(fingerprint=got, nonce=None, payload={"action": request.action, "body": body})
+        return Authentic(
+            fingerprint=got, nonce=None, payload={"action": request.action, "body": body, "sent_ms": int(stamp)}
+        )
 
     def parse(self, message: Authentic, request: InboundRequest) -> Intent:
         action, body = message.payload["action"], message.payload["body"]
         order_ref = _text(body.get("order_id"), "order_id")
         if action == "issue":
-            return self._issue(order_ref, body)
+            return self._issue(order_ref, body, message.payload.get("sent_ms"))
         if action in ("refund_apply", "refund_notice"):
             key = (
                 "notice_list"
@@ -194,7 +200,7 @@ class DouyinAdapter:
             return QueryOrder(order_ref)
         raise Malformed(f"unknown douyin SPI action {action!r} (expected one of {', '.join(ACTIONS)})")
 
-    def _issue(self, order_ref: str, body: Mapping[str, Any]) -> PlaceOrder:
+    def _issue(self, order_ref: str, body: Mapping[str, Any], sent_ms: int | None) -> PlaceOrder:
         sku = body.get("sku")
         if not isinstance(sku, dict):
             raise Malformed("sku is missing")
@@ -217,7 +223,7 @@ class DouyinAdapter:
             extra["certificate_ids"] = [cid for cid, _ in certs]
         return PlaceOrder(
             order_ref=order_ref,
-            lines=(OrderLine(sku=sku_ref, quantity=count, unit_price_fen=unit, visit_date=None),),
+            lines=(OrderLine(sku=sku_ref, quantity=count, unit_price_fen=unit, visit_date=_first_day(body, sent_ms)),),
             paid=True,
             phone=str(first["phone"]) if first.get("phone") else None,
             name=str(first["name"]) if first.get("name") else None,
@@ -277,6 +283,15 @@ class DouyinAdapter:
         except httpx.HTTPError as exc:
             return CallResult("retry", f"verify: {type(exc).__name__}: {exc}"[:300])
         return _judge(r, (base, client_key), len(call.entries))
+
+
+def _first_day(body: Mapping[str, Any], sent_ms: int | None) -> date | None:
+    """The voucher's first valid day (``start_time``, China time) when it is after the day Douyin sent it."""
+    start = body.get("start_time")
+    if isinstance(start, bool) or not isinstance(start, int) or sent_ms is None or not 0 < start < 10**11:
+        return None
+    first = datetime.fromtimestamp(start, CHINA).date()
+    return first if first > datetime.fromtimestamp(sent_ms / 1000, CHINA).date() else None
 
 
 def _certificate_list(outcome: OrderOutcome) -> list[dict[str, str]]:

@@ -74,6 +74,7 @@ class DouyinPlatform:
     verified: dict[str, dict[str, Any]] = field(default_factory=dict)  # code -> {verify_id, verify_token, ...}
     by_token: dict[str, bytes] = field(default_factory=dict)  # verify_token -> the answer given
     problems: list[str] = field(default_factory=list)
+    answers: list[int | str] = field(default_factory=list)  # each verify call's outcome: "error" or a result
     certificate_ids: dict[str, str] = field(default_factory=dict)  # code -> certificate id (from our answers)
     server: StandIn | None = None
 
@@ -149,6 +150,7 @@ class DouyinPlatform:
             if self.verified_anyway:
                 for code in codes:
                     self.verified.setdefault(code, self._record(body, code))
+            self.answers.append("error")
             return error(2100004, RETRYABLE)
         results = []
         for code in codes:
@@ -160,6 +162,7 @@ class DouyinPlatform:
             else:
                 self.verified[code] = self._record(body, code)
                 results.append({"result": 0, "msg": "", "code": code, **self.verified[code]["ids"]})
+        self.answers.extend(r["result"] for r in results)
         answer = json.dumps({"data": {"verify_results": results}, "extra": {"error_code": 0, "description": ""}})
         self.by_token[token] = answer.encode()
         return answer.encode()
@@ -215,10 +218,12 @@ class DouyinPlatform:
         third_sku_id: str = "",
         pay_amount: int | None = None,
         certificate_ids: list[str] | None = None,
+        start_time: int | None = None,
         **kwargs: Any,
     ) -> Sent:
-        """发券: the buyer has paid `count` copies of `sku_id`; we must answer with our codes."""
-        start = int(time.time())
+        """发券: the buyer has paid `count` copies of `sku_id` (valid from `start_time`, default now, 90 days);
+        we must answer with our codes."""
+        start = start_time or int(time.time())
         payload: dict[str, Any] = {
             "order_id": order_id,
             "count": count,

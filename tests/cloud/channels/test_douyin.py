@@ -4,11 +4,14 @@ stand-in, and its verify calls to the stand-in (done / retry / give_up)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
 from cloud.channels.base import (
     Authentic,
@@ -26,9 +29,22 @@ from cloud.channels.base import (
     VerifyCall,
     Voucher,
 )
-from cloud.channels.douyin import DouyinAdapter, life_sign, old_sign, sign_text
-from tests.cloud.channels.douyin_platform import CLIENT_KEY, POI_ID, SECRET, DouyinPlatform, Sent, douyin_sign
-from tests.cloud.channels.kit import TEST_SECRETS, StandIn
+from cloud.channels.douyin import CHINA, DouyinAdapter, life_sign, old_sign, sign_text
+from cloud.channels.models import ChannelCall
+from cloud.orders.models import Order
+from cloud.sync.models import FeedChange
+from cloud.tickets.models import Ticket
+from models.voucher import looks_like_ours, site_voucher_key
+from tests.cloud.channels.douyin_platform import (
+    CLIENT_KEY,
+    POI_ID,
+    SECRET,
+    DouyinPlatform,
+    Sent,
+    douyin_sign,
+    now_ms,
+)
+from tests.cloud.channels.kit import TEST_SECRETS, ChannelCloud, StandIn
 
 ADAPTER = DouyinAdapter()
 
@@ -168,6 +184,15 @@ def test_issue_becomes_a_paid_order_of_the_mapped_sku(spi: DouyinPlatform, inbox
     order = ADAPTER.parse(*authentic(inbox))
     assert isinstance(order, PlaceOrder) and order.lines[0].sku == "1788000000001"  # no third_sku_id: Douyin's
     assert order.extra["certificate_ids"] == ["c-1", "c-2"]
+
+
+def test_a_voucher_sold_ahead_of_its_first_day_is_for_that_day(spi: DouyinPlatform, inbox: StandIn) -> None:
+    opening = int(datetime(2030, 12, 20, 0, 0, tzinfo=CHINA).timestamp())
+    deliver(spi, inbox, "issue", "issue", "DY-O-8", "1", third_sku_id="day", start_time=opening)
+    message, request = authentic(inbox)
+    order = ADAPTER.parse(message, request)
+    assert isinstance(order, PlaceOrder) and order.lines[0].visit_date == date(2030, 12, 20)
+    assert order.extra["start_time"] == opening
 
 
 def test_refund_apply_notice_and_status_query(spi: DouyinPlatform, inbox: StandIn) -> None:
@@ -319,3 +344,173 @@ def test_an_unreachable_or_failing_platform_is_retried(douyin: DouyinPlatform) -
         )
         assert ADAPTER.send(call(), unconfigured, http, datetime.now(UTC)).verdict == "give_up"
     assert douyin.verify_calls == []
+
+
+# ---- end to end: the stand-in, the cloud over a real socket, SQLite ----
+
+
+@pytest.fixture
+def shop(channel_cloud: ChannelCloud, product: dict[str, Any], douyin: DouyinPlatform) -> ChannelCloud:
+    """Douyin configured: its verify calls go to the stand-in; SKU "day" (third_sku_id) is our day ticket."""
+    channel_cloud.configure(
+        "douyin",
+        base_url=douyin.base_url,
+        skus={"day": (product["id"], 25000)},
+        config={"client_key": CLIENT_KEY, "poi_id": POI_ID},
+    )
+    return channel_cloud
+
+
+def in_days(days: int) -> int:
+    """A voucher's start_time: valid from `days` days ahead (refundable until then under our refund rules)."""
+    return int(time.time()) + days * 86400
+
+
+def counts(cloud: ChannelCloud) -> tuple[int, int, int]:
+    with cloud.sessions() as s:
+        return (
+            s.scalar(select(func.count()).select_from(Order)) or 0,
+            s.scalar(select(func.count()).select_from(Ticket)) or 0,
+            s.scalar(select(func.count()).select_from(FeedChange)) or 0,
+        )
+
+
+def tickets_of(cloud: ChannelCloud, order_ref: str) -> list[Ticket]:
+    with cloud.sessions() as s:
+        order_id = s.scalar(select(Order.id).where(Order.ota_channel == "douyin", Order.ota_order_ref == order_ref))
+        return list(s.scalars(select(Ticket).where(Ticket.order_id == order_id).order_by(Ticket.id)))
+
+
+def feed(cloud: ChannelCloud) -> list[dict[str, Any]]:
+    with cloud.sessions() as s:
+        return [{"kind": f.kind, **f.body} for f in s.scalars(select(FeedChange).order_by(FeedChange.seq))]
+
+
+def revoked_on_feed(cloud: ChannelCloud) -> list[str]:
+    return [str(c["ticket_id"]) for c in feed(cloud) if c["kind"] == "status" and c["status"] == "revoked"]
+
+
+def test_an_order_becomes_tickets_with_our_codes_in_the_answer_and_on_the_feed_once(
+    shop: ChannelCloud, douyin: DouyinPlatform
+) -> None:
+    url = shop.notify_url("douyin", "issue")
+    first = douyin.issue(url, "DY-1001", "1788000000001", 2, third_sku_id="day", certificate_ids=["c-81", "c-82"])
+    assert first.response.status_code == 200 and first.data["error_code"] == 0 and first.data["result"] == 1
+    tickets = tickets_of(shop, "DY-1001")
+    codes = [t.code for t in tickets]
+    assert len(tickets) == 2 and all(c and looks_like_ours(c, site_key(shop)) for c in codes)
+    assert first.data["certificates"] == [
+        {"certificate_id": "c-81", "code": codes[0]},
+        {"certificate_id": "c-82", "code": codes[1]},
+    ]
+    on_feed = [change["ticket"]["code"] for change in feed(shop) if change["kind"] == "ticket"]
+    assert on_feed == codes
+    before = counts(shop)
+
+    again = douyin.resend(first)  # the same bytes: the same answer
+    assert again.response.content == first.response.content
+    retried = douyin.retry(first)  # Douyin's own retry (a fresh timestamp): the same order and codes
+    assert retried.data["certificates"] == first.data["certificates"]
+    assert counts(shop) == before
+
+
+@pytest.mark.parametrize("case", ["bad_signature", "stale", "reserialised"])
+def test_forged_stale_or_reserialised_orders_change_nothing(
+    shop: ChannelCloud, douyin: DouyinPlatform, case: str
+) -> None:
+    url = shop.notify_url("douyin", "issue")
+    body = douyin.body({"order_id": "DY-1002", "count": 1, "sku": {"sku_id": "1", "third_sku_id": "day"}})
+    before = counts(shop)
+    if case == "bad_signature":
+        sent = douyin.send(url, body, secret="guessed-secret")
+    elif case == "stale":
+        sent = douyin.send(url, body, timestamp_ms=now_ms() - 601_000)
+    else:
+        signed = douyin.send(f"{douyin.base_url}/nowhere", body)  # signed, then re-serialised on the way
+        sent = douyin._post(url, json.dumps(json.loads(body), indent=1).encode(), signed.query, signed.headers)
+    assert sent.response.status_code == 200
+    assert sent.data["error_code"] != 0 and "result" not in sent.data and "certificates" not in sent.data
+    assert counts(shop) == before
+
+
+def test_refund_of_an_unused_ticket_is_allowed_and_revokes_it_on_the_feed(
+    shop: ChannelCloud, douyin: DouyinPlatform
+) -> None:
+    douyin.issue(shop.notify_url("douyin", "issue"), "DY-1003", "1", 2, third_sku_id="day", start_time=in_days(3))
+    first, second = tickets_of(shop, "DY-1003")
+    refund = douyin.refund_apply(shop.notify_url("douyin", "refund_apply"), "DY-1003", "AS-1003", [first.code or ""])
+    assert refund.data == {"error_code": 0, "description": "success", "result": 1}
+    first, second = tickets_of(shop, "DY-1003")
+    assert (first.status, second.status) == ("refunded", "valid")
+    assert revoked_on_feed(shop) == [str(first.id)]
+    assert douyin.resend(refund).response.content == refund.response.content
+
+
+def test_refund_of_a_used_ticket_is_rejected(shop: ChannelCloud, douyin: DouyinPlatform) -> None:
+    douyin.issue(shop.notify_url("douyin", "issue"), "DY-1004", "1", 1, third_sku_id="day", start_time=in_days(3))
+    (ticket,) = tickets_of(shop, "DY-1004")
+    assert shop.gate_passage(ticket.id) is None
+    refund = douyin.refund_apply(shop.notify_url("douyin", "refund_apply"), "DY-1004", "AS-1004", [ticket.code or ""])
+    assert refund.data["error_code"] == 0 and refund.data["result"] == 2 and "used" in refund.data["reason"]
+    assert tickets_of(shop, "DY-1004")[0].status == "valid" and revoked_on_feed(shop) == []
+
+
+def test_a_refund_douyin_made_itself_revokes_and_is_acknowledged(shop: ChannelCloud, douyin: DouyinPlatform) -> None:
+    douyin.issue(shop.notify_url("douyin", "issue"), "DY-1005", "1", 1, third_sku_id="day")
+    (ticket,) = tickets_of(shop, "DY-1005")
+    notice = douyin.refund_notice(shop.notify_url("douyin", "refund_notice"), "DY-1005", "AS-1005", [ticket.code or ""])
+    assert notice.data == {"error_code": 0, "description": "success"}
+    assert tickets_of(shop, "DY-1005")[0].status == "refunded" and revoked_on_feed(shop) == [str(ticket.id)]
+    status = douyin.status_query(shop.notify_url("douyin", "status_query"), "DY-1005")
+    assert status.data["certificates"][0]["code"] == ticket.code and status.data["certificates"][0]["status"] != "valid"
+
+
+def test_a_gate_passage_sends_one_verify_call_with_the_right_fields(shop: ChannelCloud, douyin: DouyinPlatform) -> None:
+    douyin.issue(shop.notify_url("douyin", "issue"), "DY-1006", "1", 1, third_sku_id="day", certificate_ids=["c-6"])
+    (ticket,) = tickets_of(shop, "DY-1006")
+    shop.gate_passage(ticket.id)
+    assert shop.send_due_calls(now=datetime.now(UTC)) == 1
+    (sent,) = douyin.verify_calls
+    with shop.sessions() as s:
+        row = s.scalars(select(ChannelCall)).one()
+        assert (row.state, row.idempotency_key) == ("done", sent["verify_token"])
+    assert (sent["poi_id"], sent["order_id"], sent["codes"]) == (POI_ID, "DY-1006", [ticket.code])
+    assert douyin.problems == [] and douyin.verified[ticket.code or ""]["ids"]["certificate_id"] == "c-6"
+    assert shop.send_due_calls(now=datetime.now(UTC)) == 0 and len(douyin.verify_calls) == 1
+
+
+def test_platform_errors_are_retried_with_the_same_token_until_already_verified_is_done(
+    shop: ChannelCloud, douyin: DouyinPlatform
+) -> None:
+    douyin.issue(shop.notify_url("douyin", "issue"), "DY-1007", "1", 1, third_sku_id="day")
+    (ticket,) = tickets_of(shop, "DY-1007")
+    shop.gate_passage(ticket.id)
+    douyin.fail_first = 2
+    later = datetime.now(UTC)
+    for _ in range(3):
+        shop.send_due_calls(now=later)
+        later += timedelta(hours=1)
+    assert len({c["verify_token"] for c in douyin.verify_calls}) == 1 and len(douyin.verify_calls) == 3
+    with shop.sessions() as s:
+        row = s.scalars(select(ChannelCall)).one()
+        assert row.state == "done" and row.done_at is not None
+        # the codes were verified by the first, failed, call: the third heard 1208 and took it as done
+        assert douyin.answers == ["error", "error", 1208]
+        assert douyin.verified[ticket.code or ""]["verify_token"] == row.idempotency_key
+        assert row.reply["verify_ids"][ticket.code] == douyin.verified[ticket.code or ""]["ids"]["verify_id"]
+
+
+def test_a_permanent_refusal_leaves_the_call_failing(shop: ChannelCloud, douyin: DouyinPlatform) -> None:
+    douyin.issue(shop.notify_url("douyin", "issue"), "DY-1008", "1", 1, third_sku_id="day")
+    (ticket,) = tickets_of(shop, "DY-1008")
+    douyin.refuse[ticket.code or ""] = (1203, "券码已过期")
+    shop.gate_passage(ticket.id)
+    assert shop.send_due_calls(now=datetime.now(UTC)) == 1
+    with shop.sessions() as s:
+        row = s.scalars(select(ChannelCall)).one()
+        assert row.state == "failing" and "1203" in (row.last_error or "")
+
+
+def site_key(cloud: ChannelCloud) -> bytes:
+    assert cloud.settings.voucher_key is not None
+    return site_voucher_key(cloud.settings.voucher_key, cloud.site["code"])
