@@ -13,7 +13,7 @@ Which parts follow a published document and which are a reasoned guess (research
   (header `X-Encryption-Status: encrypted`) is left out: such a message is refused as malformed.
 - `orderId` (Meituan's order id) and `partnerDealId` (our SKU) in the order body: seen in integrations (SDK).
 - GUESS, every other field name (the official schemas need a login): create `quantity`, `unitPriceFen` (fen),
-  `visitDate` (YYYY-MM-DD; absent for an undated voucher: the SKU's product decides its validity), `contactName`,
+  `visitDate` (YYYY-MM-DD; absent for an undated voucher, which the machinery dates today), `contactName`,
   `contactPhone`; refund `refundId`, `quantity` or `voucherCodes`, `reason`; pay `payTime`. Answer bodies:
   `orderId`, `partnerOrderId`, `orderStatus`, `vouchers[{voucherCode, partnerDealId, visitDate, status,
   usedQuantity}]`; a refund answer `refundId`, `refundResult` APPROVE | REJECT (the value names one integration

@@ -525,3 +525,36 @@ def test_a_permanent_refusal_leaves_the_call_failing(channel_cloud: ChannelCloud
     assert channel_cloud.send_due_calls(datetime.now(UTC)) == 1
     (call,) = calls(channel_cloud)
     assert (call.state, call.attempts) == ("failing", 1) and "1006" in (call.last_error or "")
+
+
+def test_an_unpaid_order_cancelled_gives_its_stock_back_and_cannot_be_paid(
+    channel_cloud: ChannelCloud, mt: MeituanPlatform
+) -> None:
+    mt.create(5009, "MT-DAY", 3, tomorrow())
+    cancelled = mt.cancel(5009).json()
+    assert (cancelled["code"], cancelled["body"]["orderStatus"]) == (200, "cancelled")
+    late = mt.pay(5009).json()
+    assert late["code"] == 409 and "订单未支付" in late["describe"]
+    assert state(channel_cloud)[:2] == (1, 0)
+    again = mt.create(5010, "MT-DAY", 100, tomorrow()).json()  # the whole day's stock is free again
+    assert (again["code"], again["body"]["orderStatus"]) == (200, "pending")
+
+
+@pytest.mark.parametrize(
+    ("action", "body", "code"),
+    [
+        pytest.param("create", {**CREATE, "orderId": 5011, "partnerDealId": "MT-NONE"}, 404, id="unknown-deal"),
+        pytest.param("create", {**CREATE, "orderId": 5012, "quantity": 101}, 409, id="sold-out"),
+        pytest.param("create", {**CREATE, "orderId": 5013, "quantity": "2"}, 400, id="unreadable"),
+        pytest.param("pay", {"orderId": 5014}, 404, id="pay-an-unknown-order"),
+    ],
+)
+def test_orders_we_cannot_take_are_answered_with_meituans_error_form_and_change_nothing(
+    channel_cloud: ChannelCloud, mt: MeituanPlatform, action: str, body: dict[str, Any], code: int
+) -> None:
+    if action == "create":
+        body = {**body, "visitDate": tomorrow().isoformat()}
+    before = state(channel_cloud)
+    answer = mt.send(action, body).json()
+    assert answer["code"] == code and answer["describe"] != "success", answer
+    assert state(channel_cloud) == before
