@@ -22,7 +22,9 @@ configures them (``D/connect/spi``):
   allow / reject and "anything else counts as pending"; [GUESS] the numbers (0 pending, 1 allow, 2 reject: the
   audit callback's published 1 = allow, 2 = reject, ``.../tripartite.code/refund.audit``) and the request's list
   name (``certificates``, also read as ``certificate_list``) holding ``{certificate_id, code}``; idempotency key
-  ``after_sale_id`` [DOC: refunds are idempotent per certificate; one after-sale id covers them].
+  ``after_sale_id`` [DOC: refunds are idempotent per certificate; one after-sale id covers them]. A refund of an
+  order we never made is answered pending (``error_code=0`` without ``result``: [DOC] "any other answer counts as
+  pending"; the doc asks for 待审核 then), so Douyin approves it itself after 24 h: the buyer gets the money.
 - ``refund_notice``: 退款信息同步 (``.../tripartite.code/refund.notice``) -> `RefundRequest(decided=True)`:
   ``order_id, after_sale_id, notice_list[{certificate_id, code}]`` [DOC]; acknowledged ``error_code=0`` whatever
   we made of it (Douyin already refunded; a resend would not change that).
@@ -246,6 +248,8 @@ class DouyinAdapter:
                 return _envelope(0, "success")
             if outcome.approved:
                 return _envelope(0, "success", result=REFUND_ALLOW)
+            if outcome.code == "unknown_order":  # [DOC] an order we never made: 待审核 (auto-approved after 24 h)
+                return _envelope(0, "pending: " + outcome.message[:180])
             return _envelope(0, "success", result=REFUND_REJECT, reason=outcome.message[:200] or outcome.code)
         certificates = _certificate_list(outcome)
         if action == "status_query":

@@ -267,6 +267,8 @@ def test_answers_in_douyins_envelope(spi: DouyinPlatform, inbox: StandIn) -> Non
     assert answer_to(inbox, approved) == {"error_code": 0, "description": "success", "result": 1}
     denied = RefundOutcome("DY-O-7", "AS-7", False, "ticket_used", "票已使用", ())
     assert answer_to(inbox, denied) == {"error_code": 0, "description": "success", "result": 2, "reason": "票已使用"}
+    unknown = RefundOutcome("DY-O-7", "AS-7", False, "unknown_order", "No order DY-O-7", ())
+    assert "result" not in answer_to(inbox, unknown)  # pending: Douyin approves it itself after 24 h
     deliver(spi, inbox, "refund_notice", "refund_notice", "DY-O-7", "AS-8", ["CODE-A"])
     assert answer_to(inbox, denied) == {"error_code": 0, "description": "success"}
     deliver(spi, inbox, "status_query", "status_query", "DY-O-7")
@@ -414,6 +416,23 @@ def test_an_order_becomes_tickets_with_our_codes_in_the_answer_and_on_the_feed_o
     assert counts(shop) == before
 
 
+def test_an_order_refused_while_the_channel_is_off_is_issued_on_douyins_retry(
+    shop: ChannelCloud, douyin: DouyinPlatform
+) -> None:
+    def configure(enabled: bool) -> None:
+        config = {"client_key": CLIENT_KEY, "poi_id": POI_ID}
+        shop.configure("douyin", base_url=douyin.base_url, skus={}, config=config, enabled=enabled)
+
+    configure(False)
+    first = douyin.issue(shop.notify_url("douyin", "issue"), "DY-1010", "1", 1, third_sku_id="day")
+    assert first.data["error_code"] == 100 and counts(shop)[0] == 0  # "retry": Douyin resends at 10 s, 30 s ...
+    configure(True)
+    retried = douyin.retry(first)
+    assert retried.data["result"] == 1 and [c["code"] for c in retried.data["certificates"]] == [
+        t.code for t in tickets_of(shop, "DY-1010")
+    ]
+
+
 @pytest.mark.parametrize("case", ["bad_signature", "stale", "reserialised"])
 def test_forged_stale_or_reserialised_orders_change_nothing(
     shop: ChannelCloud, douyin: DouyinPlatform, case: str
@@ -453,6 +472,13 @@ def test_refund_of_a_used_ticket_is_rejected(shop: ChannelCloud, douyin: DouyinP
     refund = douyin.refund_apply(shop.notify_url("douyin", "refund_apply"), "DY-1004", "AS-1004", [ticket.code or ""])
     assert refund.data["error_code"] == 0 and refund.data["result"] == 2 and "used" in refund.data["reason"]
     assert tickets_of(shop, "DY-1004")[0].status == "valid" and revoked_on_feed(shop) == []
+
+
+def test_a_refund_of_an_order_we_never_made_is_left_pending(shop: ChannelCloud, douyin: DouyinPlatform) -> None:
+    before = counts(shop)
+    refund = douyin.refund_apply(shop.notify_url("douyin", "refund_apply"), "DY-NEVER", "AS-9", [""])
+    assert refund.data["error_code"] == 0 and "result" not in refund.data
+    assert counts(shop) == before
 
 
 def test_a_refund_douyin_made_itself_revokes_and_is_acknowledged(shop: ChannelCloud, douyin: DouyinPlatform) -> None:
