@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,7 +92,7 @@ def test_a_ticket_verified_at_a_handheld_is_denied_at_the_gate_and_admitted_once
     admitted = resort.scan(GATE, sale.token)
     assert admitted is not None and (admitted.admit, admitted.code, admitted.passed) == (True, "ok", True)
 
-    passages = Path(resort.workdir / "cloud.db")
+    passages = resort.workdir / "cloud.db"
     wait_until(lambda: (GATE, admitted.event_id) in cloud_passages(passages), "the gate's passage in the cloud", WAIT)
     assert entries_used(resort, sale.ticket_id) == 1, "the undone verification counts nothing, the gate's once"
 
@@ -105,7 +104,7 @@ def test_a_ticket_admitted_at_the_gate_is_refused_at_the_handheld_once_its_passa
 
     admitted = resort.scan(GATE, sale.token)
     assert admitted is not None and (admitted.admit, admitted.code, admitted.passed) == (True, "ok", True)
-    passages = Path(resort.workdir / "cloud.db")
+    passages = resort.workdir / "cloud.db"
     wait_until(lambda: (GATE, admitted.event_id) in cloud_passages(passages), "the gate's passage in the cloud", WAIT)
 
     refused = handheld_verify(resort, sale.token)
