@@ -13,6 +13,8 @@ Decisions:
 - An unexpected error is rolled back and answered HTTP 503 with a small JSON error
   (`{"code": "retry", "message": ...}`): every platform treats a non-2xx answer as "not received" and
   resends, which is what we want; nothing of it was kept.
+- A resend gets the stored status and body with a JSON content type (the adapters answer JSON; other
+  headers of the first answer are not kept).
 - Refunds asked for by a platform are refunded through `cloud.refunds.service.refund` in the same
   transaction as the answer.
 """
@@ -57,11 +59,10 @@ def handle(session: Session, settings: Settings, code: str, request: InboundRequ
     adapter = registry.adapter(code)
     account = registry.account(session, settings, code)
     if account is None:
-        row = session.get(Channel, code)
+        unusable = registry.account_of(session.get(Channel, code), code, None)
         session.rollback()
         log.warning("refused a %s request: the channel is disabled or not configured", code)
-        refusal = Rejected("disabled", f"Channel {code} is not enabled here")
-        return adapter.answer(None, refusal, registry.account_of(row, code, None))
+        return adapter.answer(None, Rejected("disabled", f"Channel {code} is not enabled here"), unusable)
     verdict = adapter.authenticate(request, account, now)
     if isinstance(verdict, Rejected):
         session.rollback()
