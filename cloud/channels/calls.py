@@ -61,6 +61,11 @@ def gate_source(site: str, gate: str, event_id: uuid.UUID) -> str:
     return text if len(text) <= SOURCE_MAX else f"gate:{event_id}"
 
 
+def handheld_source(event_id: uuid.UUID) -> str:
+    """The call's source for a handheld's verification: its event id (known before the row is stored)."""
+    return f"handheld:{event_id}"
+
+
 def on_entries_used(session: Session, uses: Sequence[EntryUse], now: datetime) -> int:
     """One pending verify call per use whose order came from a platform; how many. The caller commits."""
     if not uses:
@@ -91,13 +96,19 @@ def on_entries_used(session: Session, uses: Sequence[EntryUse], now: datetime) -
     return len(calls)
 
 
-def cancel_for_source(session: Session, source: str) -> bool:
-    """Cancel the pending call of this source (a handheld verification undone before it went out). No commit."""
+def cancel_for_source(session: Session, source: str, now: datetime) -> bool:
+    """Cancel the call of this source if it never went out (a handheld verification undone first): pending, never
+    tried and not claimed by a sender right now (a claim moves `next_at` ahead). No commit."""
     result = cast(
         CursorResult[Any],
         session.execute(
             update(ChannelCall)
-            .where(ChannelCall.source == source[:SOURCE_MAX], ChannelCall.state == "pending")
+            .where(
+                ChannelCall.source == source[:SOURCE_MAX],
+                ChannelCall.state == "pending",
+                ChannelCall.attempts == 0,
+                ChannelCall.next_at <= now,
+            )
             .values(state="cancelled")
             .execution_options(synchronize_session=False)
         ),

@@ -33,6 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloud.audit.service import record
+from cloud.channels.calls import EntryUse, cancel_for_source, handheld_source, on_entries_used
 from cloud.customers.models import Customer, Holder
 from cloud.deps import MAX_ID, Principal
 from cloud.errors import Conflict, DomainError, not_found
@@ -98,6 +99,9 @@ def verify(session: Session, settings: Settings, actor: Principal, body: VerifyI
             _count(ticket, body.at)
             row.entries_left = rules.entries_left(ticket)
             _tell_gates(session, ticket, row, now=now)
+            # An OTA ticket's platform is told of the use (a persisted call, sent after this commits).
+            use = EntryUse(ticket.id, ticket.order_id, body.at, handheld_source(body.event_id))
+            on_entries_used(session, [use], now)
     session.add(row)
     try:
         session.commit()
@@ -224,9 +228,10 @@ def undo(
     v.undone_at, v.undone_by, v.undo_reason = now, actor.actor[:100], reason
     v.entries_left = rules.entries_left(ticket)
     _tell_gates(session, ticket, v, now=now)
-    record(
-        session, actor, "verify.undo", "verification", v.id, {"ticket_id": ticket.id, "reason": reason, "at": str(v.at)}
-    )
+    # A platform call not sent yet is called off; one already sent stays told (no platform undo is sent).
+    called_off = cancel_for_source(session, handheld_source(v.event_id), now)
+    detail = {"ticket_id": ticket.id, "reason": reason, "at": str(v.at), "platform_call_cancelled": called_off}
+    record(session, actor, "verify.undo", "verification", v.id, detail)
     session.commit()
     return v
 
