@@ -80,6 +80,9 @@ class OrderLine:
     unit_price_fen: int | None  # what the buyer paid per unit, when the platform says
     visit_date: date | None  # None: the platform sells undated vouchers; the adapter's docstring says what then
     ref: str = ""  # the platform's line id (Ctrip itemId), kept for the answers and the verify call
+    # An undated voucher's last valid day: the ticket is open-dated, valid from visit_date (None: today) through
+    # this day, and refundable unused until the product's cutoff before it. None: a ticket for one visit day.
+    last_day: date | None = None
 
 
 @dataclass(frozen=True, slots=True)

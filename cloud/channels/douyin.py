@@ -225,7 +225,15 @@ class DouyinAdapter:
             extra["certificate_ids"] = [cid for cid, _ in certs]
         return PlaceOrder(
             order_ref=order_ref,
-            lines=(OrderLine(sku=sku_ref, quantity=count, unit_price_fen=unit, visit_date=_first_day(body, sent_ms)),),
+            lines=(
+                OrderLine(
+                    sku=sku_ref,
+                    quantity=count,
+                    unit_price_fen=unit,
+                    visit_date=_first_day(body, sent_ms),
+                    last_day=_last_day(body),
+                ),
+            ),
             paid=True,
             phone=str(first["phone"]) if first.get("phone") else None,
             name=str(first["name"]) if first.get("name") else None,
@@ -296,6 +304,14 @@ def _first_day(body: Mapping[str, Any], sent_ms: int | None) -> date | None:
         return None
     first = datetime.fromtimestamp(start, CHINA).date()
     return first if first > datetime.fromtimestamp(sent_ms / 1000, CHINA).date() else None
+
+
+def _last_day(body: Mapping[str, Any]) -> date | None:
+    """The voucher's last valid day (``expire_time``, seconds, China time): the ticket is open-dated through it."""
+    end = body.get("expire_time")
+    if isinstance(end, bool) or not isinstance(end, int) or not 0 < end < 10**11:
+        return None
+    return datetime.fromtimestamp(end - 1, CHINA).date()  # an expiry at midnight ends the day before
 
 
 def _certificate_list(outcome: OrderOutcome) -> list[dict[str, str]]:

@@ -4,7 +4,9 @@ Decisions (the issue leaves them open):
 - Price: each ticket costs the SKU mapping's `price_fen` (what the resort settles with the platform); a mapping
   without one sells at the product's own price for that day. What the buyer paid on the platform is kept in
   the channel order's extra (`_lines[].paid_unit_price_fen`), never charged against.
-- An undated line (a platform selling open vouchers) is for today in the site's time zone.
+- An undated line (a platform selling open vouchers) starts today in the site's time zone; with a `last_day`
+  (Douyin's `expire_time`) it is an open-dated voucher: valid every day through its last day (at most a year),
+  refundable unused until the product's cutoff before that day, its stock counted on its first day.
 - An order notification about an order we already have is answered from that order (the first one wins, even
   if a later one says something else): idempotent by the platform's order id.
 - Money: the platform took it, so a paid order is paid by the platform as provider (`Payment.provider` = the
@@ -24,7 +26,7 @@ from __future__ import annotations
 import secrets
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -68,6 +70,7 @@ from models import TicketStatus
 from models.sync import StatusChange
 
 HOLD_MINUTES = 120
+OPEN_DAYS_MAX = 366  # an open-dated voucher's validity at most
 LINES = "_lines"  # the channel order's extra: each order item's sku, line ref and the buyer's price
 
 
@@ -158,8 +161,11 @@ def place_order(
         except Conflict as exc:
             raise Refused(Failure("sold_out", exc.en)) from exc
         order.total_fen += unit * line.quantity
+        last_day = _last_day(line.last_day, day)
         order.items.append(
-            OrderItem(product_id=product.id, visit_date=day, quantity=line.quantity, unit_price_fen=unit)
+            OrderItem(
+                product_id=product.id, visit_date=day, quantity=line.quantity, unit_price_fen=unit, last_day=last_day
+            )
         )
         lines.append({"sku": line.sku, "ref": line.ref, "paid_unit_price_fen": line.unit_price_fen})
     session.add(order)
@@ -178,6 +184,16 @@ def place_order(
     if intent.paid:
         _pay(session, settings, code, order, now)
     return order_outcome(session, corder, order)
+
+
+def _last_day(last: date | None, first: date) -> date | None:
+    """An open-dated voucher's last valid day (None: a ticket for its visit day); at most OPEN_DAYS_MAX after its
+    first day. Its stock is counted on its first day, the only day known when it is sold."""
+    if last is None or last <= first:
+        return None
+    if last > first + timedelta(days=OPEN_DAYS_MAX):
+        raise Refused(Failure("bad_date", f"A voucher valid until {last} is valid too long (at most a year)"))
+    return last
 
 
 def _mapped(session: Session, code: str, skus: set[str]) -> dict[str, tuple[ChannelSku, Product]]:

@@ -87,7 +87,11 @@ def refund(
             ticket_ids=missing,
         )
     tz = ZoneInfo(get_site(session, order.site_id).timezone)
-    lines = [assess(t, products.get_product(session, t.product_id), tz, now) for t in tickets.values()]
+    last_days = {item.id: item.last_day for item in order.items}  # open-dated vouchers
+    lines = [
+        assess(t, products.get_product(session, t.product_id), tz, now, last_days.get(t.order_item_id))
+        for t in tickets.values()
+    ]
 
     # The guard that holds under concurrency: only a still-valid, unused ticket becomes refunded.
     result = cast(

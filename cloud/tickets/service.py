@@ -35,8 +35,13 @@ def local_midnight(day: date, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
 
 
-def validity(product: Product, visit_date: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
-    """The [valid_from, valid_until) window of a ticket for `visit_date`, by product kind."""
+def validity(
+    product: Product, visit_date: date, tz: ZoneInfo, last_day: date | None = None
+) -> tuple[datetime, datetime]:
+    """The [valid_from, valid_until) window of a ticket for `visit_date`, by product kind; an open-dated voucher
+    (`last_day`, `OrderItem.last_day`) is valid from `visit_date` through `last_day` whatever its kind."""
+    if last_day is not None and last_day >= visit_date:
+        return local_midnight(visit_date, tz), local_midnight(last_day + timedelta(days=1), tz)
     kind = ProductKind(product.kind)
     if kind is ProductKind.SEASON or (kind is ProductKind.PUNCH and product.season_start and product.season_end):
         assert product.season_start is not None and product.season_end is not None
@@ -59,7 +64,7 @@ def issue_for_order(session: Session, settings: Settings, order: Order, *, now: 
     fresh: list[Ticket] = []
     for item in order.items:
         product = get_product(session, item.product_id)
-        valid_from, valid_until = validity(product, item.visit_date, tz)
+        valid_from, valid_until = validity(product, item.visit_date, tz, item.last_day)
         for unit_no in range(1, item.quantity + 1):
             if (item.id, unit_no) in have:
                 continue

@@ -7,7 +7,9 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as dt_time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -463,6 +465,21 @@ def test_refund_of_an_unused_ticket_is_allowed_and_revokes_it_on_the_feed(
     assert (first.status, second.status) == ("refunded", "valid")
     assert revoked_on_feed(shop) == [str(first.id)]
     assert douyin.resend(refund).response.content == refund.response.content
+
+
+def test_a_voucher_bought_today_is_open_dated_for_its_90_days_and_refundable_today(
+    shop: ChannelCloud, douyin: DouyinPlatform
+) -> None:
+    start = int(time.time())
+    douyin.issue(shop.notify_url("douyin", "issue"), "DY-1010", "1", 1, third_sku_id="day", start_time=start)
+    [ticket] = tickets_of(shop, "DY-1010")
+    last_day = datetime.fromtimestamp(start + 90 * 86400 - 1, ZoneInfo("Asia/Shanghai")).date()
+    assert ticket.valid_until == datetime.combine(last_day + timedelta(days=1), dt_time(0), ZoneInfo("Asia/Shanghai"))
+    assert ticket.valid_from <= datetime.now(UTC) < ticket.valid_until  # the gates admit it on any of those days
+
+    refund = douyin.refund_apply(shop.notify_url("douyin", "refund_apply"), "DY-1010", "AS-1010", [ticket.code or ""])
+    assert refund.data["result"] == 1  # an unused open voucher is refundable until its last day's cutoff
+    assert revoked_on_feed(shop) == [str(ticket.id)]
 
 
 def test_refund_of_a_used_ticket_is_rejected(shop: ChannelCloud, douyin: DouyinPlatform) -> None:
