@@ -24,11 +24,13 @@ Which parts follow a published document and which are a reasoned guess (research
   `{cloud}/api/v1/channels/meituan/notify/{create|pay|refund|query|cancel}` (an `order/` prefix is accepted too).
   create holds the stock (unpaid), pay issues the codes, cancel gives back an unpaid order's stock.
 - GUESS, freshness: `Date` is the only timestamp, accepted within the channel's `freshness_s` either way.
-- GUESS, resends: the signature covers the method, path and Date but not the body. So the Authorization value is
-  the message's nonce: a second, different body under a signature we have seen is refused as a replay (a body
-  re-serialised or altered by someone who captured the headers). The cost: two different messages on the same
-  action within one second share a signature; the second is refused and gets through on Meituan's resend (a new
-  Date). The exact same message again (same Authorization, Date and body: the fingerprint) gets our first answer.
+- GUESS, resends: the signature covers the method, path and Date but not the body. So the Authorization value
+  with the body's `orderId` is the message's nonce: a second, different body about the same order under a
+  signature we have seen is refused as a replay (a body re-serialised or altered by someone who captured the
+  headers). Two orders in the same second on the same action share a signature but not a nonce, so a morning
+  rush is not refused. What MWS cannot stop: headers captured within the freshness window reused for ANOTHER
+  order's body; only TLS (and Meituan's encrypted-body variant, not built) protects against that.
+  The exact same message again (same Authorization, Date and body: the fingerprint) gets our first answer.
 - Refunds are answered synchronously (APPROVE / REJECT in the answer); the asynchronous
   `order/refund/notice` push (SDK) is not sent.
 - The verify (核销) call: `POST {base_url}/rhone/mtp/api/order/consume/notice` MWS-signed, success `code 200`
@@ -202,7 +204,8 @@ class MeituanAdapter:
         if str(payload.get("partnerId", "")) != account.config.get("partner_id"):
             return Rejected("unknown_account", "body.partnerId differs from the PartnerId header")
         digest = hashlib.sha256(f"{authorization}\n{date_header}\n".encode() + request.body).hexdigest()
-        nonce = hashlib.sha256(f"{request.path}\n{authorization}".encode()).hexdigest()
+        order_id = payload["body"].get("orderId")
+        nonce = hashlib.sha256(f"{request.path}\n{authorization}\n{order_id}".encode()).hexdigest()
         return Authentic(fingerprint=digest, nonce=nonce, payload=payload)
 
     def parse(self, message: Authentic, request: InboundRequest) -> Intent:

@@ -430,7 +430,7 @@ def test_forged_stale_or_replayed_messages_are_refused_and_change_nothing(
     elif case == "reserialised":
         refused = mt.reserialised(created)
     else:
-        refused = mt.reserialised(created, orderId=6666, quantity=5)
+        refused = mt.reserialised(created, quantity=5)  # the same order, altered under captured headers
     answer = refused.json()
     expected = 409 if case in {"reserialised", "altered-body"} else 401
     assert (refused.response.status_code, answer["code"]) == (200, expected), answer
@@ -538,6 +538,14 @@ def test_an_unpaid_order_cancelled_gives_its_stock_back_and_cannot_be_paid(
     assert state(channel_cloud)[:2] == (1, 0)
     again = mt.create(5010, "MT-DAY", 100, tomorrow()).json()  # the whole day's stock is free again
     assert (again["code"], again["body"]["orderStatus"]) == (200, "pending")
+
+
+def test_two_orders_in_the_same_second_are_both_taken(channel_cloud: ChannelCloud, mt: MeituanPlatform) -> None:
+    at = datetime.now(UTC)  # one Date, so one MWS signature for both: the order id tells them apart
+    first = mt.send("create", {**CREATE, "orderId": 5020}, at=at).json()
+    second = mt.send("create", {**CREATE, "orderId": 5021}, at=at).json()
+    assert (first["code"], second["code"]) == (200, 200)
+    assert first["body"]["partnerOrderId"] != second["body"]["partnerOrderId"]
 
 
 @pytest.mark.parametrize(
