@@ -44,7 +44,7 @@ def _routers() -> list[APIRouter]:
 
 
 async def _expiry_loop(factory: sessionmaker[Session], settings: Settings, every_s: float) -> None:
-    from cloud.channels.calls import send_due, sweep_messages
+    from cloud.channels.calls import sweep_messages
     from cloud.faces.gallery import sweep
     from cloud.orders.service import expire_pending
     from cloud.refunds.payout import sweep_with as refund_sweep
@@ -72,12 +72,26 @@ async def _expiry_loop(factory: sessionmaker[Session], settings: Settings, every
                 log.info("refund sweep: %d WeChat refund(s) sent or checked", n)
         except Exception:
             log.exception("refund sweep failed; will retry")
-        try:  # verify calls due to the OTA platforms (each result committed), then old channel messages
+        try:  # channel messages old enough that a resend of them would be stale anyway
             with factory() as session:
-                n = await asyncio.to_thread(lambda: send_due(session, settings, now=utcnow()))
                 await asyncio.to_thread(lambda: sweep_messages(session, utcnow()))
-            if n:
-                log.info("channel calls: %d verify call(s) sent", n)
+        except Exception:
+            log.exception("channel message sweep failed; will retry")
+
+
+async def _channel_calls_loop(factory: sessionmaker[Session], settings: Settings) -> None:
+    """The OTA platforms' verify calls, every `channel_calls_every_s`: each batch is drained (each result
+    committed) until none is due, so a skier's entry reaches the platform within seconds."""
+    from cloud.channels.calls import BATCH, send_due
+
+    while True:
+        await asyncio.sleep(settings.channel_calls_every_s)
+        try:
+            with factory() as session:
+                while (n := await asyncio.to_thread(lambda: send_due(session, settings, now=utcnow()))) > 0:
+                    log.info("channel calls: %d verify call(s) tried", n)
+                    if n < BATCH:
+                        break
         except Exception:
             log.exception("channel calls failed; will retry")
 
@@ -95,11 +109,14 @@ def create_app(settings: Settings | None = None, *, expiry_every_s: float = 30.0
         from cloud.sync.mqtt import start as sync_start
 
         app.state.sync = await asyncio.to_thread(sync_start, factory, settings)
-        task = asyncio.create_task(_expiry_loop(factory, settings, expiry_every_s)) if expiry_every_s > 0 else None
+        tasks = []
+        if expiry_every_s > 0:  # tests drive these themselves with expiry_every_s=0
+            tasks.append(asyncio.create_task(_expiry_loop(factory, settings, expiry_every_s)))
+            tasks.append(asyncio.create_task(_channel_calls_loop(factory, settings)))
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
             if app.state.sync is not None:
                 await asyncio.to_thread(app.state.sync.stop)

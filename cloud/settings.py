@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     channel_secrets_json: SecretStr = Field(
         default=SecretStr(""), description="OTA channels' secrets as JSON {channel: {name: value}}, e.g. douyin"
     )
+    channel_calls_every_s: float = Field(
+        default=5.0, gt=0, description="How often the OTA platforms' due verify calls are sent"
+    )
     order_pending_minutes: int = Field(default=15, gt=0, description="Unpaid orders expire after this")
     verify_undo_minutes: int = Field(default=10, gt=0, description="A handheld verification can be undone this long")
     timezone: str = "Asia/Shanghai"

@@ -38,6 +38,7 @@ from cloud.tickets.models import Ticket
 log = logging.getLogger("starfish.cloud.channels")
 
 MAX_ATTEMPTS = 16
+BATCH = 50  # calls tried per `send_due`
 FIRST_WAIT = timedelta(seconds=5)
 LONGEST_WAIT = timedelta(minutes=30)
 LEASE = timedelta(minutes=5)
@@ -126,7 +127,7 @@ def send_due(
     *,
     now: datetime | None = None,
     http: httpx.Client | None = None,
-    limit: int = 50,
+    limit: int = BATCH,
 ) -> int:
     """Send the verify calls due at `now` (default: the clock), one by one, each result committed; how many
     were tried. Never raises for one bad call: it is logged and marked."""
