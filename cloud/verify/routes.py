@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from cloud.db import utcnow
 from cloud.deps import IdPath, Principal, Role, SessionDep, SettingsDep, TransactionScopedRoute, require
-from cloud.verify import service
+from cloud.verify import listing, service
 from cloud.verify.schemas import DEVICE, PRINTABLE, LookupOut, UndoIn, VerificationOut, VerifyIn
 
 router = APIRouter(prefix="/verify", tags=["verify"], route_class=TransactionScopedRoute)
@@ -49,7 +49,7 @@ def undo(
 
 
 CSV_COLUMNS = (
-    "id", "at", "site_id", "device", "staff_name", "ticket_id", "channel", "ota_channel",
+    "source", "id", "at", "site_id", "device", "staff_name", "ticket_id", "channel", "ota_channel",
     "accepted", "reason", "entries_left", "undone_at", "undone_by", "undo_reason",
 )  # fmt: skip
 
@@ -62,27 +62,27 @@ def verifications(
     site_id: SiteQuery = None,
     channel: Annotated[str | None, Query(max_length=16, pattern=PRINTABLE)] = None,
     staff: Annotated[str | None, Query(max_length=64, pattern=PRINTABLE)] = None,
-    gate: Annotated[str | None, Query(pattern=DEVICE, description="The handheld's name")] = None,
+    gate: Annotated[str | None, Query(pattern=DEVICE, description="A handheld's or a gate's name")] = None,
     day: date | None = None,
     accepted: bool | None = None,
+    source: listing.Source = "all",
     format: Literal["json", "csv"] = "json",
 ) -> list[VerificationOut] | Response:
-    """Verifications per site, channel, staff member, handheld and local day, oldest first; `format=csv`
-    for a spreadsheet (UTF-8 with BOM, so Excel reads the Chinese)."""
-    rows = [
-        service.out(v)
-        for v in service.listing(
-            session,
-            settings,
-            site_id=site_id,
-            channel=channel,
-            staff=staff,
-            gate=gate,
-            day=day,
-            accepted=accepted,
-            limit=100_000 if format == "csv" else 1000,
-        )
-    ]
+    """Verifications (核销记录) per site, channel, staff member, handheld or gate and local day, oldest first:
+    handhelds' verifications and gates' admissions (`cloud.verify.listing`); `format=csv` for a spreadsheet
+    (UTF-8 with BOM, so Excel reads the Chinese)."""
+    rows = listing.listing(
+        session,
+        settings,
+        source=source,
+        site_id=site_id,
+        channel=channel,
+        staff=staff,
+        gate=gate,
+        day=day,
+        accepted=accepted,
+        limit=100_000 if format == "csv" else 1000,
+    )
     if format == "json":
         return rows
     buf = io.StringIO()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -39,6 +40,9 @@ class VerificationOut(BaseModel):
 
     model_config = ConfigDict(from_attributes=True)
 
+    source: Literal["handheld", "gate"] = Field(
+        default="handheld", description="A handheld's verification, or a gate's admission (`device` is the gate)"
+    )
     id: int
     event_id: uuid.UUID
     site_id: int

@@ -24,8 +24,7 @@ answers the undone verification again.
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Select, func, select
@@ -44,7 +43,6 @@ from cloud.sites.service import get_site
 from cloud.sync.feed import append_change
 from cloud.sync.models import GatePassage
 from cloud.tickets.models import Ticket, TicketState
-from cloud.tickets.service import local_midnight
 from cloud.verify import rules
 from cloud.verify.models import Verification
 from cloud.verify.schemas import LookupOut, TicketLookupOut, VerificationOut, VerifyIn
@@ -53,7 +51,6 @@ from models.sync import EVENT_CLOCK_SKEW, Usage, implausible_time
 
 PHONE = re.compile(r"1\d{10}")  # a mainland mobile number; ticket numbers have at most 10 digits
 LOOKUP_MAX = 50
-FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2100, 1, 1)  # days a list may ask for (local midnights stay in range)
 
 
 def verify(session: Session, settings: Settings, actor: Principal, body: VerifyIn, *, now: datetime) -> Verification:
@@ -318,12 +315,12 @@ def listing(
     channel: str | None = None,
     staff: str | None = None,
     gate: str | None = None,
-    day: date | None = None,
+    window: tuple[datetime, datetime] | None = None,
     accepted: bool | None = None,
     limit: int = 1000,
 ) -> list[Verification]:
-    """Verifications, oldest first, by site, channel (the order's, or its OTA platform), staff member,
-    handheld (`gate`), local day (the site's time zone; the service's without a site) and outcome."""
+    """Handheld verifications, oldest first, by site, channel (the order's, or its OTA platform), staff member,
+    handheld (`gate`), time window (`cloud.verify.listing.day_bounds`) and outcome."""
     stmt: Select[Verification] = select(Verification).order_by(Verification.at, Verification.id).limit(limit)
     if site_id is not None:
         stmt = stmt.where(Verification.site_id == site_id)
@@ -335,17 +332,17 @@ def listing(
         stmt = stmt.where(Verification.device == gate)
     if accepted is not None:
         stmt = stmt.where(Verification.accepted.is_(accepted))
-    if day is not None:
-        if not FIRST_DAY <= day <= LAST_DAY:
-            raise DomainError("day_out_of_range", f"No verifications on {day}", f"{day} 无核销记录", status_code=422)
-        tz = ZoneInfo(get_site(session, site_id).timezone if site_id is not None else settings.timezone)
-        start, end = local_midnight(day, tz), local_midnight(day + timedelta(days=1), tz)
-        stmt = stmt.where(Verification.at >= start, Verification.at < end)
+    if window is not None:
+        stmt = stmt.where(Verification.at >= window[0], Verification.at < window[1])
     return list(session.scalars(stmt))
 
 
 def out(v: Verification) -> VerificationOut:
     """A stored verification with its answer's sentences."""
     en, zh = rules.TEXTS.get(v.reason, rules.TEXTS["unreadable"])
-    fields = {name: getattr(v, name) for name in VerificationOut.model_fields if name not in ("message", "message_zh")}
-    return VerificationOut(**fields, message=en, message_zh=zh)
+    fields = {
+        name: getattr(v, name)
+        for name in VerificationOut.model_fields
+        if name not in ("source", "message", "message_zh")
+    }
+    return VerificationOut(**fields, source="handheld", message=en, message_zh=zh)

@@ -426,6 +426,32 @@ def test_the_list_filters_by_staff_handheld_channel_and_day_and_exports_csv(
     assert "HYPERLINK" not in r.text, "the presented code is not exported"
 
 
+def test_the_list_shows_gate_admissions_beside_handheld_verifications_and_a_conflict_as_its_reason(
+    app: FastAPI, api: Api, site: dict[str, Any], single: dict[str, Any]
+) -> None:
+    at_gate = ticket_of(app, api, site["id"], single["id"])
+    twice = ticket_of(app, api, site["id"], single["id"])
+    assert gate_passage(app, api, site["id"], at_gate["id"], minutes_ago=2) is None
+    verify(api, site["id"], twice["token"], device="hh-01")
+    assert gate_passage(app, api, site["id"], twice["id"]) == "over_use"  # the gate admitted it offline after
+
+    def listed(**params: Any) -> list[tuple[str, str, int, str]]:
+        query = {"site_id": site["id"], "day": today().isoformat()} | params
+        r = api.as_(Role.FINANCE).get(f"{URL}/list", params=query)
+        assert r.status_code == 200, r.text
+        return [(v["source"], v["device"], v["ticket_id"], v["reason"]) for v in r.json()]
+
+    assert listed() == [
+        ("gate", "g1", at_gate["id"], "ok"),
+        ("handheld", "hh-01", twice["id"], "ok"),
+        ("gate", "g1", twice["id"], "over_use"),
+    ]
+    assert listed(gate="g1") == listed(source="gate") == [listed()[0], listed()[2]]
+    assert listed(staff="verifier-user") == listed(source="handheld") == [listed()[1]]
+    assert listed(channel="online", source="gate") == []  # these were sold at the counter
+    assert len(listed(channel="counter")) == 3
+
+
 def test_the_handhelds_reasons_read_as_the_gates() -> None:
     for code, (en, zh) in rules.TEXTS.items():
         assert CATALOG[Reason(code)] == {"en": en, "zh": zh}, code
