@@ -19,7 +19,7 @@ from cloud.channels.base import CHANNEL_CODES
 from cloud.channels.models import Channel, ChannelCall, ChannelSku
 from cloud.channels.schemas import CallState, ChannelIn, ChannelOut, SkuIn, SkuOut
 from cloud.deps import Principal
-from cloud.errors import Conflict, not_found
+from cloud.errors import Conflict, DomainError, not_found
 from cloud.products.service import get_product
 from cloud.settings import Settings
 
@@ -65,6 +65,8 @@ def configure(
             f"The cloud has no secrets for {code} ({names}): set STARFISH_CHANNEL_SECRETS_FILE first",
             f"云端未配置 {code} 的密钥（{names}），请先设置 STARFISH_CHANNEL_SECRETS_FILE",
         )
+    if (problem := registry.base_url_problem(settings, code, body.base_url)) is not None:
+        raise DomainError("base_url_not_allowed", problem, f"{code} 的接口地址不被允许：{problem}", status_code=422)
     row = session.get(Channel, code) or Channel(code=code)
     row.enabled, row.base_url, row.freshness_s, row.config = body.enabled, body.base_url, body.freshness_s, body.config
     row.updated_by, row.updated_at = actor.actor, now

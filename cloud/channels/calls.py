@@ -129,14 +129,19 @@ def send_due(
     http: httpx.Client | None = None,
     limit: int = BATCH,
 ) -> int:
-    """Send the verify calls due at `now` (default: the clock), one by one, each result committed; how many
-    were tried. Never raises for one bad call: it is logged and marked."""
-    now = now or utcnow()
+    """Send the verify calls due at `now` (default: the clock, read again for every claim and every result, so a
+    slow platform cannot make a lease or a back-off start in the past), one by one, each result committed; how
+    many were tried. Never raises for one bad call: it is logged and marked."""
+    fixed = now
+
+    def clock() -> datetime:
+        return fixed or utcnow()
+
     client = http or httpx.Client(timeout=10)
     tried = 0
     try:
         for _ in range(limit):
-            claimed = _claim(session, settings, now)
+            claimed = _claim(session, settings, clock())
             if claimed is None:
                 break
             tried += 1
@@ -144,11 +149,11 @@ def send_due(
                 continue  # parked: the channel is off
             call_id, verify, account = claimed
             try:
-                result = registry.adapter(account.code).send(verify, account, client, now)
+                result = registry.adapter(account.code).send(verify, account, client, clock())
             except Exception as exc:  # an adapter's bug: this call waits, the others go on
                 log.exception("verify call %s to %s failed in its adapter", call_id, account.code)
                 result = CallResult("retry", f"adapter error: {type(exc).__name__}")
-            _settle(session, call_id, result, now)
+            _settle(session, call_id, result, clock())
     finally:
         if http is None:
             client.close()
@@ -178,6 +183,10 @@ def _claim(session: Session, settings: Settings, now: datetime) -> tuple[int, Ve
         call.next_at, call.last_error = now + PARKED, "the channel is disabled or not configured"
         session.commit()
         return call.id
+    if (problem := registry.base_url_problem(settings, account.code, account.base_url)) is not None:
+        call.next_at, call.last_error = now + PARKED, problem[:300]  # never send credentials elsewhere
+        session.commit()
+        return call.id
     call.next_at = now + LEASE
     verify = _verify_call(session, call)
     call_id = call.id
@@ -191,11 +200,12 @@ def _verify_call(session: Session, call: ChannelCall) -> VerifyCall:
     ticket = session.get(Ticket, call.ticket_id)
     assert corder is not None and order is not None and ticket is not None
     lines = {x.get("item_id"): x for x in corder.extra.get("_lines", [])}
-    used_total = session.scalar(
-        select(func.count(ChannelCall.id)).where(
-            ChannelCall.order_id == call.order_id, ChannelCall.state != "cancelled", ChannelCall.id <= call.id
-        )
+    # Cumulative (Ctrip's useQuantity): the order's uses the platform took, and this one. Never a use it refused
+    # (a failing call), and never less than a total already sent (a failing call retried later comes after).
+    done = select(func.count(ChannelCall.id)).where(
+        ChannelCall.order_id == call.order_id, ChannelCall.state == "done", ChannelCall.id != call.id
     )
+    used_total = (session.scalar(done) or 0) + 1
     quantity = session.scalar(select(func.count(Ticket.id)).where(Ticket.order_id == call.order_id))
     entry = UsedEntry(
         ticket_id=ticket.id,
@@ -211,7 +221,7 @@ def _verify_call(session: Session, call: ChannelCall) -> VerifyCall:
         order_number=order.number,
         order_extra=dict(corder.extra),
         entries=(entry,),
-        used_total=int(used_total or 0),
+        used_total=used_total,
         quantity_total=int(quantity or 0),
     )
 

@@ -187,7 +187,12 @@ def _day(obj: Mapping[str, Any], name: str) -> date | None:
 
 def _fen(value: Any) -> int | None:
     try:
-        return None if value is None or isinstance(value, bool) else int(Decimal(str(value)) * 100)
+        if value is None or isinstance(value, bool):
+            return None
+        amount = Decimal(str(value))
+        if not amount.is_finite() or not Decimal(0) <= amount < Decimal(10**7):  # yuan; no 1e999999999
+            raise Malformed("price is out of range")
+        return int(amount * 100)
     except (ArithmeticError, ValueError) as exc:
         raise Malformed("price is not a number") from exc
 
@@ -206,10 +211,10 @@ class CtripAdapter:
             return Rejected("malformed", "Ctrip's header fields and body are strings")
         account_id, service, request_time, version, signature = fields
         expected = account.config.get("account_id")
-        if not expected or not hmac.compare_digest(account_id, expected):
+        if not expected or not hmac.compare_digest(str(account_id).encode(), expected.encode()):
             return Rejected("unknown_account", "accountId is not this supplier's")
         mine = sign(account_id, service, request_time, body, account.secrets["sign_key"], version)
-        if not hmac.compare_digest(mine, signature.lower()):
+        if not hmac.compare_digest(mine.encode(), str(signature).lower().encode()):
             return Rejected("bad_signature", "sign does not match")
         try:
             sent = datetime.strptime(request_time, TIME_FORMAT).replace(tzinfo=SHANGHAI)

@@ -158,7 +158,7 @@ class DouyinAdapter:
             return Rejected("unknown_account", "client_key is not ours")
         got = request.headers.get("x-life-sign", "").lower()
         if request.method.upper() != "POST" or not hmac.compare_digest(
-            life_sign(secret, request.query, request.body), got
+            life_sign(secret, request.query, request.body).encode(), got.encode()
         ):
             return Rejected("bad_signature", "x-life-sign does not match")
         stamp = request.query.get("timestamp", "")
@@ -188,6 +188,8 @@ class DouyinAdapter:
                 else next((k for k in ("certificates", "certificate_list") if k in body), "certificates")
             )
             certs = _certificates(body.get(key, []), key)
+            if not certs:  # the action is not signed (only the body is): a refund names its certificates
+                raise Malformed(f"{key} is missing or empty: a refund names the certificates it is about")
             codes = tuple(code for _, code in certs if code)
             complete = bool(certs) and len(codes) == len(certs)
             return RefundRequest(

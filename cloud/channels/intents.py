@@ -70,6 +70,7 @@ from models import TicketStatus
 from models.sync import StatusChange
 
 HOLD_MINUTES = 120
+MAX_LINES, MAX_LINE_UNITS = 20, 100  # a platform order at most (Douyin sells at most 100 copies per order)
 OPEN_DAYS_MAX = 366  # an open-dated voucher's validity at most
 LINES = "_lines"  # the channel order's extra: each order item's sku, line ref and the buyer's price
 
@@ -95,11 +96,11 @@ def execute(session: Session, settings: Settings, account: ChannelAccount, inten
     order = session.get(Order, corder.order_id, with_for_update=True, populate_existing=True)
     assert order is not None
     if isinstance(intent, PayOrder):
+        if order.status in (OrderStatus.CANCELLED.value, OrderStatus.EXPIRED.value):
+            return Failure("not_paid", f"Order {intent.order_ref} is {order.status}; it can no longer be paid")
         corder.extra = {**corder.extra, **intent.extra}
         if order.status == OrderStatus.PENDING.value:
             _pay(session, settings, code, order, now)
-        elif order.status in (OrderStatus.CANCELLED.value, OrderStatus.EXPIRED.value):
-            return Failure("not_paid", f"Order {intent.order_ref} is {order.status}; it can no longer be paid")
     elif isinstance(intent, CancelOrder):
         if order.status == OrderStatus.PENDING.value:
             transition(session, order, OrderStatus.CANCELLED, f"channel:{code}", "cancelled by the platform")
@@ -127,8 +128,8 @@ def place_order(
         order = session.get(Order, known.order_id)
         assert order is not None
         return order_outcome(session, known, order)
-    if not intent.lines:
-        raise Refused(Failure("invalid", "An order needs at least one line"))
+    if not intent.lines or len(intent.lines) > MAX_LINES:
+        raise Refused(Failure("invalid", f"An order has 1 to {MAX_LINES} lines"))
     mapped = _mapped(session, code, {line.sku for line in intent.lines})
     sites = {product.site_id for _, product in mapped.values()}
     if len(sites) != 1:
@@ -152,8 +153,8 @@ def place_order(
     for line in intent.lines:
         sku, product = mapped[line.sku]
         day = line.visit_date or today
-        if line.quantity < 1:
-            raise Refused(Failure("invalid", f"Line {line.sku}: quantity {line.quantity}"))
+        if not 1 <= line.quantity <= MAX_LINE_UNITS:
+            raise Refused(Failure("invalid", f"Line {line.sku}: quantity {line.quantity} (1 to {MAX_LINE_UNITS})"))
         _on_sale(product, day, today, now)
         unit = sku.price_fen if sku.price_fen is not None else products.price_fen(session, product, day)[1]
         try:
@@ -271,7 +272,12 @@ def refund_request(
     known = session.scalar(
         select(ChannelRefund).where(ChannelRefund.channel == code, ChannelRefund.refund_ref == intent.refund_ref)
     )
-    if known is not None:
+    if known is not None and intent.decided and not known.approved:
+        # We denied the request, and the platform refunded anyway (customer service, its 24 h auto-approval):
+        # its word replaces our denial, and the tickets are revoked (or the mismatch audited) now.
+        session.delete(known)
+        session.flush()
+    elif known is not None:
         return _refund_outcome(session, corder, intent, known)
     if corder is None:
         return _decide(session, code, None, intent, [], False, "unknown_order", f"No order {intent.order_ref}", now)
@@ -309,7 +315,9 @@ def _pick(tickets: Sequence[Ticket], intent: RefundRequest) -> list[Ticket] | tu
         if intent.quantity < 1 or intent.quantity > len(pool):
             return "wrong_quantity", f"{intent.quantity} tickets asked for, {len(unused)} can be refunded"
         return pool[: intent.quantity]
-    pool = [t for t in tickets if t.status == TicketState.VALID.value] if intent.decided else unused
+    if intent.decided:  # a refund the platform made names what it refunded: never "the whole order" by default
+        return "wrong_quantity", "A refund the platform made must name its codes or quantity"
+    pool = unused
     if pool:
         return pool
     if any(t.entries_used > 0 or t.status == TicketState.USED.value for t in tickets):
@@ -334,6 +342,16 @@ def _platform_refunded(
     order = session.get(Order, corder.order_id, with_for_update=True, populate_existing=True)
     assert order is not None
     session.execute(select(Site.id).where(Site.id == order.site_id).with_for_update(key_share=True))
+    # Read again under the tickets' locks: a gate's passage or a handheld counted meanwhile is seen, not overwritten.
+    picked = list(
+        session.scalars(
+            select(Ticket)
+            .where(Ticket.id.in_([t.id for t in picked]))
+            .order_by(Ticket.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    )
     revoke = [t for t in picked if t.status == TicketState.VALID.value and t.entries_used == 0]
     used = [t.id for t in picked if t not in revoke and t.status not in (TicketState.REFUNDED, TicketState.REVOKED)]
     refund_id = None

@@ -98,7 +98,7 @@ class LebingxueAdapter:
         if not (ts.isascii() and ts.isdigit() and len(ts) <= 12) or not (0 < len(nonce) <= 64 and nonce.isprintable()):
             return Rejected("bad_signature", "Missing or malformed X-Lbx-Timestamp / X-Lbx-Nonce")
         expected = sign(account.secrets["secret"], ts, nonce, request.path, request.body)
-        if not hmac.compare_digest(expected, given.lower()):
+        if not hmac.compare_digest(expected.encode(), given.lower().encode()):
             return Rejected("bad_signature", "The signature does not match")
         if abs(now.timestamp() - int(ts)) > account.freshness_s:
             return Rejected("stale", "The timestamp is too far from ours")

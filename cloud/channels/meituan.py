@@ -25,12 +25,11 @@ Which parts follow a published document and which are a reasoned guess (research
   create holds the stock (unpaid), pay issues the codes, cancel gives back an unpaid order's stock.
 - GUESS, freshness: `Date` is the only timestamp, accepted within the channel's `freshness_s` either way.
 - GUESS, resends: the signature covers the method, path and Date but not the body. So the Authorization value
-  with the body's `orderId` is the message's nonce: a second, different body about the same order under a
-  signature we have seen is refused as a replay (a body re-serialised or altered by someone who captured the
-  headers). Two orders in the same second on the same action share a signature but not a nonce, so a morning
-  rush is not refused. What MWS cannot stop: headers captured within the freshness window reused for ANOTHER
-  order's body; only TLS (and Meituan's encrypted-body variant, not built) protects against that.
-  The exact same message again (same Authorization, Date and body: the fingerprint) gets our first answer.
+  is the message's nonce: one body per signature. A second, different body under a signature we have seen (a
+  body re-serialised or altered by someone who captured the headers, or a second genuine order in the same
+  second) is refused with code 503 "resend": nothing changes, and Meituan's resend carries a new Date, so a
+  morning rush costs a resend, never an order. The exact same message again (same Authorization, Date and body:
+  the fingerprint) gets our first answer.
 - Refunds are answered synchronously (APPROVE / REJECT in the answer); the asynchronous
   `order/refund/notice` push (SDK) is not sent.
 - The verify (核销) call: `POST {base_url}/rhone/mtp/api/order/consume/notice` MWS-signed, success `code 200`
@@ -88,7 +87,7 @@ _REJECT_CODES: dict[str, tuple[int, str]] = {
     "stale": (401, "请求已过期"),
     "unknown_account": (403, "未知的合作方"),
     "disabled": (403, "渠道未开通"),
-    "replay": (409, "重复的请求签名"),
+    "replay": (503, "请求签名已使用，请更换 Date 后重发"),  # a resend with a new Date gets through
 }
 _FAILURE_CODES: dict[str, tuple[int, str]] = {
     "invalid": (400, "参数错误"),
@@ -180,7 +179,7 @@ class MeituanAdapter:
         client_id, _, signature = credential.partition(":")
         if scheme != "MWS" or not signature or not date_header:
             return Rejected("bad_signature", "Authorization (MWS <clientId>:<signature>) and Date are required")
-        if not hmac.compare_digest(client_id, account.config.get("client_id", "")):
+        if not hmac.compare_digest(client_id.encode(), account.config.get("client_id", "").encode()):
             return Rejected("bad_signature", "unknown clientId")
         expected = mws_signature(account.secrets.get("client_secret", ""), request.method, request.path, date_header)
         if not hmac.compare_digest(signature.encode(), expected.encode()):
@@ -204,8 +203,7 @@ class MeituanAdapter:
         if str(payload.get("partnerId", "")) != account.config.get("partner_id"):
             return Rejected("unknown_account", "body.partnerId differs from the PartnerId header")
         digest = hashlib.sha256(f"{authorization}\n{date_header}\n".encode() + request.body).hexdigest()
-        order_id = payload["body"].get("orderId")
-        nonce = hashlib.sha256(f"{request.path}\n{authorization}\n{order_id}".encode()).hexdigest()
+        nonce = hashlib.sha256(f"{request.path}\n{authorization}".encode()).hexdigest()
         return Authentic(fingerprint=digest, nonce=nonce, payload=payload)
 
     def parse(self, message: Authentic, request: InboundRequest) -> Intent:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from functools import cache
+from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
@@ -19,6 +20,36 @@ REQUIRED_SECRETS: dict[str, tuple[str, ...]] = {
     "ctrip": ("sign_key", "aes_key", "aes_iv"),
     "lebingxue": ("secret",),
 }
+
+
+# Where each platform's verify calls may go in production unless the settings pin a `base_url` for the channel
+# (its entry in `Settings.channel_secrets`): the hosts the research found published (docs/ota/). 乐冰雪 publishes
+# none, so its base URL must be pinned in the settings.
+PUBLISHED_HOSTS: dict[str, tuple[str, ...]] = {
+    "douyin": ("open.douyin.com",),
+    "meituan": ("lvyou.meituan.com",),
+    "ctrip": ("ttdopen.ctrip.com", "ttdentry.ctrip.com"),
+    "lebingxue": (),
+}
+
+
+def base_url_problem(settings: Settings, code: str, base_url: str) -> str | None:
+    """Why verify calls (which carry credentials: Douyin's client_secret fetches its token) may not go to
+    `base_url`; None when they may. An admin's setting cannot send them elsewhere: a `base_url` pinned in the
+    settings must be matched exactly; without one, production needs https to one of the platform's hosts.
+    Development and test allow any URL (loopback stand-ins)."""
+    pinned = settings.channel_secrets.get(code, {}).get("base_url")
+    if pinned:
+        if base_url.rstrip("/") != pinned.rstrip("/"):
+            return f"{code}'s base URL is pinned by the settings to {pinned}"
+        return None
+    if settings.environment in ("development", "test"):
+        return None
+    parts = urlsplit(base_url)
+    if parts.scheme != "https" or (parts.hostname or "") not in PUBLISHED_HOSTS.get(code, ()):
+        allowed = ", ".join(PUBLISHED_HOSTS.get(code, ())) or "none published: pin base_url in the settings"
+        return f"{code}'s verify calls go over https to {allowed}"
+    return None
 
 
 @cache

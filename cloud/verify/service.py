@@ -65,6 +65,10 @@ def verify(session: Session, settings: Settings, actor: Principal, body: VerifyI
     get_site(session, body.site_id)
     if (done := _stored(session, body)) is not None:
         return done
+    if session.scalar(select(GatePassage.id).where(GatePassage.event_id == body.event_id).limit(1)) is not None:
+        raise Conflict(
+            "event_id_taken", "This event id is a gate's passage: a handheld makes its own", "该事件编号已被闸机使用"
+        )
     ticket, refused = _locked_ticket(session, settings, body.code, body.site_id)
     if (done := _stored(session, body)) is not None:  # the same event, committed while we waited for the lock
         return done

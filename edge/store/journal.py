@@ -147,9 +147,12 @@ def record_remote(c: sqlite3.Connection, passages: list[PassageEvent], resolutio
 
 
 def forget_remote(c: sqlite3.Connection, event_id: uuid.UUID) -> None:
-    """Remove, in the caller's transaction, a passage learnt from elsewhere (a handheld's verification undone);
-    this gate's own decisions are never removed."""
-    c.execute(f"DELETE FROM passages WHERE event_id = ? AND resolution IS '{REMOTE}'", (str(event_id),))
+    """Remove, in the caller's transaction, a handheld's verification undone (a remote passage of a `handheld:`
+    device); this gate's own decisions and other gates' passages are never removed."""
+    c.execute(
+        f"DELETE FROM passages WHERE event_id = ? AND resolution IS '{REMOTE}' AND gate_id LIKE 'handheld:%'",
+        (str(event_id),),
+    )
 
 
 def search(

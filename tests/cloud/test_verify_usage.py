@@ -14,12 +14,12 @@ from sqlalchemy import select
 
 from cloud.db import utcnow
 from cloud.deps import Role
-from cloud.sync.models import FeedChange
+from cloud.sync.models import FeedChange, GatePassage
 from harness.api import Api
 from models import Ticket as WireTicket
 from models.sync import SnapshotHeader, Usage
 from tests.cloud.api import build_schema, make_product
-from tests.cloud.test_verify import URL, ticket_of
+from tests.cloud.test_verify import URL, gate_passage, ticket_of
 
 SITE = "nanshan"
 
@@ -113,3 +113,17 @@ def test_a_gate_that_resyncs_after_a_verification_finds_it_counted_in_the_ticket
     assert (line.entries_used, line.first_entry_at) == (1, usages(app)[0][1].first_entry_at)
     assert header.seq >= usages(app)[0][0], "the snapshot resumes the feed after the usage change"
     assert done["accepted"]
+
+
+def test_a_verification_reusing_a_gate_passages_event_id_is_refused_and_nothing_goes_down(
+    app: FastAPI, api: Api, site: dict[str, Any], single: dict[str, Any]
+) -> None:
+    first = ticket_of(app, api, site["id"], single["id"])
+    second = ticket_of(app, api, site["id"], single["id"])
+    gate_passage(app, api, site["id"], first["id"])
+    with app.state.sessionmaker() as session:
+        taken = session.scalar(select(GatePassage.event_id))
+    body = {"code": second["token"], "event_id": str(taken), "at": utcnow().isoformat(), "device": "hh-01"}
+    r = api.as_(Role.VERIFIER).post(URL, json={**body, "site_id": site["id"]})
+    assert (r.status_code, r.json()["code"]) == (409, "event_id_taken")
+    assert usages(app) == []

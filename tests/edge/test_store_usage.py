@@ -11,9 +11,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.gate import GateService
-from edge.store import REMOTE, GateStore, SnapshotStaging, apply_change, install_snapshot
+from edge.store import REMOTE, GateStore, SnapshotStaging, apply_batch, apply_change, install_snapshot
 from harness.tickets import NOW, make_ticket, sign
-from models import GateConfig, ProductKind, Ticket
+from models import Direction, GateConfig, Outcome, PassageEvent, ProductKind, Ticket
 from models.credential import public_key_b64
 from models.sync import TicketUpsert, Usage, ticket_set_checksum
 
@@ -151,5 +151,50 @@ def test_an_undo_after_a_snapshot_that_counted_the_verification_gives_the_entry_
     assert service.evaluate(SINGLE, NOW).decision.code == "used_up"
 
     apply_change(store, usage(at=NOW - timedelta(minutes=3), undone=True, entries_used=0), 8, gate="g1", fresh=NOW)
+
+    assert service.evaluate(SINGLE, NOW).decision.code == "ok"
+
+
+def test_an_undo_naming_another_gates_passage_removes_nothing_but_the_handhelds_own(store: GateStore) -> None:
+    feed = Feed(store)
+    feed.send(TicketUpsert(ticket=single_entry()))
+    other_gate = PassageEvent(
+        gate_id="g2",
+        site_id="nanshan",
+        at=NOW - timedelta(minutes=1),
+        direction=Direction.IN,
+        outcome=Outcome.ADMIT,
+        code="ok",
+        ticket_id="1001",
+        passed=True,
+        counted=True,
+        credential="plain",
+    )
+    apply_batch(store, remote=[other_gate], now=NOW)
+    # An "undo" of a verification that reused that passage's event id (the cloud refuses such ids; the gate
+    # must not trust it either): the other gate's admission stays counted here.
+    feed.send(usage(event_id=other_gate.event_id, undone=True, entries_used=1))
+    assert [(e.event_id, e.gate_id) for e in store.entries()] == [(other_gate.event_id, "g2")]
+
+
+def test_a_snapshot_after_a_missed_undo_gives_the_entry_back(
+    service: GateService, store: GateStore, tmp_path: Path
+) -> None:
+    feed = Feed(store)
+    feed.send(TicketUpsert(ticket=single_entry()))
+    feed.send(usage(at=NOW - timedelta(minutes=3)))  # verified at a handheld, journaled here
+    assert service.evaluate(SINGLE, NOW).decision.code == "used_up"
+
+    # The undo's change never reached this gate; it resynced, and the snapshot's line counts nothing used.
+    fresh_line = single_entry()
+    staging_path = tmp_path / "staging.db"
+    staging = SnapshotStaging(staging_path)
+    staging.add_tickets(
+        [(fresh_line.ticket_id, fresh_line.code, fresh_line.status.value, fresh_line.model_dump_json())]
+    )
+    staging.finish()
+    staging.close()
+    checksum = ticket_set_checksum([(fresh_line.ticket_id, fresh_line.status)])
+    install_snapshot(store, staging_path, seq=9, keys={}, checksum=checksum, fresh=NOW)
 
     assert service.evaluate(SINGLE, NOW).decision.code == "ok"
