@@ -88,7 +88,7 @@ async def _channel_calls_loop(factory: sessionmaker[Session], settings: Settings
         await asyncio.sleep(settings.channel_calls_every_s)
         try:
             with factory() as session:
-                while (n := await asyncio.to_thread(lambda: send_due(session, settings, now=utcnow()))) > 0:
+                while (n := await asyncio.to_thread(lambda: send_due(session, settings))) > 0:
                     log.info("channel calls: %d verify call(s) tried", n)
                     if n < BATCH:
                         break

@@ -103,7 +103,8 @@ class ChannelCall(Base):
     idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
-    source: Mapped[str] = mapped_column(String(64))  # "gate:<site>/<gate>:<event id>" or "handheld:<verification id>"
+    # "gate:<site>/<gate>:<event id>" or "handheld:<event id>"; indexed for an undo's look-up
+    source: Mapped[str] = mapped_column(String(64), index=True)
     used_at: Mapped[datetime] = mapped_column(UtcDateTime)
     state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -40,9 +40,10 @@ from cloud.channels.base import (
     InboundRequest,
     Malformed,
     Outcome,
+    PlaceOrder,
     Rejected,
 )
-from cloud.channels.intents import Refused, execute
+from cloud.channels.intents import Refused, channel_order, execute
 from cloud.channels.models import Channel, ChannelMessage
 from cloud.errors import Conflict, not_found
 from cloud.settings import Settings
@@ -111,6 +112,11 @@ def _answer_once(
     except Refused as refused:
         session.rollback()
         outcome = refused.failure
+        intent = adapter.parse(message, request)
+        if isinstance(intent, PlaceOrder) and channel_order(session, code, intent.order_ref) is not None:
+            # A twin of this order (a resend with a fresh timestamp) committed while this one waited for the
+            # stock's lock: answer from that order, never "sold out" for an order we issued.
+            outcome = execute(session, settings, account, intent, now)
     answer = adapter.answer(message, outcome, account)
     session.add(
         ChannelMessage(

@@ -9,7 +9,9 @@ bridge → site broker → a gate process (`harness.resort.Resort`).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -65,6 +67,11 @@ def gate_store(resort: Resort) -> GateStoreReader:
     return GateStoreReader(resort.workdir / "gates" / GATE / "gate.db")  # where `Resort` keeps each gate's store
 
 
+def call_states(resort: Resort) -> list[str]:
+    with contextlib.closing(sqlite3.connect(resort.workdir / "cloud.db")) as db:  # where `Resort` keeps the cloud's
+        return [state for (state,) in db.execute("SELECT state FROM channel_calls ORDER BY id")]
+
+
 def redeemed(platform: Lebingxue) -> list[dict[str, Any]]:
     return [r for got in platform.redemptions for r in json.loads(got.body)["redemptions"]]
 
@@ -78,7 +85,9 @@ def test_a_platform_voucher_is_admitted_by_the_gate_and_the_platform_is_told_onc
     assert admitted is not None and (admitted.admit, admitted.code, admitted.passed) == (True, "ok", True)
     assert admitted.ticket_id == ticket_id
 
-    wait_until(lambda: [r["code"] for r in redeemed(platform)] == [code], "the platform's verify call", WAIT)
+    wait_until(lambda: call_states(resort) == ["done"], "the verify call settled in the cloud", WAIT)
+    # Settled, it is never sent again: the platform was told once.
+    assert [r["code"] for r in redeemed(platform)] == [code]
     assert len(platform.keys) == 1 and platform.bad_signatures == 0
 
 

@@ -105,6 +105,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_channel_calls_channel"), ["channel"], unique=False)
         batch_op.create_index(batch_op.f("ix_channel_calls_next_at"), ["next_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_channel_calls_order_id"), ["order_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_channel_calls_source"), ["source"], unique=False)
         batch_op.create_index(batch_op.f("ix_channel_calls_state"), ["state"], unique=False)
         batch_op.create_index(batch_op.f("ix_channel_calls_ticket_id"), ["ticket_id"], unique=False)
 
@@ -141,6 +142,7 @@ def downgrade() -> None:
     with op.batch_alter_table("channel_calls", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_channel_calls_ticket_id"))
         batch_op.drop_index(batch_op.f("ix_channel_calls_state"))
+        batch_op.drop_index(batch_op.f("ix_channel_calls_source"))
         batch_op.drop_index(batch_op.f("ix_channel_calls_order_id"))
         batch_op.drop_index(batch_op.f("ix_channel_calls_next_at"))
         batch_op.drop_index(batch_op.f("ix_channel_calls_channel"))

@@ -37,6 +37,7 @@ from cloud.orders.models import Order
 from cloud.sync.models import FeedChange
 from cloud.tickets.models import Ticket
 from models.voucher import looks_like_ours, site_voucher_key
+from tests.cloud.api import make_product
 from tests.cloud.channels.douyin_platform import (
     CLIENT_KEY,
     POI_ID,
@@ -506,6 +507,23 @@ def test_a_refund_douyin_made_itself_revokes_and_is_acknowledged(shop: ChannelCl
     assert tickets_of(shop, "DY-1005")[0].status == "refunded" and revoked_on_feed(shop) == [str(ticket.id)]
     status = douyin.status_query(shop.notify_url("douyin", "status_query"), "DY-1005")
     assert status.data["certificates"][0]["code"] == ticket.code and status.data["certificates"][0]["status"] != "valid"
+
+
+def test_a_refund_we_denied_that_douyin_made_anyway_revokes_the_ticket(
+    shop: ChannelCloud, douyin: DouyinPlatform
+) -> None:
+    product = make_product(shop.api, shop.site["id"], code="norefund", name="不可退票", refundable=False)
+    config = {"client_key": CLIENT_KEY, "poi_id": POI_ID}
+    shop.configure("douyin", base_url=douyin.base_url, skus={"nr": (product["id"], None)}, config=config)
+    douyin.issue(shop.notify_url("douyin", "issue"), "DY-1006", "1", 1, third_sku_id="nr")
+    (ticket,) = tickets_of(shop, "DY-1006")
+    denied = douyin.refund_apply(shop.notify_url("douyin", "refund_apply"), "DY-1006", "AS-1006", [ticket.code or ""])
+    assert denied.data["result"] == 2 and tickets_of(shop, "DY-1006")[0].status == "valid"
+
+    # Douyin's customer service refunded the buyer anyway, and says so under the same after-sale id.
+    notice = douyin.refund_notice(shop.notify_url("douyin", "refund_notice"), "DY-1006", "AS-1006", [ticket.code or ""])
+    assert notice.data == {"error_code": 0, "description": "success"}
+    assert tickets_of(shop, "DY-1006")[0].status == "refunded" and revoked_on_feed(shop) == [str(ticket.id)]
 
 
 def test_a_gate_passage_sends_one_verify_call_with_the_right_fields(shop: ChannelCloud, douyin: DouyinPlatform) -> None:

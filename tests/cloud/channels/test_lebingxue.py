@@ -267,3 +267,32 @@ def test_eight_simultaneous_resends_make_one_order_on_postgresql(pg_channel_clou
     assert {a.status_code for a in answers} == {200}
     assert len({json.dumps(a.json()["data"]["vouchers"]) for a in answers}) == 1
     assert _counts(cloud)[:2] == (1, 2)
+
+
+def test_retries_of_an_order_for_the_last_stock_at_once_are_all_answered_with_it_on_postgresql(
+    pg_channel_cloud: ChannelCloud,
+) -> None:
+    cloud = pg_channel_cloud
+    product = make_product(cloud.api, cloud.site["id"], daily_stock=2)
+    with lebingxue() as platform:
+        cloud.configure("lebingxue", base_url=platform.base_url, skus={SKU: (product["id"], None)})
+        # Four copies of one order, each signed afresh (a platform retrying with a new timestamp and nonce): the
+        # ones that waited for the stock's lock find it gone, and must still answer with the order that took it.
+        copies = [platform.signed("order", _order("LBX9100", _tomorrow(cloud))) for _ in range(4)]
+        answers: list[Any] = [None] * 4
+        start = threading.Barrier(4)
+
+        def send(i: int) -> None:
+            path, body, headers = copies[i]
+            start.wait()
+            answers[i] = post(cloud.url + path, body, headers)
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    assert [a.json()["code"] for a in answers] == [0, 0, 0, 0], [a.text for a in answers]
+    assert len({json.dumps(a.json()["data"]["vouchers"]) for a in answers}) == 1
+    assert _counts(cloud)[:2] == (1, 2)
