@@ -18,17 +18,15 @@ from cloud.sync.models import FeedChange, GatePassage
 from harness.api import Api
 from models import Ticket as WireTicket
 from models.sync import SnapshotHeader, Usage
-from tests.cloud.api import build_schema, make_product
+from tests.cloud.api import fresh_sqlite, make_product
 from tests.cloud.test_verify import URL, gate_passage, ticket_of
 
 SITE = "nanshan"
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'cloud.db'}"
-    build_schema(url)
-    return url
+def db_url(tmp_path: Path, sqlite_template: Path) -> str:
+    return fresh_sqlite(sqlite_template, tmp_path)
 
 
 @pytest.fixture

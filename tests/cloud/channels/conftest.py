@@ -17,7 +17,7 @@ from harness.cloud import live_server
 from harness.keys import cloud_settings
 from harness.postgres import ThrowawayPostgres
 from models.api import API_PREFIX
-from tests.cloud.api import build_schema, make_product
+from tests.cloud.api import fresh_sqlite, make_product
 from tests.cloud.channels.kit import ChannelCloud, secrets_json
 
 
@@ -38,10 +38,8 @@ def _cloud(url: str) -> Iterator[ChannelCloud]:
 
 
 @pytest.fixture
-def channel_cloud(tmp_path: Path) -> Iterator[ChannelCloud]:
-    url = f"sqlite:///{tmp_path / 'cloud.db'}"
-    build_schema(url)
-    yield from _cloud(url)
+def channel_cloud(tmp_path: Path, sqlite_template: Path) -> Iterator[ChannelCloud]:
+    yield from _cloud(fresh_sqlite(sqlite_template, tmp_path))
 
 
 @pytest.fixture
