@@ -123,5 +123,5 @@ def test_a_verification_reusing_a_gate_passages_event_id_is_refused_and_nothing_
         taken = session.scalar(select(GatePassage.event_id))
     body = {"code": second["token"], "event_id": str(taken), "at": utcnow().isoformat(), "device": "hh-01"}
     r = api.as_(Role.VERIFIER).post(URL, json={**body, "site_id": site["id"]})
-    assert (r.status_code, r.json()["code"]) == (409, "event_id_taken")
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "event_id_taken")
     assert usages(app) == []

@@ -23,7 +23,7 @@ from harness.cloud_api import API, resort_today
 from harness.processes import wait_until
 from harness.resort import Resort
 from models import TicketStatus
-from tests.cloud.channels.kit import secrets_json
+from tests.cloud.channels.kit import TEST_SECRETS
 from tests.cloud.channels.lebingxue_platform import Lebingxue, lebingxue
 
 GATE = "north-1"
@@ -39,7 +39,9 @@ def platform() -> Iterator[Lebingxue]:
 
 @pytest.fixture(scope="module")
 def resort(tmp_path_factory: pytest.TempPathFactory, platform: Lebingxue) -> Iterator[Resort]:
-    env = {"STARFISH_CHANNEL_SECRETS_JSON": secrets_json(), "STARFISH_CHANNEL_CALLS_EVERY_S": "0.3"}
+    # A production cloud: the stand-in's URL is pinned in the settings (verify calls go nowhere else).
+    secrets = {**TEST_SECRETS, "lebingxue": {**TEST_SECRETS["lebingxue"], "base_url": platform.base_url}}
+    env = {"STARFISH_CHANNEL_SECRETS_JSON": json.dumps(secrets), "STARFISH_CHANNEL_CALLS_EVERY_S": "0.3"}
     with Resort(tmp_path_factory.mktemp("ota") / "resort", gates=((GATE, "北门1号"),), cloud_env=env) as r:
         admin = r.api.admin
         channel = {"enabled": True, "base_url": platform.base_url, "freshness_s": 300, "config": {}}

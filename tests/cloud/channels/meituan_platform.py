@@ -19,7 +19,7 @@ import hmac
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -121,8 +121,16 @@ class MeituanPlatform:
         secret: str | None = None,
         content: bytes | None = None,
     ) -> Sent:
-        url, headers, raw = self.prepare(action, body, at=at, secret=secret, content=content)
-        return Sent(url, headers, raw, post(url, raw, headers))
+        """Send one request; sent now (no `at`), an answer asking for a resend (code 503: its signature was taken
+        by another message in the same second) is resent under a later Date, as Meituan's retry would."""
+        when = at or datetime.now(UTC)
+        for _ in range(3):
+            url, headers, raw = self.prepare(action, body, at=when, secret=secret, content=content)
+            sent = Sent(url, headers, raw, post(url, raw, headers))
+            if at is not None or sent.response.json().get("code") != 503:
+                return sent
+            when += timedelta(seconds=1)
+        return sent
 
     def envelope(self, body: dict[str, Any]) -> bytes:
         return json.dumps({"partnerId": int(self.partner_id), "body": body}, ensure_ascii=False).encode()

@@ -78,8 +78,8 @@ def test_a_signature_header_of_non_ascii_bytes_is_refused_not_a_server_error(
         (b"date", b"Thu, 03 Dec 2026 10:00:00 GMT"),
         (b"partnerid", b"1"),
     ]
-    body = {"header": {"accountId": "é", "serviceName": "é", "requestTime": "é", "version": "1.0", "sign": "é"}}
-    body |= {"order_id": "x", "partnerId": 1, "body": "x"}
+    header = {"accountId": "é", "serviceName": "é", "requestTime": "é", "version": "1.0", "sign": "é"}
+    body: dict[str, Any] = {"header": header, "order_id": "x", "partnerId": 1, "body": "x"}
     if code != "lebingxue":  # configured, so the signature is really compared
         config = {"account_id": "a", "client_id": "é", "partner_id": "1"}
         channel_cloud.configure(code, base_url="http://127.0.0.1:9", skus={}, config=config)

@@ -206,7 +206,8 @@ def test_a_refund_the_platform_already_made_keeps_a_used_ticket_and_is_audited(
     used, unused = (v["code"] for v in placed["data"]["vouchers"])
     channel_cloud.gate_passage(_ticket_id(channel_cloud, used))
 
-    r = platform.notify(channel_cloud.url, "refund", {"order_id": "LBX7000", "refund_id": "RF4", "decided": True})
+    refunded = {"order_id": "LBX7000", "refund_id": "RF4", "decided": True, "codes": [used, unused]}
+    r = platform.notify(channel_cloud.url, "refund", refunded)
 
     assert r.json()["code"] == 0 and r.json()["data"]["reason"] == "used_mismatch"
     with channel_cloud.sessions() as s:

@@ -555,7 +555,7 @@ def test_a_second_order_in_the_same_second_is_asked_to_resend_and_then_taken(
     ("action", "body", "code"),
     [
         pytest.param("create", {**CREATE, "orderId": 5011, "partnerDealId": "MT-NONE"}, 404, id="unknown-deal"),
-        pytest.param("create", {**CREATE, "orderId": 5012, "quantity": 101}, 409, id="sold-out"),
+        pytest.param("create", {**CREATE, "orderId": 5012, "quantity": 101}, 400, id="more-than-an-order-may-hold"),
         pytest.param("create", {**CREATE, "orderId": 5013, "quantity": "2"}, 400, id="unreadable"),
         pytest.param("pay", {"orderId": 5014}, 404, id="pay-an-unknown-order"),
     ],
