@@ -27,7 +27,7 @@ import httpx
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from tests.cloud.channels.kit import TEST_SECRETS, Received, StandIn, post
+from tests.cloud.channels.kit import TEST_SECRETS, Received, ServedPlatform, StandIn, post
 
 ACCOUNT_ID = "ctrip-acct-0001"
 SECRETS = TEST_SECRETS["ctrip"]
@@ -99,7 +99,7 @@ class Sent:
 
 
 @dataclass
-class CtripPlatform:
+class CtripPlatform(ServedPlatform):
     notify_url: str = ""  # the supplier's one URL (the cloud's, or an inbox for adapter-only tests)
     account_id: str = ACCOUNT_ID
     sign_key: str = SECRETS["sign_key"]
@@ -189,19 +189,6 @@ class CtripPlatform:
         return self.send("QueryOrder", {"sequenceId": new_sequence(f"q{order_id}"), "otaOrderId": order_id})
 
     # ---- supplier -> Ctrip (OrderConsumedNotice) ----
-
-    def start(self) -> CtripPlatform:
-        self.server = StandIn(self._handle).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-
-    @property
-    def base_url(self) -> str:
-        assert self.server is not None
-        return self.server.base_url
 
     def _handle(self, got: Received) -> tuple[int, dict[str, str], bytes]:
         if got.method != "POST" or got.path != NOTICE_PATH:

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from tests.cloud.channels.kit import TEST_SECRETS, Received, StandIn, post
+from tests.cloud.channels.kit import TEST_SECRETS, Received, ServedPlatform, StandIn, post
 
 CLIENT_KEY = "awtestclientkey01"
 POI_ID = "7000000000000000001"
@@ -62,7 +62,7 @@ class Sent:
 
 
 @dataclass
-class DouyinPlatform:
+class DouyinPlatform(ServedPlatform):
     client_key: str = CLIENT_KEY
     secret: str = SECRET
     poi_id: str = POI_ID
@@ -79,19 +79,6 @@ class DouyinPlatform:
     server: StandIn | None = None
 
     # ---- the OpenAPI side (we -> Douyin) ----
-
-    def start(self) -> DouyinPlatform:
-        self.server = StandIn(self._handle).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-
-    @property
-    def base_url(self) -> str:
-        assert self.server is not None
-        return self.server.base_url
 
     def calls(self, path: str) -> list[Received]:
         assert self.server is not None

@@ -15,15 +15,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cloud.channels.models import Channel, ChannelSku
 from cloud.settings import Settings
+from cloud.tickets.models import Ticket
 from harness.api import Api
 
 # Each channel's secrets as the tests configure them (STARFISH_CHANNEL_SECRETS_JSON); a platform's stand-in
@@ -112,6 +113,29 @@ class StandIn:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
 
+class ServedPlatform:
+    """A platform's stand-in served by a `StandIn`: `start`, `stop` and `base_url` for the classes that answer
+    with their own `_handle` (they declare `server: StandIn | None = None`)."""
+
+    server: StandIn | None
+
+    def _handle(self, got: Received) -> tuple[int, Mapping[str, str], bytes]:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        self.server = StandIn(self._handle).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    @property
+    def base_url(self) -> str:
+        assert self.server is not None, "start() first"
+        return self.server.base_url
+
+
 @contextmanager
 def stand_in(handler: Handler) -> Iterator[StandIn]:
     platform = StandIn(handler).start()
@@ -193,6 +217,35 @@ class ChannelCloud:
         with self.sessions() as session:
             sync_service.store(session, [EventIn(site_code, gate, event)])
             return session.scalar(select(GatePassage.conflict).where(GatePassage.event_id == event.event_id))
+
+    def counts(self) -> tuple[int, int, int]:
+        """(orders, tickets, feed changes) in the cloud: what a refused message must leave as it was."""
+        from cloud.orders.models import Order
+        from cloud.sync.models import FeedChange
+        from cloud.tickets.models import Ticket
+
+        with self.sessions() as s:
+            return (
+                s.scalar(select(func.count()).select_from(Order)) or 0,
+                s.scalar(select(func.count()).select_from(Ticket)) or 0,
+                s.scalar(select(func.count()).select_from(FeedChange)) or 0,
+            )
+
+    def tickets_of(self, channel: str, order_ref: str) -> list[Ticket]:
+        """The tickets of the order a platform knows as `order_ref`, in order."""
+        from cloud.orders.models import Order
+        from cloud.tickets.models import Ticket
+
+        with self.sessions() as s:
+            order_id = s.scalar(select(Order.id).where(Order.ota_channel == channel, Order.ota_order_ref == order_ref))
+            return list(s.scalars(select(Ticket).where(Ticket.order_id == order_id).order_by(Ticket.id)))
+
+    def feed(self) -> list[dict[str, Any]]:
+        """The site's feed changes, in order, each as {"kind", **body}."""
+        from cloud.sync.models import FeedChange
+
+        with self.sessions() as s:
+            return [{"kind": f.kind, **f.body} for f in s.scalars(select(FeedChange).order_by(FeedChange.seq))]
 
     def send_due_calls(self, now: datetime | None = None) -> int:
         """Send the verify calls that are due now, as the cloud's background loop does; how many were tried."""

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tests.cloud.channels.kit import TEST_SECRETS, Received, StandIn, post
+from tests.cloud.channels.kit import TEST_SECRETS, Received, ServedPlatform, StandIn, post
 
 CONSUME_PATH = "/rhone/mtp/api/order/consume/notice"
 PARTNER_ID = "10086"
@@ -69,7 +69,7 @@ FailMode = Literal["http500", "code500", "lost"]
 
 
 @dataclass
-class MeituanPlatform:
+class MeituanPlatform(ServedPlatform):
     """Meituan towards our cloud (`notify_url(action)`) and Meituan's own 核销 endpoint (`start()` first)."""
 
     notify_url: Any  # Callable[[str], str]: the cloud's URL of an action
@@ -194,20 +194,7 @@ class MeituanPlatform:
 
     # ---- our cloud -> Meituan (核销) ----
 
-    def start(self) -> MeituanPlatform:
-        self.server = StandIn(self.handle).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-
-    @property
-    def base_url(self) -> str:
-        assert self.server is not None, "start() first"
-        return self.server.base_url
-
-    def handle(self, got: Received) -> tuple[int, dict[str, str], bytes]:
+    def _handle(self, got: Received) -> tuple[int, dict[str, str], bytes]:
         if got.method != "POST" or got.path != CONSUME_PATH:
             return self._answer(404, "not found", http=404)
         problem = self._check_signature(got)

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from cloud.channels.base import (
     Authentic,
@@ -33,8 +33,6 @@ from cloud.channels.base import (
 )
 from cloud.channels.douyin import CHINA, DouyinAdapter, life_sign, old_sign, sign_text
 from cloud.channels.models import ChannelCall
-from cloud.orders.models import Order
-from cloud.sync.models import FeedChange
 from cloud.tickets.models import Ticket
 from models.voucher import looks_like_ours, site_voucher_key
 from tests.cloud.api import make_product
@@ -372,23 +370,15 @@ def in_days(days: int) -> int:
 
 
 def counts(cloud: ChannelCloud) -> tuple[int, int, int]:
-    with cloud.sessions() as s:
-        return (
-            s.scalar(select(func.count()).select_from(Order)) or 0,
-            s.scalar(select(func.count()).select_from(Ticket)) or 0,
-            s.scalar(select(func.count()).select_from(FeedChange)) or 0,
-        )
+    return cloud.counts()
 
 
 def tickets_of(cloud: ChannelCloud, order_ref: str) -> list[Ticket]:
-    with cloud.sessions() as s:
-        order_id = s.scalar(select(Order.id).where(Order.ota_channel == "douyin", Order.ota_order_ref == order_ref))
-        return list(s.scalars(select(Ticket).where(Ticket.order_id == order_id).order_by(Ticket.id)))
+    return cloud.tickets_of("douyin", order_ref)
 
 
 def feed(cloud: ChannelCloud) -> list[dict[str, Any]]:
-    with cloud.sessions() as s:
-        return [{"kind": f.kind, **f.body} for f in s.scalars(select(FeedChange).order_by(FeedChange.seq))]
+    return cloud.feed()
 
 
 def revoked_on_feed(cloud: ChannelCloud) -> list[str]:
