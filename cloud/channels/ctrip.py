@@ -1,9 +1,7 @@
 """携程 景点玩乐开放平台, supplier direct connection (预下单 mode): Ctrip calls one URL of ours, we issue the codes.
 
-Which parts follow a published document and which are a reasoned guess (research:
-`docs/ota/ctrip-lebingxue-wechat-refund.md` §1; the document is Ctrip's order-API Swagger, the same text as
-https://ttdstp.ctrip.com/apiplatform/document/security.do, http://ttdstp.ctrip.com/apiplatform/api/ordercancellation.do,
-http://ttdopen.ctrip.com/apiplatform/api/orderinquiry.do):
+Published vs reasoned guess (research: `docs/ota/ctrip-lebingxue-wechat-refund.md` §1, Ctrip's order-API Swagger,
+as https://ttdstp.ctrip.com/apiplatform/document/security.do and .../api/ordercancellation.do, orderinquiry.do):
 
 - Published, the envelope both ways: `{"header": {accountId, serviceName, requestTime, version "1.0", sign},
   "body": "<ciphertext>"}`; answers `{"header": {resultCode, resultMessage}, "body"}` (body only with `0000`).
@@ -24,8 +22,7 @@ http://ttdopen.ctrip.com/apiplatform/api/orderinquiry.do):
 - Published, CancelOrder with `confirmType 2` must be refused unless the quantity asked for is the refundable one:
   a mismatch (tickets used or refunded meanwhile) is `2004`. Approvals are answered at once
   (`supplierConfirmType 1` + the cancelled vouchers); `CancelOrderConfirm` (deciding later) is not used.
-- GUESS, `confirmType 1` on CancelOrder ("仅通知": Ctrip has cancelled already) is a refund the platform made
-  (`decided=True`): revoke what can be, no decision.
+- GUESS, CancelOrder `confirmType 1` ("仅通知": cancelled already) is a refund made (`decided`): revoke, no decision.
 - GUESS, freshness: nothing is published (no window, no nonce). A `requestTime` (Asia/Shanghai) more than the
   channel's `freshness_s` away from our clock is refused `0001` "请求时间无效或已过期", as one public implementation
   does. Ctrip's 3 "compensation" resends carry the same `sequenceId`: the same message gets our stored answer (the
@@ -42,8 +39,8 @@ http://ttdopen.ctrip.com/apiplatform/api/orderinquiry.do):
   stored call (its `requestTime` is the call's creation time), so every attempt sends the same bytes (published:
   "请用相同报文重试"). GUESS, the verdicts: `0000` done, `0008` (batch already exists) done, `0005`/`0007`, HTTP 429
   or 5xx and network errors retried, any other answer given up (shown in the back office).
-- GUESS, a multi-PLU order's `useQuantity` per item is the order's count capped at the item's quantity.
-- GUESS, HTTP status: always 200, the code in `header.resultCode`, as every public implementation does.
+- GUESS: a multi-PLU order's `useQuantity` per item is the order's count capped at the item's quantity; HTTP
+  status always 200, the code in `header.resultCode`, as every public implementation does.
 """
 
 from __future__ import annotations
@@ -187,14 +184,12 @@ def _day(obj: Mapping[str, Any], name: str) -> date | None:
 
 def _fen(value: Any) -> int | None:
     try:
-        if value is None or isinstance(value, bool):
-            return None
-        amount = Decimal(str(value))
-        if not amount.is_finite() or not Decimal(0) <= amount < Decimal(10**7):  # yuan; no 1e999999999
-            raise Malformed("price is out of range")
-        return int(amount * 100)
+        amount = None if value is None or isinstance(value, bool) else Decimal(str(value))
     except (ArithmeticError, ValueError) as exc:
         raise Malformed("price is not a number") from exc
+    if amount is not None and not (amount.is_finite() and 0 <= amount < 10**7):  # yuan; never 1e999999999
+        raise Malformed("price is not a number of yuan in range")
+    return None if amount is None else int(amount * 100)
 
 
 class CtripAdapter:

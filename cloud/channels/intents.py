@@ -162,12 +162,9 @@ def place_order(
         except Conflict as exc:
             raise Refused(Failure("sold_out", exc.en)) from exc
         order.total_fen += unit * line.quantity
-        last_day = _last_day(line.last_day, day)
-        order.items.append(
-            OrderItem(
-                product_id=product.id, visit_date=day, quantity=line.quantity, unit_price_fen=unit, last_day=last_day
-            )
-        )
+        item = OrderItem(product_id=product.id, visit_date=day, quantity=line.quantity, unit_price_fen=unit)
+        item.last_day = _last_day(line.last_day, day)
+        order.items.append(item)
         lines.append({"sku": line.sku, "ref": line.ref, "paid_unit_price_fen": line.unit_price_fen})
     session.add(order)
     session.flush()  # a concurrent twin fails here or below on the unique keys: the caller answers from the winner
@@ -211,11 +208,8 @@ def _mapped(session: Session, code: str, skus: set[str]) -> dict[str, tuple[Chan
 
 
 def _on_sale(product: Product, day: Any, today: Any, now: datetime) -> None:
-    if (
-        not product.active
-        or (product.sale_start and now < product.sale_start)
-        or (product.sale_end and now >= product.sale_end)
-    ):
+    early, late = product.sale_start and now < product.sale_start, product.sale_end and now >= product.sale_end
+    if not product.active or early or late:
         raise Refused(Failure("not_on_sale", f"{product.name} is not on sale now"))
     try:
         check_visit_date(product, day, today)
