@@ -26,6 +26,8 @@ from models import TicketStatus
 from tests.cloud.channels.kit import TEST_SECRETS
 from tests.cloud.channels.lebingxue_platform import Lebingxue, lebingxue
 
+pytestmark = pytest.mark.ota
+
 GATE = "north-1"
 SKU = "LBX-DAY"
 WAIT = 30.0
