@@ -23,6 +23,7 @@ log = logging.getLogger("starfish.cloud")
 
 def _routers() -> list[APIRouter]:
     from cloud.audit.routes import router as audit
+    from cloud.channels.routes import router as channels
     from cloud.customers.routes import router as customers
     from cloud.faces.routes import router as faces
     from cloud.orders.routes import router as orders
@@ -34,13 +35,19 @@ def _routers() -> list[APIRouter]:
     from cloud.staff.routes import router as staff
     from cloud.sync.routes import router as sync
     from cloud.tickets.routes import router as tickets
+    from cloud.verify.routes import router as verify
 
-    return [staff, sites, products, customers, faces, orders, payments, tickets, refunds, points, audit, sync]
+    return [
+        *(staff, sites, products, customers, faces, orders, payments, tickets, refunds, points, audit, sync, verify),
+        channels,
+    ]
 
 
 async def _expiry_loop(factory: sessionmaker[Session], settings: Settings, every_s: float) -> None:
+    from cloud.channels.calls import sweep_messages
     from cloud.faces.gallery import sweep
     from cloud.orders.service import expire_pending
+    from cloud.refunds.payout import sweep_with as refund_sweep
 
     while True:
         await asyncio.sleep(every_s)
@@ -58,6 +65,35 @@ async def _expiry_loop(factory: sessionmaker[Session], settings: Settings, every
                 log.info("face sweep: %d holder(s) whose pass ended", n)
         except Exception:
             log.exception("face sweep failed; will retry")
+        try:  # WeChat refunds to send again, and those whose notification never came
+            with factory() as session:
+                n = await asyncio.to_thread(lambda: refund_sweep(session, settings, now=utcnow()))
+            if n:
+                log.info("refund sweep: %d WeChat refund(s) sent or checked", n)
+        except Exception:
+            log.exception("refund sweep failed; will retry")
+        try:  # channel messages old enough that a resend of them would be stale anyway
+            with factory() as session:
+                await asyncio.to_thread(lambda: sweep_messages(session, utcnow()))
+        except Exception:
+            log.exception("channel message sweep failed; will retry")
+
+
+async def _channel_calls_loop(factory: sessionmaker[Session], settings: Settings) -> None:
+    """The OTA platforms' verify calls, every `channel_calls_every_s`: each batch is drained (each result
+    committed) until none is due, so a skier's entry reaches the platform within seconds."""
+    from cloud.channels.calls import BATCH, send_due
+
+    while True:
+        await asyncio.sleep(settings.channel_calls_every_s)
+        try:
+            with factory() as session:
+                while (n := await asyncio.to_thread(lambda: send_due(session, settings))) > 0:
+                    log.info("channel calls: %d verify call(s) tried", n)
+                    if n < BATCH:
+                        break
+        except Exception:
+            log.exception("channel calls failed; will retry")
 
 
 def create_app(settings: Settings | None = None, *, expiry_every_s: float = 30.0, threads: int = 8) -> FastAPI:
@@ -73,11 +109,14 @@ def create_app(settings: Settings | None = None, *, expiry_every_s: float = 30.0
         from cloud.sync.mqtt import start as sync_start
 
         app.state.sync = await asyncio.to_thread(sync_start, factory, settings)
-        task = asyncio.create_task(_expiry_loop(factory, settings, expiry_every_s)) if expiry_every_s > 0 else None
+        tasks = []
+        if expiry_every_s > 0:  # tests drive these themselves with expiry_every_s=0
+            tasks.append(asyncio.create_task(_expiry_loop(factory, settings, expiry_every_s)))
+            tasks.append(asyncio.create_task(_channel_calls_loop(factory, settings)))
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
             if app.state.sync is not None:
                 await asyncio.to_thread(app.state.sync.stop)

@@ -145,6 +145,29 @@ def face_key(site: Annotated[str, typer.Option(help="Site code")]) -> None:
     typer.echo(face_key_text(site_face_key(settings.face_key, site)))
 
 
+@app.command("voucher-key")
+def voucher_key(site: Annotated[str, typer.Option(help="Site code")]) -> None:
+    """Print the voucher key the gates of SITE hold (base64), for their config's vouchers.key_file or key_env."""
+    from sqlalchemy import select
+
+    from cloud.db import make_engine, make_sessionmaker
+    from cloud.sites.models import Site
+    from models.voucher import site_voucher_key, voucher_key_text
+
+    settings = _settings()
+    if settings.voucher_key is None:
+        typer.echo("error: no voucher key is set (STARFISH_VOUCHER_KEY_FILE)", err=True)
+        raise typer.Exit(2)
+    engine = make_engine(settings.database_url)
+    with make_sessionmaker(engine)() as session:
+        known = session.scalar(select(Site.id).where(Site.code == site)) is not None
+    engine.dispose()
+    if not known:
+        typer.echo(f"error: no site {site}", err=True)
+        raise typer.Exit(2)
+    typer.echo(voucher_key_text(site_voucher_key(settings.voucher_key, site)))
+
+
 @app.command("purge-faces")
 def purge_faces() -> None:
     """Run the face expiry sweep now: faces of ended passes leave the gates, and the cloud when no pass is left."""

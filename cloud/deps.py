@@ -29,10 +29,11 @@ class Role(StrEnum):
     CASHIER = "cashier"
     FINANCE = "finance"
     GATE_TECH = "gate_tech"
+    VERIFIER = "verifier"  # handheld terminals and the staff mini-program: verify (核销) only
     CUSTOMER = "customer"  # a signed-in mini-program customer, not staff
 
 
-STAFF_ROLES = (Role.ADMIN, Role.CASHIER, Role.FINANCE, Role.GATE_TECH)
+STAFF_ROLES = (Role.ADMIN, Role.CASHIER, Role.FINANCE, Role.GATE_TECH, Role.VERIFIER)
 
 
 async def get_settings(request: Request) -> Settings:

@@ -1,6 +1,7 @@
 """Imports every domain's tables so Alembic and create_all see the whole schema."""
 
 from cloud.audit import models as audit_models
+from cloud.channels import models as channel_models
 from cloud.customers import models as customer_models
 from cloud.db import Base
 from cloud.faces import models as face_models
@@ -13,10 +14,12 @@ from cloud.sites import models as site_models
 from cloud.staff import models as staff_models
 from cloud.sync import models as sync_models
 from cloud.tickets import models as ticket_models
+from cloud.verify import models as verify_models
 
 __all__ = [
     "Base",
     "audit_models",
+    "channel_models",
     "customer_models",
     "face_models",
     "order_models",
@@ -28,4 +31,5 @@ __all__ = [
     "staff_models",
     "sync_models",
     "ticket_models",
+    "verify_models",
 ]

@@ -10,11 +10,15 @@ The face master key (``STARFISH_FACE_KEY_FILE``, base64 of 32 bytes, or ``STARFI
 seals face templates (`models.face`). Production refuses to start without it; the published development
 key works only in development; in ``test`` an unset key leaves face admission off (its endpoints
 answer 503 ``face_key_missing``), so tests of other domains need none.
+
+The voucher master key (``STARFISH_VOUCHER_KEY_FILE`` or ``_B64``, the same shape) makes the check group of
+OTA tickets' plain codes (`models.voucher`); its published development key is refused outside development.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 from functools import cached_property
 from typing import Literal
 
@@ -27,6 +31,7 @@ from models.addresses import is_loopback
 from models.api import API_PREFIX
 from models.credential import load_public_key
 from models.face import load_face_key
+from models.voucher import load_voucher_key
 
 DEV_JWT_SECRET = "development-only-jwt-secret-do-not-use"
 # A fixed development signing key, so tickets survive a restart of the dev server. Refused in production.
@@ -34,6 +39,7 @@ DEV_SIGNING_KEY_B64 = "c3RhcmZpc2gtZGV2LXNpZ25pbmcta2V5LTMyYnl0ZXM="
 DEV_KEYSET_ROOT_KEY_B64 = "c3RhcmZpc2gtZGV2LWtleXNldC1yb290LWtleS0zMmI="
 _DEV_KEYS = (DEV_SIGNING_KEY_B64, DEV_KEYSET_ROOT_KEY_B64)
 DEV_FACE_KEY_B64 = "c3RhcmZpc2gtZGV2LWZhY2UtbWFzdGVyLWtleS0zMmI="  # seals face templates in development only
+DEV_VOUCHER_KEY_B64 = "c3RhcmZpc2gtZGV2LXZvdWNoZXItbWFzdGVyLWtleTI="  # checks voucher codes in development only
 
 
 DEFAULT_DATABASE_URL = "sqlite:///./starfish-cloud.db"
@@ -68,7 +74,24 @@ class Settings(BaseSettings):
         default=None, description="The face master key: a file holding base64 of 32 bytes (wins over the _B64)"
     )
     face_key_b64: SecretStr = Field(default=SecretStr(""), description="The face master key, base64 of 32 bytes")
+    voucher_key_file: str | None = Field(
+        default=None, description="The voucher master key: a file holding base64 of 32 bytes (wins over the _B64)"
+    )
+    voucher_key_b64: SecretStr = Field(
+        default=SecretStr(""),
+        description="The voucher master key (base64 of 32 bytes): the check group of OTA tickets' plain codes",
+    )
+    channel_secrets_file: str | None = Field(
+        default=None, description="OTA channels' secrets: a JSON file {channel: {name: value}} (wins over the _JSON)"
+    )
+    channel_secrets_json: SecretStr = Field(
+        default=SecretStr(""), description="OTA channels' secrets as JSON {channel: {name: value}}, e.g. douyin"
+    )
+    channel_calls_every_s: float = Field(
+        default=5.0, gt=0, description="How often the OTA platforms' due verify calls are sent"
+    )
     order_pending_minutes: int = Field(default=15, gt=0, description="Unpaid orders expire after this")
+    verify_undo_minutes: int = Field(default=10, gt=0, description="A handheld verification can be undone this long")
     timezone: str = "Asia/Shanghai"
     # WeChat Pay APIv3 (the mini-program's payment)
     wechat_base_url: str = "https://api.mch.weixin.qq.com"
@@ -161,6 +184,12 @@ class Settings(BaseSettings):
                     problems.append("STARFISH_FACE_KEY_FILE holds the published development key: set your own")
             except ValueError as exc:
                 problems.append(f"STARFISH_FACE_KEY_FILE: {exc}")
+        try:
+            voucher_key = self._voucher_key_text()
+            if voucher_key and load_voucher_key(voucher_key) == load_voucher_key(DEV_VOUCHER_KEY_B64):
+                problems.append("STARFISH_VOUCHER_KEY_FILE holds the published development key: set your own")
+        except (OSError, ValueError) as exc:
+            problems.append(f"STARFISH_VOUCHER_KEY_FILE: {exc}")
         mqtt_login = self.mqtt_username and self.mqtt_password.get_secret_value()
         if self.environment == "production" and self.mqtt_host and not mqtt_login:
             problems.append("STARFISH_MQTT_USERNAME and STARFISH_MQTT_PASSWORD must be set when MQTT is")
@@ -183,6 +212,37 @@ class Settings(BaseSettings):
         """The face master key; the published one in development when none is set; None: face admission is off."""
         text = self._face_key_text() or (DEV_FACE_KEY_B64 if self.environment == "development" else "")
         return load_face_key(text) if text else None
+
+    def _voucher_key_text(self) -> str:
+        if self.voucher_key_file:
+            with open(self.voucher_key_file, encoding="ascii") as f:
+                return f.read().strip()
+        return self.voucher_key_b64.get_secret_value().strip()
+
+    @cached_property
+    def channel_secrets(self) -> dict[str, dict[str, str]]:
+        """Each OTA channel's secrets (signing keys, AES keys), never stored in the database; {} when none."""
+        if self.channel_secrets_file:
+            with open(self.channel_secrets_file, encoding="utf-8") as f:
+                text = f.read()
+        else:
+            text = self.channel_secrets_json.get_secret_value()
+        if not text.strip():
+            return {}
+        data = json.loads(text)
+        if not isinstance(data, dict) or not all(
+            isinstance(v, dict) and all(isinstance(x, str) for x in v.values()) for v in data.values()
+        ):
+            raise ValueError("channel secrets must be a JSON object {channel: {name: text}}")
+        return {str(k): {str(n): x for n, x in v.items()} for k, v in data.items()}
+
+    @cached_property
+    def voucher_key(self) -> bytes | None:
+        """The voucher master key; the published one in development when none is set. None: OTA tickets get no
+        plain code (their signed QR still admits), as before codes were issued; a start-up without it is allowed
+        so that a resort selling no OTA vouchers needs no such key."""
+        text = self._voucher_key_text() or (DEV_VOUCHER_KEY_B64 if self.environment == "development" else "")
+        return load_voucher_key(text) if text else None
 
     @cached_property
     def signing_key(self) -> Ed25519PrivateKey:

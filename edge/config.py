@@ -247,6 +247,40 @@ def allowed_hosts(web: WebConfig) -> frozenset[str]:
     return frozenset(names)
 
 
+class VoucherConfig(_Section):
+    """The site's voucher key (`starfish cloud voucher-key`): an unknown plain code of our shape whose check holds
+    is a ticket sold moments ago (``not_synced_yet``), not a code that never was (``unknown_ticket``)."""
+
+    key_file: Path | None = Field(default=None, description="File holding the site's voucher key (base64)")
+    key_env: str | None = Field(default=None, description="Environment variable holding the site's voucher key")
+
+    @model_validator(mode="after")
+    def _one_key(self) -> VoucherConfig:
+        if (self.key_file is None) == (self.key_env is None):
+            raise ValueError("name the site's voucher key with exactly one of key_file or key_env")
+        return self
+
+    def load_key(self) -> bytes:
+        """The key from the file or variable named; ValueError naming where it was looked for."""
+        import os
+
+        from models.voucher import load_voucher_key
+
+        if self.key_file is not None:
+            where = f"vouchers.key_file {self.key_file}"
+            try:
+                text = self.key_file.read_text(encoding="ascii")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"cannot read {where}: {getattr(exc, 'strerror', None) or exc}") from exc
+        else:
+            where = f"vouchers.key_env {self.key_env}"
+            text = os.environ.get(self.key_env or "", "")
+        try:
+            return load_voucher_key(text)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from exc
+
+
 class StoreConfig(_Section):
     path: Path = Field(default=Path("/var/lib/starfish/gate.db"), description="SQLite journal and cache")
 
@@ -265,6 +299,9 @@ class EdgeConfig(_Section):
     )
     sync: SyncConfig | None = Field(
         default=None, description="MQTT sync with the site broker and the cloud; none: a standalone gate"
+    )
+    vouchers: VoucherConfig | None = Field(
+        default=None, description="The site's voucher key; none: an unknown plain code is just unknown_ticket"
     )
     trusted_keys: dict[int, str] = Field(
         default_factory=dict, description="Key id -> base64 Ed25519 public key (verifying only)"

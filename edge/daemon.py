@@ -98,6 +98,11 @@ class GateDaemon:
         self.started_at = clock()
         self.started_mono = monotonic()
         self.service = GateService(store=store, config=config.gate)
+        if config.vouchers is not None:
+            try:
+                self.service.voucher_key = config.vouchers.load_key()
+            except ValueError as exc:  # the gate still admits every ticket it has; it says less about unknown ones
+                log.error("voucher codes not synced yet will read as unknown: the site's voucher key: %s", exc)
         bc = config.barrier
         self.controller = BarrierController(
             barrier,

@@ -7,9 +7,13 @@ Rules, in the order they are applied:
    is held open, so nothing is pulsed.
 2. A credential that failed to parse or verify is denied with its own code; a signed token of
    another site: ``wrong_site`` (see `models.credential`).
-3. A plain code the cache does not know: ``unknown_ticket``. A signed credential naming this
-   site is enough on its own (a ticket sold after the last sync still admits); the cache only
-   adds status. A version 1 token names no site, so it needs the site's cache: ``unknown_ticket``.
+3. A plain code the cache does not know: ``unknown_ticket``, unless it is one of our voucher codes
+   (its check holds under the site's voucher key, `models.voucher`): then its ticket was sold moments
+   ago and is on its way down the feed, so ``not_synced_yet`` while the feed is fresh (trying again
+   in a moment will work), ``stale_feed`` when it is not (waiting will not help: see staff).
+   A signed credential naming this site is enough on its own (a ticket sold after the last sync
+   still admits); the cache only adds status. A version 1 token names no site, so it needs the
+   site's cache: ``unknown_ticket``.
    A recognised face (`FaceMatch`) needs the cached season pass its template belongs to, held by
    the holder the template names; a face never admits on its own (``unknown_ticket``).
 4. Rescan suppression: the same ticket at this reader within ``rescan_seconds`` repeats the
@@ -41,6 +45,7 @@ from zoneinfo import ZoneInfo
 from edge.reasons import Reason
 from models import Direction, GateConfig, ProductKind, Ticket, TicketStatus
 from models.credential import Credential, Invalid, PlainCode, SignedCredential, site_tag
+from models.voucher import looks_like_ours
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +146,15 @@ def decide(
     history: History,
     gate: GateConfig,
     now: datetime,
+    *,
+    voucher_key: bytes | None = None,
+    feed_fresh: bool = False,
 ) -> Decision:
-    """Admit or deny one presented credential; pure."""
+    """Admit or deny one presented credential; pure.
+
+    `voucher_key` is the site's (None: the gate cannot tell our voucher codes); `feed_fresh` whether the
+    ticket feed is recent enough that a ticket sold moments ago will arrive shortly (False without sync).
+    """
     if gate.emergency_open:
         return Decision(admit=True, code=Reason.EMERGENCY)  # the barrier is held open; nothing to pulse
     if isinstance(credential, Invalid):
@@ -157,6 +169,12 @@ def decide(
         return _deny(Reason.WRONG_SITE, credential.ticket_id)
 
     if ticket is None:
+        if (
+            isinstance(credential, PlainCode)
+            and voucher_key is not None
+            and looks_like_ours(credential.code, voucher_key)
+        ):
+            return _deny(Reason.NOT_SYNCED_YET if feed_fresh else Reason.STALE_FEED)
         if isinstance(credential, PlainCode | FaceMatch) or credential.site is None:
             return _deny(Reason.UNKNOWN_TICKET)
         ticket = ticket_from_credential(credential)

@@ -55,6 +55,8 @@ class GateService:
         self.alarm = False
         # Set by sync: is the ticket feed too old to trust the cache for plain codes and faces?
         self.feed_stale: Callable[[datetime], bool] | None = None
+        # The site's voucher key (`vouchers` in the config): tells our codes not synced yet from unknown ones.
+        self.voucher_key: bytes | None = None
 
     def reload_keys(self) -> None:
         self._keys = self.store.keys()
@@ -93,9 +95,11 @@ class GateService:
         cred: Presented = data if isinstance(data, FaceMatch) else parse(data, self._keys)
         ticket = self.lookup(cred)
         history = History() if ticket is None else self.store.history(ticket.ticket_id, self.config.gate_id)
-        decision = decide(cred, ticket, history, self.effective_config, now)
         stale = self.feed_stale
-        if decision.counts and isinstance(cred, PlainCode | FaceMatch) and stale is not None and stale(now):
+        fresh = stale is not None and not stale(now)
+        config = self.effective_config
+        decision = decide(cred, ticket, history, config, now, voucher_key=self.voucher_key, feed_fresh=fresh)
+        if decision.counts and isinstance(cred, PlainCode | FaceMatch) and stale is not None and not fresh:
             # A plain code or a face is only as good as the cache (a face's gallery comes down the same
             # feed), and a stale cache may not know of a refund, a block or a deletion.
             decision = Decision(admit=False, code=Reason.STALE_FEED, ticket_id=decision.ticket_id)

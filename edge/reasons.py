@@ -23,6 +23,7 @@ class Reason(StrEnum):
     UNKNOWN_KEY = "unknown_key"
     UNSUPPORTED_VERSION = "unsupported_version"
     UNKNOWN_TICKET = "unknown_ticket"
+    NOT_SYNCED_YET = "not_synced_yet"
     REVOKED = "revoked"
     BLOCKED = "blocked"
     WRONG_SITE = "wrong_site"
@@ -50,6 +51,10 @@ CATALOG: dict[Reason, dict[Lang, str]] = {
     },
     Reason.UNSUPPORTED_VERSION: {"zh": "票据版本不支持", "en": "Ticket format not supported"},
     Reason.UNKNOWN_TICKET: {"zh": "未找到该票，请到售票处", "en": "Ticket not found, please see the ticket office"},
+    Reason.NOT_SYNCED_YET: {
+        "zh": "尚未同步：请稍后再试或联系工作人员",
+        "en": "Not synced yet: try again in a moment or see staff",
+    },
     Reason.REVOKED: {"zh": "该票已退款或作废", "en": "This ticket was refunded or cancelled"},
     Reason.BLOCKED: {"zh": "该票已被冻结，请到服务台", "en": "This ticket is blocked, please see the service desk"},
     Reason.WRONG_SITE: {

@@ -33,6 +33,9 @@ KEY_ROOT = key_root_of(KEYSET_ROOT_B64)
 # The face master key the tests' clouds seal face templates with (published here: a test key, never production's).
 FACE_KEY_B64 = "dGVzdC1mYWNlLW1hc3Rlci1rZXktb2YtMzItYnl0ZXM="
 FACE_KEY = base64.b64decode(FACE_KEY_B64)
+# The voucher master key the tests' clouds make OTA tickets' plain codes with (a test key, never production's).
+VOUCHER_KEY_B64 = "dGVzdC12b3VjaGVyLW1hc3Rlci1rZXktb2YtMzItYnk="
+VOUCHER_KEY = base64.b64decode(VOUCHER_KEY_B64)
 
 
 def site_face_key_text(master_b64: str, site: str) -> str:
@@ -42,9 +45,10 @@ def site_face_key_text(master_b64: str, site: str) -> str:
 
 def cloud_secrets_env() -> dict[str, str]:
     """Fresh secrets for a cloud process, as its STARFISH_ environment variables: JWT, ticket signing, key-set root,
-    face master key."""
+    face master key, voucher master key."""
     return {
         "STARFISH_FACE_KEY_B64": base64.b64encode(os.urandom(32)).decode(),
+        "STARFISH_VOUCHER_KEY_B64": base64.b64encode(os.urandom(32)).decode(),
         "STARFISH_JWT_SECRET": base64.b64encode(os.urandom(36)).decode(),
         "STARFISH_SIGNING_KEY_B64": base64.b64encode(os.urandom(32)).decode(),
         "STARFISH_KEYSET_ROOT_KEY_B64": base64.b64encode(os.urandom(32)).decode(),
@@ -72,5 +76,6 @@ def cloud_settings(database_url: str, **overrides: Any) -> Settings:
         "signing_key_b64": base64.b64encode(os.urandom(32)).decode(),
         "keyset_root_key_b64": KEYSET_ROOT_B64,
         "face_key_b64": FACE_KEY_B64,
+        "voucher_key_b64": VOUCHER_KEY_B64,
     }
     return Settings(**{**fields, **overrides})

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -82,8 +83,10 @@ class Resort:
         season_holders: int = 8,
         startup_timeout: float = 60.0,
         web: bool = False,
+        cloud_env: Mapping[str, str] | None = None,
     ) -> None:
-        """`web`: every gate also serves its technician page on a free loopback port (`page_url`)."""
+        """`web`: every gate also serves its technician page on a free loopback port (`page_url`). `cloud_env`:
+        more STARFISH_ settings for the cloud process (e.g. channel secrets)."""
         self.workdir = workdir
         self.site = site
         self.gate_names = gates
@@ -91,6 +94,7 @@ class Resort:
         self.season_holders = season_holders
         self.startup_timeout = startup_timeout
         self.web = web
+        self.cloud_env = dict(cloud_env or {})
         self.metrics_token = secrets.token_urlsafe(24)  # the gates' (with `web`) and the cloud's /metrics
         # With `web`: a gate technician in the cloud, whose account reaches the gates down the feed.
         self.technician = ("demo.tech", secrets.token_urlsafe(12))
@@ -138,7 +142,7 @@ class Resort:
         from cloud.migrate import upgrade
 
         self.workdir.mkdir(parents=True, exist_ok=True)
-        env = production_env(self.url)
+        env = {**production_env(self.url), **self.cloud_env}
         settings = settings_of(env)
         self._key_root = public_key_b64(settings.keyset_root_key.public_key())
         upgrade(self.url)

@@ -112,8 +112,42 @@ class Technicians(Message):
     accounts: list[TechnicianAccount] = Field(max_length=TECHNICIANS_MAX)
 
 
+DEVICE_MAX = 32  # a handheld's name, as the cloud stores it
+
+
+class Usage(Message):
+    """An entry a staff member's handheld verified (核销) on `ticket_id`, or gave back (`undone`).
+
+    A gate journals it as another gate's completed passage (made by the handheld `device` of `site` at
+    `at`, known by the handheld's `event_id`), so its single-entry, daily-limit and passback rules count it
+    offline; `undone` removes that passage. `entries_used` and `first_entry_at` are the ticket's, as the
+    cloud counts them after this change: a gate that took a snapshot after the verification (which
+    counted it in the ticket line) learns of the undo as well. Added with issue 12: a gate of an earlier
+    release cannot read this kind, refuses the message and catches up by snapshot (the ticket line
+    carries the count), so upgrade the gates before handhelds go into service.
+    """
+
+    kind: Literal["usage"] = "usage"
+    ticket_id: TicketId
+    event_id: uuid.UUID
+    at: AwareDatetime
+    site: Code
+    device: str = Field(min_length=1, max_length=DEVICE_MAX)
+    undone: bool = False
+    entries_used: int = Field(ge=0)
+    first_entry_at: AwareDatetime | None = None
+
+
 Change = Annotated[
-    TicketUpsert | StatusChange | KeySet | GateConfigChange | GateRoster | FaceUpsert | FaceDelete | Technicians,
+    TicketUpsert
+    | StatusChange
+    | KeySet
+    | GateConfigChange
+    | GateRoster
+    | FaceUpsert
+    | FaceDelete
+    | Technicians
+    | Usage,
     Field(discriminator="kind"),
 ]
 

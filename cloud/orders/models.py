@@ -68,5 +68,8 @@ class OrderItem(Base):
     quantity: Mapped[int] = mapped_column(Integer)
     unit_price_fen: Mapped[int] = mapped_column(Integer)
     holder_id: Mapped[int | None] = mapped_column(ForeignKey("holders.id"))
+    # An open-dated voucher (an OTA's undated 团购 voucher): valid from visit_date through this day, refundable
+    # until the product's cutoff before it. None: an ordinary ticket for visit_date.
+    last_day: Mapped[date | None] = mapped_column(Date)
 
     order: Mapped[Order] = relationship(back_populates="items")

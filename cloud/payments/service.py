@@ -225,6 +225,10 @@ def settle(
     else:
         detail = {**_detail(payment), "order_status": order.status, "needs_refund": True}
         record(session, provider, "payment.late", "payment", payment.id, detail)
+    if payment.status == PaymentStatus.LATE.value and provider == "wechat":
+        from cloud.refunds.payout import refund_late_payment  # refunds build on payments: imported late
+
+        refund_late_payment(session, payment, order, now=now)  # sent back by the refund sweep
     metrics.payment(session, provider, payment.status)
     return payment
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Integer, String
+from sqlalchemy import ForeignKey, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cloud.db import Base, UtcDateTime, utcnow
 
 
 class RefundStatus(StrEnum):
-    SUCCEEDED = "succeeded"  # money handed back at the window
+    SUCCEEDED = "succeeded"  # money handed back at the window, or WeChat Pay says it arrived
     PENDING_PROVIDER = "pending_provider"  # money goes back through the provider that took it (WeChat Pay, OTA)
+    PROCESSING = "processing"  # WeChat Pay accepted the refund; its result comes by notification or query
+    FAILED = "failed"  # WeChat Pay refused or closed it, or we gave up sending: see last_error, retry
+    ABNORMAL = "abnormal"  # the payer's account cannot receive it: handle it on the merchant platform
 
 
 class Refund(Base):
@@ -27,6 +30,15 @@ class Refund(Base):
     reason: Mapped[str] = mapped_column(String(200), default="")
     created_by: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Money back through WeChat Pay (cloud/refunds/payout.py); null for refunds paid at the window or by an OTA.
+    provider: Mapped[str | None] = mapped_column(String(16))
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payments.id"), index=True)
+    out_refund_no: Mapped[str | None] = mapped_column(String(64), unique=True)  # our number, the same on every retry
+    provider_refund_id: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    settled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     items: Mapped[list[RefundItem]] = relationship(lazy="selectin", order_by="RefundItem.ticket_id")
 

@@ -24,8 +24,9 @@ def refund_deadline(visit_date: date, tz: ZoneInfo, cutoff_hours: int) -> dateti
     return local_midnight(visit_date, tz) - timedelta(hours=cutoff_hours)
 
 
-def assess(ticket: Ticket, product: Product, tz: ZoneInfo, now: datetime) -> RefundLine:
-    """What refunding this ticket pays back, or a Conflict saying why it cannot be refunded."""
+def assess(ticket: Ticket, product: Product, tz: ZoneInfo, now: datetime, last_day: date | None = None) -> RefundLine:
+    """What refunding this ticket pays back, or a Conflict saying why it cannot be refunded. An open-dated
+    voucher (`last_day`) stays refundable, unused, until the cutoff before its last day (Douyin's 过期退)."""
     tid = ticket.id
     if ticket.status == TicketState.REFUNDED:
         raise Conflict("already_refunded", f"Ticket {tid} is already refunded", f"门票 {tid} 已退款", ticket_id=tid)
@@ -37,7 +38,7 @@ def assess(ticket: Ticket, product: Product, tz: ZoneInfo, now: datetime) -> Ref
         raise Conflict(
             "not_refundable", f"{product.name} cannot be refunded", f"{product.name} 不支持退款", ticket_id=tid
         )
-    deadline = refund_deadline(ticket.visit_date, tz, product.refund_cutoff_hours)
+    deadline = refund_deadline(max(ticket.visit_date, last_day or ticket.visit_date), tz, product.refund_cutoff_hours)
     if now >= deadline:
         raise Conflict(
             "past_cutoff",

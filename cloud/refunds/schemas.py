@@ -36,6 +36,12 @@ class RefundOut(BaseModel):
     reason: str
     created_by: str
     created_at: datetime
+    provider: str | None = Field(description="wechat when the money goes back through WeChat Pay")
+    out_refund_no: str | None = Field(description="Our refund number at WeChat Pay, the same on every retry")
+    attempts: int = Field(description="Requests sent to WeChat Pay since the refund (or its last retry) began")
+    next_attempt_at: datetime | None = Field(description="When the refund is sent or asked after again")
+    last_error: str | None = Field(description="Why the money has not gone back yet, if something went wrong")
+    settled_at: datetime | None = Field(description="When WeChat Pay paid it back")
 
 
 class RevocationOut(BaseModel):

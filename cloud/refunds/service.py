@@ -1,8 +1,9 @@
 """Refunds: per-product rules, revoked tickets on the site's revocation feed, stock and points given back.
 
-Money: counter orders are paid back in cash at the window (`succeeded`). Orders paid online (WeChat Pay)
-or through an OTA are recorded as `pending_provider`: the call to the provider's refund API belongs to
-the payments domain and is not made here.
+Money: counter orders are paid back in cash at the window (`succeeded`). Orders paid with WeChat Pay are
+refunded through it (`cloud/refunds/payout.py`: sent after this commit, then `processing` until WeChat's
+notification or query says `succeeded`, `failed` or `abnormal`). Orders paid through an OTA, and online
+orders with no WeChat payment, stay `pending_provider`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from cloud.orders.service import get_order, transition
 from cloud.points.service import reverse_for_refund
 from cloud.products import service as products
 from cloud.refunds.models import Refund, RefundItem, RefundStatus, Revocation
+from cloud.refunds.payout import attach_wechat
 from cloud.refunds.rules import assess
 from cloud.settings import Settings
 from cloud.sites.models import Site
@@ -55,8 +57,10 @@ def refund(
     reason: str,
     *,
     now: datetime,
+    commit: bool = True,
 ) -> Refund:
-    """Refund some of an order's tickets under their products' rules, revoke them, and commit."""
+    """Refund some of an order's tickets under their products' rules, revoke them, and commit (`commit=False`:
+    the caller commits, e.g. an OTA channel's refund together with its answer)."""
     order = get_order(session, order_id, actor)
     if actor.role is Role.CUSTOMER and order.channel != "online":
         raise Forbidden(
@@ -83,7 +87,11 @@ def refund(
             ticket_ids=missing,
         )
     tz = ZoneInfo(get_site(session, order.site_id).timezone)
-    lines = [assess(t, products.get_product(session, t.product_id), tz, now) for t in tickets.values()]
+    last_days = {item.id: item.last_day for item in order.items}  # open-dated vouchers
+    lines = [
+        assess(t, products.get_product(session, t.product_id), tz, now, last_days.get(t.order_item_id))
+        for t in tickets.values()
+    ]
 
     # The guard that holds under concurrency: only a still-valid, unused ticket becomes refunded.
     result = cast(
@@ -119,6 +127,8 @@ def refund(
         items=[RefundItem(ticket_id=x.ticket_id, amount_fen=x.amount_fen, fee_fen=x.fee_fen) for x in lines],
     )
     session.add(refund)
+    if order.channel == "online":
+        attach_wechat(session, refund, order, now=now)
     session.add_all(
         Revocation(site_id=order.site_id, ticket_id=t.id, reason=REVOKED_REFUNDED, created_at=now)
         for t in sorted(tickets.values(), key=lambda t: t.id)
@@ -157,7 +167,8 @@ def refund(
             "reason": reason,
         },
     )
-    session.commit()
+    if commit:
+        session.commit()
     return refund
 
 

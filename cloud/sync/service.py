@@ -18,6 +18,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from cloud import metrics
+from cloud.channels.calls import EntryUse, gate_source, on_entries_used
 from cloud.db import utcnow
 from cloud.deps import MAX_ID
 from cloud.sites.models import Gate, Site
@@ -195,6 +196,7 @@ def _store_events(
         arriving.append(_Arriving(m, where, ticket))
     _settle_reused_ids(session, arriving, kept, held, out, now)
     rows = []
+    counted: list[_Arriving] = []  # the arriving event of each row
     for a in arriving:
         e = a.m.event
         if a.lost:
@@ -211,8 +213,16 @@ def _store_events(
             e.model_dump(include=_EVENT_COLUMNS)
             | {"site_id": site_id, "gate_id": gate_id, "received_at": now, "conflict": conflict}
         )
+        counted.append(a)
     if rows:
         session.execute(insert(_PASSAGES), rows)  # Core: one executemany, no ORM bookkeeping per event
+        # Channel hook: an entry counted without conflict on an OTA ticket makes the platform's verify call.
+        uses = [
+            EntryUse(a.ticket.id, a.ticket.order_id, a.m.event.at, gate_source(a.m.site, a.m.gate, a.m.event.event_id))
+            for a, row in zip(counted, rows, strict=True)
+            if a.ticket is not None and row["conflict"] is None
+        ]
+        on_entries_used(session, uses, now)
     out.new += len(rows)
 
 

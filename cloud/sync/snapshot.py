@@ -223,6 +223,7 @@ def _wire_query(reader: Session, site_id: int) -> Select[*tuple[Any, ...]]:
             Holder.name,
             Ticket.first_entry_at,
             Ticket.entries_used,
+            Ticket.code,
         )
         .outerjoin(Holder, Holder.id == Ticket.holder_id)
         .where(Ticket.site_id == site_id)
@@ -258,13 +259,14 @@ class WireLines:
 
     def __init__(self) -> None:
         # What many tickets share (product, validity) is formatted once, in a bounded memo.
-        self._terms: dict[tuple[Any, ...], str] = {}
+        self._terms: dict[tuple[Any, ...], tuple[str, str]] = {}
 
     def line(self, row: tuple[Any, ...]) -> str:
         """The ticket's JSON line, with its newline."""
         ticket_id, state = row[0], row[1]
-        holder_id, name, first, used = row[8:]
-        terms = self._terms.get(row[2:8]) or self._format_terms(row[2:8])
+        holder_id, name, first, used, code = row[8:]
+        product, terms = self._terms.get(row[2:8]) or self._format_terms(row[2:8])
+        plain = "null" if code is None else json.dumps(code, ensure_ascii=False)
         holder = (
             "null"
             if holder_id is None
@@ -272,18 +274,19 @@ class WireLines:
         )
         first_at = "null" if first is None else f'"{_utc(first)}"'
         return (
-            f'{{"schema_version":1,"ticket_id":"{ticket_id}",{terms}"holder":{holder},'
+            f'{{"schema_version":1,"ticket_id":"{ticket_id}",{product}"code":{plain},{terms}"holder":{holder},'
             f'"status":"{_STATUS_TEXT[state]}","first_entry_at":{first_at},"entries_used":{used:d}}}\n'
         )
 
-    def _format_terms(self, key: tuple[Any, ...]) -> str:
+    def _format_terms(self, key: tuple[Any, ...]) -> tuple[str, str]:
+        """The fields before the ticket's own code, and those after it."""
         kind, product_id, valid_from, valid_until, entries, window_minutes = key
         if len(self._terms) >= 4096:
             self._terms.clear()
         self._terms[key] = terms = (
-            f'"kind":"{ProductKind(kind).value}","product_id":"{product_id}","code":null,'
+            f'"kind":"{ProductKind(kind).value}","product_id":"{product_id}",',
             f'"valid_from":"{_utc(valid_from)}","valid_until":"{_utc(valid_until)}",'
-            f'"entries":{_int(entries)},"window_minutes":{_int(window_minutes)},"daily_limit":null,'
+            f'"entries":{_int(entries)},"window_minutes":{_int(window_minutes)},"daily_limit":null,',
         )
         return terms
 

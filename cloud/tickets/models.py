@@ -22,7 +22,8 @@ class TicketState(StrEnum):
 class Ticket(Base):
     __tablename__ = "tickets"
     # unit_no numbers the tickets of one order item 1..quantity: issuing twice can never double them.
-    __table_args__ = (UniqueConstraint("order_item_id", "unit_no"),)
+    # A plain code names one ticket of its site (NULLs, tickets without one, are all distinct).
+    __table_args__ = (UniqueConstraint("order_item_id", "unit_no"), UniqueConstraint("site_id", "code"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
@@ -43,6 +44,8 @@ class Ticket(Base):
     entries_used: Mapped[int] = mapped_column(Integer, default=0)
     first_entry_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     token: Mapped[str] = mapped_column(Text, default="")
+    # The plain code a gate finds in its cache (an OTA voucher, `models.voucher`); None: the signed QR only.
+    code: Mapped[str | None] = mapped_column(String(64))
     issued_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     holder: Mapped[Holder | None] = relationship(lazy="select")

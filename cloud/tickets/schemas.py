@@ -29,4 +29,5 @@ class TicketOut(BaseModel):
     entries_used: int
     first_entry_at: datetime | None
     token: str = Field(description="The signed credential the QR code holds")
+    code: str | None = Field(default=None, description="OTA tickets: the plain voucher code a gate also admits")
     issued_at: datetime

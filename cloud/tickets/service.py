@@ -25,6 +25,7 @@ from cloud.tickets.render import PaperTicket
 from models import ProductKind
 from models.credential import issue
 from models.sync import TicketUpsert
+from models.voucher import make_code, site_voucher_key
 
 PUNCH_VALID_DAYS = 365
 
@@ -34,8 +35,13 @@ def local_midnight(day: date, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
 
 
-def validity(product: Product, visit_date: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
-    """The [valid_from, valid_until) window of a ticket for `visit_date`, by product kind."""
+def validity(
+    product: Product, visit_date: date, tz: ZoneInfo, last_day: date | None = None
+) -> tuple[datetime, datetime]:
+    """The [valid_from, valid_until) window of a ticket for `visit_date`, by product kind; an open-dated voucher
+    (`last_day`, `OrderItem.last_day`) is valid from `visit_date` through `last_day` whatever its kind."""
+    if last_day is not None and last_day >= visit_date:
+        return local_midnight(visit_date, tz), local_midnight(last_day + timedelta(days=1), tz)
     kind = ProductKind(product.kind)
     if kind is ProductKind.SEASON or (kind is ProductKind.PUNCH and product.season_start and product.season_end):
         assert product.season_start is not None and product.season_end is not None
@@ -58,7 +64,7 @@ def issue_for_order(session: Session, settings: Settings, order: Order, *, now: 
     fresh: list[Ticket] = []
     for item in order.items:
         product = get_product(session, item.product_id)
-        valid_from, valid_until = validity(product, item.visit_date, tz)
+        valid_from, valid_until = validity(product, item.visit_date, tz, item.last_day)
         for unit_no in range(1, item.quantity + 1):
             if (item.id, unit_no) in have:
                 continue
@@ -86,6 +92,7 @@ def issue_for_order(session: Session, settings: Settings, order: Order, *, now: 
         session.flush()  # the ids are the ticket numbers the tokens carry
         for ticket in fresh:
             ticket.token = _sign(settings, ticket, site.code)
+            ticket.code = _voucher_code(settings, order, ticket, site.code)
         session.flush()
         record(session, "system", "tickets.issue", "order", order.id, {"ticket_ids": [t.id for t in fresh]})
         # Sync hook: the new tickets go onto the site's feed in this same transaction.
@@ -127,6 +134,18 @@ def _sign(settings: Settings, ticket: Ticket, site_code: str) -> str:
         raise NotIssuable(ticket, str(exc)) from exc
 
 
+def _voucher_code(settings: Settings, order: Order, ticket: Ticket, site_code: str) -> str | None:
+    """An OTA ticket's plain code, in our shape (`models.voucher`): what the platform shows the skier.
+
+    The serial is the ticket's number, so the code is unique at its site. Other channels' tickets have
+    their signed QR only; without a voucher key (`STARFISH_VOUCHER_KEY_FILE`) OTA tickets too.
+    """
+    if order.channel != "ota" or settings.voucher_key is None:
+        return None
+    key = site_voucher_key(settings.voucher_key, site_code)
+    return make_code(site_code, order.ota_channel or "other", ticket.id, key)
+
+
 def tickets_of_order(session: Session, order_id: int, actor: Principal) -> list[Ticket]:
     """An order's tickets; a customer sees only their own orders (404 otherwise)."""
     order = get_order(session, order_id, actor)
@@ -163,6 +182,7 @@ def wire_ticket(ticket: Ticket) -> models.Ticket:
         ticket_id=str(ticket.id),
         kind=ProductKind(ticket.kind),
         product_id=str(ticket.product_id),
+        code=ticket.code,
         valid_from=ticket.valid_from,
         valid_until=ticket.valid_until,
         entries=ticket.entries,

@@ -1,5 +1,5 @@
 """The cloud's ticket feed at the gate: its position, applying one change, keys, gate config, roster, faces,
-technicians.
+technicians, handhelds' verifications.
 
 Functions over a `GateStore`, called only by the store's owner (the daemon's event loop). Each
 that changes the store commits exactly once, so the caller can acknowledge the MQTT message that
@@ -13,9 +13,10 @@ import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 
-from edge.store import faces, technicians, tickets
+from edge.store import faces, journal, technicians, tickets
 from edge.store.gate_store import GateStore
 from edge.store.schema import iso, set_meta
+from models import Direction, Outcome, PassageEvent
 from models.credential import load_public_key
 from models.sync import (
     Change,
@@ -27,6 +28,7 @@ from models.sync import (
     StatusChange,
     Technicians,
     TicketUpsert,
+    Usage,
 )
 from sync.errors import KeySetError
 
@@ -36,6 +38,7 @@ FRESH_AT = "sync.fresh_at"
 GATE_CONFIG = "sync.gate_config"
 GATE_ROSTER = "sync.gate_roster"
 SNAPSHOT_CHECKSUM = "sync.snapshot_checksum"
+HANDHELD = "handheld:"  # the gate id of a handheld's verification in the journal, before the device's name
 
 
 def feed_seq(store: GateStore) -> int:
@@ -92,7 +95,8 @@ def apply_change(store: GateStore, change: Change, seq: int, *, gate: str, fresh
     `gate` names this gate: only its own gate config is kept. A face template is kept sealed, as
     received; a `FaceUpsert` the cloud scrubbed (sealed None: deleted since, a `FaceDelete` follows)
     changes nothing, so a gate catching up never holds a deleted face even for a moment. A technician
-    list replaces the last one.
+    list replaces the last one. A handheld's verification (`Usage`) is journaled as another gate's
+    passage, never to go up to the cloud (`apply_usage`).
     """
     if isinstance(change, KeySet):
         check_keys(change.keys)
@@ -115,8 +119,35 @@ def apply_change(store: GateStore, change: Change, seq: int, *, gate: str, fresh
             faces.delete(c, change.ticket_id)
         elif isinstance(change, Technicians):
             technicians.replace(c, change.accounts)
+        elif isinstance(change, Usage):
+            apply_usage(c, change)
         set_meta(c, FEED_SEQ, str(seq))
         set_meta(c, FRESH_AT, iso(fresh))
+
+
+def apply_usage(c: sqlite3.Connection, usage: Usage) -> None:
+    """Journal a handheld's verification as a remote passage (gate id ``handheld:<device>``, never one of the
+    site's gate codes), or remove it when undone; and take the cloud's count onto the cached ticket."""
+    if usage.undone:
+        journal.forget_remote(c, usage.event_id)
+    else:
+        passage = PassageEvent(
+            event_id=usage.event_id,
+            gate_id=f"{HANDHELD}{usage.device}",
+            site_id=usage.site,
+            at=usage.at,
+            direction=Direction.IN,
+            outcome=Outcome.ADMIT,
+            code="ok",
+            ticket_id=usage.ticket_id,
+            passed=True,
+            counted=True,
+        )
+        journal.record_remote(c, [passage], journal.REMOTE)
+    cached = tickets.ticket(c, usage.ticket_id)
+    if cached is not None:
+        counts = {"entries_used": usage.entries_used, "first_entry_at": usage.first_entry_at}
+        tickets.put(c, cached.model_copy(update=counts))
 
 
 def skip_change(store: GateStore, seq: int, *, fresh: datetime) -> None:

@@ -146,6 +146,15 @@ def record_remote(c: sqlite3.Connection, passages: list[PassageEvent], resolutio
     )
 
 
+def forget_remote(c: sqlite3.Connection, event_id: uuid.UUID) -> None:
+    """Remove, in the caller's transaction, a handheld's verification undone (a remote passage of a `handheld:`
+    device); this gate's own decisions and other gates' passages are never removed."""
+    c.execute(
+        f"DELETE FROM passages WHERE event_id = ? AND resolution IS '{REMOTE}' AND gate_id LIKE 'handheld:%'",
+        (str(event_id),),
+    )
+
+
 def search(
     conn: sqlite3.Connection,
     *,

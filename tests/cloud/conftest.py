@@ -19,7 +19,7 @@ from harness.api import Api
 from harness.keys import cloud_settings
 from harness.postgres import PostgresUnavailable, ThrowawayPostgres
 from models.api import API_PREFIX
-from tests.cloud.api import build_schema, make_product
+from tests.cloud.api import build_schema, fresh_sqlite, make_product
 
 _db_counter = itertools.count()
 
@@ -41,12 +41,18 @@ def postgres() -> Iterator[ThrowawayPostgres]:
         pg.stop()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite database built once by the Alembic migrations, as production gets it; each test copies it."""
+    path = tmp_path_factory.mktemp("schema") / "template.db"
+    build_schema(f"sqlite:///{path}")
+    return path
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'cloud.db'}"
-        build_schema(url)
-        return url
+        return fresh_sqlite(request.getfixturevalue("sqlite_template"), tmp_path)
     pg: ThrowawayPostgres = request.getfixturevalue("postgres")
     return pg.create_database(f"t{os.getpid()}_{next(_db_counter)}", template=pg.template)  # type: ignore[attr-defined]
 

@@ -74,6 +74,9 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/tickets/{ticket_id}/paper.pdf"): "admin cashier customer finance",
     ("POST", "/api/v1/orders/{order_id}/refunds"): "admin cashier customer",
     ("GET", "/api/v1/orders/{order_id}/refunds"): "admin cashier customer finance",
+    ("GET", "/api/v1/refunds/failing"): "admin finance",
+    ("POST", "/api/v1/refunds/{refund_id}/retry"): "admin finance",
+    ("POST", "/api/v1/refunds/wechat/notify"): "public",
     ("GET", "/api/v1/sites/{site_id}/revocations"): "admin gate_tech",
     ("GET", "/api/v1/points"): "customer",
     ("POST", "/api/v1/points/signin"): "customer",
@@ -86,6 +89,22 @@ EXPECTED: dict[tuple[str, str], str] = {
     # "gate": HTTP Basic with a gate's own credentials; no staff or customer token opens it.
     ("GET", "/api/v1/sync/sites/{site_code}/snapshot"): "gate",
     ("GET", "/api/v1/health"): "public",
+    # Handheld verification (核销): the verifier role, the ticket window and gate technicians; finance reads.
+    ("GET", "/api/v1/verify/lookup"): "admin cashier gate_tech verifier",
+    ("POST", "/api/v1/verify"): "admin cashier gate_tech verifier",
+    ("POST", "/api/v1/verify/{verification_id}/undo"): "admin cashier gate_tech verifier",
+    ("GET", "/api/v1/verify/list"): "admin cashier finance gate_tech verifier",
+    # OTA channels: the platforms' notifications are public (their signature is the auth); the back office
+    # configures channels (admin) and watches and retries the verify calls (admin, finance).
+    ("POST", "/api/v1/channels/{code}/notify"): "public",
+    ("POST", "/api/v1/channels/{code}/notify/{action}"): "public",
+    ("GET", "/api/v1/channels"): "admin",
+    ("PUT", "/api/v1/channels/{code}"): "admin",
+    ("GET", "/api/v1/channels/{code}/skus/{sku}"): "admin",
+    ("PUT", "/api/v1/channels/{code}/skus/{sku}"): "admin",
+    ("DELETE", "/api/v1/channels/{code}/skus/{sku}"): "admin",
+    ("GET", "/api/v1/channels/calls"): "admin finance",
+    ("POST", "/api/v1/channels/calls/{call_id}/retry"): "admin finance",
 }
 
 ROLES: list[Role | None] = [*Role, None]  # None: nobody signed in

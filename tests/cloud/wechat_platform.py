@@ -3,6 +3,11 @@
 It serves `POST /v3/pay/transactions/jsapi` on a real HTTP server thread, refuses requests whose merchant
 `Authorization` signature does not verify (as WeChat does, with `SIGN_ERROR`), signs its answers with the
 platform key, and builds signed, AES-256-GCM encrypted payment notifications.
+
+Refunds: `POST /v3/refund/domestic/refunds` (one refund per `out_refund_no` however often it is asked for,
+never more than the payment), `GET .../refunds/{out_refund_no}`, scripted failures (`refund_failures`), and
+`finish_refund`, which settles a refund and sends its notification to `refund_sink` the way WeChat does:
+delivered again after a 4xx/5xx answer, twice (`refund_notify = "twice"`), or never (`"never"`).
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ import secrets
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -32,6 +39,14 @@ from cloud.settings import Settings
 from models.api import API_PREFIX
 
 JSAPI_PATH = "/v3/pay/transactions/jsapi"
+REFUNDS_PATH = "/v3/refund/domestic/refunds"
+# Scripted answers to the next refund requests; ACCEPTED_BUT_500 records the refund, then answers SYSTEM_ERROR.
+REFUND_FAILURES: dict[str, tuple[int, str, str]] = {
+    "NOT_ENOUGH": (403, "NOT_ENOUGH", "基本账户余额不足，请充值后重新发起"),
+    "SYSTEM_ERROR": (500, "SYSTEM_ERROR", "系统错误"),
+    "ACCEPTED_BUT_500": (500, "SYSTEM_ERROR", "系统错误"),
+    "FREQUENCY_LIMITED": (429, "FREQUENCY_LIMITED", "频率限制"),
+}
 CHINA = timezone(timedelta(hours=8))
 _AUTH_FIELD = re.compile(r'(\w+)="([^"]*)"')
 
@@ -72,6 +87,45 @@ class Prepay:
 
 
 @dataclass
+class PlatformRefund:
+    """A refund as the platform keeps it, by `out_refund_no`."""
+
+    out_refund_no: str
+    refund_id: str
+    transaction_id: str
+    refund_fen: int
+    total_fen: int
+    notify_url: str
+    status: str = "PROCESSING"
+    success_time: str | None = None
+    create_time: str = field(default_factory=lambda: datetime.now(CHINA).isoformat(timespec="seconds"))
+
+    def answer(self) -> dict[str, Any]:
+        """The `Refund` object of the API's answers."""
+        answer: dict[str, Any] = {
+            "refund_id": self.refund_id,
+            "out_refund_no": self.out_refund_no,
+            "transaction_id": self.transaction_id,
+            "out_trade_no": "",
+            "channel": "ORIGINAL",
+            "user_received_account": "支付用户零钱",
+            "create_time": self.create_time,
+            "status": self.status,
+            "funds_account": "AVAILABLE",
+            "amount": {
+                "total": self.total_fen,
+                "refund": self.refund_fen,
+                "payer_total": self.total_fen,
+                "payer_refund": self.refund_fen,
+                "currency": "CNY",
+            },
+        }
+        if self.success_time:
+            answer["success_time"] = self.success_time
+        return answer
+
+
+@dataclass
 class Notify:
     """One delivery of a notification: headers and body exactly as WeChat would POST them."""
 
@@ -97,6 +151,11 @@ class WechatPlatform:
         self.platform_cert_file.write_bytes(self.platform_cert.public_bytes(serialization.Encoding.PEM))
         self.prepays: dict[str, Prepay] = {}
         self.refusals: list[str] = []
+        self.refunds: dict[str, PlatformRefund] = {}
+        self.refund_requests: list[str] = []  # out_refund_no of every refund request received
+        self.refund_failures: list[str] = []  # keys of REFUND_FAILURES, consumed one per request
+        self.refund_notify: Literal["once", "twice", "never"] = "once"
+        self.refund_sink: Callable[[Notify], int] | None = None  # delivers a notification, returns the HTTP status
         self._server: ThreadingHTTPServer | None = None
 
     # ---- the HTTP side -------------------------------------------------------------------------------------
@@ -205,9 +264,17 @@ class WechatPlatform:
             "payer": {"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},
             "amount": {"total": amount_fen, "payer_total": amount_fen, "currency": "CNY", "payer_currency": "CNY"},
         }
-        nonce, associated = secrets.token_hex(6), "transaction"
+        summary = "支付成功" if trade_state == "SUCCESS" else trade_state
+        body = self._envelope("transaction", f"TRANSACTION.{trade_state}", summary, transaction, tamper=tamper)
+        return Notify(self.signed_headers(body, key=key, **header_fields), body, transaction_id)
+
+    def _envelope(
+        self, original_type: str, event_type: str, summary: str, resource: dict[str, Any], *, tamper: bool = False
+    ) -> bytes:
+        """A notification body: `resource` encrypted with the APIv3 key (AEAD_AES_256_GCM)."""
+        nonce = secrets.token_hex(6)
         ciphertext = AESGCM(self.api_v3_key.encode()).encrypt(
-            nonce.encode(), json.dumps(transaction).encode(), associated.encode()
+            nonce.encode(), json.dumps(resource, ensure_ascii=False).encode(), original_type.encode()
         )
         if tamper:
             ciphertext = bytes([ciphertext[0] ^ 1]) + ciphertext[1:]
@@ -215,18 +282,103 @@ class WechatPlatform:
             "id": str(uuid.uuid4()),
             "create_time": datetime.now(CHINA).isoformat(timespec="seconds"),
             "resource_type": "encrypt-resource",
-            "event_type": f"TRANSACTION.{trade_state}",
-            "summary": "支付成功" if trade_state == "SUCCESS" else trade_state,
+            "event_type": event_type,
+            "summary": summary,
             "resource": {
-                "original_type": "transaction",
+                "original_type": original_type,
                 "algorithm": "AEAD_AES_256_GCM",
                 "ciphertext": base64.b64encode(ciphertext).decode(),
-                "associated_data": associated,
+                "associated_data": original_type,
                 "nonce": nonce,
             },
         }
-        body = json.dumps(envelope, ensure_ascii=False).encode()
-        return Notify(self.signed_headers(body, key=key, **header_fields), body, transaction_id)
+        return json.dumps(envelope, ensure_ascii=False).encode()
+
+    # ---- refunds -------------------------------------------------------------------------------------------
+
+    def accept_refund(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        """What the platform answers a refund request: one refund per out_refund_no, never over the payment."""
+        problem = self._authorization_problem("POST", path, headers.get("authorization", ""), body)
+        if problem:
+            self.refusals.append(problem)
+            return 401, {"code": "SIGN_ERROR", "message": f"签名错误: {problem}"}
+        asked = json.loads(body)
+        number, amount = asked["out_refund_no"], asked["amount"]
+        self.refund_requests.append(number)
+        failure = self.refund_failures.pop(0) if self.refund_failures else None
+        if failure is not None and failure != "ACCEPTED_BUT_500":
+            status, code, message = REFUND_FAILURES[failure]
+            return status, {"code": code, "message": message}
+        known = self.refunds.get(number)
+        if known is None:
+            refunded = sum(r.refund_fen for r in self.refunds.values() if r.transaction_id == asked["transaction_id"])
+            if refunded + amount["refund"] > amount["total"]:
+                return 403, {"code": "INVALID_REQUEST", "message": "申请退款金额超过订单可退金额"}
+            known = PlatformRefund(
+                out_refund_no=number,
+                refund_id=f"5030{secrets.randbelow(10**24):024d}",
+                transaction_id=asked["transaction_id"],
+                refund_fen=amount["refund"],
+                total_fen=amount["total"],
+                notify_url=asked.get("notify_url", ""),
+            )
+            self.refunds[number] = known
+        elif known.status == "CLOSED":  # a closed refund asked for again under its own number is tried again
+            known.status = "PROCESSING"
+        if failure == "ACCEPTED_BUT_500":
+            status, code, message = REFUND_FAILURES[failure]
+            return status, {"code": code, "message": message}
+        return 200, known.answer()
+
+    def query_refund(self, path: str, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        problem = self._authorization_problem("GET", path, headers.get("authorization", ""), b"")
+        if problem:
+            self.refusals.append(problem)
+            return 401, {"code": "SIGN_ERROR", "message": f"签名错误: {problem}"}
+        known = self.refunds.get(unquote(path.removeprefix(REFUNDS_PATH + "/").partition("?")[0]))
+        if known is None:
+            return 404, {"code": "RESOURCE_NOT_EXISTS", "message": "退款单不存在"}
+        return 200, known.answer()
+
+    def finish_refund(self, out_refund_no: str, status: str = "SUCCESS") -> list[int]:
+        """The refund ends as `status`; its notification goes out per `refund_notify` (our answers returned)."""
+        refund = self.refunds[out_refund_no]
+        refund.status = status
+        if status == "SUCCESS":
+            refund.success_time = datetime.now(CHINA).isoformat(timespec="seconds")
+        answers: list[int] = []
+        for _ in range({"once": 1, "twice": 2, "never": 0}[self.refund_notify]):
+            for _attempt in range(3):  # WeChat delivers again after a 4xx/5xx (15 s, 15 s, 30 s ... later)
+                assert self.refund_sink is not None, "set refund_sink to deliver notifications"
+                answers.append(self.refund_sink(self.refund_notification(out_refund_no)))
+                if answers[-1] < 400:
+                    break
+        return answers
+
+    def refund_notification(
+        self, out_refund_no: str, *, key: rsa.RSAPrivateKey | None = None, tamper: bool = False, **header_fields: str
+    ) -> Notify:
+        """The refund's notification as it stands now: REFUND.<status>, encrypted and signed."""
+        refund = self.refunds[out_refund_no]
+        resource: dict[str, Any] = {
+            "mchid": self.mchid,
+            "out_trade_no": "",
+            "transaction_id": refund.transaction_id,
+            "out_refund_no": refund.out_refund_no,
+            "refund_id": refund.refund_id,
+            "refund_status": refund.status,
+            "user_received_account": "支付用户零钱",
+            "amount": {
+                "total": refund.total_fen,
+                "refund": refund.refund_fen,
+                "payer_total": refund.total_fen,
+                "payer_refund": refund.refund_fen,
+            },
+        }
+        if refund.success_time:
+            resource["success_time"] = refund.success_time
+        body = self._envelope("refund", f"REFUND.{refund.status}", "退款状态变更", resource, tamper=tamper)
+        return Notify(self.signed_headers(body, key=key, **header_fields), body, refund.transaction_id)
 
 
 def _pem(key: rsa.RSAPrivateKey) -> bytes:
@@ -239,12 +391,22 @@ def _handler(platform: WechatPlatform) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            if self.path != JSAPI_PATH:
-                status, answer = 404, {"code": "NOT_FOUND", "message": "no such API"}
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            if self.path == JSAPI_PATH:
+                self._answer(*platform.accept_prepay(self.path, headers, body))
+            elif self.path == REFUNDS_PATH:
+                self._answer(*platform.accept_refund(self.path, headers, body))
             else:
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                status, answer = platform.accept_prepay(self.path, headers, body)
-            payload = json.dumps(answer).encode()
+                self._answer(404, {"code": "NOT_FOUND", "message": "no such API"})
+
+        def do_GET(self) -> None:
+            if self.path.startswith(REFUNDS_PATH + "/"):
+                self._answer(*platform.query_refund(self.path, {k.lower(): v for k, v in self.headers.items()}))
+            else:
+                self._answer(404, {"code": "NOT_FOUND", "message": "no such API"})
+
+        def _answer(self, status: int, answer: dict[str, Any]) -> None:
+            payload = json.dumps(answer, ensure_ascii=False).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
