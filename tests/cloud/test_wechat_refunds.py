@@ -331,4 +331,5 @@ def test_the_background_loop_sends_a_late_payments_refund(
 
     with TestClient(create_app(settings, expiry_every_s=0.05)):  # the service's loop, on the same database
         assert poll_until(lambda: number in wechat.refunds, 20)
-    assert refund_of(api, order)["status"] == "processing"
+        # WeChat has the request; the loop stores its answer just after: wait for it, not for a lucky schedule.
+        assert poll_until(lambda: refund_of(api, order)["status"] == "processing", 20)
