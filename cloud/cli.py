@@ -122,49 +122,45 @@ def key_root() -> None:
     typer.echo(public_key_b64(_settings().keyset_root_key.public_key()))
 
 
-@app.command("face-key")
-def face_key(site: Annotated[str, typer.Option(help="Site code")]) -> None:
-    """Print the face key the gates of SITE hold (base64): put it in the file or variable their config names."""
+def _require_site(settings: Settings, site: str) -> None:
+    """Exit 2 with a message unless the cloud's database knows the site (a per-site key of a typo is no key)."""
     from sqlalchemy import select
 
     from cloud.db import make_engine, make_sessionmaker
     from cloud.sites.models import Site
+
+    engine = make_engine(settings.database_url)
+    with make_sessionmaker(engine)() as session:
+        known = session.scalar(select(Site.id).where(Site.code == site)) is not None
+    engine.dispose()
+    if not known:
+        typer.echo(f"error: no site {site}", err=True)
+        raise typer.Exit(2)
+
+
+@app.command("face-key")
+def face_key(site: Annotated[str, typer.Option(help="Site code")]) -> None:
+    """Print the face key the gates of SITE hold (base64): put it in the file or variable their config names."""
     from models.face import face_key_text, site_face_key
 
     settings = _settings()
     if settings.face_key is None:
         typer.echo("error: no face key is set (STARFISH_FACE_KEY_FILE)", err=True)
         raise typer.Exit(2)
-    engine = make_engine(settings.database_url)
-    with make_sessionmaker(engine)() as session:
-        known = session.scalar(select(Site.id).where(Site.code == site)) is not None
-    engine.dispose()
-    if not known:
-        typer.echo(f"error: no site {site}", err=True)
-        raise typer.Exit(2)
+    _require_site(settings, site)
     typer.echo(face_key_text(site_face_key(settings.face_key, site)))
 
 
 @app.command("voucher-key")
 def voucher_key(site: Annotated[str, typer.Option(help="Site code")]) -> None:
     """Print the voucher key the gates of SITE hold (base64), for their config's vouchers.key_file or key_env."""
-    from sqlalchemy import select
-
-    from cloud.db import make_engine, make_sessionmaker
-    from cloud.sites.models import Site
     from models.voucher import site_voucher_key, voucher_key_text
 
     settings = _settings()
     if settings.voucher_key is None:
         typer.echo("error: no voucher key is set (STARFISH_VOUCHER_KEY_FILE)", err=True)
         raise typer.Exit(2)
-    engine = make_engine(settings.database_url)
-    with make_sessionmaker(engine)() as session:
-        known = session.scalar(select(Site.id).where(Site.code == site)) is not None
-    engine.dispose()
-    if not known:
-        typer.echo(f"error: no site {site}", err=True)
-        raise typer.Exit(2)
+    _require_site(settings, site)
     typer.echo(voucher_key_text(site_voucher_key(settings.voucher_key, site)))
 
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
@@ -64,24 +64,29 @@ def start_wechat(
     return WechatPrepayOut(payment=PaymentOut.model_validate(payment), params=MiniProgramPayParams(**params))
 
 
-@router.post(
-    "/payments/wechat/notify",
-    dependencies=[Depends(public)],
-    response_class=Response,
-    responses={
-        200: {"description": "Received; WeChat stops retrying"},
-        **{code: {"model": WechatFail, "description": "Refused: nothing changed"} for code in (400, 401, 404, 409)},
-        413: {"model": WechatFail, "description": "Refused: larger than any genuine notification"},
-        503: {"model": WechatFail, "description": "WeChat Pay is not configured here"},
-    },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "description": "WeChat Pay's notification envelope, verified as the exact bytes signed",
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        }
-    },
-)
+def wechat_notify_route(what: str) -> dict[str, Any]:
+    """The route options of a WeChat Pay notification endpoint (payments, refunds): public, its answers, and
+    its body described as `what`'s envelope, verified as the exact bytes signed."""
+    return {
+        "dependencies": [Depends(public)],
+        "response_class": Response,
+        "responses": {
+            200: {"description": "Received; WeChat stops retrying"},
+            **{code: {"model": WechatFail, "description": "Refused: nothing changed"} for code in (400, 401, 404, 409)},
+            413: {"model": WechatFail, "description": "Refused: larger than any genuine notification"},
+            503: {"model": WechatFail, "description": "WeChat Pay is not configured here"},
+        },
+        "openapi_extra": {
+            "requestBody": {
+                "required": True,
+                "description": f"WeChat Pay's {what} envelope, verified as the exact bytes signed",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    }
+
+
+@router.post("/payments/wechat/notify", **wechat_notify_route("notification"))
 def wechat_notify(
     session: SessionDep,
     settings: SettingsDep,

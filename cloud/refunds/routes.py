@@ -7,9 +7,9 @@ from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
 
 from cloud.db import utcnow
-from cloud.deps import IdPath, Principal, Role, SessionDep, SettingsDep, TransactionScopedRoute, public, require
+from cloud.deps import IdPath, Principal, Role, SessionDep, SettingsDep, TransactionScopedRoute, require
 from cloud.errors import DomainError
-from cloud.payments.routes import WechatPayDep, raw_body, signed_headers
+from cloud.payments.routes import WechatPayDep, raw_body, signed_headers, wechat_notify_route
 from cloud.payments.schemas import WechatFail
 from cloud.payments.wechat import SignedHeaders
 from cloud.payments.wechat_refunds import WechatRefunds
@@ -58,24 +58,7 @@ def retry_refund(refund_id: IdPath, session: SessionDep, wechat: WechatPayDep, a
     return RefundOut.model_validate(payout.retry(session, WechatRefunds(wechat), actor, refund_id, now=utcnow()))
 
 
-@router.post(
-    "/refunds/wechat/notify",
-    dependencies=[Depends(public)],
-    response_class=Response,
-    responses={
-        200: {"description": "Received; WeChat stops retrying"},
-        **{code: {"model": WechatFail, "description": "Refused: nothing changed"} for code in (400, 401, 404, 409)},
-        413: {"model": WechatFail, "description": "Refused: larger than any genuine notification"},
-        503: {"model": WechatFail, "description": "WeChat Pay is not configured here"},
-    },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "description": "WeChat Pay's refund notification envelope, verified as the exact bytes signed",
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        }
-    },
-)
+@router.post("/refunds/wechat/notify", **wechat_notify_route("refund notification"))
 def wechat_refund_notify(
     session: SessionDep,
     wechat: WechatPayDep,
