@@ -1,0 +1,23 @@
+"""Issue 13 slot: gates and passes (gate rules from the cloud, pass blocks).
+
+A no-op until filled; keeps the revision chain whole.
+
+Revision ID: 0021
+Revises: 0020
+Create Date: 2026-12-03 22:20:00
+"""
+
+from collections.abc import Sequence
+
+revision: str = "0021"
+down_revision: str | None = "0020"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
