@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloud.audit.service import record
-from cloud.db import add_unique
+from cloud.db import add_unique, utcnow
 from cloud.deps import Principal
 from cloud.errors import Conflict, DomainError, not_found
-from cloud.products.models import Holiday, Product, Stock
+from cloud.products import prices
+from cloud.products.models import Holiday, PriceChange, Product, Stock
 from cloud.products.schemas import ProductIn
 from cloud.sites.service import get_site
 
@@ -63,14 +64,21 @@ def day_type(session: Session, site_id: int, day: date) -> str:
     return "weekend" if day.weekday() >= 5 else "weekday"
 
 
-def price_fen(session: Session, product: Product, day: date) -> tuple[str, int]:
+def price_fen(session: Session, product: Product, day: date, now: datetime | None = None) -> tuple[str, int]:
+    """(day type, price) of one unit for a visit on `day`, sold at `now` (default: now): the prices of the
+    product's latest price change in effect then (`cloud.products.prices`), else its own columns."""
     kind = day_type(session, product.site_id, day)
-    price = {
-        "holiday": product.holiday_price_fen,
-        "weekend": product.weekend_price_fen,
-        "weekday": product.weekday_price_fen,
-    }[kind]
-    return kind, price
+    base = prices.Prices(product.weekday_price_fen, product.weekend_price_fen, product.holiday_price_fen)
+    changes = [
+        prices.Change(
+            c.id,
+            c.effective_at,
+            prices.Prices(c.weekday_price_fen, c.weekend_price_fen, c.holiday_price_fen),
+            c.withdrawn_at is not None,
+        )
+        for c in session.scalars(select(PriceChange).where(PriceChange.product_id == product.id))
+    ]
+    return kind, prices.effective(base, changes, now or utcnow()).for_day_type(kind)
 
 
 def available(session: Session, product: Product, day: date) -> int | None:
