@@ -12,7 +12,7 @@ from cloud.audit.service import record
 from cloud.db import add_unique, utcnow
 from cloud.deps import Principal
 from cloud.errors import Conflict, DomainError, not_found
-from cloud.products import prices
+from cloud.products import catalog, prices
 from cloud.products.models import Holiday, PriceChange, Product, Stock
 from cloud.products.schemas import ProductIn
 from cloud.sites.service import get_site
@@ -26,6 +26,7 @@ def create_product(session: Session, actor: Principal, site_id: int, body: Produ
     product = Product(site_id=site_id, **body.model_dump())
     add_unique(session, product, taken)
     record(session, actor, "product.create", "product", product.id, body.model_dump(mode="json"))
+    catalog.bump(session, site_id)
     session.commit()
     return product
 
@@ -45,6 +46,7 @@ def set_active(session: Session, actor: Principal, product_id: int, active: bool
     product = get_product(session, product_id)
     product.active = active
     record(session, actor, "product.activate" if active else "product.deactivate", "product", product_id, {})
+    catalog.bump(session, product.site_id)
     session.commit()
     return product
 
@@ -54,6 +56,7 @@ def add_holiday(session: Session, actor: Principal, site_id: int, day: date, nam
     holiday = Holiday(site_id=site_id, day=day, name=name)
     add_unique(session, holiday, Conflict("holiday_exists", f"{day} is already a holiday", f"{day} 已是节假日"))
     record(session, actor, "holiday.add", "site", site_id, {"day": day.isoformat(), "name": name})
+    catalog.bump(session, site_id)
     session.commit()
     return holiday
 
@@ -89,7 +92,7 @@ def available(session: Session, product: Product, day: date) -> int | None:
 
 
 def set_stock(session: Session, actor: Principal, product_id: int, day: date, capacity: int) -> Stock:
-    get_product(session, product_id)
+    product = get_product(session, product_id)
     _ensure_stock_row(session, product_id, day, capacity)
     stock = session.scalar(select(Stock).where(Stock.product_id == product_id, Stock.day == day))
     assert stock is not None
@@ -101,6 +104,7 @@ def set_stock(session: Session, actor: Principal, product_id: int, day: date, ca
         )
     stock.capacity = capacity
     record(session, actor, "stock.set", "product", product_id, {"day": day.isoformat(), "capacity": capacity})
+    catalog.bump(session, product.site_id)
     session.commit()
     return stock
 
