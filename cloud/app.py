@@ -26,6 +26,7 @@ def _routers() -> list[APIRouter]:
     from cloud.channels.routes import router as channels
     from cloud.customers.routes import router as customers
     from cloud.faces.routes import router as faces
+    from cloud.orders.backoffice import router as order_backoffice
     from cloud.orders.routes import router as orders
     from cloud.payments.routes import router as payments
     from cloud.points.routes import router as points
@@ -38,6 +39,7 @@ def _routers() -> list[APIRouter]:
     from cloud.verify.routes import router as verify
 
     return [
+        order_backoffice,  # before orders: /orders/search is not an order id
         *(staff, sites, products, customers, faces, orders, payments, tickets, refunds, points, audit, sync, verify),
         channels,
     ]

@@ -105,6 +105,13 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("DELETE", "/api/v1/channels/{code}/skus/{sku}"): "admin",
     ("GET", "/api/v1/channels/calls"): "admin finance",
     ("POST", "/api/v1/channels/calls/{call_id}/retry"): "admin finance",
+    # --- issue 13: orders back office (H4) ---
+    ("GET", "/api/v1/orders/search"): "admin cashier finance",
+    ("GET", "/api/v1/customers/{customer_id}/orders"): "admin cashier finance",
+    # --- issue 13: products back office (H5) ---
+    # --- issue 13: gates and passes (H6) ---
+    # --- issue 13: staff and points (H7) ---
+    # --- issue 13: sell path and scale-out (H1, H3) ---
 }
 
 ROLES: list[Role | None] = [*Role, None]  # None: nobody signed in
