@@ -6,12 +6,13 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 
 from cloud.db import utcnow
 from cloud.deps import IdPath, Principal, Role, SessionDep, SettingsDep, TransactionScopedRoute, require
-from cloud.orders import service
+from cloud.orders import sale, service
 from cloud.orders.models import OrderStatus
-from cloud.orders.schemas import OrderIn, OrderOut
+from cloud.orders.schemas import CounterSaleIn, CounterSaleOut, OrderIn, OrderOut, SalePaymentOut, SaleTicketOut
 
 router = APIRouter(tags=["orders"], route_class=TransactionScopedRoute)
 Sellers = Annotated[Principal, Depends(require(Role.ADMIN, Role.CASHIER, Role.CUSTOMER))]
+Cashiers = Annotated[Principal, Depends(require(Role.ADMIN, Role.CASHIER))]
 Readers = Annotated[Principal, Depends(require(Role.ADMIN, Role.CASHIER, Role.FINANCE, Role.CUSTOMER))]
 
 
@@ -29,6 +30,27 @@ def create_order(
     if not created:
         response.status_code = 200
     return OrderOut.model_validate(order)
+
+
+@router.post("/orders/counter-sale", status_code=201)
+def counter_sale(
+    body: CounterSaleIn,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    actor: Cashiers,
+    idempotency_key: Annotated[str | None, Header(min_length=8, max_length=100)] = None,
+) -> CounterSaleOut:
+    """Sell at the ticket window in one call: the order created, paid (cash or card, exactly its total) and
+    issued, its tickets in the answer. A retry with the same Idempotency-Key answers the same sale (200)."""
+    done, created = sale.counter_sale(session, settings, actor, body, idempotency_key=idempotency_key, now=utcnow())
+    if not created:
+        response.status_code = 200
+    return CounterSaleOut(
+        order=OrderOut.model_validate(done.order),
+        payment=SalePaymentOut.model_validate(done.payment),
+        tickets=[SaleTicketOut.model_validate(t) for t in done.tickets],
+    )
 
 
 @router.get("/orders")

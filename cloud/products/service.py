@@ -9,11 +9,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloud.audit.service import record
-from cloud.db import add_unique, utcnow
+from cloud.db import add_unique, dialect_insert, utcnow
 from cloud.deps import Principal
 from cloud.errors import Conflict, DomainError, not_found
-from cloud.products import catalog, prices
-from cloud.products.models import Holiday, PriceChange, Product, Stock
+from cloud.products import catalog
+from cloud.products.models import Holiday, Product, Stock
 from cloud.products.schemas import ProductIn
 from cloud.sites.service import get_site
 
@@ -62,26 +62,15 @@ def add_holiday(session: Session, actor: Principal, site_id: int, day: date, nam
 
 
 def day_type(session: Session, site_id: int, day: date) -> str:
-    if session.scalar(select(Holiday.id).where(Holiday.site_id == site_id, Holiday.day == day)) is not None:
-        return "holiday"
-    return "weekend" if day.weekday() >= 5 else "weekday"
+    """holiday, weekend or weekday at the site (holidays from the site's cached catalog)."""
+    return catalog.current(session, site_id).day_type(day)
 
 
 def price_fen(session: Session, product: Product, day: date, now: datetime | None = None) -> tuple[str, int]:
     """(day type, price) of one unit for a visit on `day`, sold at `now` (default: now): the prices of the
-    product's latest price change in effect then (`cloud.products.prices`), else its own columns."""
-    kind = day_type(session, product.site_id, day)
-    base = prices.Prices(product.weekday_price_fen, product.weekend_price_fen, product.holiday_price_fen)
-    changes = [
-        prices.Change(
-            c.id,
-            c.effective_at,
-            prices.Prices(c.weekday_price_fen, c.weekend_price_fen, c.holiday_price_fen),
-            c.withdrawn_at is not None,
-        )
-        for c in session.scalars(select(PriceChange).where(PriceChange.product_id == product.id))
-    ]
-    return kind, prices.effective(base, changes, now or utcnow()).for_day_type(kind)
+    product's latest price change in effect then (`cloud.products.prices`), else its own columns. Price
+    changes and holidays come from the site's catalog (`cloud.products.catalog`, checked against its version)."""
+    return catalog.current(session, product.site_id).price_fen(product, day, now or utcnow())
 
 
 def available(session: Session, product: Product, day: date) -> int | None:
@@ -120,16 +109,26 @@ def _ensure_stock_row(session: Session, product_id: int, day: date, capacity: in
 
 
 def reserve(session: Session, product: Product, day: date, quantity: int) -> None:
-    """Hold stock for an order, atomically: never oversells, whatever runs concurrently."""
+    """Hold stock for an order, atomically: never oversells, whatever runs concurrently.
+
+    One statement: the day's row is created holding `quantity` of `daily_stock`, or its `sold` grows by
+    `quantity` only while it stays within `capacity` (INSERT .. ON CONFLICT DO UPDATE .. WHERE .. RETURNING;
+    no row back means sold out)."""
     if product.daily_stock is None:
         return
-    _ensure_stock_row(session, product.id, day, product.daily_stock)
-    result = session.execute(
-        update(Stock)
-        .where(Stock.product_id == product.id, Stock.day == day, Stock.sold + quantity <= Stock.capacity)
-        .values(sold=Stock.sold + quantity)
+    if quantity > product.daily_stock:
+        _ensure_stock_row(session, product.id, day, product.daily_stock)  # a new row could not hold them
+    stmt = (
+        dialect_insert(session)(Stock)
+        .values(product_id=product.id, day=day, capacity=product.daily_stock, sold=quantity)
+        .on_conflict_do_update(
+            index_elements=[Stock.product_id, Stock.day],
+            set_={"sold": Stock.sold + quantity},
+            where=Stock.sold + quantity <= Stock.capacity,
+        )
+        .returning(Stock.id)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if session.execute(stmt).first() is None:
         raise Conflict(
             "sold_out",
             f"{product.name} is sold out for {day}",
