@@ -112,6 +112,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     # --- issue 13: gates and passes (H6) ---
     # --- issue 13: staff and points (H7) ---
     # --- issue 13: sell path and scale-out (H1, H3) ---
+    ("POST", "/api/v1/orders/counter-sale"): "admin cashier",
 }
 
 ROLES: list[Role | None] = [*Role, None]  # None: nobody signed in
