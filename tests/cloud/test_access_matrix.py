@@ -109,6 +109,17 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/orders/search"): "admin cashier finance",
     ("GET", "/api/v1/customers/{customer_id}/orders"): "admin cashier finance",
     # --- issue 13: products back office (H5) ---
+    ("GET", "/api/v1/sites/{site_id}/products/all"): "admin cashier finance",
+    ("GET", "/api/v1/products/{product_id}"): "admin cashier finance",
+    ("PATCH", "/api/v1/products/{product_id}"): "admin",
+    ("POST", "/api/v1/products/{product_id}/activate"): "admin",
+    ("POST", "/api/v1/products/{product_id}/price-changes"): "admin",
+    ("GET", "/api/v1/products/{product_id}/price-changes"): "admin finance",
+    ("POST", "/api/v1/price-changes/{change_id}/withdraw"): "admin",
+    ("GET", "/api/v1/sites/{site_id}/holidays"): "admin cashier finance",
+    ("DELETE", "/api/v1/sites/{site_id}/holidays/{day}"): "admin",
+    ("GET", "/api/v1/sites/{site_id}/ticket-layout"): "admin cashier",
+    ("PUT", "/api/v1/sites/{site_id}/ticket-layout"): "admin",
     # --- issue 13: gates and passes (H6) ---
     # --- issue 13: staff and points (H7) ---
     # --- issue 13: sell path and scale-out (H1, H3) ---
