@@ -66,9 +66,19 @@ class KeySet(Message):
 
 
 class GateConfigChange(Message):
+    """The cloud's rules for gate `gate_id` (`config`: the gate's ids, direction and time zone as the cloud
+    knows them, and its rules), replacing earlier ones; every gate of the site receives it, only that gate
+    keeps it. `config` None: the cloud withdrew its rules and the gate goes back to its YAML file's.
+
+    The gate applies the rules (allowed kinds and products, rescan, passback, daily limit, keep-open) over
+    its file's, live; its ids, direction and time zone stay the file's (the installation's), and a config
+    naming another site or gate is refused and logged. A withdrawal (None) came with issue 13: a gate of an
+    earlier release refuses the message and catches up by snapshot; it never applied cloud rules anyway.
+    """
+
     kind: Literal["gate_config"] = "gate_config"
     gate_id: Code
-    config: GateConfig
+    config: GateConfig | None
 
 
 GATES_MAX = 1000  # gates of one site in a roster
@@ -344,10 +354,16 @@ class SnapshotHeader(Message):
         max_length=TECHNICIANS_MAX,
         description="The site's active gate technicians (None: a cloud that sends none; the gate keeps its list)",
     )
+    gate_config: GateConfig | None = Field(
+        default=None,
+        description="The cloud's rules for the gate that asked (`GateConfigChange.config`); None: none, the "
+        "gate's file rules (an older cloud never sends rules). Set only for gates of issue 13 or later: an "
+        "older gate refuses a header with it",
+    )
 
     @model_serializer(mode="wrap")
     def _older_peers_read_it(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return _omit_unset_additions(handler(self), faces=None, technicians=None)
+        return _omit_unset_additions(handler(self), faces=None, technicians=None, gate_config=None)
 
 
 class SnapshotStatus(Message):

@@ -65,6 +65,7 @@ from cloud.settings import Settings
 from cloud.sites.models import Site
 from cloud.sites.service import get_site
 from cloud.sync.feed import append_changes
+from cloud.tickets.blocks import platform_state
 from cloud.tickets.models import Ticket, TicketState
 from models import TicketStatus
 from models.sync import StatusChange
@@ -249,7 +250,7 @@ def vouchers(corder: ChannelOrder | None, tickets: Iterable[Ticket]) -> tuple[Vo
             code=t.code or "",
             sku=str(lines.get(t.order_item_id, {}).get("sku", "")),
             visit_date=t.visit_date,
-            state=TicketState(t.status).value,
+            state=platform_state(t.status),
             entries_used=t.entries_used,
             line_ref=str(lines.get(t.order_item_id, {}).get("ref", "")),
         )

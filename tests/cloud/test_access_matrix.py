@@ -121,6 +121,12 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/sites/{site_id}/ticket-layout"): "admin cashier",
     ("PUT", "/api/v1/sites/{site_id}/ticket-layout"): "admin",
     # --- issue 13: gates and passes (H6) ---
+    ("POST", "/api/v1/tickets/{ticket_id}/block"): "admin cashier",
+    ("POST", "/api/v1/tickets/{ticket_id}/unblock"): "admin cashier",
+    ("GET", "/api/v1/tickets/{ticket_id}/blocks"): "admin cashier",
+    ("GET", "/api/v1/gates/{gate_id}/rules"): "admin gate_tech",
+    ("PUT", "/api/v1/gates/{gate_id}/rules"): "admin",
+    ("DELETE", "/api/v1/gates/{gate_id}/rules"): "admin",
     # --- issue 13: staff and points (H7) ---
     # --- issue 13: sell path and scale-out (H1, H3) ---
     ("POST", "/api/v1/orders/counter-sale"): "admin cashier",
