@@ -1,9 +1,11 @@
 """Ticket layout settings per site (电子票/纸质票设置): what the e-ticket shows and the paper ticket prints.
 
 The cloud stores and validates the layout; the mini-program's ticket page and the window's printing client
-read it (`GET /sites/{id}/ticket-layout`) and lay the ticket out. The cloud's own QR image route uses its QR
-size (`qr_scale`) when the caller asks for no particular scale. A layout is not part of the catalog (no
-price or sale depends on it), so changing it does not bump the catalog version.
+read it (`GET /sites/{id}/ticket-layout`) and lay the ticket out themselves: the e-ticket page asks the QR
+image route for the layout's size (`GET /tickets/{id}/qr.png?scale=<qr_scale>`); the printing client prints
+the header and footer lines, the price and holder name as set, on 58 or 80 mm paper, `copies` times. The
+cloud's own `paper.pdf` stays the fixed 80 mm fallback. A layout is not part of the catalog (no price or
+sale depends on it), so changing it does not bump the catalog version.
 """
 
 from __future__ import annotations
@@ -49,9 +51,3 @@ def put_layout(
     record(session, actor, "ticket_layout.set", "site", site_id, values)
     session.commit()
     return get_layout(session, site_id)
-
-
-def qr_scale(session: Session, site_id: int) -> int:
-    """Pixels per module of the site's e-ticket QR image."""
-    row = session.get(TicketLayout, site_id)
-    return ETicketLayout().qr_scale if row is None else ETicketLayout.model_validate(row.e_ticket).qr_scale

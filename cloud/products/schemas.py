@@ -54,6 +54,9 @@ class ProductIn(BaseModel):
                 raise ValueError(f"season dates must lie between {FIRST_SEASON_DAY} and {LAST_SEASON_DAY}")
         if self.season_start and self.season_end and self.season_end < self.season_start:
             raise ValueError("season_end is before season_start")
+        for moment in (self.sale_start, self.sale_end):
+            if moment is not None and not FIRST_SEASON_DAY <= moment.date() <= LAST_SEASON_DAY:
+                raise ValueError(f"the sale window must lie between {FIRST_SEASON_DAY} and {LAST_SEASON_DAY}")
         if self.sale_start and self.sale_end and self.sale_end <= self.sale_start:
             raise ValueError("sale_end must be after sale_start")
         return self

@@ -85,6 +85,7 @@ def test_admin_edits_name_sale_window_stock_and_refund_rules_audited_and_the_cat
             id="sale-ends-before-it-starts",
         ),
         pytest.param({"name": None}, 422, "invalid_product", id="name-cleared"),
+        pytest.param({"sale_start": "0001-01-01T00:00:00+01:00"}, 422, "invalid_product", id="sale-starts-in-year-1"),
     ],
 )
 def test_an_edit_that_would_leave_the_product_invalid_is_refused(
