@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from cloud.audit.service import record
 from cloud.db import read_only_snapshot
 from cloud.deps import Principal, Role
-from cloud.errors import DomainError, Unauthorized, not_found
+from cloud.errors import Conflict, DomainError, Unauthorized, not_found
 from cloud.settings import Settings
 from cloud.staff.models import RefreshToken, Staff
 from cloud.staff.service import end_sessions, issue_token, password_matches
@@ -189,7 +189,16 @@ def refresh(session: Session, settings: Settings, token: str, *, client: str, no
 
 
 def logout(session: Session, actor: Principal, staff_id: int, *, forced: bool, now: datetime) -> Staff:
-    """End every session of a member (their own sign-out, or an admin's forced logout); audited, commits."""
+    """End every session of a member (their own sign-out, or an admin's forced logout); audited, commits.
+
+    A forced logout of oneself is refused (409 `own_sessions`): a mis-click on one's own row in the staff list
+    would cut an admin off mid-task; `POST /auth/logout` is the way to sign oneself out."""
+    if forced and actor.subject_id == staff_id:
+        raise Conflict(
+            "own_sessions",
+            "To end your own sessions, sign out (POST /auth/logout)",
+            "结束自己的会话请退出登录（POST /auth/logout）",
+        )
     staff = session.get(Staff, staff_id, with_for_update=True, populate_existing=True)
     if staff is None:
         raise not_found("Staff", "员工", staff_id)

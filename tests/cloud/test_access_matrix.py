@@ -128,6 +128,12 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("PUT", "/api/v1/gates/{gate_id}/rules"): "admin",
     ("DELETE", "/api/v1/gates/{gate_id}/rules"): "admin",
     # --- issue 13: staff and points (H7) ---
+    ("POST", "/api/v1/auth/refresh"): "public",
+    ("POST", "/api/v1/auth/logout"): "admin cashier finance gate_tech verifier",
+    ("GET", "/api/v1/staff/{staff_id}"): "admin",
+    ("POST", "/api/v1/staff/{staff_id}/logout"): "admin",
+    ("GET", "/api/v1/points/rules"): "admin finance",
+    ("PUT", "/api/v1/points/rules"): "admin",
     # --- issue 13: sell path and scale-out (H1, H3) ---
     ("POST", "/api/v1/orders/counter-sale"): "admin cashier",
 }
@@ -185,7 +191,8 @@ def test_the_declared_policy_is_what_the_api_enforces(matrix_app: FastAPI) -> No
     with TestClient(matrix_app) as client:
         api = Api(client, matrix_app)
         failures = []
-        for (method, path), who in sorted(EXPECTED.items()):
+        # Signing out ends the caller's sessions (every later call of that role would be 401): it goes last.
+        for (method, path), who in sorted(EXPECTED.items(), key=lambda kv: (kv[0][1].endswith("/auth/logout"), kv)):
             url = re.sub(r"\{[^}]+\}", "1", path)
             for role in ROLES:
                 r = api.as_(role).request(method, url, json={} if method in ("POST", "PUT") else None)
