@@ -108,6 +108,13 @@ EXPECTED: dict[tuple[str, str], str] = {
     # --- issue 13: orders back office (H4) ---
     ("GET", "/api/v1/orders/search"): "admin cashier finance",
     ("GET", "/api/v1/customers/{customer_id}/orders"): "admin cashier finance",
+    ("GET", "/api/v1/refunds"): "admin finance",
+    # Refund review: the window or an admin asks, an admin or finance (never the one who asked) decides.
+    ("POST", "/api/v1/orders/{order_id}/refund-reviews"): "admin cashier",
+    ("GET", "/api/v1/refund-reviews"): "admin cashier finance",
+    ("GET", "/api/v1/refund-reviews/{review_id}"): "admin cashier finance",
+    ("POST", "/api/v1/refund-reviews/{review_id}/approve"): "admin finance",
+    ("POST", "/api/v1/refund-reviews/{review_id}/deny"): "admin finance",
     # --- issue 13: products back office (H5) ---
     ("GET", "/api/v1/sites/{site_id}/products/all"): "admin cashier finance",
     ("GET", "/api/v1/products/{product_id}"): "admin cashier finance",
