@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Protocol
 
 from edge import store as gate_store
 from edge.store import GateStore
+from edge.store.feed import save_cloud_rules
 from models import PassageEvent
 from models.ops import GateHealth
-from models.sync import Change, FaceDelete, FaceUpsert, SnapshotHeader
+from models.sync import Change, FaceDelete, FaceUpsert, GateConfigChange, SnapshotHeader
 
 if TYPE_CHECKING:
     from edge.gate import GateService
@@ -51,7 +52,8 @@ class FaceListener(Protocol):
 
 
 class StorePort:
-    """`GatePort` over a `GateStore`; `service` (when given) reloads its keys after a new key set,
+    """`GatePort` over a `GateStore`; `service` (when given) reloads its keys after a new key set and its
+    rules after the cloud's rules for this gate changed (a feed change or a snapshot),
     `faces` (when given) hears of every face template change after its commit, `health` (when given)
     tells the gate's health for its status (`edge.vitals.GateVitals.health`)."""
 
@@ -94,6 +96,8 @@ class StorePort:
 
     def apply_change(self, change: Change, seq: int, *, fresh: datetime) -> None:
         gate_store.apply_change(self.store, change, seq, gate=self._gate_id, fresh=fresh)
+        if isinstance(change, GateConfigChange) and change.gate_id == self._gate_id and self.service is not None:
+            self.service.reload_rules()  # the cloud's rules take effect now (issue 13)
         faces = self.faces
         if faces is None:
             return
@@ -134,6 +138,9 @@ class StorePort:
             gates=header.gates,
             technicians=header.technicians,
         )
+        save_cloud_rules(self.store, header.gate_config, fresh)  # none: the file's rules again
+        if self.service is not None:
+            self.service.reload_rules()
         if self.faces is not None:
             _tell(self.faces.faces_reloaded)
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import ValidationError
 
+from models import GateConfig
 from models.credential import load_public_key
 from models.keyset import KeySetSignatureError, verify_key_set
 from models.sync import FeedHead, FeedMessage, GateConfigChange, GateRoster, KeySet, SnapshotHeader
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("starfish.sync")
 
 _SiteMsg = TypeVar("_SiteMsg", FeedMessage, FeedHead)
+
+
+class _RulesRefused(Exception):
+    """The cloud's rules for this gate name another site or gate (logged where raised)."""
 
 
 class Feed:
@@ -203,13 +208,18 @@ class Feed:
 
     def _apply(self, msg: FeedMessage, delivery: Delivery) -> bool:
         now = self.clock()
+        change = msg.change
         try:
             try:
-                if isinstance(msg.change, KeySet):
-                    self._verify_keys(msg.change.keys, msg.change.signature)
-                self.port.apply_change(msg.change, msg.seq, fresh=now)
+                if isinstance(change, KeySet):
+                    self._verify_keys(change.keys, change.signature)
+                if isinstance(change, GateConfigChange) and change.gate_id == self.config.gate:
+                    self._check_rules(change.config, f"feed {msg.seq}")
+                self.port.apply_change(change, msg.seq, fresh=now)
             except KeySetError as exc:
                 log.error("sync: feed %d: key set refused (%s); the gate keeps its current keys", msg.seq, exc)
+                self.port.skip_change(msg.seq, fresh=now)
+            except _RulesRefused:
                 self.port.skip_change(msg.seq, fresh=now)
         except Exception:
             log.exception("sync: feed %d could not be applied; fetching a snapshot", msg.seq)
@@ -222,10 +232,25 @@ class Feed:
             self.port.reload_keys()
         if isinstance(msg.change, GateRoster):
             self.roster = frozenset(msg.change.gates)
-        if isinstance(msg.change, GateConfigChange) and msg.change.gate_id == self.config.gate:
-            log.info("sync: the cloud changed this gate's config: stored, not applied live")
+        if isinstance(change, GateConfigChange) and change.gate_id == self.config.gate:
+            what = "withdrew its rules: the file's again" if change.config is None else "changed this gate's rules"
+            log.warning("sync: feed %d: the cloud %s", msg.seq, what)
         self.link.ack(delivery)
         return True
+
+    def _check_rules(self, config: GateConfig | None, where: str) -> None:
+        """Raise `_RulesRefused` (logged) for cloud rules naming another site or gate than this one."""
+        if config is None or (config.site_id, config.gate_id) == (self.config.site, self.config.gate):
+            return
+        log.error(
+            "sync: %s: gate rules for %s/%s refused: this gate is %s/%s; it keeps its rules",
+            where,
+            config.site_id,
+            config.gate_id,
+            self.config.site,
+            self.config.gate,
+        )
+        raise _RulesRefused
 
     def _apply_held(self) -> None:
         for seq in [s for s in self._buffer if s <= self.seq]:
@@ -277,6 +302,10 @@ class Feed:
                 timeout_s=self.config.snapshot_timeout_s,
                 abort=self._abort,
             )
+            try:
+                self._check_rules(header.gate_config, "snapshot")
+            except _RulesRefused:
+                header = header.model_copy(update={"gate_config": None})  # the file's rules: the safe ones
             try:  # the cloud always sends its key set: a snapshot without one is no cloud's
                 self._verify_keys(header.keys, header.keys_signature)
                 self.port.check_keys(header.keys)
