@@ -23,7 +23,7 @@ from cloud.sync.models import FeedChange
 from cloud.tickets.models import Ticket
 from harness.api import Api
 from harness.cloud import live_server
-from models.credential import parse
+from models.credential import SignedCredential, parse
 from tests.cloud.api import make_product, next_weekday
 
 ORDERS = "/api/v1/orders"
@@ -86,7 +86,8 @@ def test_a_counter_sale_makes_what_the_two_calls_make_with_one_audit_row(app: Fa
     assert new["order"][0] == "issued" and new["points"] and new["points"][0][0] == "earn"
     keys = {app.state.settings.signing_key_id: app.state.settings.signing_key.public_key()}
     for ticket in r.json()["tickets"]:
-        assert parse(ticket["token"], keys).ticket_no == ticket["id"]
+        credential = parse(ticket["token"], keys)
+        assert isinstance(credential, SignedCredential) and credential.ticket_no == ticket["id"]
     with app.state.sessionmaker() as s:
         actions = s.scalars(select(AuditEntry.action).where(AuditEntry.entity_id == str(r.json()["order"]["id"])))
         assert list(actions) == ["order.counter_sale"]
