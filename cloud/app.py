@@ -108,7 +108,11 @@ def create_app(settings: Settings | None = None, *, expiry_every_s: float = 30.0
         # Few threads: the endpoints are CPU-bound Python; many threads only fight over the GIL.
         anyio.to_thread.current_default_thread_limiter().total_tokens = threads
         # Sync: the current public keys onto every site's feed; the MQTT loop only if STARFISH_MQTT_HOST is set.
+        # Every process's feed appends NOTIFY (PostgreSQL): the one publishing may be another (cloud.sync.leader).
+        from cloud.sync.feed import notify_on_commit
         from cloud.sync.mqtt import start as sync_start
+
+        notify_on_commit(factory)
 
         app.state.sync = await asyncio.to_thread(sync_start, factory, settings)
         tasks = []
