@@ -9,14 +9,14 @@ from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from cloud.customers.models import Customer
 from cloud.deps import MAX_ID, IdPath, Principal, Role, SessionDep, TransactionScopedRoute, require
 from cloud.errors import not_found
 from cloud.orders.models import Order, OrderStatus
 from cloud.orders.schemas import OrderOut
-from cloud.orders.search import MAX_PAGE, OrderFilter, Page, SearchChannel, search
+from cloud.orders.search import MAX_PAGE, Instant, OrderFilter, Page, SearchChannel, search
 
 router = APIRouter(tags=["orders"], route_class=TransactionScopedRoute)
 Staff = Annotated[Principal, Depends(require(Role.ADMIN, Role.CASHIER, Role.FINANCE))]
@@ -44,8 +44,8 @@ def search_orders(
         str | None, Query(min_length=1, max_length=64, description="Ticket number, or a ticket's plain code")
     ] = None,
     phone: Annotated[str | None, Query(min_length=1, max_length=20, description="The customer's phone")] = None,
-    created_from: Annotated[AwareDatetime | None, Query(alias="from", description="Created at or after")] = None,
-    created_to: Annotated[AwareDatetime | None, Query(alias="to", description="Created before")] = None,
+    created_from: Annotated[Instant | None, Query(alias="from", description="Created at or after")] = None,
+    created_to: Annotated[Instant | None, Query(alias="to", description="Created before")] = None,
     visit_date: Annotated[date | None, Query(description="Orders with an item for this visit day")] = None,
     channel: Annotated[SearchChannel | None, Query(description="counter, online, ota, or one OTA")] = None,
     status: OrderStatus | None = None,

@@ -15,8 +15,9 @@ import base64
 import binascii
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
+from pydantic import AfterValidator, AwareDatetime
 from sqlalchemy import Select, and_, or_, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -30,6 +31,16 @@ MAX_PAGE = 200
 SearchChannel = Literal["counter", "online", "ota", "douyin", "meituan", "ctrip", "lebingxue"]
 _BASE_CHANNELS = ("counter", "online", "ota")
 T = TypeVar("T")
+
+
+def _in_utc(at: datetime) -> datetime:
+    try:
+        return at.astimezone(UTC)
+    except OverflowError as exc:  # 9999-12-31T23:00-14:00 is past the last instant Python knows
+        raise ValueError("the instant is out of range") from exc
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]  # a `from`/`to` query: with a time zone, in range
 
 
 def bad_cursor() -> DomainError:
@@ -48,11 +59,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at_text, id_text = text.split("|")
         at, row_id = datetime.fromisoformat(at_text), int(id_text)
+        if at.tzinfo is None or not 0 < row_id < 2**31:
+            raise ValueError(cursor)
+        return _in_utc(at), row_id
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise bad_cursor() from exc
-    if at.tzinfo is None or not 0 < row_id < 2**31:
-        raise bad_cursor()
-    return at, row_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +110,8 @@ def _ticket_orders(session: Session, ticket: str) -> Select[int]:
     """Orders holding a ticket with this number or plain code (a code names one ticket of its site)."""
     # Codes are unique per site: asking per site uses that index, where a bare `code = ?` scans every ticket.
     by_code = tuple_(Ticket.site_id, Ticket.code).in_([(s, ticket) for s in session.scalars(select(Site.id))])
-    match = or_(Ticket.id == int(ticket), by_code) if ticket.isdigit() and int(ticket) < 2**31 else by_code
+    number = ticket.isascii() and ticket.isdigit() and int(ticket) < 2**31
+    match = or_(Ticket.id == int(ticket), by_code) if number else by_code
     return select(Ticket.order_id).where(match)
 
 

@@ -5,12 +5,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime
 
 from cloud.db import utcnow
 from cloud.deps import MAX_ID, IdPath, Principal, Role, SessionDep, SettingsDep, TransactionScopedRoute, require
 from cloud.errors import DomainError
-from cloud.orders.search import MAX_PAGE
+from cloud.orders.search import MAX_PAGE, Instant
 from cloud.payments.routes import WechatPayDep, raw_body, signed_headers, wechat_notify_route
 from cloud.payments.schemas import WechatFail
 from cloud.payments.wechat import SignedHeaders
@@ -73,8 +72,8 @@ def list_all_refunds(
     _: Finance,
     status: RefundStatus | None = None,
     site_id: SiteFilter = None,
-    created_from: Annotated[AwareDatetime | None, Query(alias="from", description="Made at or after")] = None,
-    created_to: Annotated[AwareDatetime | None, Query(alias="to", description="Made before")] = None,
+    created_from: Annotated[Instant | None, Query(alias="from", description="Made at or after")] = None,
+    created_to: Annotated[Instant | None, Query(alias="to", description="Made before")] = None,
     cursor: Cursor = None,
     limit: Limit = 50,
 ) -> RefundPage:

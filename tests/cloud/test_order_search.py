@@ -191,8 +191,28 @@ def test_only_the_back_office_searches_orders(api: Api, site: dict[str, Any], ro
         pytest.param("not-a-cursor", id="garbage"),
         pytest.param("MjAyNi0xMi0wMVQwMDowMDowMHwx", id="naive-time"),  # "2026-12-01T00:00:00|1"
         pytest.param("MjAyNi0xMi0wMVQwMDowMDowMCswMDowMHww", id="id-zero"),  # "...+00:00|0"
+        pytest.param(
+            "OTk5OS0xMi0zMVQyMzo1OTo1OS0xNDowMHwx", id="past-the-last-instant"
+        ),  # "9999-12-31T23:59:59-14:00|1"
     ],
 )
 def test_a_cursor_this_list_never_gave_out_is_a_422(api: Api, cursor: str) -> None:
     r = api.as_(Role.ADMIN).get(SEARCH, params={"cursor": cursor})
     assert (r.status_code, r.json()["error"]["code"]) == (422, "bad_cursor")
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param({"from": "9999-12-31T23:59:59-14:00"}, id="from-past-the-last-instant"),
+        pytest.param({"to": "0001-01-01T00:00:00+14:00"}, id="to-before-the-first-instant"),
+        pytest.param({"channel": "window"}, id="unknown-channel"),
+        pytest.param({"limit": 201}, id="page-too-large"),
+    ],
+)
+def test_unusable_filters_are_a_422(api: Api, params: dict[str, Any]) -> None:
+    assert api.as_(Role.ADMIN).get(SEARCH, params=params).status_code == 422
+
+
+def test_a_ticket_that_is_no_number_is_looked_for_as_a_plain_code(api: Api) -> None:
+    assert found(api, ticket="²") == []  # a digit to Python, but no ticket number
