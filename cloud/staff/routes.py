@@ -106,10 +106,10 @@ def force_logout(request: Request, staff_id: IdPath, session: SessionDep, actor:
 
 
 @router.patch("/staff/{staff_id}")
-def update_staff(request: Request, staff_id: IdPath, body: StaffPatch, session: SessionDep, actor: Admin) -> StaffOut:
+def update_staff(staff_id: IdPath, body: StaffPatch, session: SessionDep, actor: Admin) -> StaffOut:
     """Enable or disable a staff account, set its password or change its role. A new password also ends the
-    member's sessions (as a forced logout). A change to the gate technicians reaches every site's gates on their
-    feed (a disabled technician is locked out after the next sync)."""
+    member's sessions (as a forced logout); like a disabling or a role change, within `staff_recheck_s`. A change
+    to the gate technicians reaches every site's gates on their feed (a disabled technician is locked out after
+    the next sync)."""
     staff = service.update_staff(session, actor, staff_id, active=body.active, password=body.password, role=body.role)
-    staff_check(request).forget(staff_id)
     return StaffOut.model_validate(staff)

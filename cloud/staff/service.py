@@ -110,8 +110,7 @@ def update_staff(
         staff.password_hash = _hasher.hash(password)
         staff.failed_logins = 0
         end_sessions(session, staff, now=utcnow())
-        changed["password"] = "changed"
-        changed["sessions_ended"] = True
+        changed["password"] = "changed"  # which also ended the member's sessions
     if was_admin and not (staff.active and staff.role == Role.ADMIN.value):
         _keep_an_admin(session)
     if changed:
