@@ -110,7 +110,9 @@ def _told(gate: BrokerClient, seq: int, epoch: str) -> FeedHead:
         heads = [FeedHead.model_validate_json(m.payload) for m in gate.received(f"sf/{SITE}/head")]
         return next((h for h in reversed(heads) if h.seq == seq and h.epoch == epoch), None)
 
-    return wait_until(told, f"a head at {seq} of epoch {epoch!r}", 20)
+    head = wait_until(told, f"a head at {seq} of epoch {epoch!r}", 20)
+    assert head is not None
+    return head
 
 
 def test_a_cloud_restored_from_an_older_backup_starts_a_new_feed_epoch_by_itself(
@@ -128,7 +130,9 @@ def test_a_cloud_restored_from_an_older_backup_starts_a_new_feed_epoch_by_itself
     cloud.restore(tmp_path / "last-night.db")
     cloud.start()
 
-    seq, new_epoch = wait_until(lambda: (h := cloud.head())[1] != epoch and h, "a new feed epoch", 20)
+    restarted = wait_until(lambda: next((h for h in [cloud.head()] if h[1] != epoch), None), "a new epoch", 20)
+    assert restarted is not None
+    seq, new_epoch = restarted
     assert seq == at_backup  # the restored feed goes on from its own head, in a new run
     _told(gate, seq, new_epoch)  # the gates learn the new run and fetch a snapshot
     [entry] = cloud.audited()

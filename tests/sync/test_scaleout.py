@@ -156,13 +156,11 @@ def test_the_surviving_process_takes_the_feed_over_gapless_and_every_event_is_st
             }
             clouds[name] = CloudServer(env, tmp_path / f"cloud-{name}.log")
             on_exit.callback(clouds[name].stop)
-            on_exit.callback(lambda n=name: print(f"--- cloud {n}\n{tail(clouds[n].log, 40)}"))
+            on_exit.callback(_print_tail, clouds[name].log)
             clouds[name].launch()
         for cloud in clouds.values():
             cloud.wait_until(cloud.answers, "answering", STARTUP)
-        leader = wait_until(
-            lambda: next((n for n, c in clouds.items() if c.said(LEADS)), None), "a process leads", SLOW
-        )
+        leader: str = wait_until(lambda: next((n for n, c in clouds.items() if c.said(LEADS)), ""), "one leads", SLOW)
         survivor = "b" if leader == "a" else "a"
         cashiers = {n: Cashier(c.base, seeded.cashier_token, seeded.site_id) for n, c in clouds.items()}
         for cashier in cashiers.values():
@@ -224,6 +222,10 @@ def test_the_surviving_process_takes_the_feed_over_gapless_and_every_event_is_st
             rows = conn.execute("SELECT event_id, count(*) FROM gate_passages GROUP BY event_id").fetchall()
         assert {uuid.UUID(str(i)) for i, _ in rows} == sent
         assert all(n == 1 for _, n in rows)
+
+
+def _print_tail(log: Path) -> None:
+    print(f"--- {log}\n{tail(log, 40)}")
 
 
 def _events_counted(cloud: CloudServer, result: str) -> int:
