@@ -13,8 +13,6 @@ acknowledgement: a listener that raises is logged, and the store stays the truth
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -116,20 +114,13 @@ class StorePort:
         if self.service is not None:
             self.service.reload_keys()
 
-    def snapshot_scratch(self) -> Path:
-        """Next to the store: installing attaches the staged file, best on the same disk."""
-        parent = Path(self.store.path).parent
-        fd, name = tempfile.mkstemp(prefix=".snapshot-", suffix=".db", dir=parent if parent.is_dir() else None)
-        os.close(fd)
-        return Path(name)
+    def open_staging(self) -> gate_store.SnapshotStaging:
+        """In the store's own file (`edge.store.snapshot`): installing renames the staged tickets, copies nothing."""
+        return gate_store.SnapshotStaging(Path(self.store.path))
 
-    def open_staging(self, path: Path) -> gate_store.SnapshotStaging:
-        return gate_store.SnapshotStaging(path)
-
-    def install_snapshot(self, staging: Path, header: SnapshotHeader, *, fresh: datetime) -> None:
+    def install_snapshot(self, header: SnapshotHeader, *, fresh: datetime) -> None:
         gate_store.install_snapshot(
             self.store,
-            staging,
             seq=header.seq,
             keys=header.keys,
             checksum=header.checksum,

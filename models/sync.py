@@ -11,7 +11,9 @@ other gates of the site), ``sf/<site>/gate/<gate>/acks`` (cloud → gate: events
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import operator
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -379,6 +381,9 @@ class SnapshotFace(Message):
     sealed: str = Field(min_length=1, max_length=SEALED_MAX)
 
 
+_STATUS_VALUES = frozenset(status.value for status in TicketStatus)
+
+
 class TicketSetChecksum:
     """The ticket-set checksum, fed one (ticket id, status) at a time in ticket-id order, then the face
     templates (`add_face`) in ticket-id order.
@@ -400,6 +405,27 @@ class TicketSetChecksum:
             raise ValueError(f"ticket ids out of order: {ticket_id!r} after {self._last!r}")
         self._last = ticket_id
         self._h.update(f"{ticket_id}:{TicketStatus(status).value}\n".encode())
+
+    def add_many(self, ticket_ids: Sequence[str], statuses: Sequence[str]) -> None:
+        """`add` for each (ticket id, status value) in turn, the same sum and the same checks, at the cost of a
+        few passes in C instead of a million calls (a snapshot's tickets, a batch at a time)."""
+        if not ticket_ids:
+            return
+        if self._last_face is not None:
+            raise ValueError("tickets after face templates")
+        if len(ticket_ids) != len(statuses):
+            raise ValueError(f"{len(ticket_ids)} ticket ids, {len(statuses)} statuses")
+        increasing = all(map(operator.lt, ticket_ids, itertools.islice(ticket_ids, 1, None)))
+        if not increasing or (self._last is not None and ticket_ids[0] <= self._last):
+            raise ValueError(f"ticket ids out of order after {self._last!r}")
+        valid = TicketStatus.VALID.value
+        if statuses.count(valid) == len(statuses):  # the usual batch: one join
+            self._h.update((f":{valid}\n".join(ticket_ids) + f":{valid}\n").encode())
+        elif _STATUS_VALUES.issuperset(statuses):
+            self._h.update("".join([f"{i}:{s}\n" for i, s in zip(ticket_ids, statuses, strict=True)]).encode())
+        else:
+            raise ValueError(f"not a ticket status: {sorted(set(statuses) - _STATUS_VALUES)}")
+        self._last = ticket_ids[-1]
 
     def add_face(self, ticket_id: str, holder_id: str, sealed: str) -> None:
         """A face template, after all tickets: its pass, holder and a digest of its sealed text (a

@@ -12,7 +12,6 @@ that stays below it for `feed_gap_grace_s` without progress lost a message: snap
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import threading
 import time
@@ -290,13 +289,12 @@ class Feed:
         return True
 
     async def _snapshot_once(self) -> bool:
-        staging = self.port.snapshot_scratch()
         try:
             header = await asyncio.to_thread(
                 fetch_snapshot,
                 url=snapshot_url(self.config.snapshot_url, self.config.site),
                 site=self.config.site,
-                open_sink=functools.partial(self.port.open_staging, staging),
+                open_sink=self.port.open_staging,
                 auth=None if self.config.username is None else (self.config.username, self._password or ""),
                 ca_file=self.config.tls_ca,
                 timeout_s=self.config.snapshot_timeout_s,
@@ -314,15 +312,13 @@ class Feed:
                 raise SnapshotError(f"snapshot refused: {exc}") from exc
             now = self.clock()
             # Synchronous on the loop: nothing else touches the store during the swap.
-            self.port.install_snapshot(staging, header, fresh=now)
+            self.port.install_snapshot(header, fresh=now)
         except SnapshotError as exc:
             log.warning("sync: snapshot failed: %s", exc)
             return False
         except Exception:
             log.exception("sync: snapshot failed")
             return False
-        finally:
-            staging.unlink(missing_ok=True)
         if header.seq < self.seq:
             log.warning(
                 "sync: snapshot seq %d is behind this gate's %d: was the cloud's feed reset?", header.seq, self.seq
