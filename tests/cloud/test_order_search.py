@@ -19,8 +19,8 @@ from tests.cloud.paid_orders import another_customer, pay, sell, sell_paid
 SEARCH = "/api/v1/orders/search"
 
 
-def found(api: Api, role: Role = Role.CASHIER, **params: Any) -> list[int]:
-    r = api.as_(role).get(SEARCH, params=params)
+def found(api: Api, **params: Any) -> list[int]:
+    r = api.as_(Role.CASHIER).get(SEARCH, params=params)
     assert r.status_code == 200, r.text
     assert r.json()["next_cursor"] is None
     return [o["id"] for o in r.json()["items"]]
