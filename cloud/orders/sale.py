@@ -178,11 +178,8 @@ def _sell(
         expires_at=now + timedelta(minutes=settings.order_pending_minutes),
         paid_at=now,
     )
-    version = select(Site.catalog_version).where(Site.id == site.site_id).scalar_subquery()
     try:
-        order.id, seen = session.execute(
-            insert(_table(Order)).values(_values(order)).returning(Order.id, version)
-        ).one()
+        order.id, seen = session.execute(_ORDER, {**_values(order), "version_of_site": site.site_id}).one()
     except IntegrityError as exc:
         raise _Taken from exc
     catalog.confirm(site, seen)
@@ -246,10 +243,7 @@ def _sell(
     for ticket in tickets:
         ticket.token = sign_ticket(settings, ticket, site.code)
     tokens = [{"ticket_id": t.id, "ticket_token": t.token} for t in tickets]
-    table = _table(Ticket)
-    session.execute(
-        update(table).where(table.c.id == bindparam("ticket_id")).values(token=bindparam("ticket_token")), tokens
-    )
+    session.execute(_TOKENS, tokens)
     holders = {t.holder_id for t in tickets if t.holder_id is not None}
     if holders:
         named = {h.id: h for h in session.scalars(select(Holder).where(Holder.id.in_(holders)))}
@@ -279,6 +273,19 @@ def _table(model: type[Base]) -> Table:
     return cast(Table, model.__table__)
 
 
+# Statements built once (their values come as parameters), so each sale skips building and keying them.
+_ORDER = insert(_table(Order)).returning(
+    Order.id, select(Site.catalog_version).where(Site.id == bindparam("version_of_site")).scalar_subquery()
+)
+_TOKENS = (
+    update(_table(Ticket)).where(_table(Ticket).c.id == bindparam("ticket_id")).values(token=bindparam("ticket_token"))
+)
+_INSERTS: dict[type[Base], Any] = {
+    model: insert(_table(model)).returning(_table(model).c.id, sort_by_parameter_order=True)
+    for model in (OrderItem, Payment, Ticket)
+}
+
+
 def _values(row: Base) -> dict[str, Any]:
     """The columns set on a transient row (others keep their defaults)."""
     state = inspect(row)
@@ -287,10 +294,9 @@ def _values(row: Base) -> dict[str, Any]:
 
 def _insert(session: Session, model: type[Base], rows: Sequence[Any]) -> None:
     """INSERT transient rows in one statement, RETURNING their ids into them; they stay out of the session."""
-    table = _table(model)
-    stmt = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+    stmt = _INSERTS[model]
     if len(rows) == 1:
-        ids = [session.execute(stmt.values(_values(rows[0]))).scalar_one()]
+        ids = [session.execute(stmt, _values(rows[0])).scalar_one()]
     else:
         ids = list(session.execute(stmt, [_values(r) for r in rows]).scalars())
     for row, new_id in zip(rows, ids, strict=True):

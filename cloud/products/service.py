@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -108,6 +109,9 @@ def _ensure_stock_row(session: Session, product_id: int, day: date, capacity: in
         pass  # a concurrent order created it first
 
 
+_RESERVE: dict[str, Any] = {}  # the reserve statement per dialect, built once
+
+
 def reserve(session: Session, product: Product, day: date, quantity: int) -> None:
     """Hold stock for an order, atomically: never oversells, whatever runs concurrently.
 
@@ -118,17 +122,20 @@ def reserve(session: Session, product: Product, day: date, quantity: int) -> Non
         return
     if quantity > product.daily_stock:
         _ensure_stock_row(session, product.id, day, product.daily_stock)  # a new row could not hold them
-    stmt = (
-        dialect_insert(session)(Stock)
-        .values(product_id=product.id, day=day, capacity=product.daily_stock, sold=quantity)
-        .on_conflict_do_update(
-            index_elements=[Stock.product_id, Stock.day],
-            set_={"sold": Stock.sold + quantity},
-            where=Stock.sold + quantity <= Stock.capacity,
+    stmt = _RESERVE.get(session.get_bind().dialect.name)
+    if stmt is None:
+        stmt = _RESERVE[session.get_bind().dialect.name] = (
+            dialect_insert(session)(Stock)
+            .values(product_id=bindparam("p"), day=bindparam("d"), capacity=bindparam("c"), sold=bindparam("q"))
+            .on_conflict_do_update(
+                index_elements=[Stock.product_id, Stock.day],
+                set_={"sold": Stock.sold + bindparam("q")},
+                where=Stock.sold + bindparam("q") <= Stock.capacity,
+            )
+            .returning(Stock.id)
         )
-        .returning(Stock.id)
-    )
-    if session.execute(stmt).first() is None:
+    params = {"p": product.id, "d": day, "c": product.daily_stock, "q": quantity}
+    if session.execute(stmt, params).first() is None:
         raise Conflict(
             "sold_out",
             f"{product.name} is sold out for {day}",
