@@ -106,9 +106,10 @@ def _stock(url: str, product_id: int, day: str) -> tuple[int, int, int]:
 
     engine = create_engine(url)
     with engine.connect() as c:
-        cap, sold = c.execute(
+        row = c.execute(
             text("SELECT capacity, sold FROM stock WHERE product_id = :p AND day = :d"), {"p": product_id, "d": day}
-        ).one()
+        ).first()
+        cap, sold = row if row is not None else (0, 0)
         n = c.execute(
             text("SELECT count(*) FROM tickets WHERE product_id = :p AND visit_date = :d"), {"p": product_id, "d": day}
         ).scalar_one()

@@ -66,6 +66,7 @@ async def _connection(args: argparse.Namespace, until: float, left: list[int], t
     sale = _request(host, f"{API_PREFIX}/orders/counter-sale", args.token, args.body.encode())
     order_body = json.loads(args.body)
     payment = order_body.pop("payment")
+    order_body["channel"] = "counter"
     create = _request(host, f"{API_PREFIX}/orders", args.token, json.dumps(order_body).encode())
     try:
         while time.perf_counter() < until and left[0] > 0:
