@@ -285,7 +285,7 @@ class CloudSync:
         with self._factory() as session:
             feed.restart_behind(session, heads)
 
-    def _mark_acked(self) -> None:
+    def _mark_acked(self, *, write: bool = True) -> None:
         while True:
             try:
                 mid = self._acked.get_nowait()
@@ -294,13 +294,13 @@ class CloudSync:
             sent = self._in_flight.pop(mid, None)
             if sent is not None:
                 self._to_mark.append(sent[0])
-        if self._to_mark:
+        if self._to_mark and write:
             with self._factory() as session:
                 feed.mark_published(session, self._to_mark)
             self._to_mark = []
 
     def _publish_round(self) -> None:
-        self._mark_acked()
+        self._mark_acked(write=False)  # written after this round's publishes: a sale's change goes out first
         if not self._client.is_connected():
             return
         now = time.monotonic()
@@ -309,7 +309,7 @@ class CloudSync:
                 del self._in_flight[mid]  # no PUBACK while connected: publish it again (gates skip repeats)
         if len(self._in_flight) >= self._max_in_flight:
             return
-        in_flight = {change_id for change_id, _ in self._in_flight.values()}
+        in_flight = {change_id for change_id, _ in self._in_flight.values()} | set(self._to_mark)
         with self._factory() as session:
             rows = feed.unpublished(session, limit=self._max_in_flight - len(self._in_flight), skip=in_flight)
         for change_id, site, epoch, seq, at, body in rows:
@@ -320,8 +320,8 @@ class CloudSync:
             info = self._client.publish(topics.feed(site), payload, qos=1)
             if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
                 break
-            # Also when not connected (MQTT_ERR_NO_CONN): paho keeps the message and sends it on reconnect.
-            self._in_flight[info.mid] = (change_id, now)
+            self._in_flight[info.mid] = (change_id, now)  # also when not connected: paho sends it on reconnect
+        self._mark_acked()  # (an early return above leaves them to the next round, or to `_lead` losing the lease)
         if now - self._head_at >= self._heartbeat_s:
             self._publish_heads()
 

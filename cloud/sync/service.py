@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
@@ -210,12 +211,12 @@ def _store_events(
                 "conflict %s: event %s of ticket %s at %s/%s", conflict, e.event_id, e.ticket_id, a.m.site, a.m.gate
             )
         rows.append(
-            e.model_dump(include=_EVENT_COLUMNS)
+            {name: getattr(e, name) for name in _EVENT_COLUMNS}  # `model_dump` (python mode), without its cost
             | {"site_id": site_id, "gate_id": gate_id, "received_at": now, "conflict": conflict}
         )
         counted.append(a)
     if rows:
-        session.execute(insert(_PASSAGES), rows)  # Core: one executemany, no ORM bookkeeping per event
+        _insert_passages(session, rows)
         # Channel hook: an entry counted without conflict on an OTA ticket makes the platform's verify call.
         uses = [
             EntryUse(a.ticket.id, a.ticket.order_id, a.m.event.at, gate_source(a.m.site, a.m.gate, a.m.event.event_id))
@@ -224,6 +225,26 @@ def _store_events(
         ]
         on_entries_used(session, uses, now)
     out.new += len(rows)
+
+
+def _insert_passages(session: Session, rows: list[dict[str, Any]]) -> None:
+    """One executemany through the driver: each value converted by its column type's bind processor for this
+    dialect, as `session.execute(insert(...), rows)` would, without SQLAlchemy's work per row (a third of a
+    backlog's cost). Every row has the same keys."""
+    connection = session.connection()
+    dialect = connection.dialect
+    compiled = insert(_PASSAGES).compile(dialect=dialect, column_keys=list(rows[0]))
+    processors = {
+        name: processor
+        for name in rows[0]
+        if (processor := _PASSAGES.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
+    }
+    converted = [row | {name: convert(row[name]) for name, convert in processors.items()} for row in rows]
+    if compiled.positiontup is not None:  # qmark (SQLite): values in the statement's order
+        order = compiled.positiontup
+        connection.exec_driver_sql(str(compiled), [tuple(row[name] for name in order) for row in converted])
+    else:
+        connection.exec_driver_sql(str(compiled), converted)
 
 
 def _settle_reused_ids(
