@@ -275,10 +275,10 @@ def _postmaster(url: str) -> int:
     from sqlalchemy import create_engine, text
 
     engine = create_engine(url)
-    with engine.connect() as c:
+    with engine.connect() as c:  # the backend's parent read while it lives (it exits when the connection closes)
         backend = int(c.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        stat = Path(f"/proc/{backend}/stat").read_text()
     engine.dispose()
-    stat = Path(f"/proc/{backend}/stat").read_text()
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
