@@ -81,7 +81,7 @@ def held(session: Session, customer_id: int, now: datetime) -> int:
         .join(Site, Site.id == Ticket.site_id)
         .where(
             Order.customer_id == customer_id,
-            Ticket.status == TicketState.VALID.value,
+            Ticket.status.in_([TicketState.VALID.value, TicketState.BLOCKED.value]),  # blocked: still refundable
             Ticket.entries_used == 0,
             Ticket.first_entry_at.is_(None),
             Product.refundable.is_(True),

@@ -154,6 +154,26 @@ def test_a_blocked_ticket_is_still_refundable_and_then_can_no_longer_be_unblocke
     assert kept["lifted_at"] is None, "the block stays in the history as it was"
 
 
+def test_the_points_of_a_blocked_ticket_stay_held_until_it_can_no_longer_be_refunded(
+    app: FastAPI, api: Api, site: dict[str, Any], day_product: dict[str, Any]
+) -> None:
+    """A lost card is blocked, not ended: it can still be refunded, so the points it earned cannot be spent and
+    then taken back by the refund."""
+    me = api.as_(Role.CUSTOMER)
+    order = sell_paid(app, api, site["id"], day_product["id"], next_weekday(), role=Role.CUSTOMER)
+    [ticket] = api.as_(Role.ADMIN).get(f"/api/v1/orders/{order['id']}/tickets").json()
+    assert block(api, ticket["id"]).status_code == 200
+    mine = me.get("/api/v1/points").json()
+    assert (mine["balance"], mine["spendable"]) == (280, 0)
+    spend = me.post("/api/v1/points/spend", json={"points": 280, "ref": "coupon:blocked"})
+    assert spend.status_code == 409 and spend.json()["error"]["code"] == "insufficient_points"
+    r = me.post(f"/api/v1/orders/{order['id']}/refunds", json={"ticket_ids": [ticket["id"]]})
+    assert r.status_code == 201, r.text
+    final = me.get("/api/v1/points").json()
+    assert (final["balance"], final["spendable"]) == (0, 0)
+    assert all(e["shortfall"] == 0 for e in final["entries"])
+
+
 def test_an_unblocked_ticket_whose_entries_are_used_up_is_used_again_not_valid(
     app: FastAPI, api: Api, site: dict[str, Any]
 ) -> None:
