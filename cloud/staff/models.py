@@ -42,3 +42,16 @@ class RefreshToken(Base):
     rotated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     client: Mapped[str] = mapped_column(String(64), default="")
+
+
+class LoginFailures(Base):
+    """Wrong passwords in a row for one username from one client address: the sign-in slow-down's count
+    (`cloud.staff.sessions`). A sign-in from that address, or a password reset, deletes the row."""
+
+    __tablename__ = "staff_login_failures"
+
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id"), primary_key=True)
+    client: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failed: Mapped[int] = mapped_column(Integer)
+    last_failed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    locked_audited: Mapped[bool] = mapped_column(Boolean, default=False)  # this lock window's refusal is audited

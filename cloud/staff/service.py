@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from cloud.audit.service import record
@@ -16,7 +16,7 @@ from cloud.deps import STAFF_ROLES, Principal, Role
 from cloud.errors import Conflict, DomainError, not_found
 from cloud.settings import Settings
 from cloud.staff import technicians
-from cloud.staff.models import RefreshToken, Staff
+from cloud.staff.models import LoginFailures, RefreshToken, Staff
 
 _hasher = PasswordHasher()
 # Verifying against a dummy hash when the user does not exist keeps login timing uniform.
@@ -85,9 +85,9 @@ def update_staff(
     """Enable or disable an account, set its password, change its role; audited (never the password).
 
     A new password (an admin's reset) also ends the member's sessions (`end_sessions`) and clears their failed
-    logins. Disabling only suspends: their tokens are refused while disabled and work again if re-enabled (a
-    mistaken click costs nobody their shift); to end sessions for good, log the member out
-    (`POST /staff/{id}/logout`).
+    logins (the sign-in slow-down's counts too). Disabling only suspends: their tokens are refused while disabled
+    and work again if re-enabled (a mistaken click costs nobody their shift); to end sessions for good, log the
+    member out (`POST /staff/{id}/logout`).
 
     A change that touches the gate technicians (`cloud.staff.technicians`) sends every site's gates the
     new list in the same transaction. The last active admin cannot be disabled or given another role:
@@ -109,6 +109,7 @@ def update_staff(
     if password is not None:
         staff.password_hash = _hasher.hash(password)
         staff.failed_logins = 0
+        session.execute(delete(LoginFailures).where(LoginFailures.staff_id == staff.id))  # the slow-down's counts
         end_sessions(session, staff, now=utcnow())
         changed["password"] = "changed"  # which also ended the member's sessions
     if was_admin and not (staff.active and staff.role == Role.ADMIN.value):

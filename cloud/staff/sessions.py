@@ -5,19 +5,32 @@
   password was typed: refreshing never extends that, so a counter PC left signed in asks for the password weekly.
 - Refresh (`POST /auth/refresh`) rotates: the token presented is used up and a new one of the same sign-in (the
   family) comes back with the new access token. A used-up token presented again means two holders (a copy was
-  stolen, or a client replayed a lost answer): the whole family is revoked, both must sign in again, and it is
-  audited (`staff.refresh_reuse`). Refused while the member is disabled (and fine again once re-enabled, like
-  their access tokens), and for good after a forced logout or a password reset (the family is revoked).
+  stolen, or a client replayed a lost answer): both must sign in again, so every session of the member ends
+  (`end_sessions`: access tokens are only tracked by the member's epoch, so the one already issued to whoever
+  refreshed first cannot end alone; the member's other devices sign in again too), audited (`staff.refresh_reuse`).
+  Refused while the member is disabled (and fine again once re-enabled, like their access tokens), and for good
+  after a forced logout or a password reset (the family is revoked).
 - Sign-out (`POST /auth/logout`) ends all of the member's sessions, on every device: access tokens are not
   tracked one by one (no lookup per request), only the member's session epoch (`cloud.deps._StaffCheck`).
 - Audit: `staff.login` (actor the member) and `staff.login_failed` (actor `anonymous`) with the username tried
   (64 characters at most), the client's address and the reason: `unknown_user`, `wrong_password`, `disabled` or
   `locked`. Never the password. The client always gets the same 401 `bad_credentials`, except:
-- Slow-down: after `LOCK_AFTER` (5) wrong passwords in a row for one username, that username's sign-ins are
-  refused (429 `too_many_attempts`, password not even checked) until `LOCK_S` (60 s) after the last wrong one:
-  about one guess a minute, while the member locked out by someone else's guessing waits a minute, not an
-  hour, at the morning rush. A successful sign-in or a password reset clears the count. Unknown usernames are
-  not counted (nothing to guess), so a locked answer tells that a username exists: staff names are not secrets.
+- Slow-down, counted per username AND client address (`LoginFailures`): after `LOCK_AFTER` (5) wrong passwords
+  in a row for one username from one address, that address's sign-ins as that username are refused (429
+  `too_many_attempts`, password not even checked) until `LOCK_S` (60 s) after its last wrong one: about one guess
+  a minute per address. The member at their own counter PC (another address) still signs in, whoever guesses
+  elsewhere: one wrong password a minute from anywhere cannot lock them out. Not chosen: letting a right password
+  through a per-username lock, since then the lock answers "right" or "wrong" for every guess at argon2 speed (an
+  oracle), which is no slow-down at all. The price: a guesser with many addresses gets 5 + 1/min on each.
+  Each attempt claims its guess before argon2 runs (one conditional upsert ... RETURNING, so N parallel guesses
+  cannot all pass the check); the right password takes the claim back (deletes that address's count), and a
+  password reset deletes them all. The first refused attempt of a lock window is audited (`locked`), the rest are
+  not (they cost no argon2, so they would flood the log). Unknown usernames are not counted (nothing to guess),
+  so a locked answer tells that a username exists: staff names are not secrets.
+- The address is the one uvicorn gives. Behind the reverse proxy of `deploy/` (same host, reaching 127.0.0.1),
+  uvicorn's defaults (proxy headers on, `FORWARDED_ALLOW_IPS` 127.0.0.1) take it from the proxy's
+  `X-Forwarded-For`; a proxy that does not set that header makes every client 127.0.0.1 in the audit, and the
+  slow-down then counts per username only (safe against guessing, but one guesser locks the member out).
 """
 
 from __future__ import annotations
@@ -28,15 +41,15 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from cloud.audit.service import record
-from cloud.db import read_only_snapshot
+from cloud.db import dialect_insert
 from cloud.deps import Principal, Role
 from cloud.errors import Conflict, DomainError, Unauthorized, not_found
 from cloud.settings import Settings
-from cloud.staff.models import RefreshToken, Staff
+from cloud.staff.models import LoginFailures, RefreshToken, Staff
 from cloud.staff.service import end_sessions, issue_token, password_matches
 
 LOCK_AFTER = 5
@@ -62,34 +75,29 @@ def _bad_credentials() -> Unauthorized:
 def login(
     session: Session, settings: Settings, username: str, password: str, *, client: str, now: datetime
 ) -> SignedIn:
-    """Check the password (outside any write lock), then record the sign-in and issue both tokens; commits."""
-    read_only_snapshot(session)
-    row = session.execute(
-        select(Staff.id, Staff.password_hash, Staff.active, Staff.failed_logins, Staff.last_failed_login_at).where(
-            Staff.username == username
-        )
-    ).first()
-    session.rollback()  # argon2 takes ~50 ms: no transaction, no lock held meanwhile
+    """Claim the attempt, check the password outside any transaction (argon2 takes ~50 ms), then record the
+    outcome and issue both tokens; commits."""
     tried = {"username": username[:64], "client": client[:64]}
-    last_failed = row.last_failed_login_at if row is not None else None
-    if row is not None and row.failed_logins >= LOCK_AFTER and last_failed and now - last_failed < timedelta(0, LOCK_S):
-        _failed(session, row.id, tried, "locked", now=now)
-        wait = LOCK_S - int((now - last_failed).total_seconds())
-        raise DomainError(
-            "too_many_attempts",
-            f"Too many wrong passwords: try again in {wait} s",
-            f"密码错误次数过多，请 {wait} 秒后再试",
-            status_code=429,
-            retry_after_s=wait,
-        )
-    matches = password_matches(row.password_hash if row is not None else None, password)
-    if row is None or not matches or not row.active:
-        reason = "unknown_user" if row is None else "wrong_password" if not matches else "disabled"
-        _failed(session, row.id if row is not None else None, tried, reason, now=now)
+    row = session.execute(select(Staff.id, Staff.password_hash).where(Staff.username == username)).first()
+    if row is None:
+        session.rollback()
+        password_matches(None, password)
+        _failed(session, None, tried, "unknown_user", now=now)
+        raise _bad_credentials()
+    _claim(session, row.id, tried["client"], tried, now=now)
+    if not password_matches(row.password_hash, password):
+        _failed(session, row.id, tried, "wrong_password", now=now)
         raise _bad_credentials()
     staff = session.get(Staff, row.id, with_for_update=True, populate_existing=True)
-    if staff is None or not staff.active:  # disabled (or deleted) since the check above
+    if staff is None or staff.password_hash != row.password_hash:  # reset (or deleted) since it was read
         session.rollback()
+        _failed(session, row.id, tried, "wrong_password", now=now)  # the old password is a wrong one now
+        raise _bad_credentials()
+    session.execute(  # the right password: that was no guess, and this address's count starts over
+        delete(LoginFailures).where(LoginFailures.staff_id == staff.id, LoginFailures.client == tried["client"])
+    )
+    if not staff.active:
+        _failed(session, staff.id, tried, "disabled", now=now)
         raise _bad_credentials()
     staff.last_login_at = now
     staff.failed_logins = 0
@@ -101,8 +109,48 @@ def login(
     return SignedIn(access, role, refresh, expires_at)
 
 
+def _claim(session: Session, staff_id: int, client: str, tried: dict[str, str], *, now: datetime) -> None:
+    """Count this attempt as a wrong password of (member, address) before it is checked, in one statement that
+    refuses it while that address is locked (so parallel guesses take turns on the row); commits. Refused: 429,
+    audited on the first refusal of the lock window only."""
+    key = (LoginFailures.staff_id == staff_id, LoginFailures.client == client)
+    claimed = session.execute(
+        dialect_insert(session)(LoginFailures)
+        .values(staff_id=staff_id, client=client, failed=1, last_failed_at=now, locked_audited=False)
+        .on_conflict_do_update(
+            index_elements=[LoginFailures.staff_id, LoginFailures.client],
+            set_={"failed": LoginFailures.failed + 1, "last_failed_at": now, "locked_audited": False},
+            where=(LoginFailures.failed < LOCK_AFTER) | (LoginFailures.last_failed_at <= now - timedelta(0, LOCK_S)),
+        )
+        .returning(LoginFailures.failed)
+    ).first()
+    if claimed is not None:
+        session.commit()
+        return
+    last = session.scalar(select(LoginFailures.last_failed_at).where(*key)) or now
+    first_refusal = session.execute(
+        update(LoginFailures)
+        .where(*key, LoginFailures.locked_audited.is_(False))
+        .values(locked_audited=True)
+        .returning(LoginFailures.client)
+    ).first()
+    if first_refusal is not None:
+        record(session, "anonymous", "staff.login_failed", "staff", staff_id, {**tried, "reason": "locked"})
+    session.commit()
+    wait = max(1, LOCK_S - int((now - last).total_seconds()))
+    raise DomainError(
+        "too_many_attempts",
+        f"Too many wrong passwords: try again in {wait} s",
+        f"密码错误次数过多，请 {wait} 秒后再试",
+        status_code=429,
+        retry_after_s=wait,
+    )
+
+
 def _failed(session: Session, staff_id: int | None, tried: dict[str, str], reason: str, *, now: datetime) -> None:
-    if staff_id is not None and reason != "locked":
+    """Audit a refused sign-in; a wrong password also counts in the member's row (shown to admins, `failed_logins`
+    in a row from any address: the slow-down itself counts per address, `_claim`); commits."""
+    if staff_id is not None:
         counted = 1 if reason == "wrong_password" else 0
         session.execute(
             update(Staff)
@@ -161,11 +209,7 @@ def refresh(session: Session, settings: Settings, token: str, *, client: str, no
     if row.revoked_at is not None or row.session_epoch != staff.session_epoch:
         raise _refused("refresh_revoked", "This sign-in was ended", "该登录已结束")
     if row.rotated_at is not None:
-        session.execute(
-            update(RefreshToken)
-            .where(RefreshToken.family == row.family, RefreshToken.revoked_at.is_(None))
-            .values(revoked_at=now)
-        )
+        end_sessions(session, staff, now=now)  # the access token of whoever refreshed first too
         detail = {"username": staff.username, "client": client[:64], "family_client": row.client}
         record(session, "anonymous", "staff.refresh_reuse", "staff", staff.id, detail)
         session.commit()

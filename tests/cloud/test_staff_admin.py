@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,7 +18,7 @@ from cloud.db import utcnow
 from cloud.deps import Role
 from cloud.errors import DomainError
 from cloud.settings import Settings
-from cloud.staff import sessions
+from cloud.staff import service, sessions
 from harness.api import Api
 from models.api import API_PREFIX
 
@@ -130,9 +132,11 @@ def test_a_member_signs_themselves_out_everywhere(api: Api, cashier_id: int, oth
     assert api.client.post(LOGOUT).status_code == 401
 
 
-def test_refreshing_rotates_and_a_reused_refresh_token_ends_that_sign_in(api: Api, cashier_id: int) -> None:
+def test_refreshing_rotates_and_a_reused_refresh_token_ends_every_session(
+    api: Api, cashier_id: int, other_process: TestClient
+) -> None:
     first = sign_in(api.client)
-    elsewhere = sign_in(api.client)  # another sign-in (family), untouched by what follows
+    elsewhere = sign_in(api.client)  # another sign-in (family) of the member
     assert first["expires_in"] == api.app.state.settings.jwt_ttl_minutes * 60
     r = refresh(api.client, first)
     assert r.status_code == 200, r.text
@@ -144,7 +148,11 @@ def test_refreshing_rotates_and_a_reused_refresh_token_ends_that_sign_in(api: Ap
     stolen = refresh(api.client, first)  # the used-up token again: someone else holds a copy
     assert stolen.status_code == 401 and code(stolen) == "refresh_reused"
     assert code(refresh(api.client, second)) == "refresh_revoked"  # the whole family is ended
-    assert refresh(api.client, elsewhere).status_code == 200
+    # ... and the access token whoever refreshed first got (within staff_recheck_s in every process, like any
+    # end of sessions): every session of the member ends, the other device's too
+    assert other_process.get(f"{API_PREFIX}/sites", headers=bearer(second)).status_code == 401
+    assert code(refresh(api.client, elsewhere)) == "refresh_revoked"
+    assert refresh(api.client, sign_in(api.client)).status_code == 200  # the password signs in again
     reuse = audit(api, "staff.refresh_reuse")
     assert len(reuse) == 1 and reuse[0]["entity_id"] == str(cashier_id)
     bogus = api.client.post(REFRESH, json={"refresh_token": "not-a-token"})
@@ -204,10 +212,11 @@ def test_five_wrong_passwords_in_a_row_slow_that_username_down_to_a_try_a_minute
 ) -> None:
     for _ in range(sessions.LOCK_AFTER):
         assert api.client.post(TOKEN, data={"username": "wang.cashier", "password": "guess guess"}).status_code == 401
-    r = api.client.post(TOKEN, data={"username": "wang.cashier", "password": PASSWORD})  # right, but too soon
-    assert r.status_code == 429 and code(r) == "too_many_attempts" and r.json()["error"]["message_zh"]
+    for _ in range(3):
+        r = api.client.post(TOKEN, data={"username": "wang.cashier", "password": PASSWORD})  # right, but too soon
+        assert r.status_code == 429 and code(r) == "too_many_attempts" and r.json()["error"]["message_zh"]
     reasons = [e["detail"]["reason"] for e in sorted(audit(api, "staff.login_failed"), key=lambda e: e["id"])]
-    assert reasons == ["wrong_password"] * sessions.LOCK_AFTER + ["locked"]
+    assert reasons == ["wrong_password"] * sessions.LOCK_AFTER + ["locked"]  # one audit row per lock window
     api.as_(Role.ADMIN).post(
         f"{API_PREFIX}/staff", json={"username": "li.finance", "password": PASSWORD, "role": "finance"}
     ).raise_for_status()
@@ -218,6 +227,68 @@ def test_five_wrong_passwords_in_a_row_slow_that_username_down_to_a_try_a_minute
     assert signed.role is Role.CASHIER
     detail = api.as_(Role.ADMIN).get(f"{API_PREFIX}/staff/{cashier_id}").json()
     assert detail["failed_logins"] == 0
+
+
+def attempt(app: FastAPI, password: str, *, client: str, at: datetime) -> str:
+    """One sign-in as wang.cashier straight through the service, from `client` at `at`: "ok" or the error code."""
+    with app.state.sessionmaker() as s:
+        try:
+            sessions.login(s, app.state.settings, "wang.cashier", password, client=client, now=at)
+        except DomainError as exc:
+            return exc.code
+    return "ok"
+
+
+def test_a_guesser_cannot_keep_the_member_locked_out_of_their_own_counter_pc(
+    api: Api, app: FastAPI, cashier_id: int
+) -> None:
+    start, guesser, counter = utcnow(), "203.0.113.9", "10.20.0.7"
+    for _ in range(sessions.LOCK_AFTER):
+        assert attempt(app, "guess guess", client=guesser, at=start) == "bad_credentials"
+    for window in range(1, 4):  # one wrong guess just after each window keeps the guesser's address locked
+        at = start + window * timedelta(seconds=sessions.LOCK_S + 1)
+        assert attempt(app, "guess guess", client=guesser, at=at) == "bad_credentials"
+        assert attempt(app, PASSWORD, client=guesser, at=at + timedelta(seconds=1)) == "too_many_attempts"
+        assert attempt(app, PASSWORD, client=counter, at=at + timedelta(seconds=1)) == "ok"  # the member gets in
+    counts = [e["detail"]["reason"] for e in audit(api, "staff.login_failed") if e["detail"]["client"] == guesser]
+    assert counts.count("wrong_password") == sessions.LOCK_AFTER + 3 and counts.count("locked") == 3
+    # a password reset clears every address's count: the guesser's address may try the new one at once
+    api.as_(Role.ADMIN).patch(f"{API_PREFIX}/staff/{cashier_id}", json={"password": "a brand new password"})
+    assert attempt(app, "a brand new password", client=guesser, at=start + timedelta(seconds=250)) == "ok"
+
+
+def test_parallel_wrong_guesses_are_counted_before_any_is_checked(api: Api, app: FastAPI, cashier_id: int) -> None:
+    extra = 3
+    start = threading.Barrier(sessions.LOCK_AFTER + extra)
+    now = utcnow()
+
+    def guess(_: int) -> str:
+        start.wait()
+        return attempt(app, "guess guess", client="203.0.113.9", at=now)
+
+    with ThreadPoolExecutor(sessions.LOCK_AFTER + extra) as pool:
+        codes = list(pool.map(guess, range(sessions.LOCK_AFTER + extra)))
+    assert codes.count("bad_credentials") == sessions.LOCK_AFTER and codes.count("too_many_attempts") == extra
+    assert attempt(app, PASSWORD, client="10.20.0.7", at=now) == "ok"
+
+
+def test_the_old_password_does_not_sign_in_once_a_reset_lands_while_it_is_checked(
+    api: Api, app: FastAPI, cashier_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    check = sessions.password_matches
+
+    def reset_meanwhile(password_hash: str | None, password: str) -> bool:
+        matches = check(password_hash, password)
+        with app.state.sessionmaker() as s:  # an admin's reset commits while argon2 runs
+            service.update_staff(s, "admin:admin-user", cashier_id, password="a brand new password")
+        return matches
+
+    monkeypatch.setattr(sessions, "password_matches", reset_meanwhile)
+    assert attempt(app, PASSWORD, client="10.20.0.7", at=utcnow()) == "bad_credentials"
+    monkeypatch.undo()
+    assert audit(api, "staff.login") == []
+    assert [e["detail"]["reason"] for e in audit(api, "staff.login_failed")] == ["wrong_password"]
+    assert attempt(app, "a brand new password", client="10.20.0.7", at=utcnow()) == "ok"
 
 
 @pytest.mark.parametrize(

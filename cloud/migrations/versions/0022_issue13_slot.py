@@ -1,4 +1,5 @@
-"""Staff sessions and points rules: staff.session_epoch and login bookkeeping, staff_refresh_tokens, points_rules
+"""Staff sessions and points rules: staff.session_epoch and login bookkeeping, staff_refresh_tokens, points_rules,
+staff_login_failures (the sign-in slow-down's count per username and client address)
 
 Revision ID: 0022
 Revises: 0021
@@ -45,6 +46,16 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_staff_refresh_tokens_family"), ["family"], unique=False)
         batch_op.create_index(batch_op.f("ix_staff_refresh_tokens_staff_id"), ["staff_id"], unique=False)
     op.create_table(
+        "staff_login_failures",
+        sa.Column("staff_id", sa.Integer(), nullable=False),
+        sa.Column("client", sa.String(length=64), nullable=False),
+        sa.Column("failed", sa.Integer(), nullable=False),
+        sa.Column("last_failed_at", cloud.db.UtcDateTime(timezone=True), nullable=False),
+        sa.Column("locked_audited", sa.Boolean(), nullable=False),
+        sa.ForeignKeyConstraint(["staff_id"], ["staff.id"]),
+        sa.PrimaryKeyConstraint("staff_id", "client"),
+    )
+    op.create_table(
         "points_rules",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("points_per_yuan", sa.Integer(), nullable=False),
@@ -58,6 +69,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("points_rules")
+    op.drop_table("staff_login_failures")
     with op.batch_alter_table("staff_refresh_tokens", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_staff_refresh_tokens_staff_id"))
         batch_op.drop_index(batch_op.f("ix_staff_refresh_tokens_family"))
