@@ -89,6 +89,8 @@ class RefundReview(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
     ticket_ids: Mapped[list[Any]] = mapped_column(JSON)
+    # Each ticket's entries_used when asked, in ticket_ids' order: a ticket used since makes approval stale.
+    entries_used: Mapped[list[Any]] = mapped_column(JSON)
     waive_fee: Mapped[bool] = mapped_column(Boolean, default=False)
     reason: Mapped[str] = mapped_column(String(200))
     rule_codes: Mapped[str] = mapped_column(String(200), default="")  # why the automatic rules refuse, comma-joined

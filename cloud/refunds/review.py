@@ -12,8 +12,10 @@ Decisions (the issue leaves them open):
   resort's doing, such as a weather closure). A request the rules would grant as it stands (no refusal, no fee
   waived) is refused with `no_review_needed`: refund it directly. A ticket waits in one open request at a time.
 - Races: a decision locks the request's row, so of two approvals at once one refunds and the other is told
-  `review_decided`; a ticket refunded or used meanwhile makes the approval fail with `already_refunded` and
-  the request stays open for a denial.
+  `review_decided`; a ticket refunded meanwhile makes the approval fail with `already_refunded`, one used
+  since the request (its entries_used, stored when asked, grew) with `review_stale`: the reviewer approved
+  what they were shown, not a later passage. Either way nothing is refunded and the request stays open, to
+  be denied (and asked again, if the refund is still wanted).
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def request(
     review = RefundReview(
         order_id=order.id,
         ticket_ids=sorted(ticket_ids),
+        entries_used=[tickets[i].entries_used for i in sorted(ticket_ids)],
         waive_fee=waive_fee,
         reason=reason,
         rule_codes=",".join(codes),
@@ -131,6 +134,20 @@ def approve(
         commit=False,
         override=Override(review.waive_fee),
     )
+    # Checked after the refund's UPDATE: the tickets' rows are locked by it now, so a passage either committed
+    # before (seen here) or waits for this transaction (and then finds the ticket refunded).
+    rows = session.execute(select(Ticket.id, Ticket.entries_used).where(Ticket.id.in_(review.ticket_ids)))
+    now_used = {ticket_id: entries_used for ticket_id, entries_used in rows}
+    used_since = [i for i, was in zip(review.ticket_ids, review.entries_used, strict=True) if now_used[i] != was]
+    if used_since:
+        session.rollback()
+        raise Conflict(
+            "review_stale",
+            f"Tickets {used_since} were used since the request was made; deny it, and ask again if still wanted",
+            f"门票 {used_since} 在申请提交后已被使用，请驳回后重新申请",
+            review_id=review_id,
+            ticket_ids=used_since,
+        )
     _decide(review, ReviewStatus.APPROVED, actor, reason, now)
     review.refund_id = refund.id
     detail = {"order_id": review.order_id, "refund_id": refund.id, "amount_fen": refund.amount_fen, "reason": reason}

@@ -238,6 +238,31 @@ def test_a_ticket_refunded_while_its_request_waited_is_not_refunded_twice(
     assert decide(api, review["id"], "deny", reason="refunded at the window").status_code == 200
 
 
+def test_a_ticket_used_while_its_request_waited_makes_the_approval_stale_until_asked_again(
+    app: FastAPI, api: Api, site: dict[str, Any], day_product: dict[str, Any]
+) -> None:
+    day = next_weekday()
+    order = sell_paid(app, api, site["id"], day_product["id"], day)
+    (ticket,) = tickets_of(api, order["id"])
+    review = ask(api, order["id"], [ticket], waive_fee=True).json()  # unused when asked: the fee waived
+    used_at_the_gate(app, ticket)  # the skier went up anyway while the request waited
+
+    r = decide(api, review["id"], "approve")
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "review_stale")
+    assert r.json()["error"]["details"]["ticket_ids"] == [ticket]
+    assert api.as_(Role.ADMIN).get(f"/api/v1/refund-reviews/{review['id']}").json()["status"] == "pending_review"
+    assert api.as_(Role.CASHIER).get(f"/api/v1/tickets/{ticket}").json()["status"] == "valid"
+    assert api.as_(Role.FINANCE).get(f"/api/v1/orders/{order['id']}/refunds").json() == []
+    assert (revoked_on_the_feeds(api, app, site["id"]), available(api, day_product["id"], day)) == (([], []), 99)
+
+    assert decide(api, review["id"], "deny", reason="used since; ask again").status_code == 200
+    again = ask(api, order["id"], [ticket], waive_fee=True).json()
+    assert again["rule_codes"] == ["ticket_used"]  # the second reviewer sees the use this time
+    r = decide(api, again["id"], "approve")
+    assert r.status_code == 200, r.text
+    assert api.as_(Role.CASHIER).get(f"/api/v1/tickets/{ticket}").json()["status"] == "refunded"
+
+
 def test_two_approvals_at_once_make_one_refund(
     app: FastAPI, api: Api, site: dict[str, Any], day_product: dict[str, Any]
 ) -> None:

@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("order_id", sa.Integer(), nullable=False),
         sa.Column("ticket_ids", sa.JSON(), nullable=False),
+        sa.Column("entries_used", sa.JSON(), nullable=False),
         sa.Column("waive_fee", sa.Boolean(), nullable=False),
         sa.Column("reason", sa.String(length=200), nullable=False),
         sa.Column("rule_codes", sa.String(length=200), nullable=False),
