@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Protocol
 
 from edge import store as gate_store
 from edge.store import GateStore
-from edge.store.feed import save_cloud_rules
 from models import PassageEvent
 from models.ops import GateHealth
 from models.sync import Change, FaceDelete, FaceUpsert, GateConfigChange, SnapshotHeader
@@ -128,8 +127,8 @@ class StorePort:
             epoch=header.epoch,
             gates=header.gates,
             technicians=header.technicians,
+            gate_config=header.gate_config,  # in the swap's transaction; none: the file's rules again
         )
-        save_cloud_rules(self.store, header.gate_config, fresh)  # none: the file's rules again
         if self.service is not None:
             self.service.reload_rules()
         if self.faces is not None:

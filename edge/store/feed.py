@@ -128,7 +128,8 @@ def apply_change(store: GateStore, change: Change, seq: int, *, gate: str, fresh
 
 def put_cloud_rules(c: sqlite3.Connection, config: GateConfig | None, at: datetime) -> None:
     """Keep the cloud's rules for this gate (None: withdrawn, the file's rules again); the same rules again
-    keep the time they were first taken on."""
+    keep the time they were first taken on. Only ever inside the transaction that moves the feed position
+    (`apply_change`, `install_snapshot`): rules and seq must never part."""
     if config is None:
         c.execute("DELETE FROM meta WHERE key IN (?, ?)", (GATE_CONFIG, GATE_CONFIG_SINCE))
         return
@@ -136,12 +137,6 @@ def put_cloud_rules(c: sqlite3.Connection, config: GateConfig | None, at: dateti
     if get_meta(c, GATE_CONFIG) != body or get_meta(c, GATE_CONFIG_SINCE) is None:
         set_meta(c, GATE_CONFIG, body)
         set_meta(c, GATE_CONFIG_SINCE, iso(at))
-
-
-def save_cloud_rules(store: GateStore, config: GateConfig | None, at: datetime) -> None:
-    """`put_cloud_rules` in a transaction of its own (a snapshot's rules)."""
-    with store.conn as c:
-        put_cloud_rules(c, config, at)
 
 
 def cloud_rules(store: GateStore) -> tuple[GateConfig, datetime] | None:

@@ -22,9 +22,10 @@ from typing import Any
 
 from edge.store import technicians as tech_accounts
 from edge.store import tickets
-from edge.store.feed import FEED_EPOCH, FEED_SEQ, FRESH_AT, SNAPSHOT_CHECKSUM, check_keys, set_roster
+from edge.store.feed import FEED_EPOCH, FEED_SEQ, FRESH_AT, SNAPSHOT_CHECKSUM, check_keys, put_cloud_rules, set_roster
 from edge.store.gate_store import GateStore
 from edge.store.schema import TICKETS_COLUMNS, iso, set_meta
+from models import GateConfig
 from models.ops import TechnicianAccount
 from models.sync import SnapshotFace, SnapshotStatus, TicketSetChecksum
 from sync.errors import SnapshotError
@@ -201,10 +202,18 @@ def install_snapshot(
     epoch: str = "",
     gates: Sequence[str] | None = None,
     technicians: Sequence[TechnicianAccount] | None = None,
+    gate_config: GateConfig | None = None,
 ) -> None:
-    """Replace tickets, statuses, face templates, (non-empty) keys, (given) gate roster and (given)
-    technician list by the snapshot staged in the store's file, in one transaction (a snapshot without face
-    lines leaves no template: an older cloud's; one without a technician list keeps the gate's).
+    """Replace tickets, statuses, face templates, (non-empty) keys, (given) gate roster, (given)
+    technician list and the cloud's rules for this gate by the snapshot staged in the store's file, in one
+    transaction (a snapshot without face lines leaves no template: an older cloud's; one without a
+    technician list keeps the gate's).
+
+    `gate_config` is the header's (`SnapshotHeader.gate_config`): None means the cloud holds no rules for
+    this gate, so any stored ones are cleared and the file's rules are in force again. They are written in
+    the same transaction as the ticket swap and the feed position: a crash between the two would leave
+    the old rules (say, a keep-open) at the new feed seq, and their withdrawal, older than that seq, would
+    never come again.
 
     The staging must be finished and closed; a set that repeats a face template's ticket id raises
     `SnapshotError` and changes nothing. An empty key set keeps the current keys: a gate that
@@ -242,6 +251,7 @@ def install_snapshot(
                 set_roster(c, gates)
             if technicians is not None:
                 tech_accounts.replace(c, technicians)
+            put_cloud_rules(c, gate_config, fresh)
     except sqlite3.IntegrityError as exc:
         raise SnapshotError(f"snapshot lists a face template's ticket id twice: {exc}") from exc
     except sqlite3.OperationalError as exc:

@@ -311,7 +311,8 @@ class Feed:
                 # Whoever signs no key set with our root is not our cloud: none of its snapshot is taken.
                 raise SnapshotError(f"snapshot refused: {exc}") from exc
             now = self.clock()
-            # Synchronous on the loop: nothing else touches the store during the swap.
+            # Synchronous on the loop: nothing else touches the store during the swap. The header's rules
+            # (or none) are committed with the tickets and the feed position, never after them.
             self.port.install_snapshot(header, fresh=now)
         except SnapshotError as exc:
             log.warning("sync: snapshot failed: %s", exc)

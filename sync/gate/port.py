@@ -78,8 +78,9 @@ class GatePort(Protocol):
         ...
 
     def install_snapshot(self, header: SnapshotHeader, *, fresh: datetime) -> None:
-        """Replace the gate's tickets, face templates, keys and roster by the verified snapshot just staged;
-        `SnapshotError` if not."""
+        """Replace the gate's tickets, face templates, keys, roster and the cloud's rules for it
+        (`header.gate_config`; None: none, the file's rules again) by the verified snapshot just staged, in one
+        commit with the new feed position; `SnapshotError` if not."""
         ...
 
     def read_checksum(self) -> tuple[int, str] | None:
