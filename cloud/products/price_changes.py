@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any, NoReturn, cast
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from cloud.audit.service import record
@@ -118,23 +119,41 @@ def get_change(session: Session, change_id: int) -> PriceChange:
 
 
 def withdraw(session: Session, actor: Principal, change_id: int, *, now: datetime) -> PriceChange:
-    """Withdraw a change not yet in effect: it never applies; it stays in the history as withdrawn."""
+    """Withdraw a change not yet in effect: it never applies; it stays in the history as withdrawn.
+
+    One conditional UPDATE decides (not yet withdrawn, not yet in effect at `now`): of two withdrawals at once
+    exactly one succeeds (one audit entry, one bump); the other is told why from the row as it is then."""
     change = get_change(session, change_id)
-    if change.withdrawn_at is not None:
-        raise Conflict(
-            "price_change_withdrawn",
-            f"Price change {change_id} was already withdrawn",
-            f"调价 {change_id} 已撤回",
-        )
-    if change.effective_at <= now:
-        raise Conflict(
-            "price_change_in_effect",
-            f"Price change {change_id} took effect at {change.effective_at.isoformat()}: schedule a new one instead",
-            f"调价 {change_id} 已于 {change.effective_at.isoformat()} 生效，请另行调价",
-        )
-    change.withdrawn_at, change.withdrawn_by = now, actor.actor
+    result = cast(
+        CursorResult[Any],
+        session.execute(
+            update(PriceChange)
+            .where(PriceChange.id == change_id, PriceChange.withdrawn_at.is_(None), PriceChange.effective_at > now)
+            .values(withdrawn_at=now, withdrawn_by=actor.actor)
+            .execution_options(synchronize_session=False)
+        ),
+    )
+    if result.rowcount != 1:
+        session.rollback()  # expires what this session held: the row is read as it is now
+        _refuse(get_change(session, change_id), now)
+    session.refresh(change)
     product = get_product(session, change.product_id)
     record(session, actor, "price_change.withdraw", "product", product.id, {"price_change_id": change.id})
     catalog.bump(session, product.site_id)
     session.commit()
     return change
+
+
+def _refuse(change: PriceChange, now: datetime) -> NoReturn:
+    """Why a change cannot be withdrawn (already withdrawn, or in effect)."""
+    if change.withdrawn_at is not None:
+        raise Conflict(
+            "price_change_withdrawn",
+            f"Price change {change.id} was already withdrawn",
+            f"调价 {change.id} 已撤回",
+        )
+    raise Conflict(
+        "price_change_in_effect",
+        f"Price change {change.id} took effect at {change.effective_at.isoformat()}: schedule a new one instead",
+        f"调价 {change.id} 已于 {change.effective_at.isoformat()} 生效，请另行调价",
+    )

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from cloud.db import utcnow
 from cloud.deps import Principal, Role
+from cloud.errors import Conflict
 from cloud.products import price_changes
 from cloud.products.models import Product
 from cloud.products.schemas import PriceChangeIn
@@ -223,6 +224,30 @@ def test_a_scheduled_price_change_withdrawn_never_applies_and_one_in_effect_cann
         "price_change.schedule",
         "price_change.schedule",
     ]
+
+
+def test_of_two_withdrawals_at_once_one_withdraws_and_the_other_is_told_it_was_already_withdrawn(
+    app: FastAPI, api: Api, site: dict[str, Any], day_product: dict[str, Any]
+) -> None:
+    at = utcnow() + timedelta(minutes=30)
+    with app.state.sessionmaker() as s:
+        later = price_changes.schedule(
+            s, ADMIN, day_product["id"], PriceChangeIn(**NEW_PRICES, effective_at=at), now=utcnow()
+        )
+    before = catalog_version(app, site["id"])
+    finance = Principal(role=Role.ADMIN, subject_id=2, name="second-admin")
+    with app.state.sessionmaker() as first, app.state.sessionmaker(expire_on_commit=False) as second:
+        seen = second.get(type(later), later.id)  # both read it as scheduled
+        assert seen is not None and seen.withdrawn_at is None
+        second.commit()  # (SQLite: its reading transaction writes nothing; it keeps what it read)
+        assert price_changes.withdraw(first, ADMIN, later.id, now=utcnow()).withdrawn_by == "admin:admin-user"
+        with pytest.raises(Conflict) as lost:
+            price_changes.withdraw(second, finance, later.id, now=utcnow())
+    assert lost.value.code == "price_change_withdrawn"
+    history = api.as_(Role.FINANCE).get(f"{API}/products/{day_product['id']}/price-changes").json()
+    assert [(h["status"], h["withdrawn_by"]) for h in history] == [("withdrawn", "admin:admin-user")]
+    assert audit_actions(api, "product").count("price_change.withdraw") == 1
+    assert catalog_version(app, site["id"]) == before + 1
 
 
 @pytest.mark.parametrize(
