@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import tempfile
 import time
@@ -75,6 +76,7 @@ class World:
         server = CloudServer({**self.env, "STARFISH_DATABASE_URL": self.url}, tmp / "cloud.log", workers=1)
         stack.callback(server.stop)
         self.base = server.start().base
+        self.cloud_pid = server.pid
         self.cashier = Cashier(self.base, self.token, self.site_id)
         stack.callback(self.cashier.close)
 
@@ -167,10 +169,13 @@ def drain(world: World, events: int) -> dict[str, Any]:
     watcher = _status_watcher(world, gate)
     # time.monotonic throughout: paho stamps each message it receives with it.
     start = time.monotonic()
-    world.start_gate(gate)
+    cloud_cpu = _cpu_s(world.cloud_pid)
+    proc = world.start_gate(gate)
     reader = GateStoreReader(world.gate_db(gate))
     wait_until(lambda: reader.outbox_depth() == 0, "outbox drained", 600, interval=0.05)
     end = time.monotonic()
+    cloud_cpu = _cpu_s(world.cloud_pid) - cloud_cpu
+    gate_cpu = _cpu_s(proc.pid)  # its start-up included
     connected = _first_online(watcher, gate)
     watcher.close()  # frees the login it borrowed
     elapsed = end - connected
@@ -179,7 +184,19 @@ def drain(world: World, events: int) -> dict[str, Any]:
         "seconds": round(elapsed, 2),
         "events_per_s": round(events / elapsed, 1),
         "gate_start_s": round(connected - start, 2),
+        # CPU per event, all threads: steadier than the rate on a machine others share
+        "cloud_cpu_us_per_event": round(cloud_cpu * 1e6 / events, 1),
+        "gate_cpu_us_per_event": round(gate_cpu * 1e6 / events, 1),
     }
+
+
+def _cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) the process used so far, all its threads."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _status_watcher(world: World, gate: str) -> BrokerClient:
@@ -328,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"backlog drain: {d['events']} events acknowledged end to end in {d['seconds']} s "
             f"= {d['events_per_s']} events/s (timed from the gate's connection; process start took "
-            f"{d['gate_start_s']} s more)"
+            f"{d['gate_start_s']} s more); CPU per event: cloud {d['cloud_cpu_us_per_event']} µs, "
+            f"gate {d['gate_cpu_us_per_event']} µs"
         )
     if "resync" in f:
         r = f["resync"]

@@ -23,6 +23,7 @@ Threads, not asyncio: paho runs its own network thread, and the database calls b
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import threading
@@ -44,9 +45,9 @@ from cloud.db import utcnow
 from cloud.settings import Settings
 from cloud.sites.models import Site
 from cloud.staff import technicians
-from cloud.sync import checksums, dead_letters, feed, inbound, instance, leader, service
+from cloud.sync import checksums, feed, inbound, instance, leader, service
 from cloud.sync.recompute import ChecksumRecompute
-from models.sync import EVENT_BATCH_MAX, EventAck, FeedHead, FeedMessage
+from models.sync import EVENT_BATCH_MAX, FeedHead, FeedMessage
 from sync import topics
 from sync.link import Login, MqttLink, Received
 
@@ -358,28 +359,14 @@ class CloudSync:
                 log.exception("consumer failed on %d message(s); they stay unacknowledged", len(batch))
 
     def _consume(self, batch: list[Received]) -> None:
-        items = [item for r in batch for item in _parse(r)]
+        items = [item for r in batch for item in inbound.parse_message(r.topic, r.payload)]
         stored = self._store_until_done(items)
         if stored is None:
             return  # stopping before the database came back: nothing acknowledged
         for r in batch:
             if r.delivery.qos > 0:
                 self._link.ack(r.delivery)  # only on the connection it came on
-        # Confirmed and refused ids go in separate acks: a gate one release older, which does not know
-        # `refused`, still takes the confirmations (and only drops the refusals as unreadable).
-        acks = [
-            *(
-                (key, EventAck(event_ids=ids[i : i + ACK_CHUNK]))
-                for key, ids in stored.acks.items()
-                for i in range(0, len(ids), ACK_CHUNK)
-            ),
-            *(
-                (key, EventAck(event_ids=[], refused=refused[i : i + ACK_CHUNK]))
-                for key, refused in stored.refused.items()
-                for i in range(0, len(refused), ACK_CHUNK)
-            ),
-        ]
-        for (site, gate), ack in acks:
+        for (site, gate), ack in stored.event_acks(ACK_CHUNK):
             self._client.publish(topics.acks(site, gate), ack.model_dump_json(), qos=1)
 
     def _store_until_done(self, items: list[inbound.Inbound]) -> service.Stored | None:
@@ -419,16 +406,6 @@ class CloudSync:
         return merged
 
 
-def _parse(r: Received) -> list[inbound.Inbound]:
-    """The message's events or status, and its dead letters (stored with them, `cloud.sync.dead_letters`)."""
-    refused: list[dead_letters.Refused] = []
-    try:
-        return [*inbound.parse(r.topic, r.payload, refused), *refused]
-    except Exception:
-        log.exception("dropped a message on %s that could not be parsed", r.topic)
-        return []
-
-
 def _feed_message(site: str, epoch: str, seq: int, at: datetime, body: dict[str, Any]) -> str | None:
     try:
         message = {"site": site, "epoch": epoch, "seq": seq, "at": at, "change": body}
@@ -447,4 +424,20 @@ def start(factory: sessionmaker[Session], settings: Settings) -> CloudSync | Non
         technicians.ensure(session)
     if not settings.mqtt_host:
         return None
+    _freeze_start_up_objects()
     return CloudSync.from_settings(factory, settings).start()
+
+
+def _freeze_start_up_objects() -> None:
+    """Once per process: what start-up built (app, models, SQLAlchemy's and pydantic's machinery) out of the
+    cyclic garbage collector's reach. A backlog's batches allocate enough to trigger full collections, and each
+    walked every start-up object: a third of the consumer's CPU (bench.sync: ~85 -> ~55 µs per event). Only
+    objects alive after a collection are frozen; if one of them later becomes cyclic garbage, it stays."""
+    global _frozen
+    if not _frozen:
+        gc.collect()
+        gc.freeze()
+        _frozen = True
+
+
+_frozen = False

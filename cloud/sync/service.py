@@ -32,7 +32,7 @@ from cloud.sync.models import GatePassage, QuarantinedEvent
 from cloud.sync.schemas import QuarantinedEventOut, QuarantineReason
 from cloud.tickets.models import Ticket, TicketState
 from models import PassageEvent
-from models.sync import EVENT_CLOCK_SKEW, RefusedEvent, implausible_time
+from models.sync import EVENT_CLOCK_SKEW, EventAck, RefusedEvent, implausible_time
 from sync import topics
 
 log = logging.getLogger("starfish.cloud.sync")
@@ -58,6 +58,22 @@ class Stored:
     statuses: int = 0
     unknown_gates: int = 0
     dead_letters: int = 0
+
+    def event_acks(self, chunk: int) -> list[tuple[tuple[str, str], EventAck]]:
+        """The EventAcks to publish, per (site, gate) code, of at most `chunk` ids each. Confirmed and refused
+        ids go in separate acks: a gate one release older, which does not know `refused`, still takes the
+        confirmations (and only drops the refusals as unreadable)."""
+        confirmed = [
+            (key, EventAck(event_ids=ids[i : i + chunk]))
+            for key, ids in self.acks.items()
+            for i in range(0, len(ids), chunk)
+        ]
+        refused = [
+            (key, EventAck(event_ids=[], refused=refused[i : i + chunk]))
+            for key, refused in self.refused.items()
+            for i in range(0, len(refused), chunk)
+        ]
+        return confirmed + refused
 
 
 def store(session: Session, batch: Sequence[Inbound], *, now: datetime | None = None) -> Stored:
