@@ -58,6 +58,12 @@ def edit_product(session: Session, actor: Principal, product_id: int, patch: Pro
     new = merged.model_dump()
     changed = {name: value for name, value in new.items() if getattr(product, name) != value}
     frozen = sorted(set(changed) & set(FROZEN_ONCE_SOLD))
+    if frozen:
+        # Lock the product row (FOR UPDATE, which a plain UPDATE of it does not take) before asking whether it
+        # was sold: every sale's order_items INSERT takes a KEY SHARE lock on it through its foreign key, so a
+        # sale whose items are written but not yet committed makes this wait for its commit, and is_sold then
+        # sees it. (Bumping the catalog first would not do: a sale reads the site's version without a lock.)
+        session.execute(select(Product.id).where(Product.id == product_id).with_for_update())
     if frozen and is_sold(session, product_id):
         raise Conflict(
             "product_terms_frozen",

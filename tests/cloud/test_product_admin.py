@@ -8,18 +8,23 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import select
 
 from cloud.db import utcnow
 from cloud.deps import Principal, Role
 from cloud.errors import Conflict
+from cloud.orders.sale import counter_sale
+from cloud.orders.schemas import CounterSaleIn, OrderItemIn, SalePaymentIn
 from cloud.products import price_changes
 from cloud.products.models import Product
 from cloud.products.schemas import PriceChangeIn
 from cloud.products.service import price_fen
 from cloud.sites.models import Site
+from cloud.tickets.models import Ticket
 from harness.api import Api
 from tests.cloud.api import make_product, next_weekday
 from tests.cloud.paid_orders import sell, sell_paid
+from tests.cloud.test_security_races import send_while_rival_holds
 
 API = "/api/v1"
 ADMIN = Principal(role=Role.ADMIN, subject_id=1, name="admin-user")
@@ -118,6 +123,36 @@ def test_ticket_terms_change_until_the_first_sale_then_stay_as_the_tickets_were_
     ticket = api.as_(Role.ADMIN).get(f"{API}/orders/{order['id']}/tickets").json()[0]
     assert ticket["entries"] == 10
     assert api.as_(Role.ADMIN).get(url).json()["terms_frozen"] is True
+
+
+def test_an_edit_of_the_terms_while_the_first_sale_is_being_made_waits_for_it_and_is_refused(
+    app: FastAPI, api: Api, site: dict[str, Any]
+) -> None:
+    product = make_product(api, site["id"], code="ten", kind="punch", entries=10)
+    day = next_weekday()
+    price = int(
+        api.as_(None).get(f"{API}/products/{product['id']}/price", params={"day": day.isoformat()}).json()["price_fen"]
+    )
+    sale = CounterSaleIn(
+        site_id=site["id"],
+        items=[OrderItemIn(product_id=product["id"], visit_date=day)],
+        payment=SalePaymentIn(method="cash", amount_fen=price),
+    )
+    cashier = Principal(role=Role.CASHIER, subject_id=1, name="cashier-user")
+    headers = {"Authorization": f"Bearer {api.token(Role.ADMIN)}"}
+
+    [edit] = send_while_rival_holds(  # the first sale's rows are written, its commit not yet made
+        app,
+        1,
+        lambda s: counter_sale(s, app.state.settings, cashier, sale, idempotency_key=None, now=utcnow()),
+        lambda c: c.patch(f"{API}/products/{product['id']}", json={"entries": 20}, headers=headers),
+    )
+
+    assert edit.status_code == 409, edit.text
+    assert edit.json()["error"]["code"] == "product_terms_frozen"
+    with app.state.sessionmaker() as s:
+        sold = list(s.scalars(select(Ticket.entries).where(Ticket.product_id == product["id"])))
+    assert (sold, api.as_(Role.ADMIN).get(f"{API}/products/{product['id']}").json()["entries"]) == ([10], 10)
 
 
 def test_deactivated_product_leaves_the_catalogue_and_comes_back_when_reactivated(
