@@ -100,13 +100,18 @@ def counter_sale(
         except _Taken:
             session.rollback()
             return _replay(session, scope, idempotency_key, digest), False
-        except Conflict as exc:
-            if exc.code != "sold_out" or not (scope and idempotency_key):
+        except DomainError as exc:
+            # A refusal is never the answer to a retry of a sale that was made (a price changed since, the last
+            # ticket gone): that retry gets its sale. And a refusal judged on the cached catalog (not the
+            # database's, which only the order INSERT reads) is judged again once on a fresh one: a new price, a
+            # product put on sale, a holiday added by another process. "Sold out" is read from the database.
+            session.rollback()
+            if scope and idempotency_key and find_idempotent(session, scope, idempotency_key) is not None:
+                return _replay(session, scope, idempotency_key, digest), False
+            if attempt > 0 or exc.code == "sold_out" or catalog.current(session, body.site_id) is site:
                 raise
-            session.rollback()  # a retry of the sale that took the last stock gets that sale
-            if find_idempotent(session, scope, idempotency_key) is None:
-                raise
-            return _replay(session, scope, idempotency_key, digest), False
+            session.rollback()
+            continue
         session.commit()
         return sale, True
     raise DomainError("catalog_busy", "Prices changed meanwhile; try again", "价格刚刚变更，请重试", status_code=503)

@@ -130,6 +130,37 @@ def test_a_price_committed_by_another_process_is_charged_by_the_next_sale(app: F
     assert fresh.status_code == 201 and fresh.json()["order"]["total_fen"] == 30000, fresh.text
 
 
+def test_the_new_price_another_process_committed_sells_at_once(app: FastAPI, api: Api, site: dict) -> None:
+    product = make_product(api, site["id"])
+    body = sale_body(site["id"], product["id"])
+    assert api.as_(Role.CASHIER).post(SALE, json=body).status_code == 201  # this process caches the catalog
+    with app.state.sessionmaker() as s:
+        s.execute(update(Product).where(Product.id == product["id"]).values(weekday_price_fen=30000))
+        catalog.bump(s, site["id"])
+        s.commit()
+
+    body["payment"]["amount_fen"] = 30000  # the cashier's screen already shows the new price
+    sold = api.as_(Role.CASHIER).post(SALE, json=body)
+    assert sold.status_code == 201 and sold.json()["order"]["total_fen"] == 30000, sold.text
+
+
+def test_a_retry_after_the_price_changed_gets_its_sale_not_a_refusal(app: FastAPI, api: Api, site: dict) -> None:
+    product = make_product(api, site["id"])
+    body = sale_body(site["id"], product["id"])
+    key = {"Idempotency-Key": "window-3-sale-0002"}
+    first = api.as_(Role.CASHIER).post(SALE, json=body, headers=key)
+    with app.state.sessionmaker() as s:
+        s.execute(update(Product).where(Product.id == product["id"]).values(weekday_price_fen=30000))
+        catalog.bump(s, site["id"])
+        s.commit()
+    refused = api.as_(Role.CASHIER).post(SALE, json=body)  # another sale at the old price: refused, cache renewed
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "amount_mismatch"
+
+    again = api.as_(Role.CASHIER).post(SALE, json=body, headers=key)  # the answer was lost; the price is new
+    assert (first.status_code, again.status_code) == (201, 200), again.text
+    assert again.json()["order"]["id"] == first.json()["order"]["id"]
+
+
 def test_a_retried_sale_answers_the_same_sale_and_a_reused_key_is_refused(app: FastAPI, api: Api, site: dict) -> None:
     product = make_product(api, site["id"], daily_stock=1)
     body = sale_body(site["id"], product["id"])
