@@ -26,7 +26,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from pydantic import ValidationError
@@ -41,6 +41,18 @@ log = logging.getLogger("starfish.cloud.sync.leader")
 
 # pg_advisory_lock's 64-bit key of the feed publisher: "sfFEED01".
 LEASE_KEY = int.from_bytes(b"sfFEED01", "big") - 2**63
+
+
+# A host cut off from PostgreSQL without a reset (power loss, a partition) must lose the lease in seconds, not
+# when the kernel's default keepalive (about 2 h) fires: probes both ways, the server's (which releases the lock)
+# and ours (which stops this process publishing).
+KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "options": "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3",
+}
 
 
 class Lease(Protocol):
@@ -98,7 +110,7 @@ class PgLease:
 
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as conn:
+                with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5, **KEEPALIVES) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     while not self._stop.is_set():
                         if not self._held.is_set():
