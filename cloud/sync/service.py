@@ -246,21 +246,27 @@ def _store_events(
 def _insert_passages(session: Session, rows: list[dict[str, Any]]) -> None:
     """One executemany through the driver: each value converted by its column type's bind processor for this
     dialect, as `session.execute(insert(...), rows)` would, without SQLAlchemy's work per row (a third of a
-    backlog's cost). Every row has the same keys."""
+    backlog's cost). Every row has the same keys. Converted column by column: a column holding one value in
+    every row (the batch's `received_at`, its gate) is converted once."""
     connection = session.connection()
     dialect = connection.dialect
-    compiled = insert(_PASSAGES).compile(dialect=dialect, column_keys=list(rows[0]))
-    processors = {
-        name: processor
-        for name in rows[0]
-        if (processor := _PASSAGES.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
-    }
-    converted = [row | {name: convert(row[name]) for name, convert in processors.items()} for row in rows]
-    if compiled.positiontup is not None:  # qmark (SQLite): values in the statement's order
-        order = compiled.positiontup
-        connection.exec_driver_sql(str(compiled), [tuple(row[name] for name in order) for row in converted])
+    names = list(rows[0])
+    compiled = insert(_PASSAGES).compile(dialect=dialect, column_keys=names)
+    order = list(compiled.positiontup) if compiled.positiontup is not None else names  # qmark (SQLite): its order
+    columns = []
+    for name in order:
+        values = [row[name] for row in rows]
+        convert = _PASSAGES.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        if convert is not None and all(v is values[0] for v in values):
+            values = [convert(values[0])] * len(values)
+        elif convert is not None:
+            values = [convert(v) for v in values]
+        columns.append(values)
+    params = list(zip(*columns, strict=True))
+    if compiled.positiontup is None:  # named parameters (PostgreSQL)
+        connection.exec_driver_sql(str(compiled), [dict(zip(order, v, strict=True)) for v in params])
     else:
-        connection.exec_driver_sql(str(compiled), converted)
+        connection.exec_driver_sql(str(compiled), params)
 
 
 def _settle_reused_ids(
