@@ -248,7 +248,11 @@ class CloudSync:
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _r: ReasonCode, _p: Properties | None) -> None:
         self._acked.put(mid)
-        self._wake.set()
+        # Only a feed change's PUBACK gives the publisher work: the EventAcks' (one per 500 drained events)
+        # would wake it to query the feed each time. One that comes back before its change is in `_in_flight`
+        # waits in `_acked` for the next round (`poll_s`).
+        if self._in_flight:
+            self._wake.set()
 
     # --- publisher --------------------------------------------------------------------------------
 
