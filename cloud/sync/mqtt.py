@@ -273,8 +273,8 @@ class CloudSync:
         """Whether to publish now: holding the lease, and the heads checked since it was taken."""
         if not self._lease.held():
             self._leading = False
-            self._in_flight.clear()  # the next holder publishes them again
             self._mark_acked()  # what the broker took is published, lease or not
+            self._in_flight.clear()  # the next holder publishes the rest again
             return False
         if not self._leading and self._client.is_connected():
             self._check_heads()

@@ -13,9 +13,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud import metrics
@@ -29,6 +28,7 @@ from cloud.sync.dead_letters import Refused
 from cloud.sync.gate_status import store_status
 from cloud.sync.inbound import EventIn, Inbound, StatusIn
 from cloud.sync.models import GatePassage, QuarantinedEvent
+from cloud.sync.rows import insert_rows
 from cloud.sync.schemas import QuarantinedEventOut, QuarantineReason
 from cloud.tickets.models import Ticket, TicketState
 from models import PassageEvent
@@ -38,7 +38,6 @@ from sync import topics
 log = logging.getLogger("starfish.cloud.sync")
 
 _REVOKED = (TicketState.REFUNDED.value, TicketState.REVOKED.value)
-_PASSAGES = GatePassage.metadata.tables[GatePassage.__tablename__]
 # A stored passage is the event as the gate sent it, its site and gate as the cloud's ids: one mapping both ways.
 _EVENT_COLUMNS: set[str] = set(PassageEvent.model_fields) - {"schema_version", "site_id", "gate_id"}
 QUARANTINE_EVENT_MAX = 4000  # characters of a quarantined event's JSON kept as evidence
@@ -232,7 +231,7 @@ def _store_events(
         )
         counted.append(a)
     if rows:
-        _insert_passages(session, rows)
+        insert_rows(session, rows)
         # Channel hook: an entry counted without conflict on an OTA ticket makes the platform's verify call.
         uses = [
             EntryUse(a.ticket.id, a.ticket.order_id, a.m.event.at, gate_source(a.m.site, a.m.gate, a.m.event.event_id))
@@ -241,32 +240,6 @@ def _store_events(
         ]
         on_entries_used(session, uses, now)
     out.new += len(rows)
-
-
-def _insert_passages(session: Session, rows: list[dict[str, Any]]) -> None:
-    """One executemany through the driver: each value converted by its column type's bind processor for this
-    dialect, as `session.execute(insert(...), rows)` would, without SQLAlchemy's work per row (a third of a
-    backlog's cost). Every row has the same keys. Converted column by column: a column holding one value in
-    every row (the batch's `received_at`, its gate) is converted once."""
-    connection = session.connection()
-    dialect = connection.dialect
-    names = list(rows[0])
-    compiled = insert(_PASSAGES).compile(dialect=dialect, column_keys=names)
-    order = list(compiled.positiontup) if compiled.positiontup is not None else names  # qmark (SQLite): its order
-    columns = []
-    for name in order:
-        values = [row[name] for row in rows]
-        convert = _PASSAGES.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-        if convert is not None and all(v is values[0] for v in values):
-            values = [convert(values[0])] * len(values)
-        elif convert is not None:
-            values = [convert(v) for v in values]
-        columns.append(values)
-    params = list(zip(*columns, strict=True))
-    if compiled.positiontup is None:  # named parameters (PostgreSQL)
-        connection.exec_driver_sql(str(compiled), [dict(zip(order, v, strict=True)) for v in params])
-    else:
-        connection.exec_driver_sql(str(compiled), params)
 
 
 def _settle_reused_ids(
@@ -414,8 +387,10 @@ def _tickets_to_count(session: Session, events: list[tuple[int, PassageEvent]]) 
             wanted[site_id].add(int(e.ticket_id or 0))
     found: dict[tuple[int, str], Ticket] = {}
     for site_id, ids in wanted.items():
-        # Locked: a refund racing with this sees the entry and refuses (its guard wants entries_used == 0).
-        rows = session.scalars(select(Ticket).where(Ticket.site_id == site_id, Ticket.id.in_(ids)).with_for_update())
+        # Locked: a refund racing with this sees the entry and refuses (its guard wants entries_used == 0). In id
+        # order, so two cloud processes storing batches that share tickets never lock them crosswise.
+        query = select(Ticket).where(Ticket.site_id == site_id, Ticket.id.in_(ids))
+        rows = session.scalars(query.order_by(Ticket.id).with_for_update())
         found.update({(site_id, str(t.id)): t for t in rows})
     return found
 
