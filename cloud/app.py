@@ -26,6 +26,7 @@ def _routers() -> list[APIRouter]:
     from cloud.channels.routes import router as channels
     from cloud.customers.routes import router as customers
     from cloud.faces.routes import router as faces
+    from cloud.orders.backoffice import router as order_backoffice
     from cloud.orders.routes import router as orders
     from cloud.payments.routes import router as payments
     from cloud.points.routes import router as points
@@ -38,6 +39,7 @@ def _routers() -> list[APIRouter]:
     from cloud.verify.routes import router as verify
 
     return [
+        order_backoffice,  # before orders: /orders/search is not an order id
         *(staff, sites, products, customers, faces, orders, payments, tickets, refunds, points, audit, sync, verify),
         channels,
     ]
@@ -106,7 +108,11 @@ def create_app(settings: Settings | None = None, *, expiry_every_s: float = 30.0
         # Few threads: the endpoints are CPU-bound Python; many threads only fight over the GIL.
         anyio.to_thread.current_default_thread_limiter().total_tokens = threads
         # Sync: the current public keys onto every site's feed; the MQTT loop only if STARFISH_MQTT_HOST is set.
+        # Every process's feed appends NOTIFY (PostgreSQL): the one publishing may be another (cloud.sync.leader).
+        from cloud.sync.feed import notify_on_commit
         from cloud.sync.mqtt import start as sync_start
+
+        notify_on_commit(factory)
 
         app.state.sync = await asyncio.to_thread(sync_start, factory, settings)
         tasks = []

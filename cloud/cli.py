@@ -56,9 +56,10 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        log_level="warning",
+        log_level="warning",  # the access log's INFO lines would be dropped anyway: don't build them
+        access_log=False,
         log_config=log_config,
-    )
+    )  # loop and http "auto": uvloop and httptools (dependencies), asyncio and h11 where they are missing
 
 
 @app.command("create-admin")

@@ -97,6 +97,7 @@ class Principal:
     role: Role
     subject_id: int
     name: str
+    generation: int = 0  # staff: the session epoch the token was issued under (claim "gen", 0 when absent)
 
     @property
     def actor(self) -> str:
@@ -108,51 +109,80 @@ def principal_from_token(token: str | None, settings: Settings) -> Principal:
         raise Unauthorized("not_authenticated", "Sign in first", "请先登录")
     try:
         claims = jwt.decode(token, settings.jwt_secret.get_secret_value(), algorithms=["HS256"])
-        return Principal(role=Role(claims["role"]), subject_id=int(claims["sub"]), name=str(claims["name"]))
+        return Principal(
+            role=Role(claims["role"]),
+            subject_id=int(claims["sub"]),
+            name=str(claims["name"]),
+            generation=int(claims.get("gen", 0)),
+        )
     except (jwt.PyJWTError, KeyError, ValueError) as exc:
         raise Unauthorized("invalid_token", "The session is invalid or expired", "登录已失效，请重新登录") from exc
 
 
-STAFF_RECHECK_S = 10.0  # a staff member disabled or given another role loses their open sessions within this
+STAFF_RECHECK_S = 10.0  # the default of `Settings.staff_recheck_s`
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    at: float
+    active: bool
+    role: str
+    epoch: int
 
 
 class _StaffCheck:
-    """Is a staff member's token still theirs: the account active, with the role the token names?
+    """Is a staff member's token still theirs: the account active, with the role the token names, and the token
+    issued under the account's current session epoch (not ended by a forced logout or a password reset)?
 
-    A JWT lives `jwt_ttl_minutes` (12 h); the account behind it is read again at most every
-    `STAFF_RECHECK_S` per process, in a session of its own that ends at once (never the route's
-    transaction), so disabling someone (`PATCH /staff/{id}`) or changing their role takes effect within
-    seconds everywhere instead of when their token expires.
+    A JWT lives `jwt_ttl_minutes`; the account behind it (active, role, session_epoch: one statement) is read
+    again at most every `recheck_s` (`Settings.staff_recheck_s`, 10 s) per process, in a session of its own that
+    ends at once (never the route's transaction), so disabling someone (`PATCH /staff/{id}`), changing their role
+    or logging them out takes effect within seconds everywhere instead of when their token expires. The epoch is a
+    counter, not a time: a token's `iat` has whole seconds and hosts' clocks differ, a counter has neither problem.
     """
 
     def __init__(self, recheck_s: float = STAFF_RECHECK_S) -> None:
         self.recheck_s = recheck_s
-        self._seen: dict[int, tuple[float, bool, str]] = {}
+        self._seen: dict[int, _Seen] = {}
         self._lock = threading.Lock()
 
     def __call__(self, request: Request, principal: Principal) -> bool:
         now = time.monotonic()
         with self._lock:
             seen = self._seen.get(principal.subject_id)
+        if seen is not None and principal.generation < seen.epoch:
+            return False  # epochs only grow: an ended session never comes back, no need to read again
         # A "no" is read again at once: it may be a member re-enabled (or given this role) a moment ago.
-        if seen is None or not (seen[1] and seen[2] == principal.role.value) or now - seen[0] >= self.recheck_s:
+        if seen is None or not self._ok(seen, principal) or now - seen.at >= self.recheck_s:
             from cloud.staff.models import Staff  # the staff domain builds on these dependencies
 
             with request.app.state.sessionmaker() as s:
                 read_only_snapshot(s)  # SQLite: a plain BEGIN, never queueing behind a sale for the write lock
-                row = s.execute(select(Staff.active, Staff.role).where(Staff.id == principal.subject_id)).first()
-            seen = (now, bool(row and row.active), row.role if row else "")
+                row = s.execute(
+                    select(Staff.active, Staff.role, Staff.session_epoch).where(Staff.id == principal.subject_id)
+                ).first()
+            seen = _Seen(now, bool(row and row.active), row.role if row else "", row.session_epoch if row else 0)
             with self._lock:
                 if len(self._seen) > 10_000:
                     self._seen.clear()
                 self._seen[principal.subject_id] = seen
-        return seen[1] and seen[2] == principal.role.value
+        return self._ok(seen, principal)
+
+    @staticmethod
+    def _ok(seen: _Seen, principal: Principal) -> bool:
+        return seen.active and seen.role == principal.role.value and principal.generation >= seen.epoch
+
+    def forget(self, staff_id: int) -> None:
+        """Read this member's account again on their next request (this process changed it)."""
+        with self._lock:
+            self._seen.pop(staff_id, None)
 
 
 def staff_check(request: Request) -> _StaffCheck:
     check: _StaffCheck | None = getattr(request.app.state, "staff_check", None)
     if check is None:
-        check = request.app.state.staff_check = _StaffCheck()
+        settings: Settings = request.app.state.settings
+        check = request.app.state.staff_check = _StaffCheck(settings.staff_recheck_s)
     return check
 
 
@@ -172,8 +202,8 @@ class require:
         if principal.role in STAFF_ROLES and not staff_check(request)(request, principal):
             raise Unauthorized(
                 "staff_disabled",
-                "This account is disabled or its role changed: sign in again",
-                "该账号已停用或角色已变更，请重新登录",
+                "This account is disabled, its role changed or its sessions were ended: sign in again",
+                "该账号已停用、角色已变更或已被强制下线，请重新登录",
             )
         if principal.role not in self.roles:
             raise Forbidden(

@@ -59,7 +59,15 @@ class Settings(BaseSettings):
     environment: Literal["development", "test", "production"] = "production"
     database_url: str = Field(default=DEFAULT_DATABASE_URL, description="SQLAlchemy URL")
     jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
-    jwt_ttl_minutes: int = Field(default=12 * 60, gt=0)
+    jwt_ttl_minutes: int = Field(
+        default=12 * 60, gt=0, description="Access tokens' life; clients that refresh can do with e.g. 30"
+    )
+    refresh_ttl_hours: int = Field(
+        default=7 * 24, gt=0, description="A staff sign-in can be refreshed this long; then the password again"
+    )
+    staff_recheck_s: float = Field(
+        default=10.0, ge=0, description="A staff token's account (active, role, forced logout) is read again this often"
+    )
     signing_key_b64: SecretStr = Field(
         default=SecretStr(DEV_SIGNING_KEY_B64), description="Ed25519 private key: 32 raw bytes, base64"
     )
@@ -104,11 +112,13 @@ class Settings(BaseSettings):
     wechat_merchant_serial: str = ""
     wechat_platform_cert_file: str | None = None
     wechat_notify_url: str = f"https://example.invalid{API_PREFIX}/payments/wechat/notify"
-    # Points
-    points_per_yuan: int = Field(default=1, ge=0, description="Points earned per whole yuan paid")
-    signin_points: int = Field(default=5, ge=0)
-    signin_streak_bonus: int = Field(default=10, ge=0, description="Extra points on every 7th consecutive day")
-    # Sync (cloud/sync): the MQTT loop runs only in a process where STARFISH_MQTT_HOST is set; run exactly one.
+    # Points: the defaults until an admin sets the rules (PUT /points/rules, stored in the database)
+    points_per_yuan: int = Field(default=1, ge=0, le=100, description="Points earned per whole yuan paid")
+    signin_points: int = Field(default=5, ge=0, le=10_000)
+    signin_streak_bonus: int = Field(
+        default=10, ge=0, le=100_000, description="Extra points on every 7th consecutive day"
+    )
+    # Sync (cloud/sync): the MQTT loop runs in every process where STARFISH_MQTT_HOST is set; one of them publishes.
     mqtt_host: str | None = Field(default=None, description="Cloud broker host; unset: no MQTT in this process")
     mqtt_port: int = Field(default=1883, gt=0, lt=65536)
     mqtt_username: str | None = None
@@ -117,6 +127,23 @@ class Settings(BaseSettings):
         default="starfish-cloud", description="Fixed: the broker keeps this session's queued events across restarts"
     )
     mqtt_tls_ca_file: str | None = Field(default=None, description="Speak TLS, trusting this CA (PEM)")
+    mqtt_session_expiry_s: int | None = Field(
+        default=None,
+        ge=0,
+        description="How long the broker keeps this process's session (its queued events) while it is away; "
+        "unset: 7 days on SQLite (the only cloud process), 300 s on PostgreSQL (cloud.sync.instance)",
+    )
+    cloud_instance: str = Field(
+        default="",
+        pattern=r"^([a-z0-9][a-z0-9-]{0,15})?$",
+        description="This host's name among several cloud hosts (one per host, fixed across restarts): its MQTT "
+        "client id and login get it as a suffix; unset: one host (cloud.sync.instance)",
+    )
+    cloud_run_dir: str = Field(
+        default="",
+        description="Where worker processes of one host claim their worker numbers (lock files); unset: "
+        "$RUNTIME_DIRECTORY (systemd), else the temp dir",
+    )
     sync_poll_seconds: float = Field(
         default=1.0, gt=0, description="The publisher also looks for unpublished changes this often"
     )

@@ -33,6 +33,7 @@ from edge.intake import NOT_A_CREDENTIAL, TOO_OLD, Intake, Scan
 from edge.panel import DaemonPanel, serve_page
 from edge.reasons import reason
 from edge.store import GateStore, JournalEntry
+from models import GateConfig
 from models.credential import could_be_credential
 
 if TYPE_CHECKING:
@@ -110,8 +111,10 @@ class GateDaemon:
             has_fire_alarm=bc.fire_alarm_input is not None,
             passage_timeout_s=bc.passage_timeout_s,
             on_alarm=self._alarm,
-            keep_open=config.gate.emergency_open,
+            keep_open=self.service.config.emergency_open,  # the cloud's rules (stored) may hold it open
         )
+        self._holds: set[asyncio.Task[object]] = set()
+        self.service.on_rules = self._rules_changed
         self.camera = camera
         self.decoder = decoder
         self.scanner = scanner
@@ -135,6 +138,21 @@ class GateDaemon:
         self.frames: FrameTap | None = None  # the camera page's latest frame, with a web block and a camera
         self.panel: DaemonPanel | None = None
         self.debouncers: list[Debouncer] = []  # the inputs' (reload-config sets their window)
+
+    def _rules_changed(self, rules: GateConfig) -> None:
+        """The cloud's rules changed what is in force (`GateService.reload_rules`): the barrier is held open or
+        released as they now say; decisions follow `service.config` at once."""
+        if rules.emergency_open == self.controller.keep_open:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not running: the barrier task starts as the flag says
+            self.controller.keep_open = rules.emergency_open
+            return
+        log.warning("gate rules: keep-open %s", "on" if rules.emergency_open else "off")
+        task = loop.create_task(self.controller.set_keep_open(rules.emergency_open), name="rules-keep-open")
+        self._holds.add(task)
+        task.add_done_callback(self._holds.discard)
 
     def _alarm(self, on: bool) -> None:
         self.service.alarm = on  # free passage starts even if journaling the alarm fails

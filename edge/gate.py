@@ -7,10 +7,12 @@ the passage ended.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -19,6 +21,8 @@ from edge.reasons import Reason
 from edge.store import GateStore, JournalEntry
 from models import CredentialKind, GateConfig, Outcome, Ticket
 from models.credential import Invalid, PlainCode, SignedCredential, load_public_key, parse
+
+log = logging.getLogger("starfish.gate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +41,10 @@ def _credential_kind(cred: Presented) -> CredentialKind:
     return "none"
 
 
+def _rules_text(config: GateConfig) -> str:
+    return ", ".join(f"{name}={getattr(config, name)!r}" for name in RULES)
+
+
 def _resolution(decision: Decision, pending: bool) -> str | None:
     if pending:
         return None
@@ -45,18 +53,100 @@ def _resolution(decision: Decision, pending: bool) -> str | None:
     return "free_passage" if decision.admit else "denied"
 
 
+# What the cloud's rules for a gate set (`models.sync.GateConfigChange`); the rest stays the file's.
+RULES = ("allowed_kinds", "allowed_products", "rescan_seconds", "passback_seconds", "daily_limit", "emergency_open")
+
+
+@dataclass(frozen=True, slots=True)
+class RulesSource:
+    """Whose rules the gate runs by: the cloud's (since when this gate took them on) or its file's
+    (`problem`: why cloud rules it holds were refused)."""
+
+    source: Literal["cloud", "local"]
+    since: datetime | None = None
+    problem: str | None = None
+
+
 class GateService:
-    """Decisions for one gate, with their journal. Single owner: the daemon's decision task."""
+    """Decisions for one gate, with their journal. Single owner: the daemon's decision task.
+
+    `config` is the gate's rules in force: the file's (`config = ...` sets those: the daemon, a reload, a
+    technician's keep-open), or the cloud's when the store holds rules the cloud set for this gate
+    (`reload_rules`, after each change). The cloud's replace the file's rules as one set; the gate's ids,
+    direction and time zone stay the file's; keep-open is on when either side (or the technician) says so.
+    """
 
     def __init__(self, *, store: GateStore, config: GateConfig) -> None:
         self.store = store
-        self.config = config
+        self._local = config
+        self._cloud: GateConfig | None = None
+        self._config = config
+        self.rules = RulesSource("local")
+        # Told when the cloud's rules changed what is in force (the daemon holds the barrier open or not).
+        self.on_rules: Callable[[GateConfig], None] | None = None
         self._keys: dict[int, Ed25519PublicKey] = store.keys()
         self.alarm = False
         # Set by sync: is the ticket feed too old to trust the cache for plain codes and faces?
         self.feed_stale: Callable[[datetime], bool] | None = None
         # The site's voucher key (`vouchers` in the config): tells our codes not synced yet from unknown ones.
         self.voucher_key: bytes | None = None
+
+        self.reload_rules()
+
+    @property
+    def config(self) -> GateConfig:
+        """The rules in force (see the class)."""
+        return self._config
+
+    @config.setter
+    def config(self, local: GateConfig) -> None:
+        self._local = local
+        self._config = self._merged()
+
+    @property
+    def cloud_keep_open(self) -> bool:
+        """Does the cloud hold this gate open (only the cloud can end it)?"""
+        return self._cloud is not None and self._cloud.emergency_open
+
+    def _merged(self) -> GateConfig:
+        cloud, local = self._cloud, self._local
+        if cloud is None:
+            return local
+        update = {name: getattr(cloud, name) for name in RULES}
+        update["emergency_open"] = cloud.emergency_open or local.emergency_open
+        return local.model_copy(update=update)
+
+    def reload_rules(self) -> None:
+        """Take the cloud's rules for this gate from the store (or go back to the file's when it holds none)."""
+        from edge.store.feed import cloud_rules
+
+        stored = cloud_rules(self.store)
+        local = self._local
+        if stored is None:
+            self._cloud, self.rules = None, RulesSource("local")
+        elif (stored[0].site_id, stored[0].gate_id) != (local.site_id, local.gate_id):
+            problem = (
+                f"cloud rules for {stored[0].site_id}/{stored[0].gate_id} refused: this gate is "
+                f"{local.site_id}/{local.gate_id}"
+            )
+            log.error("gate rules: %s; running by the file's", problem)
+            self._cloud, self.rules = None, RulesSource("local", problem=problem)
+        else:
+            cloud, since = stored
+            if (cloud.direction, cloud.timezone) != (local.direction, local.timezone):
+                log.warning(
+                    "gate rules: the cloud knows this gate as %s in %s, its file says %s in %s: the file's stay",
+                    cloud.direction.value,
+                    cloud.timezone,
+                    local.direction.value,
+                    local.timezone,
+                )
+            self._cloud, self.rules = cloud, RulesSource("cloud", since)
+        before, self._config = self._config, self._merged()
+        if self._config != before:
+            log.warning("gate rules now in force: %s (%s)", self.rules.source, _rules_text(self._config))
+            if self.on_rules is not None:
+                self.on_rules(self._config)
 
     def reload_keys(self) -> None:
         self._keys = self.store.keys()

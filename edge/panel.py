@@ -223,6 +223,9 @@ class DaemonPanel:
             journal_bytes=c.journal_bytes,
             # "<input>:<reason>", e.g. "scanner:not_a_credential" (edge.intake)
             intake_dropped={f"{i}:{r}": n for i, reasons in d.intake.drops.items() for r, n in reasons.items()},
+            rules_source=d.service.rules.source,
+            rules_since=d.service.rules.since,
+            rules_problem=d.service.rules.problem,
         )
 
     def health(self) -> GateHealth | None:
@@ -359,6 +362,10 @@ class DaemonPanel:
             en = "Keep-open is set in the config (gate.emergency_open): change the file and reload"
             zh = "常开模式由配置设定（gate.emergency_open）：请修改配置文件并重新加载"
             return _result(False, "config_keep_open", en, zh)
+        if not on and d.service.cloud_keep_open:
+            en = "Keep-open is set by the cloud's rules for this gate: an admin ends it there"
+            zh = "常开模式由云端为本闸机设定的规则开启：请管理员在云端关闭"
+            return _result(False, "cloud_keep_open", en, zh)
         self.keep_open_by_technician = on
         d.service.config = d.config.gate.model_copy(update={"emergency_open": on or d.config.gate.emergency_open})
         r = await d.controller.set_keep_open(on)

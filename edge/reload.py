@@ -9,6 +9,10 @@ store, sync, keys, the page's address, port or TLS, the ids, face on/off or its 
 by its dotted path as `restart_needed`; the running configuration (`daemon.config`, what the page
 shows) then holds the live parts of the new file and the rest of the old one. A reload that needs a
 restart is answered as not ok (the page shows it as a refusal), though its live parts took effect.
+
+Keep-open after a reload is what the rules in force say (`GateService.config.emergency_open`: the file's,
+the technician's or the cloud's, whichever holds it): the barrier is held or released to match, so a file
+that drops its keep-open never releases a barrier the cloud (or a technician) still holds open.
 """
 
 from __future__ import annotations
@@ -102,8 +106,12 @@ async def _apply(daemon: GateDaemon, old: EdgeConfig, running: EdgeConfig, *, ke
     daemon.config = running
     gate = running.gate
     daemon.service.config = gate.model_copy(update={"emergency_open": gate.emergency_open or keep_open})
-    if gate.emergency_open != old.gate.emergency_open and not keep_open:
-        await daemon.controller.set_keep_open(gate.emergency_open)
+    # The barrier follows the rules in force (file, technician or cloud keep-open), not the file's change:
+    # a file that drops its keep-open while the cloud holds one leaves the barrier open.
+    held = daemon.service.config.emergency_open
+    if held != daemon.controller.keep_open:
+        log.warning("gate rules: keep-open %s after the reload", "on" if held else "off")
+        await daemon.controller.set_keep_open(held)
     ic = running.intake
     daemon.intake.per_source, daemon.intake.rate_per_s, daemon.intake.burst = (
         ic.queue_per_input,

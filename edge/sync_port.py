@@ -13,8 +13,6 @@ acknowledgement: a listener that raises is logged, and the store stays the truth
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -25,7 +23,7 @@ from edge import store as gate_store
 from edge.store import GateStore
 from models import PassageEvent
 from models.ops import GateHealth
-from models.sync import Change, FaceDelete, FaceUpsert, SnapshotHeader
+from models.sync import Change, FaceDelete, FaceUpsert, GateConfigChange, SnapshotHeader
 
 if TYPE_CHECKING:
     from edge.gate import GateService
@@ -51,7 +49,8 @@ class FaceListener(Protocol):
 
 
 class StorePort:
-    """`GatePort` over a `GateStore`; `service` (when given) reloads its keys after a new key set,
+    """`GatePort` over a `GateStore`; `service` (when given) reloads its keys after a new key set and its
+    rules after the cloud's rules for this gate changed (a feed change or a snapshot),
     `faces` (when given) hears of every face template change after its commit, `health` (when given)
     tells the gate's health for its status (`edge.vitals.GateVitals.health`)."""
 
@@ -94,6 +93,8 @@ class StorePort:
 
     def apply_change(self, change: Change, seq: int, *, fresh: datetime) -> None:
         gate_store.apply_change(self.store, change, seq, gate=self._gate_id, fresh=fresh)
+        if isinstance(change, GateConfigChange) and change.gate_id == self._gate_id and self.service is not None:
+            self.service.reload_rules()  # the cloud's rules take effect now (issue 13)
         faces = self.faces
         if faces is None:
             return
@@ -112,20 +113,13 @@ class StorePort:
         if self.service is not None:
             self.service.reload_keys()
 
-    def snapshot_scratch(self) -> Path:
-        """Next to the store: installing attaches the staged file, best on the same disk."""
-        parent = Path(self.store.path).parent
-        fd, name = tempfile.mkstemp(prefix=".snapshot-", suffix=".db", dir=parent if parent.is_dir() else None)
-        os.close(fd)
-        return Path(name)
+    def open_staging(self) -> gate_store.SnapshotStaging:
+        """In the store's own file (`edge.store.snapshot`): installing renames the staged tickets, copies nothing."""
+        return gate_store.SnapshotStaging(Path(self.store.path))
 
-    def open_staging(self, path: Path) -> gate_store.SnapshotStaging:
-        return gate_store.SnapshotStaging(path)
-
-    def install_snapshot(self, staging: Path, header: SnapshotHeader, *, fresh: datetime) -> None:
+    def install_snapshot(self, header: SnapshotHeader, *, fresh: datetime) -> None:
         gate_store.install_snapshot(
             self.store,
-            staging,
             seq=header.seq,
             keys=header.keys,
             checksum=header.checksum,
@@ -133,7 +127,10 @@ class StorePort:
             epoch=header.epoch,
             gates=header.gates,
             technicians=header.technicians,
+            gate_config=header.gate_config,  # in the swap's transaction; none: the file's rules again
         )
+        if self.service is not None:
+            self.service.reload_rules()
         if self.faces is not None:
             _tell(self.faces.faces_reloaded)
 

@@ -60,11 +60,16 @@ class GateVitals:
     disk_free_bytes: int | None
     journal_bytes: int  # the store file and its WAL
     intake_dropped: dict[str, int] = field(default_factory=dict)  # reads dropped, by reason
+    # Whose gate rules are in force (`edge.gate.RulesSource`): "cloud" since `rules_since`, or "local" (the file).
+    rules_source: str = "local"
+    rules_since: datetime | None = None
+    rules_problem: str | None = None  # cloud rules this gate refused (another site's or gate's)
 
     def as_json(self) -> dict[str, Any]:
         """For the page's /api/status: datetimes as ISO 8601 text."""
         out = asdict(self)
         out["started_at"] = self.started_at.isoformat()
+        out["rules_since"] = self.rules_since.isoformat() if self.rules_since is not None else None
         for name in ("barrier", "camera", "scanner"):
             at = out[name]["last_error_at"]
             out[name]["last_error_at"] = at.isoformat() if at is not None else None

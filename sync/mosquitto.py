@@ -73,6 +73,8 @@ class SiteRegistry:
     cloud_username: str
     cloud_password: str
     bridge: BridgeTo | None = None
+    # More cloud processes' logins (`cloud.sync.instance`): the cloud's password and ACL, one session each.
+    cloud_logins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -140,16 +142,20 @@ def _gate_account(site: str, gate: GateAccount) -> Account:
     )
 
 
-def _cloud_account(reg: SiteRegistry, *, with_bridge_state: bool) -> Account:
-    read = [topics.all_events(reg.site), topics.all_status(reg.site)]
+def _cloud_accounts(reg: SiteRegistry, *, with_bridge_state: bool) -> list[Account]:
+    # The head too: the cloud taking over the feed reads the retained one (a restored backup is behind it).
+    read = [topics.all_events(reg.site), topics.all_status(reg.site), topics.head(reg.site)]
     if with_bridge_state:
         read.append(topics.bridge_state(reg.site))
-    return Account(
-        username=reg.cloud_username,
-        password=reg.cloud_password,
-        read=tuple(read),
-        write=(topics.feed(reg.site), topics.head(reg.site), *(topics.acks(reg.site, g.gate) for g in reg.gates)),
-    )
+    return [
+        Account(
+            username=username,
+            password=reg.cloud_password,
+            read=tuple(read),
+            write=(topics.feed(reg.site), topics.head(reg.site), *(topics.acks(reg.site, g.gate) for g in reg.gates)),
+        )
+        for username in dict.fromkeys((reg.cloud_username, *reg.cloud_logins))
+    ]
 
 
 def _bridge_account(reg: SiteRegistry, bridge: BridgeTo) -> Account:
@@ -197,7 +203,7 @@ def _one_client_per_login(regs: list[SiteRegistry]) -> None:
     """Each login is one client's: its client id is the login, so two clients sharing one would take turns."""
     owners: dict[str, str] = {}
     for reg in regs:
-        logins = [(reg.cloud_username, "the cloud")]  # one cloud client serves every site
+        logins = [(u, "the cloud") for u in (reg.cloud_username, *reg.cloud_logins)]  # each serves every site
         logins += [(g.username, f"gate {reg.site}/{g.gate}") for g in reg.gates]
         if reg.bridge is not None:
             logins.append((reg.bridge.username, f"the bridge of {reg.site}"))
@@ -216,10 +222,10 @@ def broker_accounts(sites: SiteRegistry | Sequence[SiteRegistry], role: Role) ->
         reg = regs[0]
         accounts += [_gate_account(reg.site, g) for g in reg.gates]
         if reg.bridge is None:
-            accounts.append(_cloud_account(reg, with_bridge_state=False))
+            accounts += _cloud_accounts(reg, with_bridge_state=False)
     else:
         for reg in regs:
-            accounts.append(_cloud_account(reg, with_bridge_state=reg.bridge is not None))
+            accounts += _cloud_accounts(reg, with_bridge_state=reg.bridge is not None)
             if reg.bridge is None:
                 accounts += [_gate_account(reg.site, g) for g in reg.gates]
             else:

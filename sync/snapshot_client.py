@@ -8,6 +8,7 @@ lines go is the gate's business: a `SnapshotSink` it opens (`GatePort.open_stagi
 
 from __future__ import annotations
 
+import itertools
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -122,6 +123,29 @@ class TicketLines:
 
     def __init__(self) -> None:
         self._shapes: dict[bytes, tuple[str | None, str]] = {}
+        self._tails: set[bytes] = set()
+
+    def rows(self, lines: list[bytes]) -> list[tuple[str, str | None, str, str]]:
+        """`row` of each line (`ValidationError` for the first that is wrong), the usual line in a few steps: a
+        known shape and a known tail (its `first_entry_at` and `entries_used` parts, checked once)."""
+        shapes, tails, row = self._shapes, self._tails, self.row
+        prefix, first_entry, start = self.PREFIX, self.FIRST_ENTRY, len(self.PREFIX)
+        out = []
+        for line in lines:
+            end = line.find(b'"', start)
+            first = line.rfind(first_entry)
+            known = shapes.get(line[end:first])
+            if (
+                known is not None
+                and line[first:] in tails
+                and start < end <= start + 64
+                and line.startswith(prefix)
+                and line[start:end].isalnum()
+            ):
+                out.append((line[start:end].decode(), known[0], known[1], line.decode()))
+            else:
+                out.append(row(line))
+        return out
 
     def row(self, line: bytes) -> tuple[str, str | None, str, str]:
         """(ticket id, code, status, the line) of a valid ticket line; raises `ValidationError` otherwise."""
@@ -143,6 +167,7 @@ class TicketLines:
         if plain and (known := self._shapes.get(shape)) is not None:
             if at != b"null":
                 _FIRST_ENTRY_AT.validate_json(at)
+            self._remember_tail(line[first:])
             return ticket_id.decode(), known[0], known[1], line.decode()
         ticket = Ticket.model_validate_json(line)
         if (
@@ -154,7 +179,14 @@ class TicketLines:
             if len(self._shapes) >= self.LIMIT:
                 self._shapes.clear()
             self._shapes[shape] = (ticket.code, ticket.status.value)
+            self._remember_tail(line[first:])
         return ticket.ticket_id, ticket.code, ticket.status.value, line.decode()
+
+    def _remember_tail(self, tail: bytes) -> None:
+        """A line's valid `first_entry_at` and `entries_used` parts: the next line with the same needs no check."""
+        if len(self._tails) >= self.LIMIT:
+            self._tails.clear()
+        self._tails.add(tail)
 
 
 def _stage(lines: Iterable[bytes], *, site: str, open_sink: Callable[[], SnapshotSink]) -> SnapshotHeader:
@@ -207,20 +239,24 @@ def _stage_rest(numbered: Iterator[tuple[int, bytes]], stage: SnapshotSink) -> N
 
 def _stage_tickets(numbered: Iterator[tuple[int, bytes]], count: int, stage: SnapshotSink) -> None:
     """Stage the next `count` lines (fewer if the stream ends) as tickets, a batch at a time."""
-    row = TicketLines().row
+    tickets = TicketLines()
     left = count
     while left:
-        rows = []
         want = min(stage.BATCH, left)
-        for number, line in numbered:
-            try:
-                rows.append(row(line))
-            except ValidationError as exc:
-                if not line or line.isspace():
-                    continue  # blank lines are no tickets (checked only here: they are rare)
-                raise SnapshotError(f"snapshot line {number}: {first_error(exc)}") from exc
-            if len(rows) == want:
-                break
+        taken = list(itertools.islice(numbered, want))
+        try:
+            rows = tickets.rows([line for _, line in taken])
+        except ValidationError:  # a blank line or a wrong one: again line by line, to skip it or say which
+            rows = []
+            for number, line in itertools.chain(taken, numbered):
+                try:
+                    rows.append(tickets.row(line))
+                except ValidationError as exc:
+                    if not line or line.isspace():
+                        continue  # blank lines are no tickets (checked only here: they are rare)
+                    raise SnapshotError(f"snapshot line {number}: {first_error(exc)}") from exc
+                if len(rows) == want:
+                    break
         stage.add_tickets(rows)
         if len(rows) < want:
             return  # the stream ended

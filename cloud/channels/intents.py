@@ -65,6 +65,7 @@ from cloud.settings import Settings
 from cloud.sites.models import Site
 from cloud.sites.service import get_site
 from cloud.sync.feed import append_changes
+from cloud.tickets.blocks import platform_state
 from cloud.tickets.models import Ticket, TicketState
 from models import TicketStatus
 from models.sync import StatusChange
@@ -249,7 +250,7 @@ def vouchers(corder: ChannelOrder | None, tickets: Iterable[Ticket]) -> tuple[Vo
             code=t.code or "",
             sku=str(lines.get(t.order_item_id, {}).get("sku", "")),
             visit_date=t.visit_date,
-            state=TicketState(t.status).value,
+            state=platform_state(t.status),
             entries_used=t.entries_used,
             line_ref=str(lines.get(t.order_item_id, {}).get("ref", "")),
         )
@@ -296,8 +297,8 @@ def refund_request(
 
 
 def _pick(tickets: Sequence[Ticket], intent: RefundRequest) -> list[Ticket] | tuple[str, str]:
-    """The tickets the request is about, or (denial code, why)."""
-    unused = [t for t in tickets if t.status == TicketState.VALID.value and t.entries_used == 0]
+    """The tickets the request is about, or (denial code, why). A blocked ticket (a lost card) is refundable."""
+    unused = [t for t in tickets if t.status in (TicketState.VALID, TicketState.BLOCKED) and t.entries_used == 0]
     if intent.codes is not None:
         by_code = {t.code: t for t in tickets if t.code}
         missing = [c for c in intent.codes if c not in by_code]
@@ -332,7 +333,7 @@ def _platform_refunded(
     picked: list[Ticket],
     now: datetime,
 ) -> RefundOutcome:
-    """The platform has refunded already: revoke what can still be revoked, audit what cannot."""
+    """The platform has refunded already: revoke what can still be revoked (blocked too), audit what cannot."""
     order = session.get(Order, corder.order_id, with_for_update=True, populate_existing=True)
     assert order is not None
     session.execute(select(Site.id).where(Site.id == order.site_id).with_for_update(key_share=True))
@@ -346,7 +347,7 @@ def _platform_refunded(
             .execution_options(populate_existing=True)
         )
     )
-    revoke = [t for t in picked if t.status == TicketState.VALID.value and t.entries_used == 0]
+    revoke = [t for t in picked if t.status in (TicketState.VALID, TicketState.BLOCKED) and t.entries_used == 0]
     used = [t.id for t in picked if t not in revoke and t.status not in (TicketState.REFUNDED, TicketState.REVOKED)]
     refund_id = None
     if revoke:

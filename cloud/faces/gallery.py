@@ -39,8 +39,9 @@ from models.sync import FaceDelete, FaceUpsert
 
 log = logging.getLogger("starfish.cloud.faces")
 
-# "used" means the gates used up the pass's entries: it admits nobody any more, so its face goes too.
-_LIVE = (TicketState.VALID.value,)
+# "used" means the gates used up the pass's entries: it admits nobody any more, so its face goes too. A
+# blocked pass comes back when lifted: its face stays (its gates deny it by its status meanwhile).
+_LIVE = (TicketState.VALID.value, TicketState.BLOCKED.value)
 # A pass's face reaches its site's gates this long before the pass starts (a pass for next season,
 # bought in summer, does not put the face on the gates months early); the sweep sends it then.
 LEAD = timedelta(days=1)

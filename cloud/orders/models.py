@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import Date, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import Date, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cloud.db import Base, UtcDateTime, utcnow
@@ -36,6 +36,10 @@ class Order(Base):
     __table_args__ = (
         UniqueConstraint("idempotency_scope", "idempotency_key"),
         UniqueConstraint("ota_channel", "ota_order_ref"),
+        # The back office's order search pages newest first (cloud/orders/search.py, migration 0020).
+        Index("ix_orders_created_at_id", "created_at", "id"),
+        Index("ix_orders_site_created", "site_id", "created_at", "id"),
+        Index("ix_orders_customer_created", "customer_id", "created_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -60,6 +64,7 @@ class Order(Base):
 
 class OrderItem(Base):
     __tablename__ = "order_items"
+    __table_args__ = (Index("ix_order_items_visit_date", "visit_date"),)  # order search by visit day (0020)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)

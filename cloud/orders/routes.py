@@ -2,16 +2,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from cloud.db import utcnow
 from cloud.deps import IdPath, Principal, Role, SessionDep, SettingsDep, TransactionScopedRoute, require
-from cloud.orders import service
+from cloud.orders import sale, service
 from cloud.orders.models import OrderStatus
-from cloud.orders.schemas import OrderIn, OrderOut
+from cloud.orders.schemas import CounterSaleIn, CounterSaleOut, OrderIn, OrderOut, SalePaymentOut, SaleTicketOut
+from cloud.settings import Settings
 
 router = APIRouter(tags=["orders"], route_class=TransactionScopedRoute)
 Sellers = Annotated[Principal, Depends(require(Role.ADMIN, Role.CASHIER, Role.CUSTOMER))]
+Cashiers = Annotated[Principal, Depends(require(Role.ADMIN, Role.CASHIER))]
 Readers = Annotated[Principal, Depends(require(Role.ADMIN, Role.CASHIER, Role.FINANCE, Role.CUSTOMER))]
 
 
@@ -29,6 +32,37 @@ def create_order(
     if not created:
         response.status_code = 200
     return OrderOut.model_validate(order)
+
+
+@router.post("/orders/counter-sale", status_code=201, response_model=CounterSaleOut)
+async def counter_sale(
+    body: CounterSaleIn,
+    request: Request,
+    settings: SettingsDep,
+    actor: Cashiers,
+    idempotency_key: Annotated[str | None, Header(min_length=8, max_length=100)] = None,
+) -> Response:
+    """Sell at the ticket window in one call: the order created, paid (cash or card, exactly its total) and
+    issued, its tickets in the answer. A retry with the same Idempotency-Key answers the same sale (200).
+
+    The window's hot path: after `require` (a sync dependency, checked before the body, as everywhere), the
+    session, the sale and its JSON answer run in ONE worker thread, not four (a sync route's session opened,
+    route run, answer checked, session closed), and the session ends in that thread as
+    `TransactionScopedRoute` wants; the answer is the model's JSON, not validated again."""
+    return await run_in_threadpool(_counter_sale, request, settings, actor, body, idempotency_key)
+
+
+def _counter_sale(
+    request: Request, settings: Settings, actor: Principal, body: CounterSaleIn, idempotency_key: str | None
+) -> Response:
+    with request.app.state.sessionmaker() as session:  # closing it rolls back what the sale left open
+        done, created = sale.counter_sale(session, settings, actor, body, idempotency_key=idempotency_key, now=utcnow())
+        out = CounterSaleOut(
+            order=OrderOut.model_validate(done.order),
+            payment=SalePaymentOut.model_validate(done.payment),
+            tickets=[SaleTicketOut.model_validate(t) for t in done.tickets],
+        )
+    return Response(out.model_dump_json(), status_code=201 if created else 200, media_type="application/json")
 
 
 @router.get("/orders")

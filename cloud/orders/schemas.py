@@ -63,3 +63,59 @@ class OrderOut(BaseModel):
     expires_at: datetime
     paid_at: datetime | None
     items: list[OrderItemOut]
+
+
+class SalePaymentIn(BaseModel):
+    """The money the cashier took for a counter sale: cash or card, the exact total."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["cash", "card"]
+    amount_fen: int = Field(ge=0, le=10**9, description="What the customer paid; must equal the order total")
+
+
+class CounterSaleIn(OrderIn):
+    """A ticket-window sale in one request: the order, paid and issued (`POST /orders/counter-sale`)."""
+
+    channel: Literal["online", "counter", "ota"] = "counter"
+    payment: SalePaymentIn
+
+    @model_validator(mode="after")
+    def _counter(self) -> CounterSaleIn:
+        if self.channel != "counter":
+            raise ValueError("A counter sale is a counter order")
+        return self
+
+
+class SalePaymentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    provider: str
+    method: str
+    status: str
+    amount_fen: int
+    paid_at: datetime | None
+
+
+class SaleTicketOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int = Field(description="The ticket number the signed QR carries")
+    order_item_id: int
+    product_id: int
+    kind: str
+    visit_date: date
+    valid_from: datetime
+    valid_until: datetime
+    holder_id: int | None
+    price_fen: int
+    token: str = Field(description="The signed credential the QR code holds")
+
+
+class CounterSaleOut(BaseModel):
+    """The issued order, its payment and its tickets (print them)."""
+
+    order: OrderOut
+    payment: SalePaymentOut
+    tickets: list[SaleTicketOut]

@@ -61,3 +61,18 @@ class SignIn(Base):
     streak: Mapped[int] = mapped_column(Integer)
     points: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class PointsRules(Base):
+    """The points rules, one row per version (an admin's change adds a row); the newest row is in force.
+
+    Without any row the settings' `points_per_yuan`, `signin_points` and `signin_streak_bonus` apply."""
+
+    __tablename__ = "points_rules"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    points_per_yuan: Mapped[int] = mapped_column(Integer)
+    signin_points: Mapped[int] = mapped_column(Integer)
+    signin_streak_bonus: Mapped[int] = mapped_column(Integer)
+    changed_by: Mapped[str] = mapped_column(String(100))
+    changed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

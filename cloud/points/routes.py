@@ -6,8 +6,8 @@ from fastapi import APIRouter, Depends, Query, Response
 
 from cloud.db import utcnow
 from cloud.deps import IdPath, Principal, Role, SessionDep, SettingsDep, TransactionScopedRoute, require
-from cloud.points import service
-from cloud.points.schemas import AdjustIn, EntryOut, LedgerOut, PointsOut, SignInOut, SpendIn
+from cloud.points import rules, service
+from cloud.points.schemas import AdjustIn, EntryOut, LedgerOut, PointsOut, RulesIn, RulesOut, SignInOut, SpendIn
 
 router = APIRouter(tags=["points"], route_class=TransactionScopedRoute)
 Me = Annotated[Principal, Depends(require(Role.CUSTOMER))]
@@ -44,3 +44,30 @@ def adjust(customer_id: IdPath, body: AdjustIn, session: SessionDep, actor: Admi
     """A manual correction (audit-logged); it cannot take the balance below 0."""
     entry = service.adjust(session, actor, customer_id, body.delta, body.reason, now=utcnow())
     return LedgerOut(balance=entry.balance_after, entry=EntryOut.model_validate(entry))
+
+
+def _rules_out(current: rules.RulesInForce) -> RulesOut:
+    return RulesOut(
+        points_per_yuan=current.rules.points_per_yuan,
+        signin_points=current.rules.signin_points,
+        signin_streak_bonus=current.rules.signin_streak_bonus,
+        version=current.version,
+        changed_at=current.changed_at,
+        changed_by=current.changed_by,
+    )
+
+
+@router.get("/points/rules")
+def get_rules(
+    session: SessionDep, settings: SettingsDep, _: Annotated[Principal, Depends(require(Role.ADMIN, Role.FINANCE))]
+) -> RulesOut:
+    """The points rules in force (version 0: the settings' defaults, never changed)."""
+    return _rules_out(rules.in_force(session, settings))
+
+
+@router.put("/points/rules")
+def put_rules(body: RulesIn, session: SessionDep, settings: SettingsDep, actor: Admin) -> RulesOut:
+    """Change the points rules: the next payment and sign-in in every cloud process use them, no restart;
+    points already booked stay. Audited with the rules before and after."""
+    new = rules.Rules(body.points_per_yuan, body.signin_points, body.signin_streak_bonus)
+    return _rules_out(rules.change(session, settings, actor, new, now=utcnow()))

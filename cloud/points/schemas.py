@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from cloud.customers.schemas import PRINTABLE
 from cloud.points.models import PointsKind
+from cloud.points.rules import MAX_PER_YUAN, MAX_SIGNIN, MAX_STREAK_BONUS
 
 MAX_POINTS = 10_000_000
 
@@ -69,3 +70,19 @@ class SignInOut(BaseModel):
     streak: int = Field(description="Consecutive days signed in, this one included")
     points: int
     balance: int
+
+
+class RulesIn(BaseModel):
+    """The whole set of rules (all three, as the back office's form shows them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    points_per_yuan: int = Field(ge=0, le=MAX_PER_YUAN, description="Points per whole yuan paid (0: none)")
+    signin_points: int = Field(ge=0, le=MAX_SIGNIN, description="Points for a daily sign-in (每日签到)")
+    signin_streak_bonus: int = Field(ge=0, le=MAX_STREAK_BONUS, description="Extra on every 7th day in a row")
+
+
+class RulesOut(RulesIn):
+    version: int = Field(description="0: no rules stored yet, the settings' defaults apply")
+    changed_at: datetime | None
+    changed_by: str | None

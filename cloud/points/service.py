@@ -31,6 +31,7 @@ from cloud.customers.service import get_customer
 from cloud.deps import Principal
 from cloud.errors import Conflict, DomainError
 from cloud.orders.models import Order, OrderStatus
+from cloud.points import rules
 from cloud.points.models import PointsEntry, PointsKind, SignIn
 from cloud.products.models import Product
 from cloud.refunds.rules import refund_deadline
@@ -80,7 +81,7 @@ def held(session: Session, customer_id: int, now: datetime) -> int:
         .join(Site, Site.id == Ticket.site_id)
         .where(
             Order.customer_id == customer_id,
-            Ticket.status == TicketState.VALID.value,
+            Ticket.status.in_([TicketState.VALID.value, TicketState.BLOCKED.value]),  # blocked: still refundable
             Ticket.entries_used == 0,
             Ticket.first_entry_at.is_(None),
             Product.refundable.is_(True),
@@ -179,10 +180,11 @@ def append(
 
 
 def earn_for_order(session: Session, settings: Settings, order: Order, *, now: datetime) -> PointsEntry | None:
-    """points_per_yuan for each whole yuan paid, once per order (ref order:{id}). Does not commit."""
-    if order.customer_id is None:
+    """points_per_yuan (the rules in force, `cloud.points.rules`) for each whole yuan paid, once per order
+    (ref order:{id}). Does not commit."""
+    if order.customer_id is None or order.total_fen < 100:
         return None
-    points = order.total_fen // 100 * settings.points_per_yuan
+    points = order.total_fen // 100 * rules.current(session, settings).points_per_yuan
     if points <= 0:
         return None
     entry, _ = append(
@@ -243,7 +245,8 @@ def already_signed_in(day: object) -> Conflict:
 
 
 def signin(session: Session, settings: Settings, customer_id: int, *, now: datetime) -> tuple[SignIn, int]:
-    """每日签到 once per local day: signin_points, plus signin_streak_bonus on every 7th day in a row."""
+    """每日签到 once per local day: signin_points, plus signin_streak_bonus on every 7th day in a row (the rules
+    in force, `cloud.points.rules`)."""
     get_customer(session, customer_id)
     day = now.astimezone(ZoneInfo(settings.timezone)).date()
     if session.scalar(select(SignIn.id).where(SignIn.customer_id == customer_id, SignIn.day == day)) is not None:
@@ -252,7 +255,8 @@ def signin(session: Session, settings: Settings, customer_id: int, *, now: datet
         select(SignIn.streak).where(SignIn.customer_id == customer_id, SignIn.day == day - timedelta(days=1))
     )
     streak = (yesterday or 0) + 1
-    points = settings.signin_points + (settings.signin_streak_bonus if streak % 7 == 0 else 0)
+    rule = rules.current(session, settings)
+    points = rule.signin_points + (rule.signin_streak_bonus if streak % 7 == 0 else 0)
     row = SignIn(customer_id=customer_id, day=day, streak=streak, points=points, created_at=now)
     try:
         with session.begin_nested():

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cloud.audit.service import record
-from cloud.db import add_unique
+from cloud.db import add_unique, dialect_insert, utcnow
 from cloud.deps import Principal
 from cloud.errors import Conflict, DomainError, not_found
+from cloud.products import catalog
 from cloud.products.models import Holiday, Product, Stock
 from cloud.products.schemas import ProductIn
 from cloud.sites.service import get_site
@@ -25,6 +27,7 @@ def create_product(session: Session, actor: Principal, site_id: int, body: Produ
     product = Product(site_id=site_id, **body.model_dump())
     add_unique(session, product, taken)
     record(session, actor, "product.create", "product", product.id, body.model_dump(mode="json"))
+    catalog.bump(session, site_id)
     session.commit()
     return product
 
@@ -44,6 +47,7 @@ def set_active(session: Session, actor: Principal, product_id: int, active: bool
     product = get_product(session, product_id)
     product.active = active
     record(session, actor, "product.activate" if active else "product.deactivate", "product", product_id, {})
+    catalog.bump(session, product.site_id)
     session.commit()
     return product
 
@@ -53,24 +57,21 @@ def add_holiday(session: Session, actor: Principal, site_id: int, day: date, nam
     holiday = Holiday(site_id=site_id, day=day, name=name)
     add_unique(session, holiday, Conflict("holiday_exists", f"{day} is already a holiday", f"{day} 已是节假日"))
     record(session, actor, "holiday.add", "site", site_id, {"day": day.isoformat(), "name": name})
+    catalog.bump(session, site_id)
     session.commit()
     return holiday
 
 
 def day_type(session: Session, site_id: int, day: date) -> str:
-    if session.scalar(select(Holiday.id).where(Holiday.site_id == site_id, Holiday.day == day)) is not None:
-        return "holiday"
-    return "weekend" if day.weekday() >= 5 else "weekday"
+    """holiday, weekend or weekday at the site (holidays from the site's cached catalog)."""
+    return catalog.current(session, site_id).day_type(day)
 
 
-def price_fen(session: Session, product: Product, day: date) -> tuple[str, int]:
-    kind = day_type(session, product.site_id, day)
-    price = {
-        "holiday": product.holiday_price_fen,
-        "weekend": product.weekend_price_fen,
-        "weekday": product.weekday_price_fen,
-    }[kind]
-    return kind, price
+def price_fen(session: Session, product: Product, day: date, now: datetime | None = None) -> tuple[str, int]:
+    """(day type, price) of one unit for a visit on `day`, sold at `now` (default: now): the prices of the
+    product's latest price change in effect then (`cloud.products.prices`), else its own columns. Price
+    changes and holidays come from the site's catalog (`cloud.products.catalog`, checked against its version)."""
+    return catalog.current(session, product.site_id).price_fen(product, day, now or utcnow())
 
 
 def available(session: Session, product: Product, day: date) -> int | None:
@@ -81,7 +82,7 @@ def available(session: Session, product: Product, day: date) -> int | None:
 
 
 def set_stock(session: Session, actor: Principal, product_id: int, day: date, capacity: int) -> Stock:
-    get_product(session, product_id)
+    product = get_product(session, product_id)
     _ensure_stock_row(session, product_id, day, capacity)
     stock = session.scalar(select(Stock).where(Stock.product_id == product_id, Stock.day == day))
     assert stock is not None
@@ -93,6 +94,7 @@ def set_stock(session: Session, actor: Principal, product_id: int, day: date, ca
         )
     stock.capacity = capacity
     record(session, actor, "stock.set", "product", product_id, {"day": day.isoformat(), "capacity": capacity})
+    catalog.bump(session, product.site_id)
     session.commit()
     return stock
 
@@ -107,17 +109,33 @@ def _ensure_stock_row(session: Session, product_id: int, day: date, capacity: in
         pass  # a concurrent order created it first
 
 
+_RESERVE: dict[str, Any] = {}  # the reserve statement per dialect, built once
+
+
 def reserve(session: Session, product: Product, day: date, quantity: int) -> None:
-    """Hold stock for an order, atomically: never oversells, whatever runs concurrently."""
+    """Hold stock for an order, atomically: never oversells, whatever runs concurrently.
+
+    One statement: the day's row is created holding `quantity` of `daily_stock`, or its `sold` grows by
+    `quantity` only while it stays within `capacity` (INSERT .. ON CONFLICT DO UPDATE .. WHERE .. RETURNING;
+    no row back means sold out)."""
     if product.daily_stock is None:
         return
-    _ensure_stock_row(session, product.id, day, product.daily_stock)
-    result = session.execute(
-        update(Stock)
-        .where(Stock.product_id == product.id, Stock.day == day, Stock.sold + quantity <= Stock.capacity)
-        .values(sold=Stock.sold + quantity)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if quantity > product.daily_stock:
+        _ensure_stock_row(session, product.id, day, product.daily_stock)  # a new row could not hold them
+    stmt = _RESERVE.get(session.get_bind().dialect.name)
+    if stmt is None:
+        stmt = _RESERVE[session.get_bind().dialect.name] = (
+            dialect_insert(session)(Stock)
+            .values(product_id=bindparam("p"), day=bindparam("d"), capacity=bindparam("c"), sold=bindparam("q"))
+            .on_conflict_do_update(
+                index_elements=[Stock.product_id, Stock.day],
+                set_={"sold": Stock.sold + bindparam("q")},
+                where=Stock.sold + bindparam("q") <= Stock.capacity,
+            )
+            .returning(Stock.id)
+        )
+    params = {"p": product.id, "d": day, "c": product.daily_stock, "q": quantity}
+    if session.execute(stmt, params).first() is None:
         raise Conflict(
             "sold_out",
             f"{product.name} is sold out for {day}",

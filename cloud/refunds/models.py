@@ -1,11 +1,12 @@
-"""Tables of this domain: refunds with their tickets, and the revocation feed sync carries to the gates."""
+"""Tables of this domain: refunds with their tickets, refund reviews, and the revocation feed sync carries."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, String, text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from cloud.db import Base, UtcDateTime, utcnow
@@ -21,6 +22,7 @@ class RefundStatus(StrEnum):
 
 class Refund(Base):
     __tablename__ = "refunds"
+    __table_args__ = (Index("ix_refunds_created_at_id", "created_at", "id"),)  # the back office's list (0020)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
@@ -69,3 +71,34 @@ class Revocation(Base):
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
     reason: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ReviewStatus(StrEnum):
+    PENDING_REVIEW = "pending_review"  # asked for; nothing revoked, no stock or money moved yet
+    APPROVED = "approved"  # a second person approved it: `refund_id` is the refund it made
+    DENIED = "denied"  # refused with a reason; nothing changed
+
+
+class RefundReview(Base):
+    """A refund the automatic rules refuse (a weather closure, a used ticket, past the cutoff), asked for by
+    staff with a reason and decided by a second person (cloud/refunds/review.py)."""
+
+    __tablename__ = "refund_reviews"
+    __table_args__ = (Index("ix_refund_reviews_status_requested", "status", "requested_at", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    ticket_ids: Mapped[list[Any]] = mapped_column(JSON)
+    # Each ticket's entries_used when asked, in ticket_ids' order: a ticket used since makes approval stale.
+    entries_used: Mapped[list[Any]] = mapped_column(JSON)
+    waive_fee: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str] = mapped_column(String(200))
+    rule_codes: Mapped[str] = mapped_column(String(200), default="")  # why the automatic rules refuse, comma-joined
+    status: Mapped[str] = mapped_column(String(20), default=ReviewStatus.PENDING_REVIEW.value)
+    requested_by: Mapped[str] = mapped_column(String(100))
+    requested_by_staff_id: Mapped[int] = mapped_column(Integer)
+    requested_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    decided_by: Mapped[str | None] = mapped_column(String(100))
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    decision_reason: Mapped[str | None] = mapped_column(String(200))
+    refund_id: Mapped[int | None] = mapped_column(ForeignKey("refunds.id"), unique=True)

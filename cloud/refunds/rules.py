@@ -49,3 +49,23 @@ def assess(ticket: Ticket, product: Product, tz: ZoneInfo, now: datetime, last_d
         )
     fee = min(product.refund_fee_fen, ticket.price_fen)
     return RefundLine(ticket_id=tid, amount_fen=ticket.price_fen - fee, fee_fen=fee)
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """A refund a second person approved on review (cloud/refunds/review.py), outside the rules."""
+
+    waive_fee: bool  # the resort's doing (a weather closure): the whole price back
+
+
+def assess_reviewed(ticket: Ticket, product: Product, override: Override) -> RefundLine:
+    """What a refund approved on review pays back, whatever the rules say (used, past the cutoff, not
+    refundable): the price less the product's fee, or all of it when the review waives the fee. A ticket
+    already refunded or revoked is still refused."""
+    tid = ticket.id
+    if ticket.status == TicketState.REFUNDED:
+        raise Conflict("already_refunded", f"Ticket {tid} is already refunded", f"门票 {tid} 已退款", ticket_id=tid)
+    if ticket.status == TicketState.REVOKED:
+        raise Conflict("ticket_revoked", f"Ticket {tid} was revoked", f"门票 {tid} 已作废", ticket_id=tid)
+    fee = 0 if override.waive_fee else min(product.refund_fee_fen, ticket.price_fen)
+    return RefundLine(ticket_id=tid, amount_fen=ticket.price_fen - fee, fee_fen=fee)

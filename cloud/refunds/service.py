@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import CursorResult, Select, func, select, update
 from sqlalchemy.orm import Session
 
 from cloud.audit.service import record
@@ -21,12 +21,13 @@ from cloud.deps import Principal, Role
 from cloud.errors import Conflict, Forbidden, NotFound
 from cloud.faces.gallery import on_passes_ended
 from cloud.orders.models import TRANSITIONS, Order, OrderStatus
+from cloud.orders.search import Page, keyset_page
 from cloud.orders.service import get_order, transition
 from cloud.points.service import reverse_for_refund
 from cloud.products import service as products
 from cloud.refunds.models import Refund, RefundItem, RefundStatus, Revocation
 from cloud.refunds.payout import attach_wechat
-from cloud.refunds.rules import assess
+from cloud.refunds.rules import Override, RefundLine, assess, assess_reviewed
 from cloud.settings import Settings
 from cloud.sites.models import Site
 from cloud.sites.service import get_site
@@ -58,9 +59,11 @@ def refund(
     *,
     now: datetime,
     commit: bool = True,
+    override: Override | None = None,
 ) -> Refund:
     """Refund some of an order's tickets under their products' rules, revoke them, and commit (`commit=False`:
-    the caller commits, e.g. an OTA channel's refund together with its answer)."""
+    the caller commits, e.g. an OTA channel's refund together with its answer). `override`: a refund approved
+    on review (cloud/refunds/review.py), made whatever the rules say of use, cutoff and refundability."""
     order = get_order(session, order_id, actor)
     if actor.role is Role.CUSTOMER and order.channel != "online":
         raise Forbidden(
@@ -68,41 +71,26 @@ def refund(
             "This order was not bought online; ask at the ticket window",
             "该订单非线上购买，请到售票窗口办理退款",
         )
-    if order.status not in (OrderStatus.PAID, OrderStatus.ISSUED, OrderStatus.USED, OrderStatus.REFUNDED):
-        raise Conflict(
-            "order_not_paid",
-            f"Order {order.number} is {order.status}; nothing to refund",
-            f"订单 {order.number} 状态为 {order.status}，无可退款项",
-        )
+    check_paid(order)
     _lock_revocation_feed(session, order.site_id)
-    tickets = {
-        t.id: t for t in session.scalars(select(Ticket).where(Ticket.id.in_(ticket_ids), Ticket.order_id == order.id))
-    }
-    missing = [i for i in ticket_ids if i not in tickets]
-    if missing:
-        raise NotFound(
-            "ticket_not_in_order",
-            f"Tickets {missing} are not tickets of order {order.number}",
-            f"门票 {missing} 不属于订单 {order.number}",
-            ticket_ids=missing,
-        )
-    tz = ZoneInfo(get_site(session, order.site_id).timezone)
-    last_days = {item.id: item.last_day for item in order.items}  # open-dated vouchers
-    lines = [
-        assess(t, products.get_product(session, t.product_id), tz, now, last_days.get(t.order_item_id))
-        for t in tickets.values()
-    ]
+    tickets = order_tickets(session, order, ticket_ids)
+    if override is None:
+        lines = rule_lines(session, order, tickets, now)
+    else:
+        lines = [assess_reviewed(t, products.get_product(session, t.product_id), override) for t in tickets.values()]
 
-    # The guard that holds under concurrency: only a still-valid, unused ticket becomes refunded.
+    # The guard that holds under concurrency: only a still-valid (or blocked: a lost card), unused ticket
+    # becomes refunded; on review, a used one too.
+    statuses = [TicketState.VALID.value, TicketState.BLOCKED.value]
+    unused = (Ticket.entries_used == 0, Ticket.first_entry_at.is_(None))
     result = cast(
         CursorResult[Any],
         session.execute(
             update(Ticket)
             .where(
                 Ticket.id.in_(ticket_ids),
-                Ticket.status == TicketState.VALID.value,
-                Ticket.entries_used == 0,
-                Ticket.first_entry_at.is_(None),
+                Ticket.status.in_(statuses if override is None else [*statuses, TicketState.USED.value]),
+                *(unused if override is None else ()),
             )
             .values(status=TicketState.REFUNDED.value)
             .execution_options(synchronize_session="evaluate")
@@ -172,6 +160,42 @@ def refund(
     return refund
 
 
+def check_paid(order: Order) -> None:
+    """Only a paid order has anything to refund."""
+    if order.status not in (OrderStatus.PAID, OrderStatus.ISSUED, OrderStatus.USED, OrderStatus.REFUNDED):
+        raise Conflict(
+            "order_not_paid",
+            f"Order {order.number} is {order.status}; nothing to refund",
+            f"订单 {order.number} 状态为 {order.status}，无可退款项",
+        )
+
+
+def order_tickets(session: Session, order: Order, ticket_ids: list[int]) -> dict[int, Ticket]:
+    """The order's tickets of these ids; a 404 naming any that are not the order's."""
+    tickets = {
+        t.id: t for t in session.scalars(select(Ticket).where(Ticket.id.in_(ticket_ids), Ticket.order_id == order.id))
+    }
+    missing = [i for i in ticket_ids if i not in tickets]
+    if missing:
+        raise NotFound(
+            "ticket_not_in_order",
+            f"Tickets {missing} are not tickets of order {order.number}",
+            f"门票 {missing} 不属于订单 {order.number}",
+            ticket_ids=missing,
+        )
+    return tickets
+
+
+def rule_lines(session: Session, order: Order, tickets: dict[int, Ticket], now: datetime) -> list[RefundLine]:
+    """What the rules pay back for each ticket, or the Conflict of the first one they refuse."""
+    tz = ZoneInfo(get_site(session, order.site_id).timezone)
+    last_days = {item.id: item.last_day for item in order.items}  # open-dated vouchers
+    return [
+        assess(t, products.get_product(session, t.product_id), tz, now, last_days.get(t.order_item_id))
+        for t in tickets.values()
+    ]
+
+
 def _all_refunded(session: Session, order: Order) -> bool:
     left = session.scalar(
         select(func.count(Ticket.id)).where(Ticket.order_id == order.id, Ticket.status != TicketState.REFUNDED.value)
@@ -183,6 +207,29 @@ def refunds_of_order(session: Session, order_id: int, actor: Principal) -> list[
     """An order's refunds, oldest first; a customer sees only their own orders (404 otherwise)."""
     order = get_order(session, order_id, actor)
     return list(session.scalars(select(Refund).where(Refund.order_id == order.id).order_by(Refund.id)))
+
+
+def refunds_page(
+    session: Session,
+    *,
+    status: RefundStatus | None,
+    site_id: int | None,
+    created_from: datetime | None,
+    created_to: datetime | None,
+    cursor: str | None,
+    limit: int,
+) -> Page[Refund]:
+    """Refunds across orders for the back office, newest first, a page at a time; `created_to` excluded."""
+    q: Select[Refund] = select(Refund)
+    if status is not None:
+        q = q.where(Refund.status == status.value)
+    if site_id is not None:
+        q = q.join(Order, Order.id == Refund.order_id).where(Order.site_id == site_id)
+    if created_from is not None:
+        q = q.where(Refund.created_at >= created_from)
+    if created_to is not None:
+        q = q.where(Refund.created_at < created_to)
+    return keyset_page(session, q, Refund.created_at, Refund.id, cursor=cursor, limit=limit)
 
 
 def revocations_since(session: Session, site_id: int, after_seq: int, *, limit: int = 1000) -> list[Revocation]:

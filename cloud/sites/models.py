@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cloud.db import Base, UtcDateTime, utcnow
@@ -16,6 +16,9 @@ class Site(Base):
     name: Mapped[str] = mapped_column(String(100))
     timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Bumped (cloud.products.catalog.bump) in the transaction of any change to what the site sells: its
+    # products, prices, price changes, holidays. A process's cached catalog of the site is good while equal.
+    catalog_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Gate(Base):
@@ -35,3 +38,20 @@ class Gate(Base):
     @property
     def username(self) -> str:
         return f"gate-{self.id}"
+
+
+class GateRules(Base):
+    """The cloud's rules for one gate (`cloud.sites.gate_rules`), over its YAML file's; none: the file's."""
+
+    __tablename__ = "gate_rules"
+
+    gate_id: Mapped[int] = mapped_column(ForeignKey("gates.id"), primary_key=True)
+    allowed_kinds: Mapped[list[str]] = mapped_column(JSON)
+    allowed_products: Mapped[list[int] | None] = mapped_column(JSON)  # product ids; None: every product
+    rescan_seconds: Mapped[float] = mapped_column(Float)
+    passback_seconds: Mapped[float] = mapped_column(Float)
+    daily_limit: Mapped[int | None] = mapped_column(Integer)
+    emergency_open: Mapped[bool] = mapped_column(Boolean)
+    updated_by: Mapped[str] = mapped_column(String(100))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    feed_seq: Mapped[int] = mapped_column(Integer)  # the change of the site's feed that carried them

@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from cloud.audit.service import record
 from cloud.db import add_unique, one_at_a_time, utcnow
 from cloud.deps import STAFF_ROLES, Principal, Role
-from cloud.errors import Conflict, DomainError, Unauthorized, not_found
+from cloud.errors import Conflict, DomainError, not_found
 from cloud.settings import Settings
 from cloud.staff import technicians
-from cloud.staff.models import Staff
+from cloud.staff.models import LoginFailures, RefreshToken, Staff
 
 _hasher = PasswordHasher()
 # Verifying against a dummy hash when the user does not exist keeps login timing uniform.
 _DUMMY_HASH = _hasher.hash("dummy password for timing")
 
 
-def issue_token(settings: Settings, *, role: Role, subject_id: int, name: str) -> str:
+def issue_token(settings: Settings, *, role: Role, subject_id: int, name: str, generation: int = 0) -> str:
+    """An access token (JWT, `jwt_ttl_minutes`); a staff member's carries their session epoch as `gen`."""
     now = utcnow()
     claims = {
         "sub": str(subject_id),
@@ -32,19 +33,29 @@ def issue_token(settings: Settings, *, role: Role, subject_id: int, name: str) -
         "iat": int(now.timestamp()),
         "exp": int((now + timedelta(minutes=settings.jwt_ttl_minutes)).timestamp()),
     }
+    if generation:
+        claims["gen"] = generation
     return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
 
 
-def authenticate(session: Session, settings: Settings, username: str, password: str) -> tuple[str, Role]:
-    staff = session.scalar(select(Staff).where(Staff.username == username))
+def password_matches(password_hash: str | None, password: str) -> bool:
+    """Argon2 check; without a hash (no such user) a dummy one is checked, so both take as long."""
     try:
-        _hasher.verify(staff.password_hash if staff else _DUMMY_HASH, password)
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
     except (VerificationError, InvalidHashError):
-        staff = None
-    if staff is None or not staff.active:
-        raise Unauthorized("bad_credentials", "Wrong username or password", "用户名或密码错误")
-    role = Role(staff.role)
-    return issue_token(settings, role=role, subject_id=staff.id, name=staff.username), role
+        return False
+
+
+def end_sessions(session: Session, staff: Staff, *, now: datetime) -> None:
+    """Every access token of the member issued until now stops working (within `staff_recheck_s` in every
+    process) and every refresh token is revoked. Not audited here, not committed: the caller does both."""
+    staff.session_epoch += 1
+    staff.sessions_ended_at = now
+    session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.staff_id == staff.id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
 
 
 def create_staff(session: Session, actor: Principal | str | None, username: str, password: str, role: Role) -> Staff:
@@ -73,6 +84,11 @@ def update_staff(
 ) -> Staff:
     """Enable or disable an account, set its password, change its role; audited (never the password).
 
+    A new password (an admin's reset) also ends the member's sessions (`end_sessions`) and clears their failed
+    logins (the sign-in slow-down's counts too). Disabling only suspends: their tokens are refused while disabled
+    and work again if re-enabled (a mistaken click costs nobody their shift); to end sessions for good, log the
+    member out (`POST /staff/{id}/logout`).
+
     A change that touches the gate technicians (`cloud.staff.technicians`) sends every site's gates the
     new list in the same transaction. The last active admin cannot be disabled or given another role:
     nobody could then manage staff.
@@ -92,7 +108,10 @@ def update_staff(
         staff.role = role.value
     if password is not None:
         staff.password_hash = _hasher.hash(password)
-        changed["password"] = "changed"
+        staff.failed_logins = 0
+        session.execute(delete(LoginFailures).where(LoginFailures.staff_id == staff.id))  # the slow-down's counts
+        end_sessions(session, staff, now=utcnow())
+        changed["password"] = "changed"  # which also ended the member's sessions
     if was_admin and not (staff.active and staff.role == Role.ADMIN.value):
         _keep_an_admin(session)
     if changed:

@@ -41,13 +41,21 @@ def broker_config(
         str, typer.Option(help="Environment variable with the bridge's password")
     ] = "STARFISH_BRIDGE_PASSWORD",
     bridge_ca: Annotated[Path | None, typer.Option(help="CA of the cloud broker (TLS bridge)")] = None,
+    cloud_instances: Annotated[
+        str, typer.Option(help="Cloud hosts' STARFISH_CLOUD_INSTANCE names, comma-separated ('' is the unnamed one)")
+    ] = "",
+    cloud_workers: Annotated[int, typer.Option(help="Cloud worker processes per host (uvicorn --workers)")] = 1,
 ) -> None:
-    """Write the broker's files; gate passwords come hashed from the cloud database (STARFISH_DATABASE_URL)."""
+    """Write the broker's files; gate passwords come hashed from the cloud database (STARFISH_DATABASE_URL).
+
+    Every cloud process has its own login (`cloud.sync.instance`): ``--cloud-instances ,b --cloud-workers 4``
+    makes cloud, cloud-1 .. cloud-3, cloud-b, cloud-b-1 .. cloud-b-3, all with the cloud's password."""
     from sqlalchemy import select
 
     from cloud.db import make_engine, make_sessionmaker
     from cloud.settings import DatabaseSettings
     from cloud.sites.models import Gate, Site
+    from cloud.sync.instance import logins
 
     if role not in ("site", "cloud"):
         typer.echo("error: --role is site or cloud", err=True)
@@ -79,6 +87,7 @@ def broker_config(
         cloud_user,
         _secret(cloud_password_env, "cloud consumer's broker password"),
         bridge=bridge,
+        cloud_logins=tuple(logins(cloud_user, [i.strip() for i in cloud_instances.split(",")], max(1, cloud_workers))),
     )
     files = write_broker_config(registry, out, role=role, options=BrokerOptions(host=host, port=port))  # type: ignore[arg-type]
     typer.echo(f"wrote {files.conf}, {files.passwd}, {files.acl} for {len(gates)} gate(s) of {site}")

@@ -79,6 +79,16 @@ def parse(topic: str, payload: bytes, refused: list[Refused] | None = None) -> l
         return []
 
 
+def parse_message(topic: str, payload: bytes) -> list[Inbound]:
+    """A message's events or status, and its dead letters (stored with them, `cloud.sync.dead_letters`)."""
+    refused: list[Refused] = []
+    try:
+        return [*parse(topic, payload, refused), *refused]
+    except Exception:
+        log.exception("dropped a message on %s that could not be parsed", topic)
+        return []
+
+
 class _Refused(Exception):
     def __init__(self, reason: dead_letters.Reason, detail: str) -> None:
         super().__init__(detail)

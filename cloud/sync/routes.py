@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from cloud.deps import MAX_ID, IdPath, Principal, Role, SessionDep, SettingsDep, TransactionScopedRoute, require
 from cloud.errors import Unauthorized
+from cloud.sites import gate_rules
 from cloud.sites.models import Gate, Site
 from cloud.sites.schemas import CODE
 from cloud.sites.service import verify_gate
@@ -93,6 +94,9 @@ def site_snapshot(
     if site is None or site.id != gate.site_id:
         raise _refused()  # the same answer for another site's gate and for no such site
     snap = snapshot.build(session, site.id, site.code, trusted_key_set(settings))
+    # Read after the snapshot's point: the feed after its seq replays any later change on top (issue 13, H6).
+    snap.header = snap.header.model_copy(update={"gate_config": gate_rules.gate_config(session, gate)})
+    session.rollback()
     return StreamingResponse(
         snap.lines(), media_type="application/x-ndjson", headers={"X-Starfish-Feed-Seq": str(snap.header.seq)}
     )

@@ -17,6 +17,7 @@ class TicketState(StrEnum):
     USED = "used"  # the gates reported it used up (via sync)
     REFUNDED = "refunded"
     REVOKED = "revoked"  # withdrawn by staff for another reason
+    BLOCKED = "blocked"  # suspended by staff (a lost card, misuse) until lifted (`cloud.tickets.blocks`)
 
 
 class Ticket(Base):
@@ -53,3 +54,19 @@ class Ticket(Base):
     @property
     def ticket_no(self) -> int:
         return self.id
+
+
+class TicketBlock(Base):
+    """One block of a ticket (`cloud.tickets.blocks`), kept after it is lifted: who, when and why, both ways."""
+
+    __tablename__ = "ticket_blocks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    previous_status: Mapped[str] = mapped_column(String(16))  # what the ticket was, and is again when lifted
+    reason: Mapped[str] = mapped_column(String(200))
+    blocked_by: Mapped[str] = mapped_column(String(100))
+    blocked_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    lift_reason: Mapped[str | None] = mapped_column(String(200))
+    lifted_by: Mapped[str | None] = mapped_column(String(100))
+    lifted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -91,7 +91,7 @@ def issue_for_order(session: Session, settings: Settings, order: Order, *, now: 
         session.add_all(fresh)
         session.flush()  # the ids are the ticket numbers the tokens carry
         for ticket in fresh:
-            ticket.token = _sign(settings, ticket, site.code)
+            ticket.token = sign_ticket(settings, ticket, site.code)
             ticket.code = _voucher_code(settings, order, ticket, site.code)
         session.flush()
         record(session, "system", "tickets.issue", "order", order.id, {"ticket_ids": [t.id for t in fresh]})
@@ -116,7 +116,8 @@ class NotIssuable(Conflict):
         )
 
 
-def _sign(settings: Settings, ticket: Ticket, site_code: str) -> str:
+def sign_ticket(settings: Settings, ticket: Ticket, site_code: str) -> str:
+    """The ticket's signed credential (its id is the ticket number); `NotIssuable` if its fields cannot be carried."""
     kind = ProductKind(ticket.kind)
     try:
         return issue(
@@ -170,6 +171,7 @@ _WIRE_STATUS = {
     TicketState.USED: models.TicketStatus.VALID,
     TicketState.REFUNDED: models.TicketStatus.REVOKED,
     TicketState.REVOKED: models.TicketStatus.REVOKED,
+    TicketState.BLOCKED: models.TicketStatus.BLOCKED,
 }
 
 

@@ -2,7 +2,7 @@
 
 The codes and sentences are the gates' own (`edge.reasons`; the cloud does not import the edge, so
 the few a handheld can give are repeated here and a test holds them equal). Rules, in the gates' order:
-another site's ticket (``wrong_site``), refunded or revoked (``revoked``), before its validity
+another site's ticket (``wrong_site``), refunded or revoked (``revoked``), blocked (``blocked``), before its validity
 (``not_yet_valid``), after it or past a time window opened by its first entry (``expired``), and
 every entry counted (``used_up``). A handheld has no barrier, so no passback or exit rules: a staff
 member verifying twice in a row means to count twice (and may undo).
@@ -25,6 +25,7 @@ TEXTS: dict[str, tuple[str, str]] = {  # code -> (en, zh), as `edge.reasons.CATA
     "unsupported_version": ("Ticket format not supported", "票据版本不支持"),
     "unknown_ticket": ("Ticket not found, please see the ticket office", "未找到该票，请到售票处"),
     "revoked": ("This ticket was refunded or cancelled", "该票已退款或作废"),
+    "blocked": ("This ticket is blocked, please see the service desk", "该票已被冻结，请到服务台"),
     "wrong_site": (
         "This ticket is for another resort, please see the ticket office",
         "该票不是本雪场的门票，请到售票处",
@@ -66,6 +67,8 @@ def judge(ticket: Ticket, site_id: int | None, at: datetime) -> Verdict:
         return Verdict("wrong_site", left)
     if ticket.status in (TicketState.REFUNDED, TicketState.REVOKED):
         return Verdict("revoked", left)
+    if ticket.status == TicketState.BLOCKED:
+        return Verdict("blocked", left)
     if at < ticket.valid_from:
         return Verdict("not_yet_valid", left)
     if at >= ticket.valid_until:

@@ -15,8 +15,8 @@ from datetime import datetime
 
 from edge.store import faces, journal, technicians, tickets
 from edge.store.gate_store import GateStore
-from edge.store.schema import iso, set_meta
-from models import Direction, Outcome, PassageEvent
+from edge.store.schema import get_meta, iso, set_meta
+from models import Direction, GateConfig, Outcome, PassageEvent
 from models.credential import load_public_key
 from models.sync import (
     Change,
@@ -35,7 +35,8 @@ from sync.errors import KeySetError
 FEED_SEQ = "sync.feed_seq"
 FEED_EPOCH = "sync.feed_epoch"
 FRESH_AT = "sync.fresh_at"
-GATE_CONFIG = "sync.gate_config"
+GATE_CONFIG = "sync.gate_config"  # the cloud's rules for this gate (`GateConfigChange`), as received
+GATE_CONFIG_SINCE = "sync.gate_config_since"  # when this gate took them on (its clock)
 GATE_ROSTER = "sync.gate_roster"
 SNAPSHOT_CHECKSUM = "sync.snapshot_checksum"
 HANDHELD = "handheld:"  # the gate id of a handheld's verification in the journal, before the device's name
@@ -92,11 +93,11 @@ def apply_change(store: GateStore, change: Change, seq: int, *, gate: str, fresh
     """Apply one feed change and record `seq` as applied, in one transaction.
 
     A key set whose keys do not load raises `KeySetError` before anything is written.
-    `gate` names this gate: only its own gate config is kept. A face template is kept sealed, as
-    received; a `FaceUpsert` the cloud scrubbed (sealed None: deleted since, a `FaceDelete` follows)
-    changes nothing, so a gate catching up never holds a deleted face even for a moment. A technician
-    list replaces the last one. A handheld's verification (`Usage`) is journaled as another gate's
-    passage, never to go up to the cloud (`apply_usage`).
+    `gate` names this gate: only its own gate config is kept (`put_cloud_rules`; None withdraws it). A
+    face template is kept sealed, as received; a `FaceUpsert` the cloud scrubbed (sealed None: deleted
+    since, a `FaceDelete` follows) changes nothing, so a gate catching up never holds a deleted face even
+    for a moment. A technician list replaces the last one. A handheld's verification (`Usage`) is
+    journaled as another gate's passage, never to go up to the cloud (`apply_usage`).
     """
     if isinstance(change, KeySet):
         check_keys(change.keys)
@@ -110,7 +111,7 @@ def apply_change(store: GateStore, change: Change, seq: int, *, gate: str, fresh
         elif isinstance(change, KeySet):
             tickets.replace_keys(c, change.keys)
         elif isinstance(change, GateConfigChange) and change.gate_id == gate:
-            set_meta(c, GATE_CONFIG, change.config.model_dump_json())
+            put_cloud_rules(c, change.config, fresh)
         elif isinstance(change, GateRoster):
             set_roster(c, change.gates)
         elif isinstance(change, FaceUpsert) and change.sealed is not None:
@@ -123,6 +124,34 @@ def apply_change(store: GateStore, change: Change, seq: int, *, gate: str, fresh
             apply_usage(c, change)
         set_meta(c, FEED_SEQ, str(seq))
         set_meta(c, FRESH_AT, iso(fresh))
+
+
+def put_cloud_rules(c: sqlite3.Connection, config: GateConfig | None, at: datetime) -> None:
+    """Keep the cloud's rules for this gate (None: withdrawn, the file's rules again); the same rules again
+    keep the time they were first taken on. Only ever inside the transaction that moves the feed position
+    (`apply_change`, `install_snapshot`): rules and seq must never part."""
+    if config is None:
+        c.execute("DELETE FROM meta WHERE key IN (?, ?)", (GATE_CONFIG, GATE_CONFIG_SINCE))
+        return
+    body = config.model_dump_json()
+    if get_meta(c, GATE_CONFIG) != body or get_meta(c, GATE_CONFIG_SINCE) is None:
+        set_meta(c, GATE_CONFIG, body)
+        set_meta(c, GATE_CONFIG_SINCE, iso(at))
+
+
+def cloud_rules(store: GateStore) -> tuple[GateConfig, datetime] | None:
+    """The cloud's rules for this gate and since when it runs by them; None: none (its file's rules).
+
+    Rules stored by a release that wrote no time count from now; rules that no longer parse are none."""
+    body = store.get_meta(GATE_CONFIG)
+    if body is None:
+        return None
+    try:
+        config = GateConfig.model_validate_json(body)
+    except ValueError:
+        return None
+    since = store.get_meta(GATE_CONFIG_SINCE)
+    return config, datetime.fromisoformat(since) if since is not None else datetime.now().astimezone()
 
 
 def apply_usage(c: sqlite3.Connection, usage: Usage) -> None:

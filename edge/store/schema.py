@@ -12,12 +12,11 @@ from __future__ import annotations
 import sqlite3
 from datetime import UTC, datetime
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS tickets (
-    ticket_id TEXT PRIMARY KEY,
-    code TEXT UNIQUE,
-    body TEXT NOT NULL
-);
+# The ticket cache's columns and keys; a snapshot is staged in a table made alike, then renamed to this one.
+TICKETS_COLUMNS = "ticket_id TEXT PRIMARY KEY, code TEXT UNIQUE, body TEXT NOT NULL"
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS tickets ({TICKETS_COLUMNS});
 CREATE TABLE IF NOT EXISTS revocations (
     ticket_id TEXT PRIMARY KEY,
     status TEXT NOT NULL,

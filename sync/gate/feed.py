@@ -12,7 +12,6 @@ that stays below it for `feed_gap_grace_s` without progress lost a message: snap
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import threading
 import time
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import ValidationError
 
+from models import GateConfig
 from models.credential import load_public_key
 from models.keyset import KeySetSignatureError, verify_key_set
 from models.sync import FeedHead, FeedMessage, GateConfigChange, GateRoster, KeySet, SnapshotHeader
@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("starfish.sync")
 
 _SiteMsg = TypeVar("_SiteMsg", FeedMessage, FeedHead)
+
+
+class _RulesRefused(Exception):
+    """The cloud's rules for this gate name another site or gate (logged where raised)."""
 
 
 class Feed:
@@ -203,13 +207,18 @@ class Feed:
 
     def _apply(self, msg: FeedMessage, delivery: Delivery) -> bool:
         now = self.clock()
+        change = msg.change
         try:
             try:
-                if isinstance(msg.change, KeySet):
-                    self._verify_keys(msg.change.keys, msg.change.signature)
-                self.port.apply_change(msg.change, msg.seq, fresh=now)
+                if isinstance(change, KeySet):
+                    self._verify_keys(change.keys, change.signature)
+                if isinstance(change, GateConfigChange) and change.gate_id == self.config.gate:
+                    self._check_rules(change.config, f"feed {msg.seq}")
+                self.port.apply_change(change, msg.seq, fresh=now)
             except KeySetError as exc:
                 log.error("sync: feed %d: key set refused (%s); the gate keeps its current keys", msg.seq, exc)
+                self.port.skip_change(msg.seq, fresh=now)
+            except _RulesRefused:
                 self.port.skip_change(msg.seq, fresh=now)
         except Exception:
             log.exception("sync: feed %d could not be applied; fetching a snapshot", msg.seq)
@@ -222,10 +231,25 @@ class Feed:
             self.port.reload_keys()
         if isinstance(msg.change, GateRoster):
             self.roster = frozenset(msg.change.gates)
-        if isinstance(msg.change, GateConfigChange) and msg.change.gate_id == self.config.gate:
-            log.info("sync: the cloud changed this gate's config: stored, not applied live")
+        if isinstance(change, GateConfigChange) and change.gate_id == self.config.gate:
+            what = "withdrew its rules: the file's again" if change.config is None else "changed this gate's rules"
+            log.warning("sync: feed %d: the cloud %s", msg.seq, what)
         self.link.ack(delivery)
         return True
+
+    def _check_rules(self, config: GateConfig | None, where: str) -> None:
+        """Raise `_RulesRefused` (logged) for cloud rules naming another site or gate than this one."""
+        if config is None or (config.site_id, config.gate_id) == (self.config.site, self.config.gate):
+            return
+        log.error(
+            "sync: %s: gate rules for %s/%s refused: this gate is %s/%s; it keeps its rules",
+            where,
+            config.site_id,
+            config.gate_id,
+            self.config.site,
+            self.config.gate,
+        )
+        raise _RulesRefused
 
     def _apply_held(self) -> None:
         for seq in [s for s in self._buffer if s <= self.seq]:
@@ -265,18 +289,21 @@ class Feed:
         return True
 
     async def _snapshot_once(self) -> bool:
-        staging = self.port.snapshot_scratch()
         try:
             header = await asyncio.to_thread(
                 fetch_snapshot,
                 url=snapshot_url(self.config.snapshot_url, self.config.site),
                 site=self.config.site,
-                open_sink=functools.partial(self.port.open_staging, staging),
+                open_sink=self.port.open_staging,
                 auth=None if self.config.username is None else (self.config.username, self._password or ""),
                 ca_file=self.config.tls_ca,
                 timeout_s=self.config.snapshot_timeout_s,
                 abort=self._abort,
             )
+            try:
+                self._check_rules(header.gate_config, "snapshot")
+            except _RulesRefused:
+                header = header.model_copy(update={"gate_config": None})  # the file's rules: the safe ones
             try:  # the cloud always sends its key set: a snapshot without one is no cloud's
                 self._verify_keys(header.keys, header.keys_signature)
                 self.port.check_keys(header.keys)
@@ -284,16 +311,15 @@ class Feed:
                 # Whoever signs no key set with our root is not our cloud: none of its snapshot is taken.
                 raise SnapshotError(f"snapshot refused: {exc}") from exc
             now = self.clock()
-            # Synchronous on the loop: nothing else touches the store during the swap.
-            self.port.install_snapshot(staging, header, fresh=now)
+            # Synchronous on the loop: nothing else touches the store during the swap. The header's rules
+            # (or none) are committed with the tickets and the feed position, never after them.
+            self.port.install_snapshot(header, fresh=now)
         except SnapshotError as exc:
             log.warning("sync: snapshot failed: %s", exc)
             return False
         except Exception:
             log.exception("sync: snapshot failed")
             return False
-        finally:
-            staging.unlink(missing_ok=True)
         if header.seq < self.seq:
             log.warning(
                 "sync: snapshot seq %d is behind this gate's %d: was the cloud's feed reset?", header.seq, self.seq

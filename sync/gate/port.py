@@ -12,7 +12,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
-from pathlib import Path
 from typing import Protocol
 
 from models import PassageEvent
@@ -73,17 +72,15 @@ class GatePort(Protocol):
         """The key set changed: decisions verify with the new one from now on."""
         ...
 
-    def snapshot_scratch(self) -> Path:
-        """A new empty file to stage a snapshot in (the caller deletes it afterwards)."""
+    def open_staging(self) -> SnapshotSink:
+        """Where the snapshot client streams a snapshot's lines (worker thread), replacing whatever an earlier
+        staging left."""
         ...
 
-    def open_staging(self, path: Path) -> SnapshotSink:
-        """Where the snapshot client streams a snapshot's lines (worker thread)."""
-        ...
-
-    def install_snapshot(self, staging: Path, header: SnapshotHeader, *, fresh: datetime) -> None:
-        """Replace the gate's tickets, face templates, keys and roster by a verified staged snapshot;
-        `SnapshotError` if not."""
+    def install_snapshot(self, header: SnapshotHeader, *, fresh: datetime) -> None:
+        """Replace the gate's tickets, face templates, keys, roster and the cloud's rules for it
+        (`header.gate_config`; None: none, the file's rules again) by the verified snapshot just staged, in one
+        commit with the new feed position; `SnapshotError` if not."""
         ...
 
     def read_checksum(self) -> tuple[int, str] | None:

@@ -105,6 +105,44 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("DELETE", "/api/v1/channels/{code}/skus/{sku}"): "admin",
     ("GET", "/api/v1/channels/calls"): "admin finance",
     ("POST", "/api/v1/channels/calls/{call_id}/retry"): "admin finance",
+    # --- issue 13: orders back office (H4) ---
+    ("GET", "/api/v1/orders/search"): "admin cashier finance",
+    ("GET", "/api/v1/customers/{customer_id}/orders"): "admin cashier finance",
+    ("GET", "/api/v1/refunds"): "admin finance",
+    # Refund review: the window or an admin asks, an admin or finance (never the one who asked) decides.
+    ("POST", "/api/v1/orders/{order_id}/refund-reviews"): "admin cashier",
+    ("GET", "/api/v1/refund-reviews"): "admin cashier finance",
+    ("GET", "/api/v1/refund-reviews/{review_id}"): "admin cashier finance",
+    ("POST", "/api/v1/refund-reviews/{review_id}/approve"): "admin finance",
+    ("POST", "/api/v1/refund-reviews/{review_id}/deny"): "admin finance",
+    # --- issue 13: products back office (H5) ---
+    ("GET", "/api/v1/sites/{site_id}/products/all"): "admin cashier finance",
+    ("GET", "/api/v1/products/{product_id}"): "admin cashier finance",
+    ("PATCH", "/api/v1/products/{product_id}"): "admin",
+    ("POST", "/api/v1/products/{product_id}/activate"): "admin",
+    ("POST", "/api/v1/products/{product_id}/price-changes"): "admin",
+    ("GET", "/api/v1/products/{product_id}/price-changes"): "admin finance",
+    ("POST", "/api/v1/price-changes/{change_id}/withdraw"): "admin",
+    ("GET", "/api/v1/sites/{site_id}/holidays"): "admin cashier finance",
+    ("DELETE", "/api/v1/sites/{site_id}/holidays/{day}"): "admin",
+    ("GET", "/api/v1/sites/{site_id}/ticket-layout"): "admin cashier",
+    ("PUT", "/api/v1/sites/{site_id}/ticket-layout"): "admin",
+    # --- issue 13: gates and passes (H6) ---
+    ("POST", "/api/v1/tickets/{ticket_id}/block"): "admin cashier",
+    ("POST", "/api/v1/tickets/{ticket_id}/unblock"): "admin cashier",
+    ("GET", "/api/v1/tickets/{ticket_id}/blocks"): "admin cashier",
+    ("GET", "/api/v1/gates/{gate_id}/rules"): "admin gate_tech",
+    ("PUT", "/api/v1/gates/{gate_id}/rules"): "admin",
+    ("DELETE", "/api/v1/gates/{gate_id}/rules"): "admin",
+    # --- issue 13: staff and points (H7) ---
+    ("POST", "/api/v1/auth/refresh"): "public",
+    ("POST", "/api/v1/auth/logout"): "admin cashier finance gate_tech verifier",
+    ("GET", "/api/v1/staff/{staff_id}"): "admin",
+    ("POST", "/api/v1/staff/{staff_id}/logout"): "admin",
+    ("GET", "/api/v1/points/rules"): "admin finance",
+    ("PUT", "/api/v1/points/rules"): "admin",
+    # --- issue 13: sell path and scale-out (H1, H3) ---
+    ("POST", "/api/v1/orders/counter-sale"): "admin cashier",
 }
 
 ROLES: list[Role | None] = [*Role, None]  # None: nobody signed in
@@ -160,7 +198,8 @@ def test_the_declared_policy_is_what_the_api_enforces(matrix_app: FastAPI) -> No
     with TestClient(matrix_app) as client:
         api = Api(client, matrix_app)
         failures = []
-        for (method, path), who in sorted(EXPECTED.items()):
+        # Signing out ends the caller's sessions (every later call of that role would be 401): it goes last.
+        for (method, path), who in sorted(EXPECTED.items(), key=lambda kv: (kv[0][1].endswith("/auth/logout"), kv)):
             url = re.sub(r"\{[^}]+\}", "1", path)
             for role in ROLES:
                 r = api.as_(role).request(method, url, json={} if method in ("POST", "PUT") else None)

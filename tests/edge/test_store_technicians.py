@@ -46,20 +46,19 @@ def decision(
     )
 
 
-def stage(tmp_path: Path, name: str) -> Path:
-    """A finished staging file with one ticket, and its checksum."""
-    path = tmp_path / name
-    staging = SnapshotStaging(path)
+def stage(store: GateStore) -> GateStore:
+    """The store with a finished staging of one ticket."""
+    staging = SnapshotStaging(Path(store.path))
     ticket = make_ticket(ProductKind.DAY, ticket_id="2001", code="DAY2001")
     staging.add_tickets([(ticket.ticket_id, ticket.code, ticket.status.value, ticket.model_dump_json())])
     staging.finish()
     staging.close()
-    return path
+    return store
 
 
-def snapshot(store: GateStore, staging: Path, seq: int, technicians: list[TechnicianAccount] | None) -> None:
+def snapshot(store: GateStore, staged: GateStore, seq: int, technicians: list[TechnicianAccount] | None) -> None:
     checksum = ticket_set_checksum([("2001", make_ticket(ProductKind.DAY).status)])
-    install(store, staging, seq=seq, keys={}, checksum=checksum, fresh=NOW, technicians=technicians)
+    install(staged, seq=seq, keys={}, checksum=checksum, fresh=NOW, technicians=technicians)
 
 
 # --- technician accounts ---------------------------------------------------------------------------
@@ -93,18 +92,18 @@ def test_a_snapshot_header_with_technicians_replaces_the_list_and_one_without_ke
     store: GateStore, tmp_path: Path
 ) -> None:
     store.set_technicians([tech("li.wei"), tech("zhao.lei")])
-    snapshot(store, stage(tmp_path, "a.db"), 5, [tech("zhao.lei")])
+    snapshot(store, stage(store), 5, [tech("zhao.lei")])
     assert store.technicians() == {"zhao.lei": HASH}
 
-    snapshot(store, stage(tmp_path, "b.db"), 6, None)  # an older cloud's snapshot says nothing of technicians
+    snapshot(store, stage(store), 6, None)  # an older cloud's snapshot says nothing of technicians
     assert store.technicians() == {"zhao.lei": HASH}
     assert store.ticket("2001") is not None
 
 
 def test_a_snapshot_without_technicians_does_not_mark_a_list_received(store: GateStore, tmp_path: Path) -> None:
-    snapshot(store, stage(tmp_path, "a.db"), 5, None)
+    snapshot(store, stage(store), 5, None)
     assert not store.has_technician_list()
-    snapshot(store, stage(tmp_path, "b.db"), 6, [])
+    snapshot(store, stage(store), 6, [])
     assert store.has_technician_list()
 
 

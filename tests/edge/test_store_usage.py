@@ -141,13 +141,12 @@ def test_an_undo_after_a_snapshot_that_counted_the_verification_gives_the_entry_
 ) -> None:
     # The gate resynced after the verification: the ticket line counts it, the journal never saw it.
     counted = single_entry(entries_used=1, first_entry_at=NOW - timedelta(minutes=3))
-    staging_path = tmp_path / "staging.db"
-    staging = SnapshotStaging(staging_path)
+    staging = SnapshotStaging(Path(store.path))
     staging.add_tickets([(counted.ticket_id, counted.code, counted.status.value, counted.model_dump_json())])
     staging.finish()
     staging.close()
     checksum = ticket_set_checksum([(counted.ticket_id, counted.status)])
-    install_snapshot(store, staging_path, seq=7, keys={}, checksum=checksum, fresh=NOW)
+    install_snapshot(store, seq=7, keys={}, checksum=checksum, fresh=NOW)
     assert service.evaluate(SINGLE, NOW).decision.code == "used_up"
 
     apply_change(store, usage(at=NOW - timedelta(minutes=3), undone=True, entries_used=0), 8, gate="g1", fresh=NOW)
@@ -187,14 +186,13 @@ def test_a_snapshot_after_a_missed_undo_gives_the_entry_back(
 
     # The undo's change never reached this gate; it resynced, and the snapshot's line counts nothing used.
     fresh_line = single_entry()
-    staging_path = tmp_path / "staging.db"
-    staging = SnapshotStaging(staging_path)
+    staging = SnapshotStaging(Path(store.path))
     staging.add_tickets(
         [(fresh_line.ticket_id, fresh_line.code, fresh_line.status.value, fresh_line.model_dump_json())]
     )
     staging.finish()
     staging.close()
     checksum = ticket_set_checksum([(fresh_line.ticket_id, fresh_line.status)])
-    install_snapshot(store, staging_path, seq=9, keys={}, checksum=checksum, fresh=NOW)
+    install_snapshot(store, seq=9, keys={}, checksum=checksum, fresh=NOW)
 
     assert service.evaluate(SINGLE, NOW).decision.code == "ok"

@@ -686,10 +686,8 @@ def test_a_staged_snapshot_is_verified_and_installed_whatever_the_order_of_its_l
     tmp_path: Path, store: GateStore, snapshots: SnapshotServer, state: SnapshotState
 ) -> None:
     snapshots.state = state
-    header = fetch(snapshots, tmp_path / "staging.db")
-    edge_store.install_snapshot(
-        store, tmp_path / "staging.db", seq=header.seq, keys={}, checksum=header.checksum, fresh=NOW
-    )
+    header = fetch(snapshots, Path(store.path))  # staged beside the store's tables, as a gate stages it
+    edge_store.install_snapshot(store, seq=header.seq, keys={}, checksum=header.checksum, fresh=NOW)
     assert edge_store.ticket_checksum(store) == header.checksum == state.checksum()
     assert store.ticket_count() == len(state.tickets)
     if "1001" in state.statuses:
@@ -703,17 +701,16 @@ def test_a_snapshot_listing_a_ticket_twice_is_refused_before_install(tmp_path: P
         fetch(snapshots, tmp_path / "staging.db")
 
 
-def test_a_snapshot_listing_a_code_twice_is_refused_at_install_and_the_store_keeps_its_tickets(
-    tmp_path: Path, store: GateStore, snapshots: SnapshotServer
+def test_a_snapshot_listing_a_code_twice_is_refused_before_install_and_the_store_keeps_its_tickets(
+    store: GateStore, snapshots: SnapshotServer
 ) -> None:
     edge_store.apply_change(store, TicketUpsert(ticket=voucher("900", "V-900")), 1, gate="g1", fresh=NOW)
     before = edge_store.ticket_checksum(store)
     snapshots.state = SnapshotState(seq=5, tickets=[voucher("1001", "V-SAME"), voucher("1002", "V-SAME")])
-    header = fetch(snapshots, tmp_path / "staging.db")
-    with pytest.raises(edge_store.SnapshotError, match="ticket id or code twice"):
-        edge_store.install_snapshot(
-            store, tmp_path / "staging.db", seq=header.seq, keys={}, checksum=header.checksum, fresh=NOW
-        )
+    with pytest.raises(edge_store.SnapshotError, match="ticket code twice"):
+        fetch(snapshots, Path(store.path))
+    with pytest.raises(edge_store.SnapshotError, match="no snapshot is staged"):  # the refused one is not
+        edge_store.install_snapshot(store, seq=5, keys={}, checksum="0" * 64, fresh=NOW)
     assert edge_store.ticket_checksum(store) == before
     assert edge_store.feed_seq(store) == 1
 

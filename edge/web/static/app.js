@@ -133,6 +133,8 @@
     cards.push(card(t("gate"), "good", [
       [t("gate"), `${s.site_id}/${s.gate_id} (${s.direction})`], [t("version"), s.version],
       [t("uptime"), duration(s.uptime_s)],
+      [t("rules"), s.rules_source === "cloud" ? t("rules_cloud", { t: stamp(s.rules_since) }) : t("rules_local")],
+      [t("problem"), s.rules_problem || null, "bad"],
     ]));
     if (s.sync_configured) {
       const syncLevel = levelOf(s.broker_connected ? "" : "bad", s.feed_stale || s.problem ? "bad" : "",

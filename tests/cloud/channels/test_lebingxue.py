@@ -217,6 +217,45 @@ def test_a_refund_the_platform_already_made_keeps_a_used_ticket_and_is_audited(
     assert any(e["action"] == "channel.refund_mismatch" for e in audit)
 
 
+def _block(cloud: ChannelCloud, ticket_id: int) -> None:
+    r = cloud.api.as_(Role.CASHIER).post(f"/api/v1/tickets/{ticket_id}/block", json={"reason": "lost card"})
+    assert r.status_code == 200, r.text
+
+
+def test_a_refund_the_platform_already_made_revokes_a_blocked_ticket_so_no_unblock_revives_it(
+    channel_cloud: ChannelCloud, platform: Lebingxue
+) -> None:
+    placed = platform.notify(channel_cloud.url, "order", _order("LBX7100", _tomorrow(channel_cloud), 1)).json()
+    code = placed["data"]["vouchers"][0]["code"]
+    ticket_id = _ticket_id(channel_cloud, code)
+    _block(channel_cloud, ticket_id)  # the skier lost the card, then asked the platform for their money back
+
+    refunded = {"order_id": "LBX7100", "refund_id": "RF5", "decided": True, "codes": [code]}
+    r = platform.notify(channel_cloud.url, "refund", refunded)
+
+    assert r.json()["code"] == 0, r.text
+    with channel_cloud.sessions() as s:
+        assert s.scalar(select(Ticket.status).where(Ticket.id == ticket_id)) == "refunded"
+    assert _feed_tickets(channel_cloud)[str(ticket_id)] == "revoked"
+    found = channel_cloud.api.as_(Role.CASHIER).post(f"/api/v1/tickets/{ticket_id}/unblock", json={"reason": "found"})
+    assert found.status_code == 409 and found.json()["error"]["code"] == "ticket_revoked"
+
+
+def test_the_platforms_refund_request_for_a_blocked_ticket_is_approved(
+    channel_cloud: ChannelCloud, platform: Lebingxue
+) -> None:
+    placed = platform.notify(channel_cloud.url, "order", _order("LBX7200", _tomorrow(channel_cloud), 1)).json()
+    ticket_id = _ticket_id(channel_cloud, placed["data"]["vouchers"][0]["code"])
+    _block(channel_cloud, ticket_id)
+
+    r = platform.notify(channel_cloud.url, "refund", {"order_id": "LBX7200", "refund_id": "RF6", "quantity": 1})
+
+    assert r.json()["code"] == 0 and r.json()["data"]["approved"] is True, r.text
+    with channel_cloud.sessions() as s:
+        assert s.scalar(select(Ticket.status).where(Ticket.id == ticket_id)) == "refunded"
+    assert _feed_tickets(channel_cloud)[str(ticket_id)] == "revoked"
+
+
 def test_pre_order_then_pay_issues_and_cancel_gives_the_stock_back(
     channel_cloud: ChannelCloud, platform: Lebingxue
 ) -> None:
