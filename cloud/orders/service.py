@@ -276,6 +276,13 @@ def transition(session: Session, order: Order, to: OrderStatus, actor: Principal
 
 
 def _release_items(session: Session, order: Order) -> None:
+    if order.kind != "ticket":  # a rental's stock or a lesson's seats: its domain gives them back
+        from cloud.fulfilment import domain_of
+
+        domain = domain_of(order)
+        if domain is not None:
+            domain.on_given_up(session, order)
+        return
     for item in order.items:
         products.release(session, products.get_product(session, item.product_id), item.visit_date, item.quantity)
 

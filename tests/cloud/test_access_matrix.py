@@ -136,13 +136,16 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("DELETE", "/api/v1/gates/{gate_id}/rules"): "admin",
     # --- issue 13: staff and points (H7) ---
     ("POST", "/api/v1/auth/refresh"): "public",
-    ("POST", "/api/v1/auth/logout"): "admin cashier finance gate_tech verifier",
+    ("POST", "/api/v1/auth/logout"): "admin cashier coach finance gate_tech rental_clerk verifier",
     ("GET", "/api/v1/staff/{staff_id}"): "admin",
     ("POST", "/api/v1/staff/{staff_id}/logout"): "admin",
     ("GET", "/api/v1/points/rules"): "admin finance",
     ("PUT", "/api/v1/points/rules"): "admin",
     # --- issue 13: sell path and scale-out (H1, H3) ---
     ("POST", "/api/v1/orders/counter-sale"): "admin cashier",
+    # --- issue 14: rentals (R) ---
+    # --- issue 14: coaches and lessons (L) ---
+    # --- issue 14: reports (P) ---
 }
 
 ROLES: list[Role | None] = [*Role, None]  # None: nobody signed in

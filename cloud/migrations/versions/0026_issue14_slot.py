@@ -1,0 +1,23 @@
+"""Issue 14 slot: rentals (租赁): items, stock, assets, rental orders and their lines.
+
+A no-op until filled; keeps the revision chain whole.
+
+Revision ID: 0026
+Revises: 0025
+Create Date: 2026-12-04 03:40:00
+"""
+
+from collections.abc import Sequence
+
+revision: str = "0026"
+down_revision: str | None = "0025"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
