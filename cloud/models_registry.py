@@ -5,6 +5,7 @@ from cloud.channels import models as channel_models
 from cloud.customers import models as customer_models
 from cloud.db import Base
 from cloud.faces import models as face_models
+from cloud.lessons import models as lesson_models
 from cloud.orders import models as order_models
 from cloud.payments import models as payment_models
 from cloud.points import models as points_models
@@ -23,6 +24,7 @@ __all__ = [
     "channel_models",
     "customer_models",
     "face_models",
+    "lesson_models",
     "order_models",
     "payment_models",
     "points_models",
