@@ -12,6 +12,7 @@ from cloud.points import models as points_models
 from cloud.products import models as product_models
 from cloud.refunds import models as refund_models
 from cloud.rentals import models as rental_models
+from cloud.reports import models as report_models
 from cloud.sites import models as site_models
 from cloud.staff import models as staff_models
 from cloud.sync import models as sync_models
@@ -31,6 +32,7 @@ __all__ = [
     "product_models",
     "refund_models",
     "rental_models",
+    "report_models",
     "site_models",
     "staff_models",
     "sync_models",
