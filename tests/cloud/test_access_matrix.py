@@ -146,6 +146,12 @@ EXPECTED: dict[tuple[str, str], str] = {
     # --- issue 14: rentals (R) ---
     # --- issue 14: coaches and lessons (L) ---
     # --- issue 14: reports (P) ---
+    ("POST", "/api/v1/reports/cash-ups"): "admin cashier rental_clerk",
+    ("GET", "/api/v1/reports/cash-ups"): "admin cashier finance rental_clerk",
+    ("GET", "/api/v1/reports/cash-ups/{cash_up_id}"): "admin cashier finance rental_clerk",
+    ("GET", "/api/v1/reports/charts/entries-hourly"): "admin finance",
+    ("GET", "/api/v1/reports/charts/sales-channels"): "admin finance",
+    ("GET", "/api/v1/reports/{name}"): "admin finance",
 }
 
 ROLES: list[Role | None] = [*Role, None]  # None: nobody signed in
