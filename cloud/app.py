@@ -32,6 +32,7 @@ def _routers() -> list[APIRouter]:
     from cloud.points.routes import router as points
     from cloud.products.routes import router as products
     from cloud.refunds.routes import router as refunds
+    from cloud.rentals.routes import router as rentals
     from cloud.reports.routes import router as reports
     from cloud.sites.routes import router as sites
     from cloud.staff.routes import router as staff
@@ -43,6 +44,7 @@ def _routers() -> list[APIRouter]:
         order_backoffice,  # before orders: /orders/search is not an order id
         *(staff, sites, products, customers, faces, orders, payments, tickets, refunds, points, audit, sync, verify),
         channels,
+        rentals,
         reports,
     ]
 

@@ -144,6 +144,21 @@ EXPECTED: dict[tuple[str, str], str] = {
     # --- issue 13: sell path and scale-out (H1, H3) ---
     ("POST", "/api/v1/orders/counter-sale"): "admin cashier",
     # --- issue 14: rentals (R) ---
+    ("POST", "/api/v1/rentals/sites/{site_id}/items"): "admin",
+    ("GET", "/api/v1/rentals/sites/{site_id}/items"): "public",
+    ("PATCH", "/api/v1/rentals/items/{item_id}"): "admin",
+    ("PUT", "/api/v1/rentals/items/{item_id}/stock"): "admin",
+    ("POST", "/api/v1/rentals/items/{item_id}/assets"): "admin",
+    ("GET", "/api/v1/rentals/items/{item_id}/assets"): "admin rental_clerk",
+    ("PATCH", "/api/v1/rentals/assets/{asset_id}"): "admin rental_clerk",
+    ("GET", "/api/v1/rentals/assets/by-tag"): "admin cashier rental_clerk verifier",
+    ("POST", "/api/v1/rentals/orders"): "admin customer rental_clerk",
+    ("GET", "/api/v1/rentals/orders"): "admin cashier rental_clerk",
+    ("GET", "/api/v1/rentals/orders/{order_id}"): "admin cashier customer rental_clerk",
+    ("POST", "/api/v1/rentals/orders/{order_id}/payments/counter"): "admin rental_clerk",
+    ("POST", "/api/v1/rentals/orders/{order_id}/hand-out"): "admin rental_clerk verifier",
+    ("POST", "/api/v1/rentals/orders/{order_id}/return"): "admin rental_clerk verifier",
+    ("POST", "/api/v1/rentals/orders/{order_id}/close"): "admin rental_clerk",
     # --- issue 14: coaches and lessons (L) ---
     # --- issue 14: reports (P) ---
     ("POST", "/api/v1/reports/cash-ups"): "admin cashier rental_clerk",
