@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cloud.audit.models import AuditEntry
@@ -208,7 +208,7 @@ def test_a_coach_is_never_double_booked(app: FastAPI, settings: Settings, school
         assert book_private(s, settings, school, 15).start_at == at(school.day, 15)  # back to back is fine
 
         # The unpaid first booking holds its slot until its order expires; then the slot is free again.
-        s.execute(Order.__table__.update().where(Order.id == first.order_id).values(expires_at=utcnow()))
+        s.execute(update(Order).where(Order.id == first.order_id).values(expires_at=utcnow()))
         s.commit()
         assert expire_pending(s, utcnow()) == 1
         assert status_of(s, first) == ("cancelled", "expired")
