@@ -50,9 +50,9 @@ def create_item(site_id: IdPath, body: ItemIn, session: SessionDep, actor: Admin
 
 
 @router.get("/sites/{site_id}/items", dependencies=[Depends(public)])
-def list_items(site_id: IdPath, session: SessionDep, all: bool = False) -> list[ItemOut]:
-    """The site's rental catalog with what is free now (`all`: inactive items too)."""
-    return [ItemOut.model_validate(i) for i in items.list_items(session, site_id, active_only=not all)]
+def list_items(site_id: IdPath, session: SessionDep, inactive: bool = False) -> list[ItemOut]:
+    """The site's rental catalog with what is free now (`inactive`: switched-off items too)."""
+    return [ItemOut.model_validate(i) for i in items.list_items(session, site_id, active_only=not inactive)]
 
 
 @router.patch("/items/{item_id}")

@@ -49,7 +49,9 @@ class ItemIn(BaseModel):
 class ItemPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)] | None = None
+    name: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=PRINTABLE)] | None
+    ) = None
     hour_weekday_fen: Fen | None = None
     hour_weekend_fen: Fen | None = None
     hour_holiday_fen: Fen | None = None

@@ -123,9 +123,9 @@ def test_overtime_damage_and_loss_are_charged_from_the_deposit_and_the_rest_come
             s,
             CLERK,
             oid,
-            HandOutIn(tags=["SK-1", "SK-2"], counted=[{"line_id": helmet_line, "quantity": 2}]),
+            HandOutIn.model_validate({"tags": ["SK-1", "SK-2"], "counted": [{"line_id": helmet_line, "quantity": 2}]}),
             now=utcnow(),
-        )  # type: ignore[list-item]
+        )
     due = datetime.fromisoformat(order["lines"][0]["due_at"])
     settings = app.state.settings
     with app.state.sessionmaker() as s:  # 10 minutes late: within the grace, no overtime; a helmet lost
