@@ -170,6 +170,11 @@ def test_a_private_lesson_booked_at_the_window_is_paid_at_the_counter_and_checke
     day = api.as_(Role.COACH).get("/api/v1/coaches/me/lessons", params={"day": school.day.isoformat()}).json()
     assert [(b["id"], b["status"], b["holder_name"]) for b in day["bookings"]] == [(booked["id"], "confirmed", "李雷")]
     assert day["coach"]["name"] == "王教练"
+    params = {"day": school.day.isoformat()}
+    seen = api.as_(Role.CUSTOMER).get(f"/api/v1/coaches/{school.coach_id}/schedule", params=params).json()
+    taken = [(datetime.fromisoformat(b["start_at"]), datetime.fromisoformat(b["end_at"])) for b in seen["busy"]]
+    assert taken == [(at(school.day, 10), at(school.day, 12))]  # what a customer sees before picking a slot
+    assert [datetime.fromisoformat(w["start_at"]) for w in seen["windows"]] == [at(school.day, 9)]
 
     url = f"/api/v1/lessons/bookings/{booked['id']}/check-in"
     r = api.as_(Role.COACH).post(url)
