@@ -33,8 +33,8 @@ def _routers() -> list[APIRouter]:
     from cloud.points.routes import router as points
     from cloud.products.routes import router as products
     from cloud.refunds.routes import router as refunds
-    from cloud.reports.routes import router as reports
     from cloud.rentals.routes import router as rentals
+    from cloud.reports.routes import router as reports
     from cloud.sites.routes import router as sites
     from cloud.staff.routes import router as staff
     from cloud.sync.routes import router as sync
