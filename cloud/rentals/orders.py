@@ -4,7 +4,8 @@ An order is an ordinary `Order` of kind rental whose total is the rent plus the 
 earns no points); its lines are `rental_lines`. Placing it takes its units from the item's `available` at once
 (one conditional UPDATE per line, so two desks never promise the last pair twice) and holds them until they come
 back or the order is given up unpaid (`on_given_up`). Stock is one pool per site, not per day: rentals at a ski
-resort are same-day, so an online order picks up within 2 days and holds its units from ordering.
+resort are same-day, so an online order picks up within 2 days and holds its units from ordering; a customer
+holds at most MAX_UNPAID_ONLINE unpaid rental orders at a time.
 
 Prices are the item's for the day type (weekday, weekend, holiday with the site's holidays) of the local day the
 rental starts. An hourly line is due `periods` hours after its start; a daily line at the local midnight ending
@@ -18,7 +19,7 @@ from __future__ import annotations
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -40,6 +41,7 @@ from cloud.settings import Settings
 from cloud.sites.service import get_site
 
 ONLINE_AHEAD = timedelta(days=2)  # an online rental is picked up within this
+MAX_UNPAID_ONLINE = 2
 
 
 def _digest(body: RentalOrderIn) -> str:
@@ -106,10 +108,12 @@ def create_rental_order(
         raise DomainError("start_out_of_range", "Pick up within 2 days", "请选择两天内的取件时间")
     phone, name = body.phone or "", body.name
     if customer_id is not None:
-        customer = session.get(Customer, customer_id)
+        customer = session.get(Customer, customer_id, with_for_update=online)  # a customer's orders take turns
         if customer is None:
             raise not_found("Customer", "顾客", customer_id)
         phone = phone or (customer.phone or "")
+    if online:
+        _check_unpaid(session, customer_id)
     kind_of_day = day_type(session, site.id, start.astimezone(tz).date())
     order = Order(
         number=_number(now),
@@ -179,6 +183,24 @@ def create_rental_order(
     metrics.order(session, order.channel, "created")
     session.commit()
     return order, True
+
+
+def _check_unpaid(session: Session, customer_id: int | None) -> None:
+    """Online, a customer holds at most MAX_UNPAID_ONLINE unpaid rental orders (each holds units off the shelf)."""
+    unpaid = session.scalar(
+        select(func.count(Order.id)).where(
+            Order.customer_id == customer_id,
+            Order.kind == OrderKind.RENTAL.value,
+            Order.status == OrderStatus.PENDING.value,
+        )
+    )
+    if (unpaid or 0) >= MAX_UNPAID_ONLINE:
+        raise Conflict(
+            "too_many_unpaid",
+            f"You have {unpaid} unpaid rental orders; pay or cancel one first",
+            f"您有 {unpaid} 笔未支付的租赁订单，请先支付或取消",
+            unpaid=unpaid,
+        )
 
 
 def _same(order: Order, digest: str) -> Order:

@@ -222,6 +222,17 @@ def test_an_online_rental_paid_by_wechat_gets_its_deposit_back_through_wechat(
     ).json()
     assert done["deposit_refund_fen"] == 60000
     assert refunds_of(app, oid) == [(60000, "pending_provider", "rental deposit")]  # the refund sweep sends it
+    with app.state.sessionmaker() as s:
+        queued = s.scalars(select(Refund).where(Refund.order_id == oid)).one()
+        assert (queued.provider, queued.out_refund_no) == ("wechat", f"{order['number']}R{queued.id}")
+
+    helmet_only = lines(skis, helmets, n_skis=0, n_helmets=1, unit="hour", periods=1)
+    for _ in range(2):
+        rent(api, site["id"], helmet_only, Role.CUSTOMER, start_at=start)
+    r = api.as_(Role.CUSTOMER).post(
+        f"{R}/orders", json={"site_id": site["id"], "lines": helmet_only, "start_at": start}
+    )
+    assert (r.status_code, error(r)) == (409, "too_many_unpaid")  # each unpaid order holds units off the shelf
 
 
 def test_an_asset_out_on_one_rental_cannot_go_out_on_another_and_the_last_pair_is_promised_once(
