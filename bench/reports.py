@@ -1,6 +1,6 @@
 """Report benchmark: every report over a season and over one day, on PostgreSQL with a season of data.
 
-    python -m bench.reports [--json] [--runs 5] [--explain]
+    python -m bench.reports [--json] [--runs 5] [--explain] [--only NAME ...]
 
 A throwaway PostgreSQL gets the migrated schema, then in SQL (INSERT ... SELECT generate_series, no ORM):
 200,000 orders over a 120-day season (counter cash/card, mini-program, three OTAs; tickets, rentals, lessons)
@@ -9,7 +9,8 @@ rentals and lesson bookings for the rental and lesson orders, and a cash-up per 
 Each report (and the cash-up list, and both charts as PNG) is then built `--runs` times through the same code
 the API runs, over the whole season and over one busy day: median and max (the p99 of a few runs) per report,
 and with `--json` one object whose `slowest_report_s` is the slowest median. Target: at most 1 s each.
-`--explain` prints EXPLAIN ANALYZE of every statement the season reports run.
+`--explain` prints EXPLAIN ANALYZE of every statement the season reports run. `--only entries-products` (repeatable)
+times and explains just those reports (or `cash-ups`, `chart:sales-channels`, `chart:entries-hourly`).
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ def _timed(fn: Callable[[], object], runs: int) -> dict[str, float]:
     return {"median_s": round(statistics.median(samples), 4), "max_s": round(max(samples), 4)}
 
 
-def measure(engine: Engine, runs: int) -> dict[str, dict[str, float]]:
+def measure(engine: Engine, runs: int, only: frozenset[str] = frozenset()) -> dict[str, dict[str, float]]:
     from cloud.db import make_sessionmaker
     from cloud.deps import Principal, Role
     from cloud.reports import cashup, charts
@@ -172,15 +173,21 @@ def measure(engine: Engine, runs: int) -> dict[str, dict[str, float]]:
     with factory() as session:
         for label, (first, last) in ranges.items():
             p = period(session, 1, first, last)
-            for name, build in BUILDERS.items():
-                out[f"{name}.{label}"] = _timed(lambda b=build, p=p: b(session, p, now), runs)  # type: ignore[misc]
-            out[f"cash-ups.{label}"] = _timed(lambda p=p: cashup.report(session, finance, p), runs)  # type: ignore[misc]
-            out[f"chart:sales-channels.{label}"] = _timed(lambda p=p: charts.sales_channels(session, p, "png"), runs)  # type: ignore[misc]
-        out["chart:entries-hourly.day"] = _timed(lambda: charts.entries_hourly(session, 1, busy, "png"), runs)
+            jobs: dict[str, Callable[[], object]] = {
+                name: (lambda b=build, p=p: b(session, p, now))  # type: ignore[misc]
+                for name, build in BUILDERS.items()
+            }
+            jobs["cash-ups"] = lambda p=p: cashup.report(session, finance, p)  # type: ignore[misc]
+            jobs["chart:sales-channels"] = lambda p=p: charts.sales_channels(session, p, "png")  # type: ignore[misc]
+            if label == "day":
+                jobs["chart:entries-hourly"] = lambda: charts.entries_hourly(session, 1, busy, "png")
+            for name, job in jobs.items():
+                if not only or name in only:
+                    out[f"{name}.{label}"] = _timed(job, runs)
     return out
 
 
-def explain(engine: Engine) -> None:
+def explain(engine: Engine, only: frozenset[str] = frozenset()) -> None:
     """EXPLAIN ANALYZE of every statement the season's reports run."""
     from cloud.db import make_sessionmaker
     from cloud.reports.period import period
@@ -195,8 +202,9 @@ def explain(engine: Engine) -> None:
     with make_sessionmaker(engine)() as session:
         p = period(session, 1, SEASON_FIRST, SEASON_FIRST + timedelta(days=SEASON_DAYS - 1))
         event.listen(engine, "before_cursor_execute", grab)
-        for build in BUILDERS.values():
-            build(session, p, datetime.now(UTC))
+        for name, build in BUILDERS.items():
+            if not only or name in only:
+                build(session, p, datetime.now(UTC))
         event.remove(engine, "before_cursor_execute", grab)
     raw = engine.raw_connection()
     try:
@@ -219,8 +227,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         engine = make_engine(url)
         figures: dict[str, Any] = generate(engine)
         if args.explain:
-            explain(engine)
-        timings = measure(engine, args.runs)
+            explain(engine, frozenset(args.only))
+        timings = measure(engine, args.runs, frozenset(args.only))
         engine.dispose()
     finally:
         pg.stop()
@@ -238,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE of the season reports' statements")
+    p.add_argument("--only", action="append", default=[], metavar="NAME", help="time only this report (repeatable)")
     args = p.parse_args(argv)
     f = run(args)
     if args.json:

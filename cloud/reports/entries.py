@@ -57,15 +57,24 @@ def entries(session: Session, p: Period) -> Report:
 
 
 def entries_products(session: Session, p: Period) -> Report:
+    """Entries per local day and product.
+
+    The ~million passages of a season are grouped by (day, ticket's product_id) right after the join to the
+    tickets, and only that small aggregate (days x products) is joined to the products for their names: on the
+    bench's season this is ~30% faster than grouping the joined rows by the product's id and name. (Grouping the
+    passages by (day, ticket_id) first, or joining a map of the distinct ticket ids, was slower: almost every
+    passage has its own (day, ticket) and the extra aggregation costs more than it saves.)
+    """
     day = p.day(GatePassage.at)
-    q = (
-        select(day, Product.id, Product.name, func.count())
+    counts = (
+        select(day.label("d"), Ticket.product_id.label("product_id"), func.count().label("n"))
         .select_from(GatePassage)
         .outerjoin(Ticket, cast(Ticket.id, String) == GatePassage.ticket_id)
-        .outerjoin(Product, Product.id == Ticket.product_id)
         .where(_entries(p))
-        .group_by(day, Product.id, Product.name)
+        .group_by(day, Ticket.product_id)
+        .subquery()
     )
+    q = select(counts.c.d, Product.id, Product.name, counts.c.n).outerjoin(Product, Product.id == counts.c.product_id)
     rows = [
         {"day": p.day_of(d), "product_id": pid, "product": name or UNKNOWN, "entries": n}
         for d, pid, name, n in session.execute(q)
