@@ -288,7 +288,10 @@ def _release_items(session: Session, order: Order) -> None:
 
 
 def cancel(session: Session, actor: Principal, order_id: int) -> Order:
-    order = get_order(session, order_id, actor)
+    get_order(session, order_id, actor)  # a customer's own order, or 404
+    # Under the order's lock, read afresh: a payment settling meanwhile waits, or has made it paid (then 409).
+    order = session.get(Order, order_id, with_for_update=True, populate_existing=True)
+    assert order is not None
     transition(session, order, OrderStatus.CANCELLED, actor)
     _release_items(session, order)
     session.commit()

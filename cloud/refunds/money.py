@@ -1,25 +1,27 @@
 """Money back on an order that has no tickets: a rental's deposit less its charges, a cancelled lesson.
 
-The same refund as a ticket's, without the tickets: a `Refund` row with no items, settled the way the order was
-paid (cash back at the window or desk for a counter order; WeChat Pay through `cloud/refunds/payout.py` for an
-online order, sent by the refund sweep after this commit), the refunded share of the order's points taken
-back, one audit row. Never more than what was paid: every refund of the order together stays within its total.
+The same refund as a ticket's, without the tickets: a `Refund` row with no items, settled the way the order's
+money was taken (cash back at the window or desk when the counter took it — an online order paid at the desk too;
+WeChat Pay through `cloud/refunds/payout.py` when WeChat took it, sent by the refund sweep after this commit), the
+refunded share of the order's points taken back, one audit row. Never more than what was paid: every refund of the
+order together stays within its total (a late payment's own refund apart: that is other money).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from cloud.audit.service import record
 from cloud.deps import Principal
 from cloud.errors import Conflict
 from cloud.orders.models import Order
+from cloud.payments.models import Payment, PaymentStatus
 from cloud.points.service import reverse_for_refund
 from cloud.refunds.models import Refund, RefundStatus
-from cloud.refunds.payout import attach_wechat
+from cloud.refunds.payout import WECHAT, attach_wechat
 from cloud.refunds.service import check_paid
 from cloud.settings import Settings
 
@@ -42,7 +44,13 @@ def refund_money(
     """
     check_paid(order)
     session.execute(select(Order.id).where(Order.id == order.id).with_for_update())
-    refunded = session.scalar(select(func.coalesce(func.sum(Refund.amount_fen), 0)).where(Refund.order_id == order.id))
+    # A late payment's own refund gives back other money than the order's: it does not count against its total.
+    late = select(Payment.id).where(Payment.order_id == order.id, Payment.status == PaymentStatus.LATE.value)
+    refunded = session.scalar(
+        select(func.coalesce(func.sum(Refund.amount_fen), 0)).where(
+            Refund.order_id == order.id, or_(Refund.payment_id.is_(None), Refund.payment_id.not_in(late))
+        )
+    )
     if amount_fen < 0 or int(refunded or 0) + amount_fen > order.total_fen:
         raise Conflict(
             "refund_exceeds_paid",
@@ -51,7 +59,12 @@ def refund_money(
             paid_fen=order.total_fen,
             refunded_fen=int(refunded or 0),
         )
-    counter = order.channel == "counter"
+    # Paid back the way the money came: WeChat Pay's through it, the counter's (an online order paid at the desk
+    # too) in cash there and then.
+    taken_by = session.scalar(
+        select(Payment.provider).where(Payment.order_id == order.id, Payment.status == PaymentStatus.SUCCEEDED.value)
+    )
+    counter = taken_by == "counter"
     refund = Refund(
         order_id=order.id,
         amount_fen=amount_fen,
@@ -64,7 +77,7 @@ def refund_money(
         items=[],
     )
     session.add(refund)
-    if order.channel == "online" and amount_fen > 0:
+    if taken_by == WECHAT and amount_fen > 0:
         attach_wechat(session, refund, order, now=now)
     session.flush()
     if order.customer_id is not None and points_fen > 0:
