@@ -16,6 +16,12 @@ with nothing out (`close`: units never picked up are freed; the rent is kept), t
 refunded at once through `refund_money` (points_fen 0: the deposit earned none): cash back at the desk for a
 desk order, a WeChat refund queued for an online one. Charges above the deposit: nothing is refunded and the
 difference is recorded as `owed_fen` on the rental order (to collect at the desk; audited as rental.owed).
+
+The handheld (role verifier) scans pairs and units in as `ok` only (overtime, which the clock decides, is still
+charged): declaring a unit damaged or lost, or giving a damage fee, is the rental clerk's or the admin's (403
+`clerk_only`), and so is the money. When a handheld's return brings the last unit back, the rental stays `out`
+with nothing out and the deposit is settled by the clerk's `close` at the desk (the handheld has no cash drawer
+and hands no money back).
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cloud.audit.service import record
-from cloud.deps import Principal
-from cloud.errors import Conflict, DomainError, not_found
+from cloud.deps import Principal, Role
+from cloud.errors import Conflict, DomainError, Forbidden, not_found
 from cloud.orders.models import Order, OrderStatus
 from cloud.orders.service import transition
 from cloud.refunds.money import refund_money
@@ -159,6 +165,7 @@ def return_items(
     session: Session, settings: Settings, actor: Principal, order_id: int, body: ReturnIn, *, now: datetime
 ) -> Order:
     """Pairs and units come back (or are declared lost) with their charges; the last one settles the deposit."""
+    _scan_only(actor, body)
     order, rental, lines = _locked(session, order_id)
     _at_desk(order, rental, "return")
     back: dict[int, int] = {}  # line id -> units back or lost in this return
@@ -206,10 +213,22 @@ def return_items(
             line.returned_at = now
     rental.charges_fen += charges
     record(session, actor, "rental.return", "order", order.id, {"lines": back, "charges_fen": charges})
-    if all(x.out_qty == x.quantity and x.returned_qty + x.lost_qty == x.quantity for x in lines.values()):
+    everything_back = all(x.out_qty == x.quantity and x.returned_qty + x.lost_qty == x.quantity for x in lines.values())
+    if everything_back and actor.role is not Role.VERIFIER:  # the handheld leaves the money to the desk (close)
         _settle(session, settings, actor, order, rental, now)
     session.commit()
     return order
+
+
+def _scan_only(actor: Principal, body: ReturnIn) -> None:
+    """The handheld scans units in as they are; damage, loss and their fees are the clerk's to declare."""
+    backs = [(x.condition, x.damage_fen) for x in body.assets] + [(x.condition, x.damage_fen) for x in body.counted]
+    if actor.role is Role.VERIFIER and any(cond != "ok" or fee is not None for cond, fee in backs):
+        raise Forbidden(
+            "clerk_only",
+            "Only the rental desk declares a unit damaged or lost and sets its fee",
+            "损坏、丢失及其费用只能由租赁柜台登记",
+        )
 
 
 def _kind(condition: str) -> str:

@@ -235,9 +235,11 @@ def on_paid(session: Session, settings: Settings, order: Order, *, actor: str, n
 
 
 def on_given_up(session: Session, order: Order) -> None:
-    """Cancelled, expired or unfulfillable before anything went out: its units are free again."""
-    rental = session.get(RentalOrder, order.id)
-    if rental is None or rental.status == RentalStatus.CANCELLED.value:
+    """Cancelled, expired or unfulfillable while still unpaid: its units are free again. Under the rental's row
+    lock, and only while the rental is `pending`: a paid rental (ready, out, closed) never has its units freed by
+    a cancel or expiry path that read the order before the money came in."""
+    rental = session.get(RentalOrder, order.id, with_for_update=True, populate_existing=True)
+    if rental is None or rental.status != RentalStatus.PENDING.value:
         return
     for line in session.scalars(select(RentalLine).where(RentalLine.order_id == order.id)):
         give_back(session, line.item_id, line.quantity - line.out_qty)

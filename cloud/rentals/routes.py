@@ -2,7 +2,9 @@
 hand-out and return (desk and handheld), look-ups.
 
 The handheld (role verifier) scans pairs out and in through the same hand-out and return endpoints as the desk
-and reads an asset by its tag; it does not sell, take money or close orders.
+and reads an asset by its tag; it does not sell, take money or close orders: it scans units in as `ok` only
+(damage, loss and their fees are the clerk's, 403 `clerk_only`) and, when it brings the last unit back, leaves the
+deposit refund to the clerk's `close` (see `cloud.rentals.desk`).
 """
 
 from __future__ import annotations
@@ -151,8 +153,9 @@ def hand_out(order_id: IdPath, body: HandOutIn, session: SessionDep, actor: Scan
 def return_items(
     order_id: IdPath, body: ReturnIn, session: SessionDep, settings: SettingsDep, actor: Scanner
 ) -> RentalOrderOut:
-    """Pairs and units back (ok, damaged or lost) with overtime and fees; the last one refunds the deposit less
-    the charges automatically."""
+    """Pairs and units back (ok, damaged or lost) with overtime and fees; at the desk the last one refunds the
+    deposit less the charges automatically. The handheld scans units in as `ok` only and leaves the refund to
+    the clerk's `close`."""
     return lookup.rental_out(session, desk.return_items(session, settings, actor, order_id, body, now=utcnow()))
 
 

@@ -11,11 +11,13 @@ from sqlalchemy import select
 
 from cloud.db import utcnow
 from cloud.deps import Principal, Role
+from cloud.orders.models import Order
 from cloud.payments.providers import Confirmation
 from cloud.payments.service import settle
 from cloud.refunds.models import Refund
 from cloud.rentals import desk
 from cloud.rentals.models import RentalAsset, RentalItem
+from cloud.rentals.orders import on_given_up
 from cloud.rentals.schemas import HandOutIn, ReturnIn
 from harness.api import Api
 from tests.cloud.rental_desk import R, lines, make_desk
@@ -216,11 +218,17 @@ def test_an_online_rental_paid_by_wechat_gets_its_deposit_back_through_wechat(
         ).status_code
         == 200
     )
+    r = handheld.post(f"{R}/orders/{oid}/return", json={"assets": [{"tag": "SK-1", "condition": "lost"}]})
+    assert (r.status_code, error(r)) == (403, "clerk_only")  # a loss and its fee are the desk's to declare
+    r = handheld.post(f"{R}/orders/{oid}/return", json={"assets": [{"tag": "SK-1", "damage_fen": 99999}]})
+    assert (r.status_code, error(r), r.json()["error"]["message_zh"] != "") == (403, "clerk_only", True)
     done = handheld.post(
         f"{R}/orders/{oid}/return",
         json={"assets": [{"tag": "SK-1"}], "counted": [{"line_id": helmet_line, "quantity": 1}]},
     ).json()
-    assert done["deposit_refund_fen"] == 60000
+    assert (done["status"], done["assets_out"], refunds_of(app, oid)) == ("out", [], [])  # no money at the handheld
+    done = api.as_(Role.RENTAL_CLERK).post(f"{R}/orders/{oid}/close").json()
+    assert (done["status"], done["deposit_refund_fen"]) == ("closed", 60000)
     assert refunds_of(app, oid) == [(60000, "pending_provider", "rental deposit")]  # the refund sweep sends it
     with app.state.sessionmaker() as s:
         queued = s.scalars(select(Refund).where(Refund.order_id == oid)).one()
@@ -276,15 +284,23 @@ def test_an_asset_out_on_one_rental_cannot_go_out_on_another_and_the_last_pair_i
     assert (r.status_code, error(r)) == (400, "not_a_rental")  # the rental desk takes money for rentals only
 
 
-def test_an_unpaid_rental_given_up_frees_its_units(app: FastAPI, api: Api, site: dict[str, Any]) -> None:
-    skis, helmets = make_desk(api, site["id"], tags=["SK-1"], helmets=2)
+def test_an_unpaid_rental_given_up_frees_its_units_and_a_paid_one_never_does(
+    app: FastAPI, api: Api, site: dict[str, Any]
+) -> None:
+    skis, helmets = make_desk(api, site["id"], tags=["SK-1"], helmets=3)
+    paid = _paid_desk_order(app, api, site["id"], lines(skis, helmets, n_skis=0, n_helmets=1, unit="hour", periods=3))
+    with app.state.sessionmaker() as s:  # a cancel or expiry that read the order before the money came in
+        on_given_up(s, s.get(Order, paid["order_id"]))
+        s.commit()
+    assert item_stock(app, helmets["id"]) == (3, 2)  # the paid rental keeps its helmet
+    assert api.as_(Role.RENTAL_CLERK).get(f"{R}/orders/{paid['order_id']}").json()["status"] == "ready"
     order = rent(api, site["id"], lines(skis, helmets, n_skis=1, n_helmets=2, unit="hour", periods=3))
-    assert (item_stock(app, skis["id"]), item_stock(app, helmets["id"])) == ((1, 0), (2, 0))
+    assert (item_stock(app, skis["id"]), item_stock(app, helmets["id"])) == ((1, 0), (3, 0))
     r = api.as_(Role.RENTAL_CLERK).post(f"{R}/orders/{order['order_id']}/hand-out", json={"tags": ["SK-1"]})
     assert (r.status_code, error(r)) == (409, "rental_not_at_desk")  # not paid yet
     from cloud.orders.service import expire_pending
 
     with app.state.sessionmaker() as s:
         assert expire_pending(s, utcnow() + timedelta(hours=1)) == 1
-    assert (item_stock(app, skis["id"]), item_stock(app, helmets["id"])) == ((1, 1), (2, 2))
+    assert (item_stock(app, skis["id"]), item_stock(app, helmets["id"])) == ((1, 1), (3, 2))
     assert api.as_(Role.RENTAL_CLERK).get(f"{R}/orders/{order['order_id']}").json()["status"] == "cancelled"
