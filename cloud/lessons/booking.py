@@ -76,7 +76,9 @@ def book(
     """Book a slot or seats and create its pending order; (booking, created). A repeated key answers the first."""
     _channel_allowed(actor, body.channel)
     customer_id = actor.subject_id if actor.role is Role.CUSTOMER else body.customer_id
-    if customer_id is not None and session.get(Customer, customer_id) is None:
+    # a customer's bookings take turns (their row locked, as rentals do), so the unpaid limit holds under races
+    online = actor.role is Role.CUSTOMER
+    if customer_id is not None and session.get(Customer, customer_id, with_for_update=online) is None:
         raise not_found("Customer", "顾客", customer_id)
     scope = f"{actor.role.value}#{actor.subject_id}" if idempotency_key else None
     digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()

@@ -15,6 +15,7 @@ end has passed is marked held.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
@@ -32,6 +33,7 @@ from cloud.refunds.money import refund_money
 from cloud.settings import Settings
 
 PRIVATE_NOTICE = timedelta(hours=24)
+log = logging.getLogger("starfish.cloud.lessons")
 
 
 def customer_deadline(booking: LessonBooking, lesson_class: LessonClass | None) -> datetime:
@@ -173,23 +175,25 @@ def _paid_seats(session: Session, class_id: int) -> int:
 
 def cancel_short_classes(session: Session, settings: Settings, now: datetime) -> int:
     """Decide every open class whose cutoff has passed: confirmed at or above its minimum of paid seats, else
-    cancelled and refunded; mark confirmed classes that ended as held. Commits; returns how many changed."""
-    due = list(
+    cancelled and refunded; mark confirmed classes that ended as held. Commits; returns how many changed.
+
+    Each class is decided in its own transaction: a class whose cancellation fails (say a refund refused) is
+    rolled back, logged and retried on the next run, and does not hold up the other classes."""
+    due_ids = list(
         session.scalars(
-            select(LessonClass)
+            select(LessonClass.id)
             .where(LessonClass.status == ClassStatus.OPEN.value, LessonClass.cutoff_at <= now)
             .order_by(LessonClass.id)
-            .with_for_update(skip_locked=True)
         )
     )
-    for lesson_class in due:
-        paid = _paid_seats(session, lesson_class.id)
-        if paid >= lesson_class.min_participants:
-            lesson_class.status, lesson_class.decided_at = ClassStatus.CONFIRMED.value, now
-            record(session, "system", "lesson_class.confirm", "lesson_class", lesson_class.id, {"seats_paid": paid})
-        else:
-            reason = f"{paid} of at least {lesson_class.min_participants} seats paid at the cutoff"
-            cancel_class(session, settings, "system", lesson_class, reason, now=now)
+    changed = 0
+    for class_id in due_ids:
+        try:
+            changed += _decide(session, settings, class_id, now)
+            session.commit()
+        except Exception:
+            session.rollback()
+            log.exception("lesson class %s: deciding it at its cutoff failed; retried on the next run", class_id)
     ended = list(
         session.scalars(
             select(LessonClass)
@@ -200,4 +204,37 @@ def cancel_short_classes(session: Session, settings: Settings, now: datetime) ->
     for lesson_class in ended:
         lesson_class.status = ClassStatus.HELD.value
     session.commit()
-    return len(due) + len(ended)
+    return changed + len(ended)
+
+
+def _decide(session: Session, settings: Settings, class_id: int, now: datetime) -> int:
+    """Confirm or cancel one due class; 1 if it was still open. No commit.
+
+    Lock order (PostgreSQL deadlocks): a customer's cancel, a payment or an order's expiry locks the order, then
+    the booking, then updates the class. So the sweep too locks the class's bookings' orders first (by id), and
+    only then the class row, then (in `cancel_class`) each booking. A booking made between the two steps locked
+    the class before us (booking takes the class row first), so by the time we hold the class it is committed;
+    its order is locked afterwards, a narrow window left as is."""
+    session.scalars(
+        select(Order.id)
+        .join(LessonBooking, LessonBooking.order_id == Order.id)
+        .where(LessonBooking.class_id == class_id, LessonBooking.status != BookingStatus.CANCELLED.value)
+        .order_by(Order.id)
+        .with_for_update(of=Order)
+    ).all()
+    lesson_class = session.scalars(
+        select(LessonClass)
+        .where(LessonClass.id == class_id, LessonClass.status == ClassStatus.OPEN.value)
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    ).first()
+    if lesson_class is None:  # decided meanwhile, or another sweep holds it
+        return 0
+    paid = _paid_seats(session, lesson_class.id)
+    if paid >= lesson_class.min_participants:
+        lesson_class.status, lesson_class.decided_at = ClassStatus.CONFIRMED.value, now
+        record(session, "system", "lesson_class.confirm", "lesson_class", lesson_class.id, {"seats_paid": paid})
+    else:
+        reason = f"{paid} of at least {lesson_class.min_participants} seats paid at the cutoff"
+        cancel_class(session, settings, "system", lesson_class, reason, now=now)
+    return 1

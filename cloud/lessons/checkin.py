@@ -4,6 +4,8 @@ A paid booking is checked in once, on the lesson's local day, by its own coach (
 account), a handheld (verifier) or an admin; a second check-in is refused with `already_checked_in`, naming
 when and by whom. Checking in uses the order (issued -> used): it can no longer be cancelled or refunded by
 the customer.
+A class seat is checked in only once its class is confirmed (or held): before the cutoff the class may still be
+cancelled, which refunds every seat (`class_not_confirmed`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from cloud.lessons import catalog
 from cloud.lessons.booking import get_booking
 from cloud.lessons.cancel import lock_with_order
 from cloud.lessons.catalog import LIVE_BOOKING, LIVE_CLASS
-from cloud.lessons.models import BookingStatus, Coach, LessonBooking, LessonClass
+from cloud.lessons.models import BookingStatus, ClassStatus, Coach, LessonBooking, LessonClass
 from cloud.orders.models import OrderStatus
 from cloud.orders.service import transition
 
@@ -44,6 +46,15 @@ def check_in(session: Session, actor: Principal, booking_id: int, *, now: dateti
             f"该预约状态为 {booking.status}，仅已支付的预约可签到",
             status=booking.status,
         )
+    if booking.class_id is not None:
+        lesson_class = catalog.get_class(session, booking.class_id)
+        if lesson_class.status not in (ClassStatus.CONFIRMED.value, ClassStatus.HELD.value):
+            raise Conflict(
+                "class_not_confirmed",
+                f"This class is {lesson_class.status}; a seat is checked in once the class is confirmed at its cutoff",
+                f"该拼班状态为 {lesson_class.status}，成班（截止时间）后方可签到",
+                class_status=lesson_class.status,
+            )
     zone = catalog.site_zone(session, booking.site_id)
     lesson_day, today = booking.start_at.astimezone(zone).date(), now.astimezone(zone).date()
     if lesson_day != today:

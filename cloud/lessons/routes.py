@@ -10,6 +10,7 @@ from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
+from pydantic import AfterValidator
 from sqlalchemy import select
 
 from cloud.db import utcnow
@@ -46,7 +47,20 @@ Readers = Annotated[Principal, Depends(require(Role.ADMIN, Role.CASHIER, Role.VE
 CheckIners = Annotated[Principal, Depends(require(Role.ADMIN, Role.VERIFIER, Role.COACH))]
 CoachOnly = Annotated[Principal, Depends(require(Role.COACH))]
 SiteQuery = Annotated[int, Query(ge=1, le=MAX_ID)]
-DayQuery = Annotated[date | None, Query(description="The site's local day; today when left out")]
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2099, 12, 31)
+
+
+def _plausible_day(day: date | None) -> date | None:
+    if day is not None and not FIRST_DAY <= day <= LAST_DAY:
+        raise ValueError(f"day must be between {FIRST_DAY} and {LAST_DAY} (日期须在 {FIRST_DAY} 至 {LAST_DAY} 之间)")
+    return day
+
+
+DayQuery = Annotated[
+    date | None,
+    Query(description="The site's local day (2000-01-01..2099-12-31); today when left out"),
+    AfterValidator(_plausible_day),
+]
 
 
 def _today(session: SessionDep, site_id: int, day: date | None) -> date:

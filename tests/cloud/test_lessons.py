@@ -175,6 +175,9 @@ def test_a_private_lesson_booked_at_the_window_is_paid_at_the_counter_and_checke
     taken = [(datetime.fromisoformat(b["start_at"]), datetime.fromisoformat(b["end_at"])) for b in seen["busy"]]
     assert taken == [(at(school.day, 10), at(school.day, 12))]  # what a customer sees before picking a slot
     assert [datetime.fromisoformat(w["start_at"]) for w in seen["windows"]] == [at(school.day, 9)]
+    for nonsense in ("9999-12-31", "0001-01-01"):  # a day out of any season: a clear 422, not a crash
+        r = api.as_(Role.CUSTOMER).get("/api/v1/classes", params={"site_id": school.site_id, "day": nonsense})
+        assert r.status_code == 422, r.text
 
     url = f"/api/v1/lessons/bookings/{booked['id']}/check-in"
     r = api.as_(Role.COACH).post(url)
@@ -290,18 +293,48 @@ def test_a_class_at_its_minimum_at_the_cutoff_runs_and_is_held_once_it_ended(
 ) -> None:
     with app.state.sessionmaker() as s:
         lesson = a_class(s, school, 13)
-        pay_cash(s, settings, book_seats(s, settings, lesson.id, 2))
+        paid = book_seats(s, settings, lesson.id, 2)
+        pay_cash(s, settings, paid)
         pending = book_seats(s, settings, lesson.id)
+        # before the cutoff the class may still be cancelled (and every seat refunded): no check-in yet
+        refused("class_not_confirmed", checkin.check_in, s, ADMIN, paid.id, now=at(school.day, 10))
         assert cancel.cancel_short_classes(s, settings, at(school.day, 11)) == 1
         s.refresh(lesson)
         assert lesson.status == "confirmed"
         refused("class_closed", book_seats, s, settings, lesson.id)  # past the cutoff
         pay_cash(s, settings, pending)  # a seat held before the cutoff may still be paid
         assert status_of(s, pending) == ("confirmed", "issued")
+        assert checkin.check_in(s, ADMIN, paid.id, now=at(school.day, 12, 55)).checked_in_at is not None
         assert cancel.cancel_short_classes(s, settings, at(school.day, 15)) == 1
         s.refresh(lesson)
         assert lesson.status == "held"
         assert s.scalar(select(Refund.id)) is None
+
+
+def test_a_class_whose_cancellation_fails_does_not_hold_up_the_other_classes_at_the_cutoff(
+    app: FastAPI, settings: Settings, school: School, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with app.state.sessionmaker() as s:
+        stuck, other = a_class(s, school, 13), a_class(s, school, 15)
+        stuck_seat, other_seat = book_seats(s, settings, stuck.id), book_seats(s, settings, other.id)
+        pay_cash(s, settings, stuck_seat)
+        pay_cash(s, settings, other_seat)
+        real_refund = cancel.refund_money
+
+        def refund_failing_for_stuck(*args: Any, **kwargs: Any) -> Refund:
+            if args[3].id == stuck_seat.order_id:
+                raise RuntimeError("refund refused")
+            return real_refund(*args, **kwargs)
+
+        monkeypatch.setattr(cancel, "refund_money", refund_failing_for_stuck)
+        assert cancel.cancel_short_classes(s, settings, at(school.day, 14)) == 1  # both short (1 of 2 seats)
+        s.expire_all()
+        assert (stuck.status, other.status) == ("open", "cancelled")
+        assert status_of(s, stuck_seat) == ("confirmed", "issued")  # rolled back whole, retried on the next run
+        assert status_of(s, other_seat) == ("cancelled", "refunded")
+        monkeypatch.setattr(cancel, "refund_money", real_refund)
+        assert cancel.cancel_short_classes(s, settings, at(school.day, 14, 1)) == 1
+        assert status_of(s, stuck_seat) == ("cancelled", "refunded")
 
 
 def test_a_customer_cancels_before_the_deadline_and_not_after_the_desk_may_until_the_start(
