@@ -88,6 +88,8 @@ SEED = [
         CASE WHEN g % 10 = 0 THEN 'out' ELSE 'in' END, CASE WHEN g % 25 = 0 THEN 'deny' ELSE 'admit' END, 'ok',
         (1 + (g::bigint * 31) % (SELECT count(*) FROM tickets))::text, g % 50 <> 0, true, 'signed'
     FROM generate_series(1, {PASSAGES}) g""",
+    # each passage with its ticket's product, as the cloud stores an arriving one (cloud.sync.service)
+    """UPDATE gate_passages g SET product_id = t.product_id FROM tickets t WHERE t.id = g.ticket_id::bigint""",
     # the rental desk: 20 items, a line per rental order (one in 50 still out), its movements
     """INSERT INTO rental_items (id, site_id, code, name, category, size, tracking, stock, available,
         hour_weekday_fen, hour_weekend_fen, hour_holiday_fen, day_weekday_fen, day_weekend_fen, day_holiday_fen,

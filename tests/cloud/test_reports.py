@@ -235,7 +235,14 @@ def generate(session: Session, rng: random.Random) -> World:
             "ticket_id": rng.choice([*ticket_ids, None, "987654"]),
         }
         w.passages.append(p)
-        session.add(GatePassage(event_id=uuid.uuid4(), site_id=site.id, code="ok", credential="signed", **p))
+        # Stored as the cloud stores an arriving passage: with its ticket's product (cloud.sync.service).
+        named = p["ticket_id"]
+        product_id = w.tickets.get(int(named)) if isinstance(named, str) else None
+        session.add(
+            GatePassage(
+                event_id=uuid.uuid4(), site_id=site.id, code="ok", credential="signed", product_id=product_id, **p
+            )
+        )
     session.commit()
     return w
 
