@@ -3,15 +3,19 @@
 A shift runs from the cashier's previous cash-up at the site (for their first one: that local day's midnight)
 to the moment they submit, so every counter payment belongs to exactly one cash-up. Expected per method:
 counter payments they recorded (`payments.recorded_by`, provider counter, succeeded) less the counter refunds
-they paid out (`refunds.created_by`, a counter order's refund, succeeded). Counter refunds are handed back in
-cash at the window (`cloud/refunds/service.py`), so they come out of the cash line whatever the order was paid
-with. Anyone who takes money at a counter closes their own drawer (cashier, rental clerk, admin); a cashier
+they paid out (`refunds.created_by`, succeeded, not through a provider, of an order the counter took the money
+for: an online rental paid in cash at the desk too, as `cloud/refunds/money.py` settles them). Counter refunds
+are handed back in cash at the window or desk, so they come out of the cash line whatever the method was.
+A cash-up submitted again within 10 minutes of the actor's last one, with nothing taken or paid back in
+between, is refused (409 `cash_up_too_soon`): it is a retried or double-clicked submission, and a second
+empty shift would only confuse the drawer's history.
+Anyone who takes money at a counter closes their own drawer (cashier, rental clerk, admin); a cashier
 or rental clerk sees only their own cash-ups, finance and admin see everyone's.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, func, select
@@ -30,6 +34,7 @@ from cloud.reports.period import Period, midnight
 from cloud.sites.service import get_site
 
 SEES_ALL = (Role.ADMIN, Role.FINANCE)
+TOO_SOON = timedelta(minutes=10)
 REFUNDS_IN = "cash"  # counter refunds are paid back in cash
 
 
@@ -54,14 +59,25 @@ def recorded(session: Session, site_id: int, actor: str, start: datetime, end: d
         .group_by(Payment.method)
     )
     out = {method: [int(n), 0] for method, n in session.execute(takings)}
+    at_counter = (
+        select(Payment.id)
+        .where(
+            Payment.order_id == Refund.order_id,
+            Payment.provider == "counter",
+            Payment.status == PaymentStatus.SUCCEEDED.value,
+        )
+        .exists()
+    )
     back = session.scalar(
         select(func.sum(Refund.amount_fen))
-        .join(Order, and_(Order.id == Refund.order_id, Order.site_id == site_id, Order.channel == "counter"))
+        .join(Order, and_(Order.id == Refund.order_id, Order.site_id == site_id))
         .where(
             Refund.created_by == actor,
             Refund.created_at >= start,
             Refund.created_at < end,
             Refund.status == RefundStatus.SUCCEEDED.value,
+            Refund.provider.is_(None),
+            at_counter,
         )
     )
     if back:
@@ -76,6 +92,14 @@ def submit(
     site = get_site(session, site_id)
     start = shift_start(session, site.id, actor.actor, now, ZoneInfo(site.timezone))
     figures = recorded(session, site_id, actor.actor, start, now)
+    if not figures and start > now - TOO_SOON:  # start is the last cash-up's end when there was one today
+        mine = (CashUp.site_id == site.id) & (CashUp.actor == actor.actor) & (CashUp.closed_at == start)
+        if session.scalar(select(func.count()).where(mine)):
+            raise Conflict(
+                "cash_up_too_soon",
+                "You cashed up minutes ago and took nothing since; look at your cash-ups",
+                "您几分钟前刚交班，之后没有收退款，请查看交班记录",
+            )
     cash_up = CashUp(
         site_id=site.id, staff_id=actor.subject_id, actor=actor.actor, opened_at=start, closed_at=now, note=note
     )

@@ -4,7 +4,8 @@ Rentals, per item: `out_now` units with customers and `overdue` the part of them
 of the moment the report runs (what the desk must chase now, whatever the range); `handed_out`, `returned`,
 `damaged` and `lost` units and `charges_fen` (overtime, damage, loss) from the desk's movements within the
 range. Lessons, per local day of the lesson, coach and lesson product: `sold_seats` paid bookings (confirmed),
-`held_seats` those checked in (the lesson took place), `cancelled_seats`, and `amount_fen` of the paid ones.
+`held_seats` those checked in (the lesson took place), `cancelled_seats` bookings cancelled after their order was
+paid (a booking given up unpaid, its order expired, was never a sale), and `amount_fen` of the paid ones.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
 from cloud.lessons.models import BookingStatus, Coach, LessonBooking, LessonProduct
+from cloud.orders.models import Order
 from cloud.rentals.models import RentalItem, RentalLine, RentalMovement
 from cloud.reports.formats import Column, Report
 from cloud.reports.period import Period
@@ -95,6 +97,7 @@ def lessons(session: Session, p: Period) -> Report:
     b = LessonBooking
     day = p.day(b.start_at)
     confirmed = b.status == BookingStatus.CONFIRMED.value
+    cancelled = (b.status == BookingStatus.CANCELLED.value) & Order.paid_at.is_not(None)
     counts = (
         select(
             day.label("d"),
@@ -102,9 +105,10 @@ def lessons(session: Session, p: Period) -> Report:
             b.product_id.label("product_id"),
             _when(confirmed, b.seats).label("sold"),
             _when(confirmed & b.checked_in_at.is_not(None), b.seats).label("held"),
-            _when(b.status == BookingStatus.CANCELLED.value, b.seats).label("cancelled"),
+            _when(cancelled, b.seats).label("cancelled"),
             _when(confirmed, b.price_fen).label("amount"),
         )
+        .join(Order, Order.id == b.order_id)
         .where(b.site_id == p.site_id, p.contains(b.start_at), b.status != BookingStatus.PENDING.value)
         .group_by(day, b.coach_id, b.product_id)
         .subquery()

@@ -2,6 +2,9 @@
 
 JSON keeps money as integer fen, as every other endpoint does. CSV and XLSX are for people: a column whose key
 ends in `_fen` is shown in yuan (元, two decimals) under a Chinese header that says so; dates as ISO dates.
+Text that a spreadsheet would read as a formula (starting with = + - @ tab or CR; product and staff names are
+typed by staff) gets a leading single quote in CSV and XLSX, so it is shown, never run. An XLSX sheet is named
+after the report's title without the characters Excel forbids in sheet names (\\ / * ? : [ ]), 31 at most.
 """
 
 from __future__ import annotations
@@ -76,7 +79,13 @@ def _cell(value: Any, money: bool) -> Any:
         return (Decimal(int(value)) / 100).quantize(Decimal("0.01"))
     if isinstance(value, datetime | date):
         return value.isoformat()
+    if isinstance(value, str) and value.startswith(FORMULA):
+        return "'" + value  # names are typed by staff: a spreadsheet must show them, never run them
     return value
+
+
+FORMULA = ("=", "+", "-", "@", "\t", "\r")
+SHEET_TITLE_BAD = str.maketrans("", "", "\\/*?:[]")
 
 
 def to_csv(report: Report) -> bytes:
@@ -91,7 +100,7 @@ def to_xlsx(report: Report) -> bytes:
     from openpyxl.styles import Font
 
     wb = Workbook(write_only=True)
-    ws = wb.create_sheet(report.title[:31])
+    ws = wb.create_sheet(report.title.translate(SHEET_TITLE_BAD)[:31])
     header, *rows = report.cells()
     ws.append([_styled(ws, h, Font(bold=True)) for h in header])
     money = [c.money for c in report.columns]

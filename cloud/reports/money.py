@@ -12,7 +12,12 @@ The settlement (对账结算) is per local day and per provider and method (coun
 Pay, each OTA platform): `gross_fen` money received, `refunds_fen` money paid back or owed back (every refund
 decided that day, whatever its state: a WeChat refund still processing is owed), `fees_kept_fen` the refund
 fees the resort kept (already left out of `refunds_fen`), `net_fen` = gross - refunds. A refund is set against
-the provider and method the order was paid with. Providers' own charges (WeChat Pay's rate, an OTA's
+the payment it pays back (`refunds.payment_id`, a WeChat refund), else the payment that paid the order. A late
+payment (WeChat money that arrived for an order that could no longer be paid, `payments.status` late) is not a
+sale, but it is money received: it counts in the settlement's gross on the local day of its `paid_at`, under its
+own provider and method, and its refund (`refund_late_payment`) nets it to zero there. In the refunds report such
+refunds are their own rows, channel `late` (迟到支付退回), never a refund of the order's channel's sales, so the
+refunds report's total and the settlement's refunds agree. Providers' own charges (WeChat Pay's rate, an OTA's
 commission) are on their statements, not in our data, and are not deducted here.
 """
 
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Integer, Select, and_, func, literal_column, null, select, union_all
+from sqlalchemy import Integer, Select, and_, case, func, literal, literal_column, null, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from cloud.orders.models import Order, OrderItem, OrderKind
@@ -38,6 +43,7 @@ CHANNELS = {
     "ctrip": "携程",
     "lebingxue": "乐冰雪",
     "ota": "其他OTA",
+    "late": "迟到支付退回",
 }
 METHODS = {"cash": "现金", "card": "银行卡", "jsapi": "微信支付", "ota": "平台代收"}
 KINDS = {OrderKind.RENTAL.value: "租赁", OrderKind.LESSON.value: "课程"}
@@ -167,11 +173,14 @@ def sales_products(session: Session, p: Period) -> Report:
 
 def refunds(session: Session, p: Period) -> Report:
     day = p.day(Refund.created_at)
+    late = Payment.status == PaymentStatus.LATE.value
+    channel = case((late, literal("late")), else_=Order.channel)
+    ota = case((late, null()), else_=Order.ota_channel)
     q = (
         select(
             day,
-            Order.channel,
-            Order.ota_channel,
+            channel,
+            ota,
             Refund.status,
             func.count(),
             func.sum(Refund.amount_fen),
@@ -179,8 +188,9 @@ def refunds(session: Session, p: Period) -> Report:
         )
         .select_from(Refund)
         .join(Order, Order.id == Refund.order_id)
+        .outerjoin(Payment, Payment.id == Refund.payment_id)
         .where(Order.site_id == p.site_id, p.contains(Refund.created_at))
-        .group_by(day, Order.channel, Order.ota_channel, Refund.status)
+        .group_by(day, channel, ota, Refund.status)
     )
     rows = []
     for d, channel, ota, status, n, amount, fee in session.execute(q):
@@ -219,7 +229,27 @@ def settlement(session: Session, p: Period) -> Report:
         zero.label("back"),
         zero.label("fee"),
     )
-    paid_with = and_(Payment.order_id == Order.id, Payment.status == PaymentStatus.SUCCEEDED.value)
+    late = (
+        select(
+            p.day(Payment.paid_at).label("d"),
+            Payment.provider,
+            Payment.method,
+            Payment.amount_fen,
+            zero,
+            zero,
+        )
+        .select_from(Payment)
+        .join(Order, Order.id == Payment.order_id)
+        .where(Order.site_id == p.site_id, Payment.status == PaymentStatus.LATE.value, p.contains(Payment.paid_at))
+    )
+    paid_with = or_(
+        Payment.id == Refund.payment_id,
+        and_(
+            Refund.payment_id.is_(None),
+            Payment.order_id == Order.id,
+            Payment.status == PaymentStatus.SUCCEEDED.value,
+        ),
+    )
     back = (
         select(
             p.day(Refund.created_at).label("d"),
@@ -234,7 +264,7 @@ def settlement(session: Session, p: Period) -> Report:
         .join(Payment, paid_with)
         .where(Order.site_id == p.site_id, p.contains(Refund.created_at))
     )
-    u = union_all(gross, back).subquery()
+    u = union_all(gross, late, back).subquery()
     q = select(u.c.d, u.c.provider, u.c.method, func.sum(u.c.gross), func.sum(u.c.back), func.sum(u.c.fee)).group_by(
         u.c.d, u.c.provider, u.c.method
     )

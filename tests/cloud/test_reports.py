@@ -60,6 +60,7 @@ class World:
     products: dict[int, str] = field(default_factory=dict)
     orders: list[dict[str, Any]] = field(default_factory=list)  # paid ones, with their items
     refunds: list[dict[str, Any]] = field(default_factory=list)
+    late: list[dict[str, Any]] = field(default_factory=list)  # late payments, each refunded whole
     passages: list[dict[str, Any]] = field(default_factory=list)
     tickets: dict[int, int] = field(default_factory=dict)  # ticket id -> product id
 
@@ -141,19 +142,44 @@ def generate(session: Session, rng: random.Random) -> World:
         session.add(order)
         session.flush()
         status = "late" if unpaid and rng.random() < 0.5 else ("pending" if unpaid else "succeeded")
-        session.add(
-            Payment(
-                order_id=order.id,
-                provider=provider,
-                method=method,
-                status=status,
-                amount_fen=total,
-                provider_ref=f"ref{i}",
-                created_at=paid_at,
-                paid_at=paid_at,
-                recorded_by="cashier:test",
-            )
+        payment = Payment(
+            order_id=order.id,
+            provider=provider,
+            method=method,
+            status=status,
+            amount_fen=total,
+            provider_ref=f"ref{i}",
+            created_at=paid_at,
+            paid_at=paid_at,
+            recorded_by="cashier:test",
         )
+        session.add(payment)
+        if status == "late":  # money received, never a sale: it is sent back whole, against its own payment
+            session.flush()
+            w.late.append({"provider": provider, "method": method, "amount": total, "paid_at": paid_at})
+            session.add(
+                Refund(
+                    order_id=order.id,
+                    amount_fen=total,
+                    fee_fen=0,
+                    status="pending_provider",
+                    created_by="wechat",
+                    created_at=paid_at,
+                    provider="wechat",
+                    payment_id=payment.id,
+                )
+            )
+            w.refunds.append(
+                {
+                    "channel": "late",
+                    "provider": provider,
+                    "method": method,
+                    "status": "pending_provider",
+                    "amount": total,
+                    "fee": 0,
+                    "created_at": paid_at,
+                }
+            )
         for x in items:
             item = OrderItem(
                 order_id=order.id,
@@ -322,6 +348,9 @@ def test_settlement_nets_refunds_against_the_provider_that_took_the_money(world:
     for o in w.orders:
         if in_range(o["paid_at"]):
             hand[(local_day(o["paid_at"]), o["provider"], o["method"])][0] += o["total"]
+    for late in w.late:
+        if in_range(late["paid_at"]):
+            hand[(local_day(late["paid_at"]), late["provider"], late["method"])][0] += late["amount"]
     for r in w.refunds:
         if in_range(r["created_at"]):
             figures = hand[(local_day(r["created_at"]), r["provider"], r["method"])]

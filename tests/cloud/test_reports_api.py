@@ -22,10 +22,12 @@ from PIL import Image
 from cloud.deps import Role
 from cloud.lessons.models import Coach, LessonBooking, LessonProduct
 from cloud.orders.models import Order
+from cloud.payments.models import Payment
+from cloud.refunds.models import Refund
 from cloud.rentals.models import RentalItem, RentalLine, RentalMovement
 from cloud.reports.charts import DPI, SIZE_IN
 from cloud.reports.period import period
-from cloud.reports.service import build
+from cloud.reports.service import ReportName, build
 from cloud.staff.models import Staff
 from cloud.staff.service import issue_token
 from harness.api import Api, AuthedClient
@@ -36,6 +38,7 @@ pytestmark = pytest.mark.reports
 REPORTS = "/api/v1/reports"
 TZ = ZoneInfo("Asia/Shanghai")
 CHARTS_OUT = Path("/tmp/prompts/14")
+EVIL = '=HYPERLINK("http://evil.example","点我")'
 
 
 def second_cashier(api: Api, app: FastAPI) -> AuthedClient:
@@ -86,20 +89,66 @@ def test_a_cashier_closes_the_shift_sees_the_difference_and_only_their_own(
     today = datetime.now(TZ).date().isoformat()
     listed = li.get(f"{REPORTS}/cash-ups", params={"site_id": site["id"], "from": today}).json()
     assert listed["rows"] == []
-    r = li.post(f"{REPORTS}/cash-ups", json={"site_id": site["id"], "counted_fen": {"cash": 28000}})
+    with app.state.sessionmaker() as s:  # an online rental paid in cash at li's counter, its deposit back in cash
+        paid = datetime.now(UTC)
+        rental = Order(
+            number="ONLINE1",
+            site_id=site["id"],
+            channel="online",
+            kind="rental",
+            status="paid",
+            deposit_fen=50000,
+            total_fen=60000,
+            created_by="customer:1",
+            created_at=paid,
+            expires_at=paid,
+            paid_at=paid,
+        )
+        s.add(rental)
+        s.flush()
+        s.add_all(
+            [
+                Payment(
+                    order_id=rental.id,
+                    provider="counter",
+                    method="cash",
+                    status="succeeded",
+                    amount_fen=60000,
+                    provider_ref="desk1",
+                    created_at=paid,
+                    paid_at=paid,
+                    recorded_by="cashier:li",
+                ),
+                Refund(
+                    order_id=rental.id,
+                    amount_fen=50000,
+                    fee_fen=0,
+                    status="succeeded",
+                    created_by="cashier:li",
+                    created_at=paid,
+                    settled_at=paid,
+                ),
+            ]
+        )
+        s.commit()
+    r = li.post(f"{REPORTS}/cash-ups", json={"site_id": site["id"], "counted_fen": {"cash": 38000}})
     assert {x["method"]: x["difference_fen"] for x in r.json()["lines"]} == {"cash": 0}
     listed = li.get(f"{REPORTS}/cash-ups", params={"site_id": site["id"], "from": today}).json()
     assert {row["cashier"] for row in listed["rows"]} == {"cashier:li"}
     everyone = api.as_(Role.FINANCE).get(f"{REPORTS}/cash-ups", params={"site_id": site["id"], "from": today}).json()
     assert {row["cashier"] for row in everyone["rows"]} == {"cashier:li", "cashier:cashier-user"}
 
-    # the next shift starts where this one closed: nothing taken since
+    # submitted again at once with nothing taken since (a retry, a double click): refused, no second shift
+    r = wang.post(f"{REPORTS}/cash-ups", json={"site_id": site["id"], "counted_fen": {"cash": 28900}})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "cash_up_too_soon", r.text
+    # the next shift starts where this one closed
+    sell(wang, site["id"], product["id"], "card")
     again = wang.post(f"{REPORTS}/cash-ups", json={"site_id": site["id"], "counted_fen": {}}).json()
-    assert again["opened_at"] == mine["closed_at"] and again["lines"] == []
+    assert again["opened_at"] == mine["closed_at"] and [x["takings_fen"] for x in again["lines"]] == [28000]
 
 
 def test_csv_and_xlsx_read_back_to_the_json_figures(api: Api, app: FastAPI, site: dict[str, Any]) -> None:
-    product = make_product(api, site["id"])
+    product = make_product(api, site["id"], name=EVIL)  # a name staff typed that a spreadsheet would run
     sell(api.as_(Role.CASHIER), site["id"], product["id"], "cash", quantity=3)
     sell(api.as_(Role.CASHIER), site["id"], product["id"], "card")
     finance = api.as_(Role.FINANCE)
@@ -132,6 +181,18 @@ def test_csv_and_xlsx_read_back_to_the_json_figures(api: Api, app: FastAPI, site
     title, *cells = [list(row) for row in sheet.iter_rows(values_only=True)]
     assert title == [c["title"] for c in data["columns"]]
     assert [back(x) for x in cells] == expected
+
+    # every report opens as a workbook (a title such as 入园人次(闸机/小时) is no valid sheet name as it is)
+    for name in ReportName:
+        r = finance.get(f"{REPORTS}/{name}", params={**params, "format": "xlsx"})
+        assert r.status_code == 200, (name, r.text)
+        book = load_workbook(io.BytesIO(r.content))
+        if name == ReportName.SALES_PRODUCTS:  # the name shown as text, in CSV too, never a formula
+            column = book[book.sheetnames[0]]["C"]
+            assert [c.value for c in column][1:] == ["'" + EVIL]
+            assert {c.data_type for c in column} == {"s"}
+            r = finance.get(f"{REPORTS}/{name}", params={**params, "format": "csv"})
+            assert [row[2] for row in csv.reader(io.StringIO(r.content.decode("utf-8-sig")))][1:] == ["'" + EVIL]
 
     assert api.as_(Role.CASHIER).get(f"{REPORTS}/sales", params=params).status_code == 403
     assert finance.get(f"{REPORTS}/sales", params={**params, "to": "2000-01-01"}).status_code == 422
@@ -207,8 +268,9 @@ def test_rentals_out_and_overdue_and_lessons_sold_and_held(api: Api, app: FastAP
                 expires_at=noon,
                 paid_at=noon,
             )
-            for i in range(6)
+            for i in range(7)
         ]
+        orders[6].paid_at = None  # its booking was given up unpaid: never a sale, not a cancelled seat either
         s.add_all(orders)
         s.flush()
         # (item, quantity, out, returned, lost, due in hours from noon)
@@ -262,7 +324,7 @@ def test_rentals_out_and_overdue_and_lessons_sold_and_held(api: Api, app: FastAP
                     )
                 )
         for o, status, seats, checked in zip(
-            orders[4:], ["confirmed", "cancelled"], [2, 1], [True, False], strict=True
+            orders[4:], ["confirmed", "cancelled", "cancelled"], [2, 1, 3], [True, False, False], strict=True
         ):
             o.kind = "lesson"
             s.add(
