@@ -26,12 +26,15 @@ def _routers() -> list[APIRouter]:
     from cloud.channels.routes import router as channels
     from cloud.customers.routes import router as customers
     from cloud.faces.routes import router as faces
+    from cloud.lessons.routes import router as lessons
     from cloud.orders.backoffice import router as order_backoffice
     from cloud.orders.routes import router as orders
     from cloud.payments.routes import router as payments
     from cloud.points.routes import router as points
     from cloud.products.routes import router as products
     from cloud.refunds.routes import router as refunds
+    from cloud.rentals.routes import router as rentals
+    from cloud.reports.routes import router as reports
     from cloud.sites.routes import router as sites
     from cloud.staff.routes import router as staff
     from cloud.sync.routes import router as sync
@@ -42,12 +45,16 @@ def _routers() -> list[APIRouter]:
         order_backoffice,  # before orders: /orders/search is not an order id
         *(staff, sites, products, customers, faces, orders, payments, tickets, refunds, points, audit, sync, verify),
         channels,
+        lessons,
+        reports,
+        rentals,
     ]
 
 
 async def _expiry_loop(factory: sessionmaker[Session], settings: Settings, every_s: float) -> None:
     from cloud.channels.calls import sweep_messages
     from cloud.faces.gallery import sweep
+    from cloud.lessons.cancel import cancel_short_classes
     from cloud.orders.service import expire_pending
     from cloud.refunds.payout import sweep_with as refund_sweep
 
@@ -60,6 +67,13 @@ async def _expiry_loop(factory: sessionmaker[Session], settings: Settings, every
                 log.info("expired %d unpaid order(s)", n)
         except Exception:
             log.exception("order expiry failed; will retry")
+        try:  # group classes (拼班) at their cutoff: confirmed, or cancelled and refunded below the minimum
+            with factory() as session:
+                n = await asyncio.to_thread(lambda: cancel_short_classes(session, settings, utcnow()))
+            if n:
+                log.info("class sweep: %d group class(es) decided or held", n)
+        except Exception:
+            log.exception("class sweep failed; will retry")
         try:  # faces of passes that ended: deleted on the gates, and in the cloud when no pass is left
             with factory() as session:
                 n = await asyncio.to_thread(lambda: sweep(session, settings, now=utcnow()))

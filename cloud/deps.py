@@ -30,10 +30,12 @@ class Role(StrEnum):
     FINANCE = "finance"
     GATE_TECH = "gate_tech"
     VERIFIER = "verifier"  # handheld terminals and the staff mini-program: verify (核销) only
+    RENTAL_CLERK = "rental_clerk"  # 租赁员: the rental desk (hand-out, return, deposits)
+    COACH = "coach"  # 教练: their own lessons' schedule and check-in
     CUSTOMER = "customer"  # a signed-in mini-program customer, not staff
 
 
-STAFF_ROLES = (Role.ADMIN, Role.CASHIER, Role.FINANCE, Role.GATE_TECH, Role.VERIFIER)
+STAFF_ROLES = (Role.ADMIN, Role.CASHIER, Role.FINANCE, Role.GATE_TECH, Role.VERIFIER, Role.RENTAL_CLERK, Role.COACH)
 
 
 async def get_settings(request: Request) -> Settings:

@@ -25,6 +25,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def quick_password_hashing() -> Iterator[None]:
+    """Staff passwords and gate secrets hashed by argon2id at its lowest cost in tests run in this process.
+
+    Production keeps argon2-cffi's defaults (64 MiB, 3 passes: ~0.1 s a hash, ~0.1 s a login); the suite
+    signs in a few thousand times, which cost minutes at that price. Verification still runs real argon2id,
+    and a hash carries its own parameters, so a production-cost hash (the dummy one for unknown users, a
+    gate's) is verified at its own cost. Clouds started as subprocesses keep the production cost.
+    """
+    from argon2 import PasswordHasher
+
+    import cloud.sites.service
+    import cloud.staff.service
+
+    quick = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    saved = cloud.staff.service._hasher, cloud.sites.service._hasher
+    cloud.staff.service._hasher = cloud.sites.service._hasher = quick
+    yield
+    cloud.staff.service._hasher, cloud.sites.service._hasher = saved
+
+
 @pytest.fixture(scope="session")
 def signing_key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()

@@ -31,6 +31,15 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 }
 
 
+class OrderKind(StrEnum):
+    """What an order sells. Every kind goes through the same order, payment, refund and points machinery;
+    what paying or giving up an order means is its domain's (`cloud.fulfilment`)."""
+
+    TICKET = "ticket"  # tickets and passes: items are order_items, issued as signed tickets
+    RENTAL = "rental"  # skis, boards, boots ... (cloud/rentals): lines and a deposit inside total_fen
+    LESSON = "lesson"  # a private lesson slot or a seat in a group class (cloud/lessons)
+
+
 class Order(Base):
     __tablename__ = "orders"
     __table_args__ = (
@@ -47,6 +56,9 @@ class Order(Base):
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), index=True)
     channel: Mapped[str] = mapped_column(String(16))  # online | counter | ota
+    kind: Mapped[str] = mapped_column(String(8), default=OrderKind.TICKET.value, server_default="ticket")
+    # The refundable deposit inside total_fen (a rental's): it earns no points and is paid back on return.
+    deposit_fen: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     ota_channel: Mapped[str | None] = mapped_column(String(16))
     ota_order_ref: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default=OrderStatus.PENDING.value, index=True)

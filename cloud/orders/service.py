@@ -276,12 +276,22 @@ def transition(session: Session, order: Order, to: OrderStatus, actor: Principal
 
 
 def _release_items(session: Session, order: Order) -> None:
+    if order.kind != "ticket":  # a rental's stock or a lesson's seats: its domain gives them back
+        from cloud.fulfilment import domain_of
+
+        domain = domain_of(order)
+        if domain is not None:
+            domain.on_given_up(session, order)
+        return
     for item in order.items:
         products.release(session, products.get_product(session, item.product_id), item.visit_date, item.quantity)
 
 
 def cancel(session: Session, actor: Principal, order_id: int) -> Order:
-    order = get_order(session, order_id, actor)
+    get_order(session, order_id, actor)  # a customer's own order, or 404
+    # Under the order's lock, read afresh: a payment settling meanwhile waits, or has made it paid (then 409).
+    order = session.get(Order, order_id, with_for_update=True, populate_existing=True)
+    assert order is not None
     transition(session, order, OrderStatus.CANCELLED, actor)
     _release_items(session, order)
     session.commit()

@@ -182,9 +182,10 @@ def append(
 def earn_for_order(session: Session, settings: Settings, order: Order, *, now: datetime) -> PointsEntry | None:
     """points_per_yuan (the rules in force, `cloud.points.rules`) for each whole yuan paid, once per order
     (ref order:{id}). Does not commit."""
-    if order.customer_id is None or order.total_fen < 100:
+    paid_fen = order.total_fen - (order.deposit_fen or 0)  # a deposit is given back: it earns nothing
+    if order.customer_id is None or paid_fen < 100:
         return None
-    points = order.total_fen // 100 * rules.current(session, settings).points_per_yuan
+    points = paid_fen // 100 * rules.current(session, settings).points_per_yuan
     if points <= 0:
         return None
     entry, _ = append(
@@ -204,7 +205,8 @@ def reverse_for_refund(
     already spent the points, the balance goes to 0, not below; the entry's `shortfall` says how
     many points could not be taken back (visible to finance; not clawed back from later earnings).
     """
-    if order.customer_id is None or order.total_fen <= 0 or refund_amount_fen <= 0:
+    earning_fen = order.total_fen - (order.deposit_fen or 0)  # what earned points (`earn_for_order`)
+    if order.customer_id is None or earning_fen <= 0 or refund_amount_fen <= 0:
         return None
     ref = f"refund:{refund_id}"
     existing = _find(session, order.customer_id, PointsKind.REVERSE, ref)
@@ -223,7 +225,7 @@ def reverse_for_refund(
     if order.status == OrderStatus.REFUNDED.value:
         amount = left
     else:
-        amount = min(earned * min(refund_amount_fen, order.total_fen) // order.total_fen, left)
+        amount = min(earned * min(refund_amount_fen, earning_fen) // earning_fen, left)
     if amount <= 0:
         return None
     entry, _ = append(

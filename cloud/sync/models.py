@@ -67,6 +67,9 @@ class GatePassage(Base):
     outcome: Mapped[str] = mapped_column(String(5))
     code: Mapped[str] = mapped_column(String(32))
     ticket_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    # The product of the site's ticket `ticket_id` names, set when stored (None: no ticket of the site): the
+    # report of entries per product groups a season's passages without joining a million of them to tickets.
+    product_id: Mapped[int | None] = mapped_column(Integer)
     passed: Mapped[bool] = mapped_column(Boolean)
     counted: Mapped[bool] = mapped_column(Boolean)
     credential: Mapped[str] = mapped_column(String(8))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from cloud.sync.models import GatePassage
+from cloud.tickets.models import Ticket
 
 _PASSAGES = GatePassage.metadata.tables[GatePassage.__tablename__]
 
@@ -36,3 +37,17 @@ def insert_rows(session: Session, rows: list[dict[str, Any]]) -> None:
         connection.exec_driver_sql(str(compiled), [dict(zip(order, v, strict=True)) for v in params])
     else:
         connection.exec_driver_sql(str(compiled), params)
+
+
+def products_of(session: Session, wanted: dict[int, set[int]]) -> dict[tuple[int, str], int]:
+    """The product of each (site id, ticket id) that is one of the site's tickets, by (site id, ticket id text).
+
+    For the passages that count nothing (their tickets are not loaded to be counted): rare, so usually no query.
+    """
+    found: dict[tuple[int, str], int] = {}
+    for site_id, ids in wanted.items():
+        rows = session.execute(
+            select(Ticket.id, Ticket.product_id).where(Ticket.site_id == site_id, Ticket.id.in_(ids))
+        )
+        found.update({(site_id, str(ticket_id)): product_id for ticket_id, product_id in rows})
+    return found

@@ -28,7 +28,7 @@ from cloud.sync.dead_letters import Refused
 from cloud.sync.gate_status import store_status
 from cloud.sync.inbound import EventIn, Inbound, StatusIn
 from cloud.sync.models import GatePassage, QuarantinedEvent
-from cloud.sync.rows import insert_rows
+from cloud.sync.rows import insert_rows, products_of
 from cloud.sync.schemas import QuarantinedEventOut, QuarantineReason
 from cloud.tickets.models import Ticket, TicketState
 from models import PassageEvent
@@ -211,6 +211,11 @@ def _store_events(
         seen.add((where[1], e.event_id))
         arriving.append(_Arriving(m, where, ticket))
     _settle_reused_ids(session, arriving, kept, held, out, now)
+    uncounted: dict[int, set[int]] = defaultdict(set)  # tickets named by passages that count nothing
+    for a in arriving:
+        if a.ticket is None and a.m.event.ticket_id is not None and _is_ticket_no(a.m.event.ticket_id):
+            uncounted[a.where[0]].add(int(a.m.event.ticket_id))
+    products = products_of(session, uncounted) if uncounted else {}
     rows = []
     counted: list[_Arriving] = []  # the arriving event of each row
     for a in arriving:
@@ -228,6 +233,7 @@ def _store_events(
         rows.append(
             {name: getattr(e, name) for name in _EVENT_COLUMNS}  # `model_dump` (python mode), without its cost
             | {"site_id": site_id, "gate_id": gate_id, "received_at": now, "conflict": conflict}
+            | {"product_id": a.ticket.product_id if a.ticket else products.get((site_id, e.ticket_id or ""))}
         )
         counted.append(a)
     if rows:

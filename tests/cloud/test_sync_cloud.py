@@ -449,6 +449,20 @@ def test_two_gates_in_one_batch_flag_the_later_scan(app: FastAPI, api: Api, site
             earlier.event_id: None,
             later.event_id: "over_use",
         }
+        assert {p.product_id for p in passages(session)} == {single["id"]}  # the entries-per-product report's
+
+
+def test_a_passage_that_counts_nothing_is_stored_with_its_tickets_product(
+    app: FastAPI, api: Api, site: dict[str, Any]
+) -> None:
+    day = make_product(api, site["id"], code="day-2", name="日票")
+    add_gate(api, site["id"], "g1")
+    (ticket,) = ticket_ids(api, sell_paid(app, api, site["id"], day["id"], next_weekday())["id"])
+    event = passage(ticket).model_copy(update={"counted": False})
+    parsed = inbound.parse(topics.events(SITE, "g1"), event.model_dump_json().encode())
+    with app.state.sessionmaker() as session:
+        assert service.store(session, parsed).new == 1
+        assert [(p.counted, p.product_id) for p in passages(session)] == [(False, day["id"])]
 
 
 # A ticket number the site does not have ("12345") is quarantined instead: tests/cloud/test_security_events.py.
@@ -463,7 +477,7 @@ def test_passages_of_tickets_the_cloud_does_not_know_are_stored_and_count_nothin
     with app.state.sessionmaker() as session:
         stored = service.store(session, parsed)
         assert (stored.new, stored.conflicts, dict(stored.acks)) == (1, 0, {(SITE, "g1"): [event.event_id]})
-        assert [p.ticket_id for p in passages(session)] == [ticket_id]
+        assert [(p.ticket_id, p.product_id) for p in passages(session)] == [(ticket_id, None)]
 
 
 def test_an_event_on_another_gates_topic_is_quarantined_logged_and_acknowledged(
