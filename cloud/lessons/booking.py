@@ -14,7 +14,6 @@ back (`on_given_up`).
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
@@ -29,7 +28,7 @@ from cloud.lessons import catalog
 from cloud.lessons.models import BookingStatus, ClassStatus, LessonBooking, LessonClass, LessonKind
 from cloud.lessons.schemas import BookingIn
 from cloud.orders.models import Order, OrderKind, OrderStatus
-from cloud.orders.service import _number, find_idempotent
+from cloud.orders.service import _number, _request_hash, _same_request, find_idempotent
 from cloud.settings import Settings
 
 MAX_UNPAID_BOOKINGS = 3
@@ -81,7 +80,7 @@ def book(
     if customer_id is not None and session.get(Customer, customer_id, with_for_update=online) is None:
         raise not_found("Customer", "顾客", customer_id)
     scope = f"{actor.role.value}#{actor.subject_id}" if idempotency_key else None
-    digest = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+    digest = _request_hash(body)
     if idempotency_key and scope:
         repeated = _repeated(session, scope, idempotency_key, digest)
         if repeated is not None:
@@ -141,8 +140,9 @@ def _repeated(session: Session, scope: str, key: str, digest: str) -> LessonBook
     order = find_idempotent(session, scope, key)
     if order is None:
         return None
+    _same_request(order, digest)
     booking = booking_of_order(session, order.id)
-    if order.request_hash != digest or booking is None:
+    if booking is None:  # the key's order is not a lesson's
         raise Conflict(
             "idempotency_key_reused", "This Idempotency-Key was used for a different order", "该幂等键已用于另一个订单"
         )

@@ -15,6 +15,7 @@ from collections import Counter
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -44,7 +45,8 @@ def _number(now: datetime) -> str:
     return f"SF{now:%Y%m%d}{secrets.token_hex(5).upper()}"
 
 
-def _request_hash(body: OrderIn) -> str:
+def _request_hash(body: BaseModel) -> str:
+    """What an Idempotency-Key's first request asked for (any order's body: tickets, a rental, a lesson)."""
     return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
 
 

@@ -29,7 +29,7 @@ from cloud.customers.models import Customer
 from cloud.deps import Principal, Role
 from cloud.errors import Conflict, DomainError, not_found
 from cloud.orders.models import Order, OrderKind, OrderStatus
-from cloud.orders.service import _number, find_idempotent, get_order, transition
+from cloud.orders.service import _number, _request_hash, _same_request, find_idempotent, get_order, transition
 from cloud.payments.models import Payment
 from cloud.payments.schemas import CounterPaymentIn
 from cloud.payments.service import pay_at_counter
@@ -42,12 +42,6 @@ from cloud.sites.service import get_site
 
 ONLINE_AHEAD = timedelta(days=2)  # an online rental is picked up within this
 MAX_UNPAID_ONLINE = 2
-
-
-def _digest(body: RentalOrderIn) -> str:
-    import hashlib
-
-    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
 
 
 def _due(start: datetime, line: LineIn, tz: ZoneInfo) -> datetime:
@@ -94,11 +88,11 @@ def create_rental_order(
     online = actor.role is Role.CUSTOMER
     customer_id = actor.subject_id if online else body.customer_id
     scope = f"rental:{actor.role.value}#{actor.subject_id}" if idempotency_key else None
-    digest = _digest(body)
+    digest = _request_hash(body)
     if idempotency_key and scope:
         existing = find_idempotent(session, scope, idempotency_key)
         if existing is not None:
-            return _same(existing, digest), False
+            return _same_request(existing, digest), False
     site = get_site(session, body.site_id)
     tz = ZoneInfo(site.timezone)
     start = now if not online or body.start_at is None else body.start_at
@@ -160,7 +154,7 @@ def create_rental_order(
     except IntegrityError as exc:
         session.rollback()
         if idempotency_key and scope and (existing := find_idempotent(session, scope, idempotency_key)):
-            return _same(existing, digest), False
+            return _same_request(existing, digest), False
         raise Conflict("duplicate_order", "This order already exists", "订单已存在") from exc
     for line in lines:
         line.order_id = order.id
@@ -201,16 +195,6 @@ def _check_unpaid(session: Session, customer_id: int | None) -> None:
             f"您有 {unpaid} 笔未支付的租赁订单，请先支付或取消",
             unpaid=unpaid,
         )
-
-
-def _same(order: Order, digest: str) -> Order:
-    if order.request_hash != digest:
-        raise Conflict(
-            "idempotency_key_reused",
-            "This Idempotency-Key was used for a different order",
-            "该幂等键已用于另一笔订单",
-        )
-    return order
 
 
 def rental_of(session: Session, order: Order, *, lock: bool = False) -> RentalOrder:
